@@ -1,0 +1,302 @@
+//! Platform operator endpoints (admin token): merchants, tenant placement
+//! and pool state, provisioning, suspension.
+
+use rocket::{
+    Route, State, get, http::Status, post, response::status::Custom, routes, serde::json::Json,
+    tokio,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Body;
+use crate::{
+    app::App,
+    auth::{guards::PlatformAdmin, password},
+    db::{
+        ids::{MerchantId, StaffId},
+        platform::{
+            merchants::{Merchant, NewMerchant},
+            staff::{NewStaffUser, StaffUser},
+        },
+    },
+    error::{ApiError, ApiResult},
+    tenancy::{
+        Tier,
+        guards::TenantDb,
+        placement::Placement,
+        pools::PoolState,
+        provisioning::{self, Outcome},
+    },
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateMerchant {
+    slug: String,
+    name: String,
+    timezone: String,
+    currency: String,
+    #[serde(default = "default_plan")]
+    plan: String,
+    owner: NewOwner,
+}
+
+fn default_plan() -> String {
+    "standard".into()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewOwner {
+    email: String,
+    password: String,
+}
+
+fn validate_merchant(b: &CreateMerchant) -> ApiResult<()> {
+    let slug_ok = (2..=63).contains(&b.slug.len())
+        && b.slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !b.slug.starts_with('-');
+    if !slug_ok {
+        return Err(ApiError::invalid(
+            "slug",
+            "must be 2 to 63 lowercase letters, digits or '-', not starting with '-'",
+        ));
+    }
+    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
+        return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
+    }
+    if b.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(ApiError::invalid(
+            "timezone",
+            "must be an IANA time zone such as Europe/Paris",
+        ));
+    }
+    if b.currency.len() != 3 || !b.currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(ApiError::invalid("currency", "must be an ISO 4217 code such as USD"));
+    }
+    if b.plan.trim().is_empty() || b.plan.len() > 50 {
+        return Err(ApiError::invalid("plan", "must be 1 to 50 characters"));
+    }
+    validate_email(&b.owner.email)?;
+    if b.owner.password.chars().count() < 10 || b.owner.password.len() > 1024 {
+        return Err(ApiError::invalid(
+            "owner.password",
+            "must be at least 10 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_email(email: &str) -> ApiResult<()> {
+    let ok = email.len() <= 320
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !email.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("owner.email", "is not an email address"))
+    }
+}
+
+#[post("/admin/merchants", data = "<body>")]
+async fn create_merchant(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    body: Body<CreateMerchant>,
+) -> ApiResult<Custom<Json<Merchant>>> {
+    let b = body.0;
+    validate_merchant(&b)?;
+    let pw = b.owner.password.clone();
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let merchant = app
+        .platform(move |p| {
+            p.transaction(|p| {
+                let m = Merchant::insert(
+                    p,
+                    &NewMerchant {
+                        id: MerchantId(uuid::Uuid::new_v4()),
+                        slug: &b.slug,
+                        name: b.name.trim(),
+                        timezone: &b.timezone,
+                        currency: &b.currency,
+                        plan: b.plan.trim(),
+                    },
+                )
+                .map_err(|e| match ApiError::from(e) {
+                    e if e.code == "conflict" => {
+                        ApiError::conflict("slug_taken", "a merchant with this slug exists")
+                    }
+                    e => e,
+                })?;
+                StaffUser::insert(
+                    p,
+                    &NewStaffUser {
+                        id: StaffId(uuid::Uuid::now_v7()),
+                        merchant_id: m.id,
+                        email: &b.owner.email.to_lowercase(),
+                        password_hash: &hash,
+                        role: "owner",
+                    },
+                )?;
+                Ok(m)
+            })
+        })
+        .await?;
+    tracing::info!(operator = %admin.operator, merchant = %merchant.id, slug = %merchant.slug, "merchant created");
+    Ok(Custom(Status::Created, Json(merchant)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantView {
+    #[serde(flatten)]
+    merchant: Merchant,
+    routed_tier: Tier,
+    pool: Option<PoolState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migration_version: Option<String>,
+    latest_migration_version: String,
+}
+
+fn tenant_view(app: &App, m: Merchant, migration_version: Option<String>) -> TenantView {
+    let mut placement = Placement::from_merchant(&m);
+    if !app.directory.routing_enabled() {
+        placement.tier = Tier::Shared;
+    }
+    TenantView {
+        pool: app.pools.state(m.id),
+        routed_tier: placement.tier,
+        merchant: m,
+        migration_version,
+        latest_migration_version: crate::tenancy::migrations::latest_tenant_version(),
+    }
+}
+
+#[get("/admin/tenants")]
+async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json<Value>> {
+    let merchants = app.platform(|p| Ok(Merchant::list(p)?)).await?;
+    let items: Vec<TenantView> = merchants
+        .into_iter()
+        .map(|m| tenant_view(app, m, None))
+        .collect();
+    Ok(Json(json!({ "items": items, "pools": app.pools.summary() })))
+}
+
+async fn find_merchant(app: &App, id: MerchantId) -> ApiResult<Merchant> {
+    app.platform(move |p| {
+        Merchant::find(p, id).map_err(|e| match e {
+            diesel::result::Error::NotFound => ApiError::not_found("merchant"),
+            e => e.into(),
+        })
+    })
+    .await
+}
+
+#[get("/admin/tenants/<id>")]
+async fn get_tenant(
+    _admin: PlatformAdmin,
+    app: &State<App>,
+    id: MerchantId,
+) -> ApiResult<Json<TenantView>> {
+    let m = find_merchant(app, id).await?;
+    let placement = std::sync::Arc::new(Placement::from_merchant(&m));
+    let version = match TenantDb::for_placement(app, placement).await {
+        Ok(db) => db.run(|tx| Ok(tx.schema_version()?)).await.ok().flatten(),
+        Err(_) => None,
+    };
+    Ok(Json(tenant_view(app, m, version)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Provision {
+    merchant_id: MerchantId,
+    tier: String,
+    database_url: Option<String>,
+}
+
+#[post("/admin/tenant/provision", data = "<body>")]
+async fn provision(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    body: Body<Provision>,
+) -> Result<Custom<Json<Value>>, ApiError> {
+    let b = body.0;
+    let tier = match Tier::parse(&b.tier) {
+        Some(t @ (Tier::Schema | Tier::Dedicated)) => t,
+        _ => return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`")),
+    };
+    if b.database_url.is_some() {
+        return Err(ApiError::new(
+            Status::UnprocessableEntity,
+            "byo_database_not_supported",
+            "databaseUrl: bringing your own database is not supported yet; omit it to let posd create the database",
+        ));
+    }
+    let app2 = app.inner().clone();
+    let merchant = b.merchant_id;
+    let outcome = tokio::task::spawn_blocking(move || provisioning::provision(&app2, merchant, tier))
+        .await
+        .map_err(ApiError::internal)??;
+    match outcome {
+        Outcome::Ready(run) => {
+            tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, "provisioned");
+            Ok(Custom(Status::Created, Json(json!({ "run": run }))))
+        }
+        Outcome::Failed(run) => Ok(Custom(
+            Status::UnprocessableEntity,
+            Json(json!({
+                "error": {
+                    "code": "provisioning_failed",
+                    "message": format!(
+                        "{}: {}",
+                        run.failed_step.clone().unwrap_or_default(),
+                        run.error.clone().unwrap_or_default()
+                    ),
+                },
+                "run": run,
+            })),
+        )),
+    }
+}
+
+async fn set_status(app: &App, id: MerchantId, status: &'static str) -> ApiResult<Json<Merchant>> {
+    let m = app
+        .platform(move |p| {
+            Merchant::set_status(p, id, status).map_err(|e| match e {
+                diesel::result::Error::NotFound => ApiError::not_found("merchant"),
+                e => e.into(),
+            })
+        })
+        .await?;
+    app.directory.invalidate(id);
+    Ok(Json(m))
+}
+
+#[post("/admin/tenants/<id>/suspend")]
+async fn suspend(_admin: PlatformAdmin, app: &State<App>, id: MerchantId) -> ApiResult<Json<Merchant>> {
+    set_status(app, id, "suspended").await
+}
+
+#[post("/admin/tenants/<id>/resume")]
+async fn resume(_admin: PlatformAdmin, app: &State<App>, id: MerchantId) -> ApiResult<Json<Merchant>> {
+    set_status(app, id, "active").await
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![
+        create_merchant,
+        list_tenants,
+        get_tenant,
+        provision,
+        suspend,
+        resume
+    ]
+}

@@ -1,0 +1,99 @@
+//! The HTTP API: one module per resource, each exposing `routes()`, plus
+//! the JSON body guard and the catchers that keep every answer JSON.
+
+pub mod admin;
+pub mod auth;
+pub mod health;
+pub mod products;
+
+use rocket::{
+    Catcher, Request, Route,
+    data::{Data, FromData, Outcome, ToByteUnit},
+    http::Status,
+};
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+
+use crate::error::{ApiError, GuardError, fail};
+
+pub const PREFIX: &str = "/api/v2/POS";
+
+pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
+    vec![
+        ("/", health::routes()),
+        (PREFIX, auth::routes()),
+        (PREFIX, products::routes()),
+        (PREFIX, admin::routes()),
+    ]
+}
+
+/// A JSON request body. Unlike Rocket's `Json`, its failures carry the
+/// parser's message (which field, what was wrong) in the 422 body, and an
+/// oversize body is a 413.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+#[rocket::async_trait]
+impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
+    type Error = ApiError;
+
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> Outcome<'r, Self> {
+        if let Some(ct) = req.content_type()
+            && !ct.is_json()
+        {
+            return fail(
+                req,
+                ApiError::new(
+                    Status::UnsupportedMediaType,
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                ),
+            );
+        }
+        let limit = req.limits().get("json").unwrap_or(64.kibibytes());
+        let text = match data.open(limit).into_string().await {
+            Ok(s) if s.is_complete() => s.into_inner(),
+            Ok(_) => {
+                return fail(
+                    req,
+                    ApiError::new(
+                        Status::PayloadTooLarge,
+                        "payload_too_large",
+                        format!("the body is larger than {limit}"),
+                    ),
+                );
+            }
+            Err(e) => {
+                return fail(
+                    req,
+                    ApiError::new(Status::BadRequest, "bad_request", format!("could not read the body: {e}")),
+                );
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(v) => Outcome::Success(Body(v)),
+            Err(e) => fail(
+                req,
+                ApiError::new(Status::UnprocessableEntity, "invalid_body", e.to_string()),
+            ),
+        }
+    }
+}
+
+/// For PATCH bodies: tells an absent field (`None`) from an explicit `null`
+/// (`Some(None)`).
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[rocket::catch(default)]
+fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
+    GuardError::take(req).unwrap_or_else(|| ApiError::from_status(status))
+}
+
+pub fn catchers() -> Vec<Catcher> {
+    rocket::catchers![default_catcher]
+}

@@ -1,0 +1,233 @@
+//! `/products`: the catalog. Read: any staff; write: manager or owner.
+
+use rocket::{
+    FromForm, Route, delete, get, http::Status, patch, post, routes, serde::json::Json,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Body, nullable};
+use crate::{
+    auth::guards::{Manager, Staff},
+    db::{
+        ids::ProductId,
+        tenant::products::{NewProduct, Product, ProductChanges, ProductFilter},
+    },
+    error::{ApiError, ApiResult},
+    tenancy::guards::TenantDb,
+};
+
+const MAX_PRICE_MINOR: i64 = 100_000_000_000;
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateProduct {
+    sku: String,
+    name: String,
+    price_minor: i64,
+    #[serde(default)]
+    tax_rate_bps: i32,
+    #[serde(default)]
+    category_id: Option<Uuid>,
+    #[serde(default)]
+    track_stock: bool,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateProduct {
+    sku: Option<String>,
+    name: Option<String>,
+    price_minor: Option<i64>,
+    tax_rate_bps: Option<i32>,
+    #[serde(default, deserialize_with = "nullable")]
+    category_id: Option<Option<Uuid>>,
+    track_stock: Option<bool>,
+    active: Option<bool>,
+}
+
+fn text(field: &str, v: &str, max: usize) -> ApiResult<String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if v.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("must be at most {max} characters")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, "must not contain control characters"));
+    }
+    Ok(v.to_string())
+}
+
+fn price(v: i64) -> ApiResult<i64> {
+    if (0..=MAX_PRICE_MINOR).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid(
+            "priceMinor",
+            format!("must be between 0 and {MAX_PRICE_MINOR}"),
+        ))
+    }
+}
+
+fn tax(v: i32) -> ApiResult<i32> {
+    if (0..=10_000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid("taxRateBps", "must be between 0 and 10000 (basis points)"))
+    }
+}
+
+fn sku_conflict(e: ApiError) -> ApiError {
+    if e.code == "conflict" {
+        ApiError::conflict("sku_taken", "another product already has this sku")
+    } else {
+        e
+    }
+}
+
+#[derive(Debug, FromForm)]
+struct ListQuery<'r> {
+    q: Option<&'r str>,
+    #[field(name = "categoryId")]
+    category_id: Option<&'r str>,
+    active: Option<&'r str>,
+    limit: Option<&'r str>,
+    cursor: Option<&'r str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+impl ListQuery<'_> {
+    fn filter(&self) -> ApiResult<ProductFilter> {
+        let limit = match self.limit {
+            None => DEFAULT_LIMIT,
+            Some(l) => l
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=MAX_LIMIT).contains(l))
+                .ok_or_else(|| {
+                    ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_LIMIT}"))
+                })?,
+        };
+        let q = match self.q.map(str::trim).filter(|q| !q.is_empty()) {
+            Some(q) if q.chars().count() > 100 => {
+                return Err(ApiError::invalid("q", "must be at most 100 characters"));
+            }
+            other => other.map(str::to_string),
+        };
+        let uuid = |field: &str, v: Option<&str>| -> ApiResult<Option<Uuid>> {
+            v.map(|s| Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, "is not a valid id")))
+                .transpose()
+        };
+        let active = match self.active {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => return Err(ApiError::invalid("active", "must be true or false")),
+        };
+        Ok(ProductFilter {
+            q,
+            category_id: uuid("categoryId", self.category_id)?,
+            active,
+            after: uuid("cursor", self.cursor)?.map(ProductId),
+            limit,
+        })
+    }
+}
+
+#[get("/products?<query..>")]
+async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<Json<Page<Product>>> {
+    let filter = query.filter()?;
+    let limit = filter.limit as usize;
+    let items = db.run(move |tx| Ok(Product::list(tx, &filter)?)).await?;
+    let next_cursor = (items.len() == limit)
+        .then(|| items.last().map(|p| p.id.to_string()))
+        .flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[get("/products/<id>")]
+async fn get_one(_staff: &Staff, db: TenantDb, id: ProductId) -> ApiResult<Json<Product>> {
+    db.run(move |tx| Product::find(tx, id).map_err(not_found))
+        .await
+        .map(Json)
+}
+
+fn not_found(e: diesel::result::Error) -> ApiError {
+    match e {
+        diesel::result::Error::NotFound => ApiError::not_found("product"),
+        e => e.into(),
+    }
+}
+
+#[post("/products", data = "<body>")]
+async fn create(
+    _m: Manager<'_>,
+    db: TenantDb,
+    body: Body<CreateProduct>,
+) -> ApiResult<(Status, Json<Product>)> {
+    let b = body.0;
+    let new = NewProduct {
+        sku: text("sku", &b.sku, 64)?,
+        name: text("name", &b.name, 200)?,
+        price_minor: price(b.price_minor)?,
+        tax_rate_bps: tax(b.tax_rate_bps)?,
+        category_id: b.category_id,
+        track_stock: b.track_stock,
+        active: b.active,
+    };
+    let product = db
+        .run(move |tx| Product::create(tx, &new).map_err(|e| sku_conflict(e.into())))
+        .await?;
+    Ok((Status::Created, Json(product)))
+}
+
+#[patch("/products/<id>", data = "<body>")]
+async fn update(
+    _m: Manager<'_>,
+    db: TenantDb,
+    id: ProductId,
+    body: Body<UpdateProduct>,
+) -> ApiResult<Json<Product>> {
+    let b = body.0;
+    let changes = ProductChanges {
+        sku: b.sku.as_deref().map(|s| text("sku", s, 64)).transpose()?,
+        name: b.name.as_deref().map(|s| text("name", s, 200)).transpose()?,
+        price_minor: b.price_minor.map(price).transpose()?,
+        tax_rate_bps: b.tax_rate_bps.map(tax).transpose()?,
+        category_id: b.category_id,
+        track_stock: b.track_stock,
+        active: b.active,
+    };
+    db.run(move |tx| {
+        Product::update(tx, id, &changes).map_err(|e| sku_conflict(not_found(e)))
+    })
+    .await
+    .map(Json)
+}
+
+#[delete("/products/<id>")]
+async fn remove(_m: Manager<'_>, db: TenantDb, id: ProductId) -> ApiResult<Status> {
+    db.run(move |tx| Product::delete(tx, id).map_err(not_found))
+        .await?;
+    Ok(Status::NoContent)
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![list, get_one, create, update, remove]
+}

@@ -1,0 +1,214 @@
+//! Boot: everything posd checks and builds before it serves, and the
+//! application state every request shares.
+//!
+//! Order: connect as the owner role, run platform migrations (and bring the
+//! shared tier up to date), check table classification, check that the app
+//! role can neither bypass RLS nor own tables, build the pools and the
+//! placement directory. Any failure stops the boot with one clear line.
+
+use std::sync::Arc;
+
+use diesel::{PgConnection, QueryableByName, RunQueryDsl, sql_types::Bool};
+use rocket::tokio::{self, time::timeout};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{
+    auth::jwt::JwtKeys,
+    config::Settings,
+    db::{
+        platform::{Platform, merchants::Merchant},
+        pool::{self, PoolOptions},
+    },
+    error::{ApiError, ApiResult},
+    redact::redact_url,
+    tenancy::{
+        SHARED_SCHEMA, classification, migrations,
+        placement::Directory,
+        pools::{PoolHandle, TenantPools, TenantPoolsConfig},
+    },
+};
+
+/// Shared state of a running posd; cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub settings: Arc<Settings>,
+    /// The app-role pool on the platform database.
+    pub platform: PoolHandle,
+    pub directory: Arc<Directory>,
+    pub pools: Arc<TenantPools>,
+    pub jwt: Arc<JwtKeys>,
+    /// The role requests are served as.
+    pub app_role: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot connect to {setting} ({url}): {reason}")]
+    Connect {
+        setting: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("migrations: {0}")]
+    Migration(#[from] migrations::MigrationError),
+    #[error("table classification check failed:\n  {}", .0.join("\n  "))]
+    Classification(Vec<String>),
+    #[error("POSD_APP_DATABASE_URL: {0}")]
+    AppRole(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The user name in a database URL.
+pub fn url_user(url: &SecretString) -> Option<String> {
+    url::Url::parse(url.expose_secret())
+        .ok()
+        .map(|u| u.username().to_string())
+        .filter(|u| !u.is_empty())
+}
+
+fn connect(setting: &'static str, url: &SecretString) -> Result<PgConnection, BootError> {
+    pool::connect(url).map_err(|e| BootError::Connect {
+        setting,
+        url: redact_url(url.expose_secret()),
+        reason: crate::redact::redact_text(e.to_string().trim()),
+    })
+}
+
+#[derive(QueryableByName)]
+struct RoleInfo {
+    #[diesel(sql_type = Bool)]
+    rolsuper: bool,
+    #[diesel(sql_type = Bool)]
+    rolbypassrls: bool,
+}
+
+/// Runs platform migrations and brings the shared tier up to date.
+pub fn migrate(settings: &Settings) -> Result<(), BootError> {
+    let app_role = url_user(&settings.app_database_url)
+        .ok_or_else(|| BootError::AppRole("the URL names no user".into()))?;
+    let mut owner = connect("POSD_DATABASE_URL", &settings.database_url)?;
+    migrations::migrate_platform(&mut owner, SHARED_SCHEMA, &app_role)?;
+    Ok(())
+}
+
+/// Checks, migrates and builds everything; blocking.
+pub fn boot(settings: Settings) -> Result<App, BootError> {
+    let app_role = url_user(&settings.app_database_url)
+        .ok_or_else(|| BootError::AppRole("the URL names no user".into()))?;
+    if url_user(&settings.database_url).as_deref() == Some(app_role.as_str()) {
+        return Err(BootError::AppRole(format!(
+            "role `{app_role}` is also the owner role (POSD_DATABASE_URL); requests must run as a role that owns nothing"
+        )));
+    }
+    migrate(&settings)?;
+    let mut owner = connect("POSD_DATABASE_URL", &settings.database_url)?;
+    classification::check(&mut owner, SHARED_SCHEMA).map_err(BootError::Classification)?;
+    drop(owner);
+
+    let mut app_conn = connect("POSD_APP_DATABASE_URL", &settings.app_database_url)?;
+    let role: RoleInfo = diesel::sql_query(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .get_result(&mut app_conn)
+    .map_err(|e| BootError::AppRole(format!("cannot read the role's attributes: {e}")))?;
+    if role.rolsuper || role.rolbypassrls {
+        return Err(BootError::AppRole(format!(
+            "role `{app_role}` is {}; posd refuses to serve tenant traffic as a role that bypasses row-level security",
+            if role.rolsuper { "a superuser" } else { "BYPASSRLS" }
+        )));
+    }
+
+    let global = pool::build(
+        &settings.app_database_url,
+        None,
+        &PoolOptions {
+            max_size: settings.pool_size,
+            connect_timeout: settings.pool_connect_timeout,
+            idle_timeout: Some(std::time::Duration::from_secs(600)),
+            statement_timeout: settings.statement_timeout,
+            thread_pool: None,
+        },
+    );
+    let directory = Arc::new(Directory::new(
+        global.clone(),
+        settings.placement_cache_ttl,
+        settings.use_tenant_db_routing,
+    ));
+    if !settings.use_tenant_db_routing {
+        let elsewhere = Merchant::list_placed_elsewhere(&mut Platform::new(&mut app_conn))
+            .map_err(|e| BootError::Other(format!("cannot list merchants: {e}")))?;
+        tracing::warn!(
+            "USE_TENANT_DB_ROUTING=false: EVERY merchant is routed to the shared tier; {} merchant(s) have data elsewhere and will not see it: {}",
+            elsewhere.len(),
+            elsewhere
+                .iter()
+                .map(|m| format!("{} ({}, {})", m.slug, m.id, m.tier))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    drop(app_conn);
+
+    let pools = TenantPools::new(
+        TenantPoolsConfig {
+            pool_size: settings.tenant_pool_size,
+            connect_timeout: settings.pool_connect_timeout,
+            statement_timeout: settings.statement_timeout,
+            budget: settings.connection_budget,
+            max_pools: settings.max_tenant_pools,
+            idle_timeout: settings.pool_idle_timeout,
+            breaker_threshold: settings.breaker_threshold,
+            breaker_cooldown: settings.breaker_cooldown,
+        },
+        settings.keyring.clone(),
+        global.clone(),
+    );
+    pools.start_sweeper(settings.pool_sweep_interval);
+    Ok(App {
+        jwt: Arc::new(JwtKeys::new(&settings.jwt_secret)),
+        platform: PoolHandle::new(global),
+        directory,
+        pools,
+        app_role: Arc::from(app_role),
+        settings: Arc::new(settings),
+    })
+}
+
+impl App {
+    /// Runs `f` on a pooled connection of `handle` on a blocking thread,
+    /// waiting at most the pool's connect timeout for a permit.
+    pub async fn blocking<T, F>(&self, handle: &PoolHandle, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut PgConnection) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = timeout(
+            self.settings.pool_connect_timeout,
+            handle.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| ApiError::unavailable("database_busy", "the database is busy", 1))?
+        .map_err(|_| ApiError::unavailable("shutting_down", "posd is shutting down", 5))?;
+        let pool = handle.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    /// Runs `f` on the control plane (app role).
+    pub async fn platform<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut Platform<'_>) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.blocking(&self.platform, move |conn| f(&mut Platform::new(conn)))
+            .await
+    }
+}

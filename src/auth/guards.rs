@@ -1,0 +1,199 @@
+//! Request guards for the caller.
+//!
+//! `StaffClaims` (a verified staff JWT) → `Staff` (plus the merchant's
+//! placement: unknown merchant 401, suspended 403) → `Manager` / `Owner`
+//! (role checks, 403). `PlatformAdmin` verifies an operator token. Every
+//! failure is an error outcome with a JSON body, never a forward.
+
+use std::sync::Arc;
+
+use rocket::{
+    Request,
+    http::Status,
+    request::{FromRequest, Outcome},
+    tokio,
+};
+
+use super::{
+    Role,
+    jwt::{AdminClaims, StaffClaims},
+};
+use crate::{
+    app::App,
+    error::{ApiError, fail},
+    tenancy::placement::Placement,
+};
+
+fn app<'r>(req: &'r Request<'_>) -> Result<&'r App, ApiError> {
+    req.rocket()
+        .state::<App>()
+        .ok_or_else(|| ApiError::internal("application state is not managed"))
+}
+
+fn bearer<'r>(req: &'r Request<'_>) -> Result<&'r str, ApiError> {
+    let header = req
+        .headers()
+        .get_one("Authorization")
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))
+}
+
+fn token_error(e: &jsonwebtoken::errors::Error) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let message = match e.kind() {
+        K::ExpiredSignature => "the token has expired",
+        K::InvalidAudience => "the token is not valid for this API",
+        K::MissingRequiredClaim(_) => "the token lacks a required claim",
+        _ => "the token is invalid",
+    };
+    ApiError::unauthorized(message)
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for StaffClaims {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let result = app(req).and_then(|app| {
+            let token = bearer(req)?;
+            app.jwt.verify_staff(token).map_err(|e| token_error(&e))
+        });
+        match result {
+            Ok(c) => Outcome::Success(c),
+            Err(e) => fail(req, e),
+        }
+    }
+}
+
+/// An authenticated staff member of an active merchant.
+#[derive(Debug, Clone)]
+pub struct Staff {
+    pub claims: StaffClaims,
+    pub placement: Arc<Placement>,
+}
+
+impl Staff {
+    pub fn role(&self) -> Role {
+        self.claims.role
+    }
+}
+
+async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
+    let app = app(req)?;
+    let token = bearer(req)?;
+    let claims = app.jwt.verify_staff(token).map_err(|e| token_error(&e))?;
+    if let Some(t) = req.headers().get_one("X-Tenant-Id")
+        && t.trim() != claims.mid.to_string()
+    {
+        return Err(ApiError::forbidden(
+            "tenant_mismatch",
+            "X-Tenant-Id does not match the token's merchant",
+        ));
+    }
+    let placement = match app.directory.cached(claims.mid) {
+        Some(p) => Some(p),
+        None => {
+            let dir = app.directory.clone();
+            let mid = claims.mid;
+            tokio::task::spawn_blocking(move || dir.resolve(mid))
+                .await
+                .map_err(ApiError::internal)??
+        }
+    };
+    let placement =
+        placement.ok_or_else(|| ApiError::unauthorized("the token's merchant does not exist"))?;
+    if placement.suspended {
+        return Err(ApiError::forbidden(
+            "merchant_suspended",
+            "this merchant is suspended",
+        ));
+    }
+    Ok(Staff { claims, placement })
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for &'r Staff {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let cached: &Result<Staff, ApiError> =
+            req.local_cache_async(async { resolve_staff(req).await }).await;
+        match cached {
+            Ok(s) => Outcome::Success(s),
+            Err(e) => fail(req, e.clone()),
+        }
+    }
+}
+
+async fn with_role<'r>(req: &'r Request<'_>, min: Role) -> Outcome<&'r Staff, ApiError> {
+    let staff = match req.guard::<&Staff>().await {
+        Outcome::Success(s) => s,
+        Outcome::Error(e) => return Outcome::Error(e),
+        Outcome::Forward(s) => return Outcome::Forward(s),
+    };
+    if staff.role() >= min {
+        Outcome::Success(staff)
+    } else {
+        fail(
+            req,
+            ApiError::new(
+                Status::Forbidden,
+                "insufficient_role",
+                format!("this action needs the {} role or higher", min.as_str()),
+            ),
+        )
+    }
+}
+
+/// A staff member with the manager or owner role.
+pub struct Manager<'r>(pub &'r Staff);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Manager<'r> {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        with_role(req, Role::Manager).await.map(Manager)
+    }
+}
+
+/// A staff member with the owner role.
+pub struct Owner<'r>(pub &'r Staff);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Owner<'r> {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        with_role(req, Role::Owner).await.map(Owner)
+    }
+}
+
+/// A platform operator (admin token).
+pub struct PlatformAdmin {
+    pub operator: String,
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for PlatformAdmin {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let result = app(req).and_then(|app| {
+            let token = bearer(req)?;
+            app.jwt
+                .verify_admin(token)
+                .map_err(|e| token_error(&e))
+                .map(|c: AdminClaims| PlatformAdmin { operator: c.sub })
+        });
+        match result {
+            Ok(a) => Outcome::Success(a),
+            Err(e) => fail(req, e),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Typed configuration, read once at start-up from `Rocket.toml` and the
+//! environment (`POSD_*`, plus `USE_TENANT_DB_ROUTING`).
+//!
+//! Policy: every setting is validated before anything else happens; a missing
+//! or malformed value stops the process with one line naming the setting by
+//! the name an operator sets it with. Secrets are wrapped in
+//! [`secrecy::SecretString`] so they never reach a log line through `Debug`.
+
+use std::time::Duration;
+
+use rocket::figment::{Figment, providers::Env};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::tenancy::crypto::Keyring;
+
+/// Everything posd needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Owner/DDL role on the platform database: migrations and provisioning.
+    pub database_url: SecretString,
+    /// The non-superuser role that serves requests.
+    pub app_database_url: SecretString,
+    /// Owner URL of the server on which posd creates dedicated databases.
+    pub dedicated_server_url: SecretString,
+    pub jwt_secret: SecretString,
+    pub keyring: Keyring,
+    /// Kill switch: `false` routes every merchant to the shared tier.
+    pub use_tenant_db_routing: bool,
+    pub pool_size: u32,
+    pub tenant_pool_size: u32,
+    pub pool_connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_sweep_interval: Duration,
+    pub max_tenant_pools: usize,
+    pub connection_budget: u32,
+    pub placement_cache_ttl: Duration,
+    pub statement_timeout: Duration,
+    pub token_ttl: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
+
+/// The raw, serde-facing shape. Field names are the figment keys; the
+/// environment variable for `foo` is `POSD_FOO`.
+#[derive(Deserialize)]
+struct Raw {
+    database_url: Option<SecretString>,
+    app_database_url: Option<SecretString>,
+    dedicated_server_url: Option<SecretString>,
+    jwt_secret: Option<SecretString>,
+    encryption_keys: Option<SecretString>,
+    use_tenant_db_routing: Option<bool>,
+    pool_size: Option<u32>,
+    tenant_pool_size: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pool_connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pool_idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pool_sweep_interval: Option<Duration>,
+    max_tenant_pools: Option<usize>,
+    connection_budget: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    placement_cache_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    statement_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    token_ttl: Option<Duration>,
+    breaker_threshold: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    breaker_cooldown: Option<Duration>,
+}
+
+/// A configuration error: names the setting and says what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, reason: impl Into<String>) -> Self {
+        Self {
+            setting: env_name(key),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The environment variable an operator uses for the figment key `key`.
+pub fn env_name(key: &str) -> String {
+    if key == "use_tenant_db_routing" {
+        "USE_TENANT_DB_ROUTING".into()
+    } else {
+        format!("POSD_{}", key.to_ascii_uppercase())
+    }
+}
+
+/// Rocket's own figment (Rocket.toml, `ROCKET_*`) plus posd's environment.
+pub fn figment() -> Figment {
+    rocket::Config::figment()
+        .merge(Env::prefixed("POSD_").global())
+        .merge(Env::raw().only(&["USE_TENANT_DB_ROUTING"]).global())
+}
+
+/// Whether the figment names a platform database; without one posd runs its
+/// embedded PostgreSQL.
+pub fn has_database_url(figment: &Figment) -> bool {
+    figment.contains("database_url")
+}
+
+impl Settings {
+    /// Extracts and validates every setting.
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let raw: Raw = figment.extract().map_err(|e| {
+            let key = e.path.last().cloned().unwrap_or_else(|| "config".into());
+            ConfigError::new(&key, e.kind.to_string())
+        })?;
+        let database_url = required(raw.database_url, "database_url")?;
+        validate_url(&database_url, "database_url")?;
+        let app_database_url = required(raw.app_database_url, "app_database_url")?;
+        validate_url(&app_database_url, "app_database_url")?;
+        let dedicated_server_url = raw
+            .dedicated_server_url
+            .unwrap_or_else(|| database_url.clone());
+        validate_url(&dedicated_server_url, "dedicated_server_url")?;
+        let jwt_secret = required(raw.jwt_secret, "jwt_secret")?;
+        if jwt_secret.expose_secret().len() < 32 {
+            return Err(ConfigError::new(
+                "jwt_secret",
+                "must be at least 32 bytes (generate one with `openssl rand -base64 48`)",
+            ));
+        }
+        let keys = required(raw.encryption_keys, "encryption_keys")?;
+        let keyring = Keyring::parse(keys.expose_secret())
+            .map_err(|reason| ConfigError::new("encryption_keys", reason))?;
+
+        let pool_size = positive(raw.pool_size.unwrap_or(10), "pool_size")?;
+        let tenant_pool_size = positive(raw.tenant_pool_size.unwrap_or(4), "tenant_pool_size")?;
+        let connection_budget =
+            positive(raw.connection_budget.unwrap_or(60), "connection_budget")?;
+        if connection_budget < tenant_pool_size {
+            return Err(ConfigError::new(
+                "connection_budget",
+                format!("must be at least POSD_TENANT_POOL_SIZE ({tenant_pool_size})"),
+            ));
+        }
+        let max_tenant_pools = raw.max_tenant_pools.unwrap_or(500);
+        if max_tenant_pools == 0 {
+            return Err(ConfigError::new("max_tenant_pools", "must be at least 1"));
+        }
+        Ok(Settings {
+            database_url,
+            app_database_url,
+            dedicated_server_url,
+            jwt_secret,
+            keyring,
+            use_tenant_db_routing: raw.use_tenant_db_routing.unwrap_or(true),
+            pool_size,
+            tenant_pool_size,
+            pool_connect_timeout: raw.pool_connect_timeout.unwrap_or(Duration::from_secs(3)),
+            pool_idle_timeout: nonzero(
+                raw.pool_idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
+                "pool_idle_timeout",
+            )?,
+            pool_sweep_interval: nonzero(
+                raw.pool_sweep_interval.unwrap_or(Duration::from_secs(5 * 60)),
+                "pool_sweep_interval",
+            )?,
+            max_tenant_pools,
+            connection_budget,
+            placement_cache_ttl: raw
+                .placement_cache_ttl
+                .unwrap_or(Duration::from_secs(5 * 60)),
+            statement_timeout: raw.statement_timeout.unwrap_or(Duration::from_secs(10)),
+            token_ttl: nonzero(
+                raw.token_ttl.unwrap_or(Duration::from_secs(12 * 3600)),
+                "token_ttl",
+            )?,
+            breaker_threshold: positive(raw.breaker_threshold.unwrap_or(3), "breaker_threshold")?,
+            breaker_cooldown: nonzero(
+                raw.breaker_cooldown.unwrap_or(Duration::from_secs(10)),
+                "breaker_cooldown",
+            )?,
+        })
+    }
+}
+
+fn required(v: Option<SecretString>, key: &str) -> Result<SecretString, ConfigError> {
+    match v {
+        Some(v) if !v.expose_secret().trim().is_empty() => Ok(v),
+        _ => Err(ConfigError::new(key, "is not set")),
+    }
+}
+
+fn positive(v: u32, key: &str) -> Result<u32, ConfigError> {
+    if v == 0 {
+        Err(ConfigError::new(key, "must be at least 1"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn nonzero(v: Duration, key: &str) -> Result<Duration, ConfigError> {
+    if v.is_zero() {
+        Err(ConfigError::new(key, "must be longer than zero"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn validate_url(v: &SecretString, key: &str) -> Result<(), ConfigError> {
+    let url = url::Url::parse(v.expose_secret())
+        .map_err(|e| ConfigError::new(key, format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(ConfigError::new(
+            key,
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    Ok(())
+}

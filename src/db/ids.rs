@@ -1,0 +1,30 @@
+//! ID newtypes: an order id cannot be passed where a product id is expected,
+//! and a malformed id in a path is a 404, never a 500.
+
+use diesel_derive_newtype::DieselNewType;
+use rocket::request::FromParam;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($($name:ident),* $(,)?) => {$(
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, DieselNewType, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl<'a> FromParam<'a> for $name {
+            type Error = uuid::Error;
+            fn from_param(param: &'a str) -> Result<Self, Self::Error> {
+                Uuid::parse_str(param).map($name)
+            }
+        }
+    )*};
+}
+
+id_type!(MerchantId, StaffId, ProductId, DatabaseId, RunId);

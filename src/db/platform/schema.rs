@@ -1,0 +1,77 @@
+// Control-plane tables (migrations/). Kept in step with the migrations by
+// hand or with `diesel print-schema`.
+
+diesel::table! {
+    merchants (id) {
+        id -> Uuid,
+        slug -> Text,
+        name -> Text,
+        timezone -> Text,
+        currency -> Text,
+        plan -> Text,
+        status -> Text,
+        tier -> Text,
+        schema_name -> Text,
+        database_id -> Nullable<Uuid>,
+        generation -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    tenant_databases (id) {
+        id -> Uuid,
+        merchant_id -> Uuid,
+        database_name -> Text,
+        sealed_url -> Bytea,
+        key_id -> Text,
+        created_by_posd -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    staff_users (id) {
+        id -> Uuid,
+        merchant_id -> Uuid,
+        email -> Text,
+        password_hash -> Text,
+        role -> Text,
+        active -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    provisioning_runs (id) {
+        id -> Uuid,
+        merchant_id -> Uuid,
+        target_tier -> Text,
+        status -> Text,
+        failed_step -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    admin_audit (id) {
+        id -> Int8,
+        actor -> Text,
+        action -> Text,
+        merchant_id -> Nullable<Uuid>,
+        details -> Jsonb,
+        at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(staff_users -> merchants (merchant_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    merchants,
+    tenant_databases,
+    staff_users,
+    provisioning_runs,
+    admin_audit,
+);

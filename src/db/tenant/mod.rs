@@ -1,0 +1,88 @@
+//! The data plane: TENANT tables and their typed queries.
+//!
+//! Every function here takes a [`TenantTx`], a transaction already bound to
+//! one merchant (`posd.merchant_id`) and to that merchant's schema
+//! (`search_path`). A `TenantTx` can only be made by [`TenantTx::bind`], and
+//! the table definitions are private to this module, so a data-plane query
+//! through a control-plane connection does not compile.
+
+mod schema;
+
+pub mod products;
+
+use diesel::{PgConnection, RunQueryDsl, sql_types::Text};
+
+use crate::db::ids::MerchantId;
+
+/// A transaction bound to one merchant's data.
+pub struct TenantTx<'a> {
+    conn: &'a mut PgConnection,
+    merchant: MerchantId,
+}
+
+impl<'a> TenantTx<'a> {
+    /// Binds merchant and `search_path` for the rest of the current
+    /// transaction, in one round trip. Must be called inside a transaction:
+    /// `set_config(..., true)` is `SET LOCAL`, so the binding ends with it and
+    /// can never leak to the next user of a pooled connection.
+    pub(crate) fn bind(
+        conn: &'a mut PgConnection,
+        merchant: MerchantId,
+        schema: &str,
+    ) -> diesel::QueryResult<Self> {
+        diesel::sql_query(
+            "SELECT set_config('posd.merchant_id', $1, true), set_config('search_path', $2, true)",
+        )
+        .bind::<Text, _>(merchant.0.to_string())
+        .bind::<Text, _>(quote_ident(schema))
+        .execute(conn)?;
+        Ok(Self { conn, merchant })
+    }
+
+    pub fn merchant(&self) -> MerchantId {
+        self.merchant
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+#[derive(diesel::QueryableByName)]
+struct Present {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    present: bool,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Version {
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    version: Option<String>,
+}
+
+impl TenantTx<'_> {
+    /// Whether the merchant has any row in any TENANT table here.
+    pub fn has_data(&mut self) -> diesel::QueryResult<bool> {
+        for table in crate::tenancy::classification::TENANT {
+            let q = format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE merchant_id = $1) AS present",
+                quote_ident(table)
+            );
+            let row: Present = diesel::sql_query(q)
+                .bind::<diesel::sql_types::Uuid, _>(self.merchant.0)
+                .get_result(self.conn)?;
+            if row.present {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The newest tenant migration applied to the bound schema.
+    pub fn schema_version(&mut self) -> diesel::QueryResult<Option<String>> {
+        diesel::sql_query("SELECT max(version)::text AS version FROM __diesel_schema_migrations")
+            .get_result::<Version>(self.conn)
+            .map(|v| v.version)
+    }
+}

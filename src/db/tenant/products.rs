@@ -1,0 +1,159 @@
+//! Products: the catalog items a till sells.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{TenantTx, schema::products};
+use crate::db::ids::{MerchantId, ProductId};
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    #[serde(skip)]
+    pub merchant_id: MerchantId,
+    pub id: ProductId,
+    pub sku: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub tax_rate_bps: i32,
+    pub category_id: Option<Uuid>,
+    pub track_stock: bool,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = products)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub tax_rate_bps: i32,
+    pub category_id: Option<Uuid>,
+    pub track_stock: bool,
+    pub active: bool,
+}
+
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = products)]
+pub struct ProductChanges {
+    pub sku: Option<String>,
+    pub name: Option<String>,
+    pub price_minor: Option<i64>,
+    pub tax_rate_bps: Option<i32>,
+    pub category_id: Option<Option<Uuid>>,
+    pub track_stock: Option<bool>,
+    pub active: Option<bool>,
+}
+
+/// List filters; `after` is the last id of the previous page.
+#[derive(Debug, Default)]
+pub struct ProductFilter {
+    pub q: Option<String>,
+    pub category_id: Option<Uuid>,
+    pub active: Option<bool>,
+    pub after: Option<ProductId>,
+    pub limit: i64,
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern.
+fn like_pattern(q: &str) -> String {
+    let mut p = String::with_capacity(q.len() + 2);
+    p.push('%');
+    for c in q.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl Product {
+    /// One page, in id order (ids are UUIDv7, so this is creation order).
+    pub fn list(tx: &mut TenantTx<'_>, f: &ProductFilter) -> QueryResult<Vec<Product>> {
+        let mut query = products::table
+            .filter(products::merchant_id.eq(tx.merchant))
+            .select(Product::as_select())
+            .order(products::id.asc())
+            .limit(f.limit)
+            .into_boxed();
+        if let Some(q) = &f.q {
+            let pat = like_pattern(q);
+            query = query.filter(products::name.ilike(pat.clone()).or(products::sku.ilike(pat)));
+        }
+        if let Some(c) = f.category_id {
+            query = query.filter(products::category_id.eq(c));
+        }
+        if let Some(a) = f.active {
+            query = query.filter(products::active.eq(a));
+        }
+        if let Some(after) = f.after {
+            query = query.filter(products::id.gt(after.0));
+        }
+        query.load(tx.conn)
+    }
+
+    pub fn find(tx: &mut TenantTx<'_>, id: ProductId) -> QueryResult<Product> {
+        products::table
+            .filter(products::merchant_id.eq(tx.merchant))
+            .filter(products::id.eq(id.0))
+            .select(Product::as_select())
+            .first(tx.conn)
+    }
+
+    pub fn create(tx: &mut TenantTx<'_>, new: &NewProduct) -> QueryResult<Product> {
+        diesel::insert_into(products::table)
+            .values((
+                products::merchant_id.eq(tx.merchant),
+                products::id.eq(Uuid::now_v7()),
+                new,
+            ))
+            .returning(Product::as_returning())
+            .get_result(tx.conn)
+    }
+
+    pub fn update(
+        tx: &mut TenantTx<'_>,
+        id: ProductId,
+        changes: &ProductChanges,
+    ) -> QueryResult<Product> {
+        diesel::update(
+            products::table
+                .filter(products::merchant_id.eq(tx.merchant))
+                .filter(products::id.eq(id.0)),
+        )
+        .set((changes, products::updated_at.eq(diesel::dsl::now)))
+        .returning(Product::as_returning())
+        .get_result(tx.conn)
+    }
+
+    /// Deletes; `NotFound` when there was nothing to delete.
+    pub fn delete(tx: &mut TenantTx<'_>, id: ProductId) -> QueryResult<()> {
+        let n = diesel::delete(
+            products::table
+                .filter(products::merchant_id.eq(tx.merchant))
+                .filter(products::id.eq(id.0)),
+        )
+        .execute(tx.conn)?;
+        if n == 0 {
+            Err(diesel::result::Error::NotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// How many products the merchant has (used to refuse provisioning a
+    /// merchant whose data already lives on the shared tier).
+    pub fn count(tx: &mut TenantTx<'_>) -> QueryResult<i64> {
+        products::table
+            .filter(products::merchant_id.eq(tx.merchant))
+            .count()
+            .get_result(tx.conn)
+    }
+}

@@ -1,0 +1,185 @@
+//! The one error type of the HTTP API and its JSON responder.
+//!
+//! Policy: every error leaves as `{"error": {"code", "message"}}` with the
+//! right status. Client errors say what was wrong; server errors are logged
+//! here with their cause and answered without internals. 503 always carries
+//! `Retry-After`. Guards that fail store their error in the request's local
+//! cache so that the catchers answer with it (see [`fail`]).
+
+use std::borrow::Cow;
+
+use parking_lot::Mutex;
+use rocket::{
+    Request,
+    http::{Header, Status},
+    outcome::Outcome,
+    response::{self, Responder, Response},
+    serde::json::Json,
+};
+use serde::Serialize;
+
+/// An error as the API answers it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status}: {code}: {message}")]
+pub struct ApiError {
+    pub status: Status,
+    pub code: Cow<'static, str>,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: Status, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: Cow::Borrowed(code),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(Status::NotFound, "not_found", format!("{what} not found"))
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(Status::Unauthorized, "unauthorized", message)
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Status::Forbidden, code, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Status::Conflict, code, message)
+    }
+
+    /// A validation failure; `field` is named in the message.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(
+            Status::UnprocessableEntity,
+            "validation_failed",
+            format!("{field}: {message}"),
+        )
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(Status::ServiceUnavailable, code, message)
+        }
+    }
+
+    /// Logs `cause` and answers 500 without internals.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            Status::InternalServerError,
+            "internal_error",
+            "internal server error",
+        )
+    }
+
+    /// The generic error for a bare status (used by the catchers).
+    pub fn from_status(status: Status) -> Self {
+        let (code, message) = match status.code {
+            400 => ("bad_request", "the request is malformed"),
+            401 => ("unauthorized", "authentication required"),
+            403 => ("forbidden", "not allowed"),
+            404 => ("not_found", "no such resource"),
+            405 => ("method_not_allowed", "method not allowed"),
+            413 => ("payload_too_large", "the request body is too large"),
+            415 => ("unsupported_media_type", "send application/json"),
+            422 => ("unprocessable_entity", "the request body is invalid"),
+            503 => ("service_unavailable", "temporarily unavailable"),
+            500..=599 => ("internal_error", "internal server error"),
+            _ => ("error", "request failed"),
+        };
+        let mut e = Self::new(status, code, message);
+        if status == Status::ServiceUnavailable {
+            e.retry_after = Some(1);
+        }
+        e
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match &e {
+            E::NotFound => ApiError::not_found("resource"),
+            E::DatabaseError(K::UniqueViolation, _) => {
+                ApiError::conflict("conflict", "a resource with these values already exists")
+            }
+            E::DatabaseError(K::SerializationFailure, _) => {
+                ApiError::unavailable("conflict_retry", "concurrent update; retry", 1)
+            }
+            E::DatabaseError(K::ClosedConnection, _) => ApiError::unavailable(
+                "database_unavailable",
+                "the database is unavailable",
+                2,
+            ),
+            E::DatabaseError(_, info) if info.message().contains("statement timeout") => {
+                ApiError::unavailable("database_timeout", "the database is busy", 2)
+            }
+            _ => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<r2d2::Error> for ApiError {
+    fn from(e: r2d2::Error) -> Self {
+        tracing::warn!(error = %e, "pool checkout failed");
+        ApiError::unavailable(
+            "database_unavailable",
+            "no database connection available",
+            2,
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl<'r> Responder<'r, 'static> for ApiError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let body = Json(Envelope {
+            error: Body {
+                code: &self.code,
+                message: &self.message,
+            },
+        });
+        let mut res = Response::build_from(body.respond_to(req)?);
+        res.status(self.status);
+        if let Some(secs) = self.retry_after {
+            res.header(Header::new("Retry-After", secs.to_string()));
+        }
+        Ok(res.finalize())
+    }
+}
+
+/// Per-request slot where a failing guard leaves its error for the catcher.
+#[derive(Default)]
+pub struct GuardError(Mutex<Option<ApiError>>);
+
+impl GuardError {
+    pub fn take(req: &Request<'_>) -> Option<ApiError> {
+        req.local_cache(GuardError::default).0.lock().take()
+    }
+}
+
+/// Fails a guard with `err`: the catcher for its status answers with it.
+pub fn fail<S, F>(req: &Request<'_>, err: ApiError) -> Outcome<S, (Status, ApiError), F> {
+    *req.local_cache(GuardError::default).0.lock() = Some(err.clone());
+    Outcome::Error((err.status, err))
+}

@@ -1,0 +1,48 @@
+//! posd: a hybrid multi-tenant point-of-sale backend.
+//!
+//! One control plane (the platform database) and a data plane split per
+//! merchant over three tiers: shared (rows scoped by `merchant_id`, RLS as a
+//! safety net), schema (the merchant's own schema) and dedicated (the
+//! merchant's own database). Handlers never branch on the tier: request
+//! guards verify the token, resolve the merchant's placement and hand the
+//! handler a connection already bound to the merchant.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod error;
+pub mod redact;
+pub mod tenancy;
+
+use rocket::{Build, Rocket, fairing::AdHoc, figment::Figment};
+
+pub use app::{App, BootError, boot};
+
+/// The whole application, wired in one place: state, routes, catchers,
+/// the placement listener and shutdown.
+pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
+    let listener_url = app.settings.app_database_url.clone();
+    let directory = app.directory.clone();
+    let mut rocket = rocket::custom(figment)
+        .manage(app)
+        .register("/", api::catchers())
+        .attach(AdHoc::on_ignite("placement listener", move |rocket| async move {
+            tenancy::placement::spawn_listener(listener_url, directory);
+            rocket
+        }))
+        .attach(AdHoc::on_shutdown("close tenant pools", |rocket| {
+            Box::pin(async move {
+                if let Some(app) = rocket.state::<App>() {
+                    app.pools.close_all();
+                    tracing::info!("tenant pools closed");
+                }
+            })
+        }));
+    for (base, routes) in api::routes() {
+        rocket = rocket.mount(base, routes);
+    }
+    rocket
+}

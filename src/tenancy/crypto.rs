@@ -1,0 +1,245 @@
+//! Sealing of tenant-database credentials at rest (AES-256-GCM).
+//!
+//! Sealed layout: `version (1) ‖ key id length (1) ‖ key id ‖ nonce (12) ‖
+//! ciphertext+tag`. The associated data binds the merchant and the purpose,
+//! so a value copied to another merchant's row (or used for another purpose)
+//! does not open. Several keys may be configured; the first is active and
+//! seals, all of them open.
+
+use std::sync::Arc;
+
+use aes_gcm::{
+    Aes256Gcm, Key, KeyInit, Nonce,
+    aead::{Aead, AeadCore, OsRng, Payload},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+
+/// What a sealed value is for; part of the associated data.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose {
+    TenantDatabaseUrl,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::TenantDatabaseUrl => "tenant-database-url",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct NamedKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+/// The configured AES-256 keys; the first one is active.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: Arc<Vec<NamedKey>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        f.debug_struct("Keyring").field("key_ids", &ids).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("sealed value is malformed")]
+    Malformed,
+    #[error("sealed with key `{0}`, which is not configured")]
+    UnknownKey(String),
+    #[error("sealed value does not open (wrong key, merchant or purpose)")]
+    Open,
+    #[error("sealing failed")]
+    Seal,
+}
+
+impl Keyring {
+    /// Parses `id:base64,id:base64,...` (each key 32 bytes).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (id, b64) = item
+                .split_once(':')
+                .ok_or_else(|| "each key must be written `id:base64`".to_string())?;
+            if id.is_empty()
+                || id.len() > 32
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "key id `{id}` must be 1 to 32 letters, digits, `-` or `_`"
+                ));
+            }
+            if keys.iter().any(|k: &NamedKey| k.id == id) {
+                return Err(format!("key id `{id}` appears twice"));
+            }
+            let bytes = Zeroizing::new(
+                STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| format!("key `{id}` is not valid base64"))?,
+            );
+            if bytes.len() != 32 {
+                return Err(format!(
+                    "key `{id}` is {} bytes; AES-256 needs 32",
+                    bytes.len()
+                ));
+            }
+            let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes));
+            keys.push(NamedKey {
+                id: id.to_string(),
+                cipher,
+            });
+        }
+        if keys.is_empty() {
+            return Err("no key given".into());
+        }
+        Ok(Keyring {
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// A fresh random key in the `id:base64` form [`Keyring::parse`] reads.
+    pub fn generate_spec(id: &str) -> String {
+        let key = Aes256Gcm::generate_key(OsRng);
+        format!("{id}:{}", STANDARD.encode(key))
+    }
+
+    pub fn active_key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    fn aad(merchant: Uuid, purpose: Purpose) -> String {
+        format!("posd:v{VERSION}:{merchant}:{}", purpose.as_str())
+    }
+
+    /// Seals `plaintext` under the active key for this merchant and purpose.
+    pub fn seal(
+        &self,
+        merchant: Uuid,
+        purpose: Purpose,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let key = &self.keys[0];
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = Self::aad(merchant, purpose);
+        let ct = key
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Seal)?;
+        let mut out = Vec::with_capacity(2 + key.id.len() + NONCE_LEN + ct.len());
+        out.push(VERSION);
+        out.push(key.id.len() as u8);
+        out.extend_from_slice(key.id.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Opens a sealed value; the plaintext is zeroized when dropped.
+    pub fn open(
+        &self,
+        merchant: Uuid,
+        purpose: Purpose,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let (&version, rest) = sealed.split_first().ok_or(CryptoError::Malformed)?;
+        let (&id_len, rest) = rest.split_first().ok_or(CryptoError::Malformed)?;
+        if version != VERSION || rest.len() < id_len as usize + NONCE_LEN + 16 {
+            return Err(CryptoError::Malformed);
+        }
+        let (id, rest) = rest.split_at(id_len as usize);
+        let id = std::str::from_utf8(id).map_err(|_| CryptoError::Malformed)?;
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| CryptoError::UnknownKey(id.to_string()))?;
+        let aad = Self::aad(merchant, purpose);
+        key.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ring(spec: &str) -> Keyring {
+        Keyring::parse(spec).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_binding() {
+        let k = ring(&Keyring::generate_spec("k1"));
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let sealed = k.seal(a, Purpose::TenantDatabaseUrl, b"secret").unwrap();
+        assert_eq!(
+            &*k.open(a, Purpose::TenantDatabaseUrl, &sealed).unwrap(),
+            b"secret"
+        );
+        assert_eq!(
+            k.open(b, Purpose::TenantDatabaseUrl, &sealed),
+            Err(CryptoError::Open)
+        );
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(
+            k.open(a, Purpose::TenantDatabaseUrl, &tampered),
+            Err(CryptoError::Open)
+        );
+    }
+
+    #[test]
+    fn old_keys_open_new_key_seals() {
+        let old = Keyring::generate_spec("old");
+        let new = Keyring::generate_spec("new");
+        let m = Uuid::new_v4();
+        let sealed = ring(&old).seal(m, Purpose::TenantDatabaseUrl, b"x").unwrap();
+        let both = ring(&format!("{new},{old}"));
+        assert_eq!(both.active_key_id(), "new");
+        assert_eq!(
+            &*both.open(m, Purpose::TenantDatabaseUrl, &sealed).unwrap(),
+            b"x"
+        );
+        assert_eq!(
+            ring(&new).open(m, Purpose::TenantDatabaseUrl, &sealed),
+            Err(CryptoError::UnknownKey("old".into()))
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        assert!(Keyring::parse("").is_err());
+        assert!(Keyring::parse("nokey").unwrap_err().contains("id:base64"));
+        assert!(Keyring::parse("a:AAAA").unwrap_err().contains("32"));
+    }
+}

@@ -1,0 +1,137 @@
+//! `TenantDb`: the only way a handler reaches the data plane.
+//!
+//! Built from a verified [`Staff`] (so from the token, never from the body)
+//! and the merchant's placement: shared and schema merchants ride the
+//! global pool, dedicated merchants their own pool. [`TenantDb::run`] runs a
+//! closure on a blocking thread inside one transaction that starts by
+//! binding the merchant and `search_path`.
+
+use std::sync::Arc;
+
+use rocket::{
+    Request,
+    request::{FromRequest, Outcome},
+    tokio::{self, time::timeout},
+};
+
+use super::{
+    Tier,
+    placement::Placement,
+    pools::{PoolHandle, TenantPools},
+};
+use crate::{
+    app::App,
+    auth::guards::Staff,
+    db::{ids::MerchantId, tenant::TenantTx},
+    error::{ApiError, ApiResult, fail},
+};
+
+/// A handle on one merchant's data plane.
+pub struct TenantDb {
+    placement: Arc<Placement>,
+    handle: PoolHandle,
+    pools: Arc<TenantPools>,
+    wait: std::time::Duration,
+}
+
+impl TenantDb {
+    /// Resolves the pool for a placement (blocking only on a cold dedicated
+    /// pool).
+    pub async fn for_placement(app: &App, placement: Arc<Placement>) -> ApiResult<TenantDb> {
+        let handle = match placement.tier {
+            Tier::Shared | Tier::Schema => app.platform.clone(),
+            Tier::Dedicated => match app.pools.cached(&placement) {
+                Some(h) => h,
+                None => {
+                    app.pools.check_breaker(placement.merchant)?;
+                    let pools = app.pools.clone();
+                    let p = placement.clone();
+                    tokio::task::spawn_blocking(move || pools.get_or_build(&p))
+                        .await
+                        .map_err(ApiError::internal)??
+                }
+            },
+        };
+        Ok(TenantDb {
+            placement,
+            handle,
+            pools: app.pools.clone(),
+            wait: app.settings.pool_connect_timeout,
+        })
+    }
+
+    /// For background jobs, which have no request: resolves the merchant
+    /// through the same directory and pools.
+    pub async fn for_job(app: &App, merchant: Option<MerchantId>) -> ApiResult<TenantDb> {
+        let merchant = merchant.ok_or_else(|| {
+            ApiError::internal("a background job asked for tenant data without a merchant id")
+        })?;
+        let dir = app.directory.clone();
+        let placement = tokio::task::spawn_blocking(move || dir.resolve(merchant))
+            .await
+            .map_err(ApiError::internal)??
+            .ok_or_else(|| ApiError::not_found("merchant"))?;
+        Self::for_placement(app, placement).await
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// Runs `f` in one bound transaction on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut TenantTx<'_>) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = timeout(self.wait, self.handle.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| ApiError::unavailable("database_busy", "the database is busy", 1))?
+            .map_err(|_| ApiError::unavailable("shutting_down", "posd is shutting down", 5))?;
+        let pool = self.handle.pool.clone();
+        let placement = self.placement.clone();
+        let pools = self.pools.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let dedicated = placement.tier == Tier::Dedicated;
+            let mut conn = match pool.get() {
+                Ok(c) => c,
+                Err(e) => {
+                    if dedicated {
+                        pools.record_failure(placement.merchant);
+                    }
+                    return Err(e.into());
+                }
+            };
+            if dedicated {
+                pools.record_success(placement.merchant);
+            }
+            diesel::Connection::transaction(&mut conn.conn, |c| {
+                let mut tx = TenantTx::bind(c, placement.merchant, &placement.schema)?;
+                f(&mut tx)
+            })
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for TenantDb {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let staff = match req.guard::<&Staff>().await {
+            Outcome::Success(s) => s,
+            Outcome::Error(e) => return Outcome::Error(e),
+            Outcome::Forward(s) => return Outcome::Forward(s),
+        };
+        let Some(app) = req.rocket().state::<App>() else {
+            return fail(req, ApiError::internal("application state is not managed"));
+        };
+        match TenantDb::for_placement(app, staff.placement.clone()).await {
+            Ok(db) => Outcome::Success(db),
+            Err(e) => fail(req, e),
+        }
+    }
+}

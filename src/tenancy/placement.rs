@@ -1,0 +1,199 @@
+//! The placement directory: `merchant → where its data lives`.
+//!
+//! Read from the control plane and cached in memory with a TTL. The TTL is
+//! only the fallback: every instance LISTENs on `posd_placement`, and the
+//! trigger on `merchants` NOTIFYs on every placement or status change, so
+//! all instances drop the entry at once. While the listener is disconnected
+//! nothing is trusted: on every (re)connect the whole cache is dropped.
+//!
+//! The kill switch (`USE_TENANT_DB_ROUTING=false`) routes every merchant to
+//! the shared tier, whatever its recorded placement.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use rocket::tokio::{self, sync::broadcast};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{SHARED_SCHEMA, Tier};
+use crate::db::{
+    ids::{DatabaseId, MerchantId},
+    platform::{Platform, merchants::Merchant},
+    pool::Pool,
+};
+
+/// Where one merchant's data lives, as requests are routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub merchant: MerchantId,
+    pub tier: Tier,
+    pub schema: Arc<str>,
+    pub database_id: Option<DatabaseId>,
+    pub generation: i64,
+    pub suspended: bool,
+}
+
+impl Placement {
+    pub fn from_merchant(m: &Merchant) -> Self {
+        Placement {
+            merchant: m.id,
+            tier: Tier::parse(&m.tier).unwrap_or(Tier::Shared),
+            schema: Arc::from(m.schema_name.as_str()),
+            database_id: m.database_id,
+            generation: m.generation,
+            suspended: m.status != "active",
+        }
+    }
+
+    /// The same merchant routed to the shared tier (kill switch).
+    fn on_shared_tier(&self) -> Self {
+        Placement {
+            tier: Tier::Shared,
+            schema: Arc::from(SHARED_SCHEMA),
+            database_id: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// The channel the `merchants` trigger notifies on.
+pub const CHANNEL: &str = "posd_placement";
+
+pub struct Directory {
+    platform: Pool,
+    ttl: Duration,
+    routing: bool,
+    cache: Mutex<HashMap<MerchantId, (Arc<Placement>, Instant)>>,
+    listening: AtomicBool,
+    events: broadcast::Sender<Option<MerchantId>>,
+}
+
+impl Directory {
+    pub fn new(platform: Pool, ttl: Duration, routing: bool) -> Self {
+        Directory {
+            platform,
+            ttl,
+            routing,
+            cache: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(false),
+            events: broadcast::channel(64).0,
+        }
+    }
+
+    pub fn routing_enabled(&self) -> bool {
+        self.routing
+    }
+
+    /// The cached placement, if fresh. No I/O.
+    pub fn cached(&self, id: MerchantId) -> Option<Arc<Placement>> {
+        let cache = self.cache.lock();
+        cache
+            .get(&id)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(p, _)| p.clone())
+    }
+
+    /// The placement, from the cache or the control plane (blocking).
+    /// `Ok(None)` when the merchant does not exist.
+    pub fn resolve(&self, id: MerchantId) -> Result<Option<Arc<Placement>>, crate::error::ApiError> {
+        if let Some(p) = self.cached(id) {
+            return Ok(Some(p));
+        }
+        let mut conn = self.platform.get()?;
+        let merchant = match Merchant::find(&mut Platform::new(&mut conn), id) {
+            Ok(m) => m,
+            Err(diesel::result::Error::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut placement = Placement::from_merchant(&merchant);
+        if !self.routing {
+            placement = placement.on_shared_tier();
+        }
+        let placement = Arc::new(placement);
+        self.cache.lock().insert(id, (placement.clone(), Instant::now()));
+        Ok(Some(placement))
+    }
+
+    pub fn invalidate(&self, id: MerchantId) {
+        self.cache.lock().remove(&id);
+        let _ = self.events.send(Some(id));
+    }
+
+    pub fn invalidate_all(&self) {
+        self.cache.lock().clear();
+        let _ = self.events.send(None);
+    }
+
+    /// Invalidation events (`None` = everything), for tests and tooling.
+    pub fn subscribe(&self) -> broadcast::Receiver<Option<MerchantId>> {
+        self.events.subscribe()
+    }
+
+    /// Whether the LISTEN connection is up.
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+}
+
+/// Keeps a LISTEN connection open for as long as the runtime runs,
+/// reconnecting with backoff.
+pub fn spawn_listener(url: SecretString, dir: Arc<Directory>) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let result = listen(&url, &dir).await;
+            dir.listening.store(false, Ordering::Release);
+            dir.invalidate_all();
+            match result {
+                Ok(()) => tracing::warn!("placement listener closed; reconnecting"),
+                Err(e) => tracing::warn!(error = %e, "placement listener failed; reconnecting"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    });
+}
+
+async fn listen(url: &SecretString, dir: &Directory) -> Result<(), tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    use tokio_postgres::AsyncMessage;
+
+    let (client, mut connection) =
+        tokio_postgres::connect(url.expose_secret(), tokio_postgres::NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message? {
+                AsyncMessage::Notification(n) => {
+                    let _ = tx.send(n.payload().to_string());
+                }
+                AsyncMessage::Notice(_) => {}
+                _ => {}
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    // Anything cached before this point may have missed a notification.
+    dir.invalidate_all();
+    dir.listening.store(true, Ordering::Release);
+    while let Some(payload) = rx.recv().await {
+        match uuid::Uuid::parse_str(&payload) {
+            Ok(id) => dir.invalidate(MerchantId(id)),
+            Err(_) => dir.invalidate_all(),
+        }
+    }
+    drop(client);
+    match driver.await {
+        Ok(r) => r,
+        Err(_) => Ok(()),
+    }
+}

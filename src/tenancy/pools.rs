@@ -1,0 +1,411 @@
+//! Connection pools: the global pool (platform DB: control plane, shared and
+//! schema tiers) and one small pool per dedicated merchant.
+//!
+//! Per-merchant pools live in a `parking_lot` mutex-guarded map. A pool is
+//! built outside the lock (double-checked insert) and never dropped inside
+//! it. Bounds: an LRU cap on live pools, an idle sweeper thread, and a global
+//! connection budget shared by every tenant pool (see [`crate::db::pool`]).
+//! A tenant database that keeps failing is put behind a circuit breaker, so
+//! its requests fail fast with 503 instead of tying up threads.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use rocket::tokio::sync::Semaphore;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use super::{
+    crypto::{Keyring, Purpose},
+    placement::Placement,
+};
+use crate::{
+    db::{
+        ids::MerchantId,
+        platform::{Platform, tenant_databases::TenantDatabase},
+        pool::{self, Budget, Pool, PoolOptions},
+    },
+    error::ApiError,
+};
+
+/// A pool and the semaphore that bounds how many requests wait on it: one
+/// permit per connection, so waiting happens on the async side and a slow
+/// database cannot pin blocking threads.
+#[derive(Clone)]
+pub struct PoolHandle {
+    pub pool: Pool,
+    pub permits: Arc<Semaphore>,
+}
+
+impl PoolHandle {
+    pub fn new(pool: Pool) -> Self {
+        let permits = Arc::new(Semaphore::new(pool.max_size() as usize));
+        PoolHandle { pool, permits }
+    }
+}
+
+struct Entry {
+    handle: PoolHandle,
+    generation: i64,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// What an operator sees of one tenant pool.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolState {
+    pub connections: u32,
+    pub idle_connections: u32,
+    pub idle_for_ms: u64,
+    pub generation: i64,
+}
+
+/// What an operator sees of all tenant pools.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolsSummary {
+    pub live_pools: usize,
+    pub max_pools: usize,
+    pub budget_used: u32,
+    pub budget_limit: u32,
+    pub builds: u64,
+    pub evictions: u64,
+    pub open_breakers: usize,
+}
+
+pub struct TenantPools {
+    entries: Mutex<HashMap<MerchantId, Entry>>,
+    breakers: Mutex<HashMap<MerchantId, Breaker>>,
+    budget: Arc<Budget>,
+    opts: PoolOptions,
+    max_pools: usize,
+    idle_timeout: Duration,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    keyring: Keyring,
+    platform: Pool,
+    builds: AtomicU64,
+    evictions: AtomicU64,
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+/// Knobs for [`TenantPools::new`].
+pub struct TenantPoolsConfig {
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub budget: u32,
+    pub max_pools: usize,
+    pub idle_timeout: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl TenantPools {
+    pub fn new(cfg: TenantPoolsConfig, keyring: Keyring, platform: Pool) -> Arc<Self> {
+        // One small thread pool for every tenant pool's background work,
+        // instead of r2d2's default of three threads per pool.
+        let threads = Arc::new(
+            scheduled_thread_pool::ScheduledThreadPool::builder()
+                .num_threads(2)
+                .thread_name_pattern("posd-tenant-pool-{}")
+                .build(),
+        );
+        Arc::new(TenantPools {
+            entries: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::new()),
+            budget: Budget::new(cfg.budget),
+            opts: PoolOptions {
+                max_size: cfg.pool_size,
+                connect_timeout: cfg.connect_timeout,
+                idle_timeout: Some(cfg.idle_timeout.min(Duration::from_secs(600))),
+                statement_timeout: cfg.statement_timeout,
+                thread_pool: Some(threads),
+            },
+            max_pools: cfg.max_pools,
+            idle_timeout: cfg.idle_timeout,
+            breaker_threshold: cfg.breaker_threshold,
+            breaker_cooldown: cfg.breaker_cooldown,
+            keyring,
+            platform,
+            builds: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            stop: Mutex::new(None),
+        })
+    }
+
+    /// The live pool for this placement, if any. No I/O.
+    pub fn cached(&self, p: &Placement) -> Option<PoolHandle> {
+        let mut entries = self.entries.lock();
+        let e = entries.get_mut(&p.merchant)?;
+        if e.generation != p.generation {
+            return None;
+        }
+        e.last_used = Instant::now();
+        Some(e.handle.clone())
+    }
+
+    /// Fails fast while the merchant's breaker is open.
+    pub fn check_breaker(&self, merchant: MerchantId) -> Result<(), ApiError> {
+        let breakers = self.breakers.lock();
+        if let Some(until) = breakers.get(&merchant).and_then(|b| b.open_until) {
+            let now = Instant::now();
+            if until > now {
+                return Err(tenant_unavailable((until - now).as_secs() + 1));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn record_failure(&self, merchant: MerchantId) {
+        let mut breakers = self.breakers.lock();
+        let b = breakers.entry(merchant).or_default();
+        b.failures += 1;
+        if b.failures >= self.breaker_threshold {
+            b.open_until = Some(Instant::now() + self.breaker_cooldown);
+            tracing::warn!(%merchant, failures = b.failures, "tenant database breaker open");
+        }
+    }
+
+    pub fn record_success(&self, merchant: MerchantId) {
+        let mut breakers = self.breakers.lock();
+        if !breakers.is_empty() {
+            breakers.remove(&merchant);
+        }
+    }
+
+    /// The pool for a dedicated merchant, built if needed (blocking: reads
+    /// and opens the sealed URL, and checks that the database answers).
+    pub fn get_or_build(&self, p: &Placement) -> Result<PoolHandle, ApiError> {
+        if let Some(h) = self.cached(p) {
+            return Ok(h);
+        }
+        self.check_breaker(p.merchant)?;
+        let database_id = p.database_id.ok_or_else(|| {
+            ApiError::internal(format!("dedicated merchant {} has no database", p.merchant))
+        })?;
+        let url = {
+            let mut conn = self.platform.get()?;
+            let db = TenantDatabase::find(&mut Platform::new(&mut conn), database_id)?;
+            let plain = self
+                .keyring
+                .open(p.merchant.0, Purpose::TenantDatabaseUrl, &db.sealed_url)
+                .map_err(|e| ApiError::internal(format!("tenant {}: {e}", p.merchant)))?;
+            let text = String::from_utf8(plain.to_vec())
+                .map_err(|_| ApiError::internal("sealed URL is not UTF-8"))?;
+            SecretString::from(with_connect_timeout(&text, self.opts.connect_timeout))
+        };
+        if self.budget.used() >= self.budget.limit() {
+            self.reclaim(p.merchant);
+        }
+        // Probe once, so that an unreachable database answers now rather
+        // than after the pool's checkout timeout.
+        if let Err(e) = pool::connect(&url) {
+            self.record_failure(p.merchant);
+            tracing::warn!(merchant = %p.merchant, error = %crate::redact::redact_text(&e.to_string()), "tenant database unreachable");
+            return Err(tenant_unavailable(self.breaker_cooldown.as_secs()));
+        }
+        let handle = PoolHandle::new(pool::build(&url, Some(self.budget.clone()), &self.opts));
+        drop(url);
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        let mut evicted = Vec::new();
+        let handle = {
+            let mut entries = self.entries.lock();
+            let current = match entries.get(&p.merchant) {
+                Some(e) if e.generation == p.generation => Some(e.handle.clone()),
+                _ => None,
+            };
+            match current {
+                Some(theirs) => {
+                    evicted.push(handle);
+                    theirs
+                }
+                None => {
+                    if let Some(old) = entries.insert(
+                        p.merchant,
+                        Entry {
+                            handle: handle.clone(),
+                            generation: p.generation,
+                            last_used: Instant::now(),
+                        },
+                    ) {
+                        evicted.push(old.handle);
+                    }
+                    while entries.len() > self.max_pools {
+                        let Some(lru) = entries
+                            .iter()
+                            .filter(|(id, _)| **id != p.merchant)
+                            .min_by_key(|(_, e)| e.last_used)
+                            .map(|(id, _)| *id)
+                        else {
+                            break;
+                        };
+                        if let Some(e) = entries.remove(&lru) {
+                            evicted.push(e.handle);
+                        }
+                    }
+                    handle
+                }
+            }
+        };
+        self.evictions
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        drop(evicted);
+        self.record_success(p.merchant);
+        Ok(handle)
+    }
+
+    /// Frees budget by evicting least recently used pools that have no
+    /// connection checked out.
+    fn reclaim(&self, keep: MerchantId) {
+        let mut victims = Vec::new();
+        {
+            let mut entries = self.entries.lock();
+            let mut idle: Vec<(MerchantId, Instant, u32)> = entries
+                .iter()
+                .filter(|(id, _)| **id != keep)
+                .filter_map(|(id, e)| {
+                    let s = e.handle.pool.state();
+                    (s.connections > 0 && s.connections == s.idle_connections)
+                        .then_some((*id, e.last_used, s.connections))
+                })
+                .collect();
+            idle.sort_by_key(|(_, at, _)| *at);
+            let mut freed = 0;
+            let needed = self.opts.max_size;
+            for (id, _, n) in idle {
+                if freed >= needed {
+                    break;
+                }
+                if let Some(e) = entries.remove(&id) {
+                    victims.push(e.handle);
+                    freed += n;
+                }
+            }
+        }
+        self.evictions
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Drops the pool of one merchant (placement changed, or deprovisioned).
+    pub fn evict(&self, merchant: MerchantId) {
+        let removed = self.entries.lock().remove(&merchant);
+        if removed.is_some() {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Evicts pools idle for longer than the configured idle time.
+    pub fn sweep(&self) -> usize {
+        let victims: Vec<Entry> = {
+            let mut entries = self.entries.lock();
+            let stale: Vec<MerchantId> = entries
+                .iter()
+                .filter(|(_, e)| e.last_used.elapsed() > self.idle_timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            stale.iter().filter_map(|id| entries.remove(id)).collect()
+        };
+        let n = victims.len();
+        self.evictions.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            tracing::debug!(evicted = n, "swept idle tenant pools");
+        }
+        n
+    }
+
+    /// Starts the sweeper thread; it stops at [`TenantPools::close_all`] or
+    /// when the pools are dropped.
+    pub fn start_sweeper(self: &Arc<Self>, interval: Duration) {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        *self.stop.lock() = Some(tx);
+        let weak: Weak<TenantPools> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("posd-pool-sweeper".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(interval)
+                {
+                    match weak.upgrade() {
+                        Some(pools) => {
+                            pools.sweep();
+                        }
+                        None => break,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the pool sweeper");
+        }
+    }
+
+    /// Stops the sweeper and closes every tenant pool.
+    pub fn close_all(&self) {
+        self.stop.lock().take();
+        let all: Vec<Entry> = self.entries.lock().drain().map(|(_, e)| e).collect();
+        drop(all);
+    }
+
+    pub fn state(&self, merchant: MerchantId) -> Option<PoolState> {
+        let entries = self.entries.lock();
+        entries.get(&merchant).map(|e| {
+            let s = e.handle.pool.state();
+            PoolState {
+                connections: s.connections,
+                idle_connections: s.idle_connections,
+                idle_for_ms: e.last_used.elapsed().as_millis() as u64,
+                generation: e.generation,
+            }
+        })
+    }
+
+    pub fn summary(&self) -> PoolsSummary {
+        let live_pools = self.entries.lock().len();
+        let now = Instant::now();
+        let open_breakers = self
+            .breakers
+            .lock()
+            .values()
+            .filter(|b| b.open_until.is_some_and(|u| u > now))
+            .count();
+        PoolsSummary {
+            live_pools,
+            max_pools: self.max_pools,
+            budget_used: self.budget.used(),
+            budget_limit: self.budget.limit(),
+            builds: self.builds.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            open_breakers,
+        }
+    }
+}
+
+fn tenant_unavailable(retry_after: u64) -> ApiError {
+    ApiError::unavailable(
+        "tenant_database_unavailable",
+        "this merchant's database is not reachable; try again shortly",
+        retry_after,
+    )
+}
+
+/// Adds libpq's `connect_timeout` to a URL that has none.
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}connect_timeout={}", timeout.as_secs().max(2))
+}
