@@ -117,7 +117,11 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
     if role.rolsuper || role.rolbypassrls {
         return Err(BootError::AppRole(format!(
             "role `{app_role}` is {}; posd refuses to serve tenant traffic as a role that bypasses row-level security",
-            if role.rolsuper { "a superuser" } else { "BYPASSRLS" }
+            if role.rolsuper {
+                "a superuser"
+            } else {
+                "BYPASSRLS"
+            }
         )));
     }
 

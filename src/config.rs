@@ -139,8 +139,7 @@ impl Settings {
 
         let pool_size = positive(raw.pool_size.unwrap_or(10), "pool_size")?;
         let tenant_pool_size = positive(raw.tenant_pool_size.unwrap_or(4), "tenant_pool_size")?;
-        let connection_budget =
-            positive(raw.connection_budget.unwrap_or(60), "connection_budget")?;
+        let connection_budget = positive(raw.connection_budget.unwrap_or(60), "connection_budget")?;
         if connection_budget < tenant_pool_size {
             return Err(ConfigError::new(
                 "connection_budget",
@@ -162,11 +161,13 @@ impl Settings {
             tenant_pool_size,
             pool_connect_timeout: raw.pool_connect_timeout.unwrap_or(Duration::from_secs(3)),
             pool_idle_timeout: nonzero(
-                raw.pool_idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
+                raw.pool_idle_timeout
+                    .unwrap_or(Duration::from_secs(30 * 60)),
                 "pool_idle_timeout",
             )?,
             pool_sweep_interval: nonzero(
-                raw.pool_sweep_interval.unwrap_or(Duration::from_secs(5 * 60)),
+                raw.pool_sweep_interval
+                    .unwrap_or(Duration::from_secs(5 * 60)),
                 "pool_sweep_interval",
             )?,
             max_tenant_pools,

@@ -179,7 +179,10 @@ pub fn find_bindir() -> Result<PathBuf, EmbeddedError> {
         return if has(&d) {
             Ok(d)
         } else {
-            Err(err(format!("POSD_PG_BINDIR={} has no postgres and initdb", d.display())))
+            Err(err(format!(
+                "POSD_PG_BINDIR={} has no postgres and initdb",
+                d.display()
+            )))
         };
     }
     let mut debian: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
@@ -201,9 +204,11 @@ pub fn find_bindir() -> Result<PathBuf, EmbeddedError> {
         .flat_map(std::env::split_paths)
         .find(|d| has(d))
         .ok_or_else(|| {
-            err("PostgreSQL server binaries (postgres, initdb) not found: install Debian's \
+            err(
+                "PostgreSQL server binaries (postgres, initdb) not found: install Debian's \
                  `postgresql` package (the README's run command does it), set POSD_PG_BINDIR, \
-                 or point posd at a server with POSD_DATABASE_URL")
+                 or point posd at a server with POSD_DATABASE_URL",
+            )
         })
 }
 
@@ -216,8 +221,10 @@ fn cluster_user() -> Result<Option<nix::unistd::User>, EmbeddedError> {
         .map_err(|e| err(format!("cannot look up the postgres user: {e}")))?
         .map(Some)
         .ok_or_else(|| {
-            err("running as root, and PostgreSQL refuses to: create an unprivileged `postgres` \
-                 user (Debian's postgresql package does) or run posd as a normal user")
+            err(
+                "running as root, and PostgreSQL refuses to: create an unprivileged `postgres` \
+                 user (Debian's postgresql package does) or run posd as a normal user",
+            )
         })
 }
 
@@ -381,7 +388,15 @@ impl Cluster {
         let mut cmd = Command::new(bindir.join("initdb"));
         cmd.arg("-D")
             .arg(pgdata)
-            .args(["-U", "postgres", "-A", "scram-sha-256", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .stdin(Stdio::null());
         as_cluster_user(&mut cmd, user);
@@ -436,8 +451,16 @@ impl Cluster {
             .map_err(|e| err(format!("cannot connect as superuser: {e}")))?;
         let s = &self.secrets;
         for (role, attrs, pw) in [
-            (OWNER_ROLE, "LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS", &s.owner_password),
-            (APP_ROLE, "LOGIN NOCREATEDB NOSUPERUSER NOBYPASSRLS", &s.app_password),
+            (
+                OWNER_ROLE,
+                "LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS",
+                &s.owner_password,
+            ),
+            (
+                APP_ROLE,
+                "LOGIN NOCREATEDB NOSUPERUSER NOBYPASSRLS",
+                &s.app_password,
+            ),
         ] {
             let sql = format!(
                 "DO $$ BEGIN
@@ -473,7 +496,8 @@ impl Cluster {
     }
 
     pub fn owner_url(&self, db: &str) -> SecretString {
-        self.secrets.url(OWNER_ROLE, &self.secrets.owner_password, db)
+        self.secrets
+            .url(OWNER_ROLE, &self.secrets.owner_password, db)
     }
 
     pub fn app_url(&self, db: &str) -> SecretString {

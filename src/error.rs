@@ -116,11 +116,9 @@ impl From<diesel::result::Error> for ApiError {
             E::DatabaseError(K::SerializationFailure, _) => {
                 ApiError::unavailable("conflict_retry", "concurrent update; retry", 1)
             }
-            E::DatabaseError(K::ClosedConnection, _) => ApiError::unavailable(
-                "database_unavailable",
-                "the database is unavailable",
-                2,
-            ),
+            E::DatabaseError(K::ClosedConnection, _) => {
+                ApiError::unavailable("database_unavailable", "the database is unavailable", 2)
+            }
             E::DatabaseError(_, info) if info.message().contains("statement timeout") => {
                 ApiError::unavailable("database_timeout", "the database is busy", 2)
             }

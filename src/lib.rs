@@ -29,10 +29,13 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
     let mut rocket = rocket::custom(figment)
         .manage(app)
         .register("/", api::catchers())
-        .attach(AdHoc::on_ignite("placement listener", move |rocket| async move {
-            tenancy::placement::spawn_listener(listener_url, directory);
-            rocket
-        }))
+        .attach(AdHoc::on_ignite(
+            "placement listener",
+            move |rocket| async move {
+                tenancy::placement::spawn_listener(listener_url, directory);
+                rocket
+            },
+        ))
         .attach(AdHoc::on_shutdown("close tenant pools", |rocket| {
             Box::pin(async move {
                 if let Some(app) = rocket.state::<App>() {

@@ -8,7 +8,11 @@ use rocket::figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Parser)]
-#[command(name = "posd", version, about = "Hybrid multi-tenant point-of-sale backend")]
+#[command(
+    name = "posd",
+    version,
+    about = "Hybrid multi-tenant point-of-sale backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

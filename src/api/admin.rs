@@ -74,7 +74,10 @@ fn validate_merchant(b: &CreateMerchant) -> ApiResult<()> {
         ));
     }
     if b.currency.len() != 3 || !b.currency.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(ApiError::invalid("currency", "must be an ISO 4217 code such as USD"));
+        return Err(ApiError::invalid(
+            "currency",
+            "must be an ISO 4217 code such as USD",
+        ));
     }
     if b.plan.trim().is_empty() || b.plan.len() > 50 {
         return Err(ApiError::invalid("plan", "must be 1 to 50 characters"));
@@ -186,7 +189,9 @@ async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json
         .into_iter()
         .map(|m| tenant_view(app, m, None))
         .collect();
-    Ok(Json(json!({ "items": items, "pools": app.pools.summary() })))
+    Ok(Json(
+        json!({ "items": items, "pools": app.pools.summary() }),
+    ))
 }
 
 async fn find_merchant(app: &App, id: MerchantId) -> ApiResult<Merchant> {
@@ -242,9 +247,10 @@ async fn provision(
     }
     let app2 = app.inner().clone();
     let merchant = b.merchant_id;
-    let outcome = tokio::task::spawn_blocking(move || provisioning::provision(&app2, merchant, tier))
-        .await
-        .map_err(ApiError::internal)??;
+    let outcome =
+        tokio::task::spawn_blocking(move || provisioning::provision(&app2, merchant, tier))
+            .await
+            .map_err(ApiError::internal)??;
     match outcome {
         Outcome::Ready(run) => {
             tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, "provisioned");
@@ -281,12 +287,20 @@ async fn set_status(app: &App, id: MerchantId, status: &'static str) -> ApiResul
 }
 
 #[post("/admin/tenants/<id>/suspend")]
-async fn suspend(_admin: PlatformAdmin, app: &State<App>, id: MerchantId) -> ApiResult<Json<Merchant>> {
+async fn suspend(
+    _admin: PlatformAdmin,
+    app: &State<App>,
+    id: MerchantId,
+) -> ApiResult<Json<Merchant>> {
     set_status(app, id, "suspended").await
 }
 
 #[post("/admin/tenants/<id>/resume")]
-async fn resume(_admin: PlatformAdmin, app: &State<App>, id: MerchantId) -> ApiResult<Json<Merchant>> {
+async fn resume(
+    _admin: PlatformAdmin,
+    app: &State<App>,
+    id: MerchantId,
+) -> ApiResult<Json<Merchant>> {
     set_status(app, id, "active").await
 }
 

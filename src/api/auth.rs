@@ -8,10 +8,7 @@ use super::Body;
 use crate::{
     app::App,
     auth::{Role, password},
-    db::{
-        ids::MerchantId,
-        platform::staff::StaffUser,
-    },
+    db::{ids::MerchantId, platform::staff::StaffUser},
     error::{ApiError, ApiResult},
 };
 

@@ -65,7 +65,11 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
             Err(e) => {
                 return fail(
                     req,
-                    ApiError::new(Status::BadRequest, "bad_request", format!("could not read the body: {e}")),
+                    ApiError::new(
+                        Status::BadRequest,
+                        "bad_request",
+                        format!("could not read the body: {e}"),
+                    ),
                 );
             }
         };

@@ -1,8 +1,6 @@
 //! `/products`: the catalog. Read: any staff; write: manager or owner.
 
-use rocket::{
-    FromForm, Route, delete, get, http::Status, patch, post, routes, serde::json::Json,
-};
+use rocket::{FromForm, Route, delete, get, http::Status, patch, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -60,10 +58,16 @@ fn text(field: &str, v: &str, max: usize) -> ApiResult<String> {
         return Err(ApiError::invalid(field, "must not be empty"));
     }
     if v.chars().count() > max {
-        return Err(ApiError::invalid(field, format!("must be at most {max} characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if v.chars().any(char::is_control) {
-        return Err(ApiError::invalid(field, "must not contain control characters"));
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(v.to_string())
 }
@@ -83,7 +87,10 @@ fn tax(v: i32) -> ApiResult<i32> {
     if (0..=10_000).contains(&v) {
         Ok(v)
     } else {
-        Err(ApiError::invalid("taxRateBps", "must be between 0 and 10000 (basis points)"))
+        Err(ApiError::invalid(
+            "taxRateBps",
+            "must be between 0 and 10000 (basis points)",
+        ))
     }
 }
 
@@ -121,7 +128,10 @@ impl ListQuery<'_> {
                 .ok()
                 .filter(|l| (1..=MAX_LIMIT).contains(l))
                 .ok_or_else(|| {
-                    ApiError::invalid("limit", format!("must be a whole number from 1 to {MAX_LIMIT}"))
+                    ApiError::invalid(
+                        "limit",
+                        format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                    )
                 })?,
         };
         let q = match self.q.map(str::trim).filter(|q| !q.is_empty()) {
@@ -151,7 +161,11 @@ impl ListQuery<'_> {
 }
 
 #[get("/products?<query..>")]
-async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<Json<Page<Product>>> {
+async fn list(
+    _staff: &Staff,
+    db: TenantDb,
+    query: ListQuery<'_>,
+) -> ApiResult<Json<Page<Product>>> {
     let filter = query.filter()?;
     let limit = filter.limit as usize;
     let items = db.run(move |tx| Ok(Product::list(tx, &filter)?)).await?;
@@ -207,18 +221,20 @@ async fn update(
     let b = body.0;
     let changes = ProductChanges {
         sku: b.sku.as_deref().map(|s| text("sku", s, 64)).transpose()?,
-        name: b.name.as_deref().map(|s| text("name", s, 200)).transpose()?,
+        name: b
+            .name
+            .as_deref()
+            .map(|s| text("name", s, 200))
+            .transpose()?,
         price_minor: b.price_minor.map(price).transpose()?,
         tax_rate_bps: b.tax_rate_bps.map(tax).transpose()?,
         category_id: b.category_id,
         track_stock: b.track_stock,
         active: b.active,
     };
-    db.run(move |tx| {
-        Product::update(tx, id, &changes).map_err(|e| sku_conflict(not_found(e)))
-    })
-    .await
-    .map(Json)
+    db.run(move |tx| Product::update(tx, id, &changes).map_err(|e| sku_conflict(not_found(e))))
+        .await
+        .map(Json)
 }
 
 #[delete("/products/<id>")]

@@ -121,8 +121,9 @@ impl<'r> FromRequest<'r> for &'r Staff {
     type Error = ApiError;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
-        let cached: &Result<Staff, ApiError> =
-            req.local_cache_async(async { resolve_staff(req).await }).await;
+        let cached: &Result<Staff, ApiError> = req
+            .local_cache_async(async { resolve_staff(req).await })
+            .await;
         match cached {
             Ok(s) => Outcome::Success(s),
             Err(e) => fail(req, e.clone()),

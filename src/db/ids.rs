@@ -18,10 +18,12 @@ macro_rules! id_type {
             }
         }
 
+        /// A malformed id is looked up as the nil id, which never exists,
+        /// so it answers 404 like any other unknown id.
         impl<'a> FromParam<'a> for $name {
-            type Error = uuid::Error;
+            type Error = std::convert::Infallible;
             fn from_param(param: &'a str) -> Result<Self, Self::Error> {
-                Uuid::parse_str(param).map($name)
+                Ok($name(Uuid::parse_str(param).unwrap_or(Uuid::nil())))
             }
         }
     )*};

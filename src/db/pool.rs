@@ -92,7 +92,11 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn new(url: &SecretString, budget: Option<Arc<Budget>>, statement_timeout: Duration) -> Self {
+    pub fn new(
+        url: &SecretString,
+        budget: Option<Arc<Budget>>,
+        statement_timeout: Duration,
+    ) -> Self {
         Self {
             inner: ConnectionManager::new(url.expose_secret()),
             budget,

@@ -117,7 +117,10 @@ fn problems(tables: &[TableInfo], shared_schema: &str) -> Vec<String> {
         }
     }
     for name in SHARED {
-        if !tables.iter().any(|t| t.schema == "public" && t.name == *name) {
+        if !tables
+            .iter()
+            .any(|t| t.schema == "public" && t.name == *name)
+        {
             out.push(format!(
                 "SHARED table {name} (listed in {FILE}) does not exist in the platform database"
             ));

@@ -223,7 +223,9 @@ mod tests {
         let old = Keyring::generate_spec("old");
         let new = Keyring::generate_spec("new");
         let m = Uuid::new_v4();
-        let sealed = ring(&old).seal(m, Purpose::TenantDatabaseUrl, b"x").unwrap();
+        let sealed = ring(&old)
+            .seal(m, Purpose::TenantDatabaseUrl, b"x")
+            .unwrap();
         let both = ring(&format!("{new},{old}"));
         assert_eq!(both.active_key_id(), "new");
         assert_eq!(

@@ -49,7 +49,9 @@ pub fn migrate_platform(
         sql(conn, &format!("GRANT USAGE ON SCHEMA public TO {app}"))?;
         sql(
             conn,
-            &format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}"),
+            &format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}"
+            ),
         )?;
         sql(
             conn,
@@ -57,7 +59,9 @@ pub fn migrate_platform(
         )?;
         sql(
             conn,
-            &format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON __diesel_schema_migrations FROM {app}"),
+            &format!(
+                "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON __diesel_schema_migrations FROM {app}"
+            ),
         )?;
         sql(
             conn,
@@ -105,7 +109,9 @@ pub fn migrate_tenant_schema(
         )?;
         sql(
             conn,
-            &format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {s}.__diesel_schema_migrations FROM {app}"),
+            &format!(
+                "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {s}.__diesel_schema_migrations FROM {app}"
+            ),
         )?;
         Ok(applied)
     })();

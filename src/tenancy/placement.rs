@@ -11,15 +11,15 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
-use rocket::tokio::{self, sync::broadcast};
+use rocket::tokio::{
+    self,
+    sync::{broadcast, watch},
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{SHARED_SCHEMA, Tier};
@@ -71,7 +71,7 @@ pub struct Directory {
     ttl: Duration,
     routing: bool,
     cache: Mutex<HashMap<MerchantId, (Arc<Placement>, Instant)>>,
-    listening: AtomicBool,
+    listening: watch::Sender<bool>,
     events: broadcast::Sender<Option<MerchantId>>,
 }
 
@@ -82,7 +82,7 @@ impl Directory {
             ttl,
             routing,
             cache: Mutex::new(HashMap::new()),
-            listening: AtomicBool::new(false),
+            listening: watch::channel(false).0,
             events: broadcast::channel(64).0,
         }
     }
@@ -102,7 +102,10 @@ impl Directory {
 
     /// The placement, from the cache or the control plane (blocking).
     /// `Ok(None)` when the merchant does not exist.
-    pub fn resolve(&self, id: MerchantId) -> Result<Option<Arc<Placement>>, crate::error::ApiError> {
+    pub fn resolve(
+        &self,
+        id: MerchantId,
+    ) -> Result<Option<Arc<Placement>>, crate::error::ApiError> {
         if let Some(p) = self.cached(id) {
             return Ok(Some(p));
         }
@@ -117,7 +120,9 @@ impl Directory {
             placement = placement.on_shared_tier();
         }
         let placement = Arc::new(placement);
-        self.cache.lock().insert(id, (placement.clone(), Instant::now()));
+        self.cache
+            .lock()
+            .insert(id, (placement.clone(), Instant::now()));
         Ok(Some(placement))
     }
 
@@ -138,7 +143,13 @@ impl Directory {
 
     /// Whether the LISTEN connection is up.
     pub fn listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        *self.listening.borrow()
+    }
+
+    /// Resolves once the LISTEN connection is up.
+    pub async fn wait_listening(&self) {
+        let mut rx = self.listening.subscribe();
+        let _ = rx.wait_for(|up| *up).await;
     }
 }
 
@@ -149,7 +160,7 @@ pub fn spawn_listener(url: SecretString, dir: Arc<Directory>) {
         let mut backoff = Duration::from_millis(200);
         loop {
             let result = listen(&url, &dir).await;
-            dir.listening.store(false, Ordering::Release);
+            dir.listening.send_replace(false);
             dir.invalidate_all();
             match result {
                 Ok(()) => tracing::warn!("placement listener closed; reconnecting"),
@@ -184,7 +195,7 @@ async fn listen(url: &SecretString, dir: &Directory) -> Result<(), tokio_postgre
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     // Anything cached before this point may have missed a notification.
     dir.invalidate_all();
-    dir.listening.store(true, Ordering::Release);
+    dir.listening.send_replace(true);
     while let Some(payload) = rx.recv().await {
         match uuid::Uuid::parse_str(&payload) {
             Ok(id) => dir.invalidate(MerchantId(id)),

@@ -18,7 +18,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use rocket::tokio::sync::Semaphore;
+use rocket::tokio::sync::{Semaphore, broadcast};
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -100,6 +100,7 @@ pub struct TenantPools {
     builds: AtomicU64,
     evictions: AtomicU64,
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    evicted: broadcast::Sender<MerchantId>,
 }
 
 /// Knobs for [`TenantPools::new`].
@@ -144,6 +145,7 @@ impl TenantPools {
             builds: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             stop: Mutex::new(None),
+            evicted: broadcast::channel(256).0,
         })
     }
 
@@ -222,6 +224,7 @@ impl TenantPools {
         drop(url);
         self.builds.fetch_add(1, Ordering::Relaxed);
         let mut evicted = Vec::new();
+        let mut evicted_ids = Vec::new();
         let handle = {
             let mut entries = self.entries.lock();
             let current = match entries.get(&p.merchant) {
@@ -243,6 +246,7 @@ impl TenantPools {
                         },
                     ) {
                         evicted.push(old.handle);
+                        evicted_ids.push(p.merchant);
                     }
                     while entries.len() > self.max_pools {
                         let Some(lru) = entries
@@ -255,15 +259,15 @@ impl TenantPools {
                         };
                         if let Some(e) = entries.remove(&lru) {
                             evicted.push(e.handle);
+                            evicted_ids.push(lru);
                         }
                     }
                     handle
                 }
             }
         };
-        self.evictions
-            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
         drop(evicted);
+        self.evicted(evicted_ids);
         self.record_success(p.merchant);
         Ok(handle)
     }
@@ -279,8 +283,11 @@ impl TenantPools {
                 .filter(|(id, _)| **id != keep)
                 .filter_map(|(id, e)| {
                     let s = e.handle.pool.state();
-                    (s.connections > 0 && s.connections == s.idle_connections)
-                        .then_some((*id, e.last_used, s.connections))
+                    (s.connections > 0 && s.connections == s.idle_connections).then_some((
+                        *id,
+                        e.last_used,
+                        s.connections,
+                    ))
                 })
                 .collect();
             idle.sort_by_key(|(_, at, _)| *at);
@@ -291,36 +298,56 @@ impl TenantPools {
                     break;
                 }
                 if let Some(e) = entries.remove(&id) {
-                    victims.push(e.handle);
+                    victims.push((id, e.handle));
                     freed += n;
                 }
             }
         }
-        self.evictions
-            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+        let ids: Vec<MerchantId> = victims.iter().map(|(id, _)| *id).collect();
+        drop(victims);
+        self.evicted(ids);
+    }
+
+    /// Counts and announces evicted pools; they close when the caller drops
+    /// them, outside the lock.
+    fn evicted(&self, merchants: impl IntoIterator<Item = MerchantId>) {
+        for m in merchants {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            let _ = self.evicted.send(m);
+        }
+    }
+
+    /// Eviction events, for tests and tooling.
+    pub fn subscribe_evictions(&self) -> broadcast::Receiver<MerchantId> {
+        self.evicted.subscribe()
     }
 
     /// Drops the pool of one merchant (placement changed, or deprovisioned).
     pub fn evict(&self, merchant: MerchantId) {
         let removed = self.entries.lock().remove(&merchant);
         if removed.is_some() {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+            self.evicted([merchant]);
         }
     }
 
     /// Evicts pools idle for longer than the configured idle time.
     pub fn sweep(&self) -> usize {
-        let victims: Vec<Entry> = {
+        let victims: Vec<(MerchantId, Entry)> = {
             let mut entries = self.entries.lock();
             let stale: Vec<MerchantId> = entries
                 .iter()
                 .filter(|(_, e)| e.last_used.elapsed() > self.idle_timeout)
                 .map(|(id, _)| *id)
                 .collect();
-            stale.iter().filter_map(|id| entries.remove(id)).collect()
+            stale
+                .into_iter()
+                .filter_map(|id| entries.remove(&id).map(|e| (id, e)))
+                .collect()
         };
         let n = victims.len();
-        self.evictions.fetch_add(n as u64, Ordering::Relaxed);
+        let ids: Vec<MerchantId> = victims.iter().map(|(id, _)| *id).collect();
+        drop(victims);
+        self.evicted(ids);
         if n > 0 {
             tracing::debug!(evicted = n, "swept idle tenant pools");
         }

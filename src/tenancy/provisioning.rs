@@ -8,14 +8,15 @@
 //! failed step and the reason (passwords redacted). One provisioning per
 //! merchant runs at a time (advisory lock); a second gets 409.
 
-use diesel::{Connection, PgConnection, RunQueryDsl, sql_types::{Bool, Text}};
+use diesel::{
+    Connection, PgConnection, RunQueryDsl,
+    sql_types::{Bool, Text},
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    SHARED_SCHEMA, Tier,
-    crypto::Purpose,
-    migrations::migrate_tenant_schema,
-    tenant_database_name, tenant_schema_name,
+    SHARED_SCHEMA, Tier, crypto::Purpose, migrations::migrate_tenant_schema, tenant_database_name,
+    tenant_schema_name,
 };
 use crate::{
     app::App,
@@ -153,13 +154,25 @@ fn schema_tier(
 ) -> Result<(), StepError> {
     let merchant = run.merchant_id;
     let steps = (|| {
-        step("creating", ProvisioningRun::advance(platform, run.id, "creating"))?;
         step(
             "creating",
-            exec(owner, &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema))),
+            ProvisioningRun::advance(platform, run.id, "creating"),
         )?;
-        step("migrating", ProvisioningRun::advance(platform, run.id, "migrating"))?;
-        step("migrating", migrate_tenant_schema(owner, schema, &app.app_role))?;
+        step(
+            "creating",
+            exec(
+                owner,
+                &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)),
+            ),
+        )?;
+        step(
+            "migrating",
+            ProvisioningRun::advance(platform, run.id, "migrating"),
+        )?;
+        step(
+            "migrating",
+            migrate_tenant_schema(owner, schema, &app.app_role),
+        )?;
         step(
             "placing",
             Merchant::set_placement(
@@ -176,7 +189,10 @@ fn schema_tier(
         .map(drop)
     })();
     if steps.is_err() {
-        let _ = exec(owner, &format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(schema)));
+        let _ = exec(
+            owner,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(schema)),
+        );
     }
     steps
 }
@@ -193,26 +209,53 @@ fn dedicated_tier(
     let mut server = step("creating", pool::connect(server_url))?;
     let mut created = false;
     let steps = (|| {
-        step("creating", ProvisioningRun::advance(platform, run.id, "creating"))?;
-        let db = quote_ident(&db_name);
-        let app_role = quote_ident(&app.app_role);
-        step("creating", exec(&mut server, &format!("CREATE DATABASE {db}")))?;
-        created = true;
-        step("creating", exec(&mut server, &format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC")))?;
         step(
             "creating",
-            exec(&mut server, &format!("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app_role}")),
+            ProvisioningRun::advance(platform, run.id, "creating"),
+        )?;
+        let db = quote_ident(&db_name);
+        let app_role = quote_ident(&app.app_role);
+        step(
+            "creating",
+            exec(&mut server, &format!("CREATE DATABASE {db}")),
+        )?;
+        created = true;
+        step(
+            "creating",
+            exec(
+                &mut server,
+                &format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+            ),
+        )?;
+        step(
+            "creating",
+            exec(
+                &mut server,
+                &format!("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app_role}"),
+            ),
         )?;
 
-        step("migrating", ProvisioningRun::advance(platform, run.id, "migrating"))?;
-        let owner_url = step("migrating", url_for_database(server_url, None, &db_name))?;
-        let mut conn = step("migrating", pool::connect(&owner_url))?;
-        step("migrating", exec(&mut conn, "REVOKE ALL ON SCHEMA public FROM PUBLIC"))?;
         step(
             "migrating",
-            exec(&mut conn, &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema))),
+            ProvisioningRun::advance(platform, run.id, "migrating"),
         )?;
-        step("migrating", migrate_tenant_schema(&mut conn, schema, &app.app_role))?;
+        let owner_url = step("migrating", url_for_database(server_url, None, &db_name))?;
+        let mut conn = step("migrating", pool::connect(&owner_url))?;
+        step(
+            "migrating",
+            exec(&mut conn, "REVOKE ALL ON SCHEMA public FROM PUBLIC"),
+        )?;
+        step(
+            "migrating",
+            exec(
+                &mut conn,
+                &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)),
+            ),
+        )?;
+        step(
+            "migrating",
+            migrate_tenant_schema(&mut conn, schema, &app.app_role),
+        )?;
         drop(conn);
 
         let app_url = step(
@@ -256,7 +299,10 @@ fn dedicated_tier(
     if steps.is_err() && created {
         let _ = exec(
             &mut server,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&db_name)),
+            &format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&db_name)
+            ),
         );
     }
     steps

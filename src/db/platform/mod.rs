@@ -31,8 +31,7 @@ impl<'a> Platform<'a> {
         E: From<diesel::result::Error>,
     {
         use diesel::Connection;
-        self.conn
-            .transaction(|conn| f(&mut Platform { conn }))
+        self.conn.transaction(|conn| f(&mut Platform { conn }))
     }
 }
 

@@ -85,7 +85,11 @@ impl Product {
             .into_boxed();
         if let Some(q) = &f.q {
             let pat = like_pattern(q);
-            query = query.filter(products::name.ilike(pat.clone()).or(products::sku.ilike(pat)));
+            query = query.filter(
+                products::name
+                    .ilike(pat.clone())
+                    .or(products::sku.ilike(pat)),
+            );
         }
         if let Some(c) = f.category_id {
             query = query.filter(products::category_id.eq(c));

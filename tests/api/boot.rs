@@ -1,0 +1,98 @@
+//! Boot refuses to serve when classification, RLS or the app role is wrong,
+//! and says what to fix.
+
+use diesel::connection::SimpleConnection;
+
+use crate::common::{Server, TestDb, boot};
+use serde_json::json;
+
+#[test]
+fn boot_refuses_an_unclassified_table() {
+    let db = TestDb::new();
+    db.owner()
+        .batch_execute("CREATE TABLE loyalty_cards (id uuid PRIMARY KEY)")
+        .unwrap();
+    let err = boot(&db.name, &[]).err().expect("boot must fail");
+    assert!(err.contains("public.loyalty_cards"), "{err}");
+    assert!(err.contains("src/tenancy/classification.rs"), "{err}");
+}
+
+#[test]
+fn boot_refuses_a_tenant_table_without_forced_rls() {
+    let db = TestDb::new();
+    db.owner()
+        .batch_execute("ALTER TABLE tenant_shared.products NO FORCE ROW LEVEL SECURITY")
+        .unwrap();
+    let err = boot(&db.name, &[]).err().expect("boot must fail");
+    assert!(err.contains("tenant_shared.products"), "{err}");
+    assert!(err.contains("forced"), "{err}");
+}
+
+#[test]
+fn boot_refuses_a_tenant_table_without_merchant_id() {
+    let db = TestDb::new();
+    db.owner()
+        .batch_execute(
+            "ALTER TABLE tenant_shared.products DROP CONSTRAINT products_pkey CASCADE;
+             ALTER TABLE tenant_shared.products DROP COLUMN merchant_id CASCADE;",
+        )
+        .unwrap();
+    let err = boot(&db.name, &[]).err().expect("boot must fail");
+    assert!(err.contains("merchant_id"), "{err}");
+}
+
+#[test]
+fn boot_refuses_a_superuser_app_role() {
+    let db = TestDb::new();
+    let su = Server::get().superuser_url(&db.name);
+    let err = boot(&db.name, &[("app_database_url", json!(su))])
+        .err()
+        .expect("boot must fail");
+    assert!(err.contains("superuser"), "{err}");
+    assert!(err.contains("POSD_APP_DATABASE_URL"), "{err}");
+}
+
+#[test]
+fn boot_refuses_a_bypassrls_app_role() {
+    let db = TestDb::new();
+    let role = format!("bypass_{}", &db.name[2..14]);
+    Server::get()
+        .superuser()
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN BYPASSRLS PASSWORD 'pw'"))
+        .unwrap();
+    let mut url = url::Url::parse(&Server::get().app_url(&db.name)).unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("pw")).unwrap();
+    let err = boot(&db.name, &[("app_database_url", json!(url.to_string()))]).err();
+    drop(db); // takes the role's grants with it
+    Server::get()
+        .superuser()
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .unwrap();
+    let err = err.expect("boot must fail");
+    assert!(err.contains("BYPASSRLS"), "{err}");
+}
+
+#[test]
+fn configuration_errors_name_the_setting() {
+    let db = TestDb::new();
+    for (key, value, name) in [
+        ("jwt_secret", json!("short"), "POSD_JWT_SECRET"),
+        (
+            "encryption_keys",
+            json!("k1:bm90MzJieXRlcw=="),
+            "POSD_ENCRYPTION_KEYS",
+        ),
+        ("database_url", json!("mysql://x@y/z"), "POSD_DATABASE_URL"),
+        ("pool_size", json!(0), "POSD_POOL_SIZE"),
+        (
+            "placement_cache_ttl",
+            json!("soon"),
+            "POSD_PLACEMENT_CACHE_TTL",
+        ),
+    ] {
+        let err = crate::common::settings(&db.name, &[(key, value)]).expect_err("must fail");
+        assert!(err.contains(name), "{key}: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}

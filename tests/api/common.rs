@@ -1,0 +1,463 @@
+//! Test harness: one PostgreSQL per test process (a private, throw-away
+//! cluster started with posd's own embedded mechanism, or the server named
+//! by POSD_TEST_DATABASE_URL), a template database migrated once, and a
+//! fresh database per test made from it.
+
+use std::{sync::OnceLock, time::Duration};
+
+use diesel::{Connection, PgConnection, RunQueryDsl, connection::SimpleConnection};
+use posd::{
+    App,
+    auth::Role,
+    config::Settings,
+    db::ids::{MerchantId, StaffId},
+    embedded::{self, Cluster},
+    tenancy::Tier,
+};
+use rocket::{
+    figment::Figment,
+    http::{ContentType, Header, Status},
+    local::asynchronous::{Client, LocalResponse},
+};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+
+/// The database server the tests run against.
+pub struct Server {
+    _cluster: Option<Cluster>,
+    base: url::Url,
+    superuser: (String, String),
+    owner: (String, String),
+    app: (String, String),
+    template: String,
+    keys: String,
+}
+
+fn url_with(base: &url::Url, user: &(String, String), db: &str) -> String {
+    let mut u = base.clone();
+    let _ = u.set_username(&user.0);
+    let _ = u.set_password(Some(&user.1));
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+impl Server {
+    pub fn get() -> &'static Server {
+        static SERVER: OnceLock<Server> = OnceLock::new();
+        SERVER.get_or_init(Server::start)
+    }
+
+    fn start() -> Server {
+        let (cluster, base, superuser) = match std::env::var("POSD_TEST_DATABASE_URL") {
+            Ok(url) => {
+                let u = url::Url::parse(&url).expect("POSD_TEST_DATABASE_URL is a URL");
+                let su = (
+                    u.username().to_string(),
+                    u.password().unwrap_or("").to_string(),
+                );
+                (None, u, su)
+            }
+            Err(_) => {
+                let dir = std::env::temp_dir().join(format!(
+                    "posd-test-{}-{}",
+                    std::process::id(),
+                    Uuid::new_v4().simple()
+                ));
+                let cluster = Cluster::start(
+                    &dir,
+                    &embedded::Options {
+                        ephemeral: true,
+                        max_connections: 400,
+                    },
+                )
+                .expect("start the test PostgreSQL");
+                let u = url::Url::parse(cluster.superuser_url("postgres").expose_secret())
+                    .expect("cluster URL");
+                let su = (
+                    "postgres".to_string(),
+                    cluster
+                        .secrets
+                        .superuser_password
+                        .expose_secret()
+                        .to_string(),
+                );
+                (Some(cluster), u, su)
+            }
+        };
+        let owner = ("posd_test_owner".to_string(), "owner-pw-test".to_string());
+        let app = ("posd_test_app".to_string(), "app-pw-test".to_string());
+        let mut s = Server {
+            _cluster: cluster,
+            base,
+            superuser,
+            owner,
+            app,
+            template: format!("posd_tpl_{}", Uuid::new_v4().simple()),
+            keys: posd::tenancy::crypto::Keyring::generate_spec("test1"),
+        };
+        s.prepare();
+        s
+    }
+
+    pub fn superuser_url(&self, db: &str) -> String {
+        url_with(&self.base, &self.superuser, db)
+    }
+
+    pub fn owner_url(&self, db: &str) -> String {
+        url_with(&self.base, &self.owner, db)
+    }
+
+    pub fn app_url(&self, db: &str) -> String {
+        url_with(&self.base, &self.app, db)
+    }
+
+    pub fn superuser(&self) -> PgConnection {
+        PgConnection::establish(&self.superuser_url("postgres")).expect("superuser connection")
+    }
+
+    fn prepare(&mut self) {
+        let mut su = self.superuser();
+        su.batch_execute(&format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{o}') THEN CREATE ROLE {o}; END IF;
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{a}') THEN CREATE ROLE {a}; END IF;
+             END $$;
+             ALTER ROLE {o} WITH LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS PASSWORD '{op}';
+             ALTER ROLE {a} WITH LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{ap}';",
+            o = self.owner.0,
+            op = self.owner.1,
+            a = self.app.0,
+            ap = self.app.1,
+        ))
+        .expect("prepare roles");
+        su.batch_execute(&format!(
+            "CREATE DATABASE {} OWNER {}",
+            self.template, self.owner.0
+        ))
+        .expect("create the template");
+        let settings = Settings::from_figment(&self.figment(&self.template.clone(), &[]))
+            .expect("template settings");
+        posd::app::migrate(&settings).expect("migrate the template");
+    }
+
+    /// Configuration for database `db`, with overrides.
+    pub fn figment(&self, db: &str, overrides: &[(&str, Value)]) -> Figment {
+        let mut f = rocket::Config::figment()
+            .merge(("log_level", "off"))
+            .merge(("database_url", self.owner_url(db)))
+            .merge(("app_database_url", self.app_url(db)))
+            .merge(("jwt_secret", JWT_SECRET))
+            .merge(("encryption_keys", self.keys.clone()))
+            .merge(("pool_size", 4))
+            .merge(("tenant_pool_size", 2))
+            .merge(("pool_connect_timeout", "2s"));
+        for (k, v) in overrides {
+            f = f.merge((*k, v.clone()));
+        }
+        f
+    }
+}
+
+/// A database of its own for one test, dropped (with every dedicated
+/// database the test created) at the end.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let server = Server::get();
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        server
+            .superuser()
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} TEMPLATE {} OWNER {}",
+                server.template, server.owner.0
+            ))
+            .expect("create test database");
+        TestDb { name }
+    }
+
+    /// A connection as the owner role.
+    pub fn owner(&self) -> PgConnection {
+        PgConnection::establish(&Server::get().owner_url(&self.name)).expect("owner connection")
+    }
+
+    /// A connection as the app role.
+    pub fn app_role(&self) -> PgConnection {
+        PgConnection::establish(&Server::get().app_url(&self.name)).expect("app connection")
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let server = Server::get();
+        let mut su = server.superuser();
+        let dedicated: Vec<Name> = PgConnection::establish(&server.superuser_url(&self.name))
+            .and_then(|mut c| {
+                diesel::sql_query("SELECT database_name AS name FROM tenant_databases")
+                    .load(&mut c)
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+            })
+            .unwrap_or_default();
+        for d in dedicated {
+            let _ = su.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                d.name
+            ));
+        }
+        let _ = su.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// A booted posd over a test database, driven through Rocket's local client.
+pub struct TestApp {
+    pub client: Client,
+    pub db: TestDb,
+}
+
+/// A merchant created through the admin API, with a token for its owner.
+#[derive(Clone)]
+pub struct Merchant {
+    pub id: MerchantId,
+    pub slug: String,
+    pub token: String,
+    pub tier: Tier,
+}
+
+pub fn settings(db: &str, overrides: &[(&str, Value)]) -> Result<Settings, String> {
+    Settings::from_figment(&Server::get().figment(db, overrides)).map_err(|e| e.to_string())
+}
+
+pub fn boot(db: &str, overrides: &[(&str, Value)]) -> Result<App, String> {
+    let settings = settings(db, overrides)?;
+    posd::boot(settings).map_err(|e| e.to_string())
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        Self::with(&[]).await
+    }
+
+    pub async fn with(overrides: &[(&str, Value)]) -> TestApp {
+        let db = TestDb::new();
+        Self::on(db, overrides).await
+    }
+
+    /// Boots posd over an existing test database.
+    pub async fn on(db: TestDb, overrides: &[(&str, Value)]) -> TestApp {
+        let name = db.name.clone();
+        let ov: Vec<(String, Value)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let app = rocket::tokio::task::spawn_blocking(move || {
+            let ov: Vec<(&str, Value)> = ov.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            boot(&name, &ov)
+        })
+        .await
+        .expect("boot task")
+        .expect("boot");
+        let figment = Server::get().figment(&db.name, overrides);
+        let client = Client::tracked(posd::rocket(app, figment))
+            .await
+            .expect("rocket client");
+        let t = TestApp { client, db };
+        t.wait_listening().await;
+        t
+    }
+
+    pub fn app(&self) -> &App {
+        self.client.rocket().state::<App>().expect("app state")
+    }
+
+    /// Waits until the placement listener has LISTENed.
+    pub async fn wait_listening(&self) {
+        rocket::tokio::time::timeout(
+            Duration::from_secs(20),
+            self.app().directory.wait_listening(),
+        )
+        .await
+        .expect("the placement listener never connected");
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.app()
+            .jwt
+            .issue_admin("tests", Duration::from_secs(600))
+            .expect("admin token")
+    }
+
+    pub fn staff_token(&self, merchant: MerchantId, role: Role) -> String {
+        self.app()
+            .jwt
+            .issue_staff(
+                StaffId(Uuid::new_v4()),
+                merchant,
+                role,
+                Duration::from_secs(600),
+            )
+            .expect("staff token")
+            .0
+    }
+
+    pub async fn request(
+        &self,
+        method: rocket::http::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (Status, Value) {
+        let res = self.send(method, path, token, body, &[]).await;
+        let status = res.status();
+        let text = res.into_string().await.unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("non-JSON body for {path}: {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn send<'c>(
+        &'c self,
+        method: rocket::http::Method,
+        path: &'c str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&'static str, String)],
+    ) -> LocalResponse<'c> {
+        let mut req = self.client.req(method, path.to_string());
+        if let Some(t) = token {
+            req = req.header(Header::new("Authorization", format!("Bearer {t}")));
+        }
+        for (k, v) in headers {
+            req = req.header(Header::new(*k, v.clone()));
+        }
+        if let Some(b) = body {
+            req = req.header(ContentType::JSON).body(b.to_string());
+        }
+        req.dispatch().await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (Status, Value) {
+        self.request(rocket::http::Method::Get, path, Some(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (Status, Value) {
+        self.request(rocket::http::Method::Post, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (Status, Value) {
+        self.request(rocket::http::Method::Patch, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (Status, Value) {
+        self.request(rocket::http::Method::Delete, path, Some(token), None)
+            .await
+    }
+
+    /// Creates a merchant on the shared tier and logs its owner in.
+    pub async fn shared_merchant(&self, slug: &str) -> Merchant {
+        let admin = self.admin_token();
+        let (status, body) = self
+            .post(
+                "/api/v2/POS/admin/merchants",
+                &admin,
+                json!({
+                    "slug": slug, "name": format!("{slug} store"), "timezone": "Europe/Paris",
+                    "currency": "EUR",
+                    "owner": { "email": format!("owner@{slug}.test"), "password": "correct horse battery" }
+                }),
+            )
+            .await;
+        assert_eq!(status, Status::Created, "create merchant: {body}");
+        let id = MerchantId(
+            body["id"]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .expect("merchant id"),
+        );
+        let (status, login) = self
+            .request(
+                rocket::http::Method::Post,
+                "/api/v2/POS/auth/login",
+                None,
+                Some(json!({ "merchant": slug, "email": format!("owner@{slug}.test"), "password": "correct horse battery" })),
+            )
+            .await;
+        assert_eq!(status, Status::Ok, "login: {login}");
+        Merchant {
+            id,
+            slug: slug.to_string(),
+            token: login["token"].as_str().expect("token").to_string(),
+            tier: Tier::Shared,
+        }
+    }
+
+    /// Creates a merchant and provisions it onto `tier`.
+    pub async fn merchant(&self, slug: &str, tier: Tier) -> Merchant {
+        let mut m = self.shared_merchant(slug).await;
+        if tier != Tier::Shared {
+            let (status, body) = self
+                .post(
+                    "/api/v2/POS/admin/tenant/provision",
+                    &self.admin_token(),
+                    json!({ "merchantId": m.id.to_string(), "tier": tier.as_str() }),
+                )
+                .await;
+            assert_eq!(
+                status,
+                Status::Created,
+                "provision {slug} to {tier:?}: {body}"
+            );
+            assert_eq!(body["run"]["status"], "ready");
+            m.tier = tier;
+        }
+        m
+    }
+
+    /// Creates a product and returns its id.
+    pub async fn product(&self, m: &Merchant, sku: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v2/POS/products",
+                &m.token,
+                json!({ "sku": sku, "name": format!("{sku} item"), "priceMinor": 250, "taxRateBps": 2000 }),
+            )
+            .await;
+        assert_eq!(status, Status::Created, "create product: {body}");
+        body["id"].as_str().expect("product id").to_string()
+    }
+}
+
+pub const TIERS: [Tier; 3] = [Tier::Shared, Tier::Schema, Tier::Dedicated];
+
+/// Rows of a query's single bigint column.
+#[derive(diesel::QueryableByName)]
+pub struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+pub fn count(conn: &mut PgConnection, sql: &str) -> Result<i64, diesel::result::Error> {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .map(|c| c.n)
+}

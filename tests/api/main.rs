@@ -1,0 +1,12 @@
+//! Integration tests: the real `rocket()` over a real PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod boot;
+mod errors;
+mod isolation;
+mod pools;
+mod products;
+mod routing;
+mod tokens;

@@ -1,0 +1,145 @@
+//! Per-merchant pools: idle sweeping, the LRU cap, the circuit breaker.
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use rocket::http::Status;
+use serde_json::json;
+
+use crate::common::{Server, TestApp};
+use posd::tenancy::{Tier, tenant_database_name};
+
+#[rocket::async_test]
+async fn idle_pools_are_swept_and_rebuilt_on_demand() {
+    let t = TestApp::with(&[
+        ("pool_idle_timeout", json!("50ms")),
+        ("pool_sweep_interval", json!("20ms")),
+    ])
+    .await;
+    let m = t.merchant("sweep-shop", Tier::Dedicated).await;
+    let mut evictions = t.app().pools.subscribe_evictions();
+    let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
+    assert_eq!(status, Status::Ok);
+    let builds = t.app().pools.summary().builds;
+    rocket::tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if evictions.recv().await.expect("eviction channel") == m.id {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the sweeper never evicted the idle pool");
+    assert!(t.app().pools.state(m.id).is_none(), "the pool is gone");
+    let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
+    assert_eq!(status, Status::Ok, "the next request rebuilds it");
+    assert_eq!(t.app().pools.summary().builds, builds + 1);
+}
+
+#[rocket::async_test]
+async fn the_lru_cap_bounds_live_pools() {
+    const CAP: usize = 2;
+    let t = TestApp::with(&[("max_tenant_pools", json!(CAP))]).await;
+    let mut merchants = Vec::new();
+    for i in 0..=CAP {
+        merchants.push(t.merchant(&format!("lru-{i}"), Tier::Dedicated).await);
+    }
+    for round in 0..2 {
+        for m in &merchants {
+            let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
+            assert_eq!(status, Status::Ok, "round {round}, {}: {body}", m.slug);
+            let live = t.app().pools.summary().live_pools;
+            assert!(live <= CAP, "{live} live pools over a cap of {CAP}");
+            assert!(
+                t.app().pools.state(m.id).is_some(),
+                "the merchant just served has a pool"
+            );
+        }
+    }
+    assert!(t.app().pools.summary().evictions > CAP as u64);
+}
+
+#[rocket::async_test]
+async fn connections_never_exceed_the_budget() {
+    let t = TestApp::with(&[
+        ("connection_budget", json!(2)),
+        ("tenant_pool_size", json!(2)),
+    ])
+    .await;
+    let mut merchants = Vec::new();
+    for i in 0..3 {
+        merchants.push(t.merchant(&format!("budget-{i}"), Tier::Dedicated).await);
+    }
+    for round in 0..3 {
+        for m in &merchants {
+            let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
+            assert_eq!(status, Status::Ok, "round {round}, {}: {body}", m.slug);
+            let used = t.app().pools.summary().budget_used;
+            assert!(used <= 2, "{used} tenant connections over a budget of 2");
+        }
+    }
+}
+
+/// An unreachable tenant database answers 503 with Retry-After, trips the
+/// breaker so later requests do not even try, and nobody else notices.
+#[rocket::async_test]
+async fn an_unreachable_tenant_database_fails_fast_and_alone() {
+    let t = TestApp::with(&[
+        ("breaker_threshold", json!(1)),
+        ("breaker_cooldown", json!("30s")),
+    ])
+    .await;
+    let down = t.merchant("down-shop", Tier::Dedicated).await;
+    let up = t.merchant("up-shop", Tier::Dedicated).await;
+    let shared = t.merchant("shared-shop", Tier::Shared).await;
+    let db = tenant_database_name(down.id);
+    Server::get()
+        .superuser()
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}';"
+        ))
+        .unwrap();
+    t.app().pools.evict(down.id);
+
+    let res = t
+        .send(
+            rocket::http::Method::Get,
+            "/api/v2/POS/products",
+            Some(&down.token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), Status::ServiceUnavailable);
+    let retry: u64 = res
+        .headers()
+        .get_one("Retry-After")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let body: serde_json::Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "tenant_database_unavailable");
+    assert_eq!(t.app().pools.summary().open_breakers, 1);
+
+    // With the breaker open, the next request is refused without a connection attempt.
+    let builds = t.app().pools.summary().builds;
+    let (status, _) = t.get("/api/v2/POS/products", &down.token).await;
+    assert_eq!(status, Status::ServiceUnavailable);
+    assert_eq!(t.app().pools.summary().builds, builds);
+
+    // Everyone else is served meanwhile, concurrently with the failing tenant.
+    let (a, b, c) = rocket::tokio::join!(
+        t.get("/api/v2/POS/products", &up.token),
+        t.get("/api/v2/POS/products", &shared.token),
+        t.get("/api/v2/POS/products", &down.token),
+    );
+    assert_eq!(a.0, Status::Ok);
+    assert_eq!(b.0, Status::Ok);
+    assert_eq!(c.0, Status::ServiceUnavailable);
+    Server::get()
+        .superuser()
+        .batch_execute(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"))
+        .unwrap();
+}

@@ -1,0 +1,175 @@
+//! Tokens: every malformed, expired, misdirected or unsigned token is a 401
+//! with a JSON body.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rocket::http::{Method, Status};
+use serde_json::{Value, json};
+
+use crate::common::{JWT_SECRET, TestApp};
+
+fn sign(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn assert_401(t: &TestApp, path: &str, token: Option<&str>, why: &str) {
+    let (status, body) = t.request(Method::Get, path, token, None).await;
+    assert_eq!(status, Status::Unauthorized, "{why}: {body}");
+    assert_eq!(body["error"]["code"], "unauthorized", "{why}: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+}
+
+#[rocket::async_test]
+async fn bad_tokens_are_refused() {
+    let t = TestApp::new().await;
+    let m = t.shared_merchant("token-shop").await;
+    let products = "/api/v2/POS/products";
+    let admin = "/api/v2/POS/admin/tenants";
+    let now = Utc::now().timestamp();
+    let staff = |overrides: Value| {
+        let mut c = json!({
+            "sub": uuid::Uuid::new_v4(), "mid": m.id, "role": "owner",
+            "iss": "posd", "aud": "posd", "exp": now + 600, "iat": now
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+
+    // Sanity: the well-formed token works, so each failure below is the change.
+    let (status, _) = t.get(products, &sign(&staff(json!({})), JWT_SECRET)).await;
+    assert_eq!(status, Status::Ok);
+
+    assert_401(&t, products, None, "no token").await;
+    assert_401(&t, products, Some("not-a-jwt"), "garbage").await;
+    assert_401(
+        &t,
+        products,
+        Some(&sign(&staff(json!({ "exp": now - 3600 })), JWT_SECRET)),
+        "expired",
+    )
+    .await;
+    assert_401(
+        &t,
+        products,
+        Some(&sign(&staff(json!({})), &"x".repeat(48))),
+        "wrong signature",
+    )
+    .await;
+    assert_401(
+        &t,
+        products,
+        Some(&sign(&staff(json!({ "aud": "posd-admin" })), JWT_SECRET)),
+        "admin audience",
+    )
+    .await;
+    assert_401(
+        &t,
+        products,
+        Some(&sign(&staff(json!({ "iss": "evil" })), JWT_SECRET)),
+        "wrong issuer",
+    )
+    .await;
+    for claim in ["exp", "iss", "aud", "sub", "mid", "role"] {
+        let token = sign(&staff(json!({ claim: null })), JWT_SECRET);
+        assert_401(&t, products, Some(&token), &format!("missing {claim}")).await;
+    }
+    assert_401(
+        &t,
+        products,
+        Some(&sign(&staff(json!({ "exp": "tomorrow" })), JWT_SECRET)),
+        "exp as string",
+    )
+    .await;
+
+    // alg: none, with and without a signature part.
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(staff(json!({})).to_string());
+    assert_401(
+        &t,
+        products,
+        Some(&format!("{header}.{payload}.")),
+        "alg none",
+    )
+    .await;
+    assert_401(
+        &t,
+        products,
+        Some(&format!("{header}.{payload}")),
+        "alg none, two parts",
+    )
+    .await;
+    // Another HMAC algorithm than the pinned one.
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &staff(json!({})),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_401(&t, products, Some(&hs512), "HS512").await;
+
+    // Audiences do not cross: admin tokens on POS routes, staff tokens on admin routes.
+    assert_401(&t, products, Some(&t.admin_token()), "admin token on POS").await;
+    assert_401(&t, admin, Some(&m.token), "staff token on admin").await;
+    let (status, _) = t.get(admin, &t.admin_token()).await;
+    assert_eq!(status, Status::Ok);
+}
+
+#[rocket::async_test]
+async fn login_gives_one_answer_for_every_wrong_credential() {
+    let t = TestApp::new().await;
+    t.shared_merchant("login-shop").await;
+    let login = |merchant: &str, email: &str, password: &str| json!({ "merchant": merchant, "email": email, "password": password });
+    let mut answers = Vec::new();
+    for body in [
+        login("login-shop", "owner@login-shop.test", "wrong password!"),
+        login(
+            "login-shop",
+            "nobody@login-shop.test",
+            "correct horse battery",
+        ),
+        login(
+            "no-such-shop",
+            "owner@login-shop.test",
+            "correct horse battery",
+        ),
+    ] {
+        let (status, err) = t
+            .request(Method::Post, "/api/v2/POS/auth/login", None, Some(body))
+            .await;
+        assert_eq!(status, Status::Unauthorized);
+        answers.push(err);
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    assert_eq!(answers[0]["error"]["code"], "invalid_credentials");
+    let (status, ok) = t
+        .request(
+            Method::Post,
+            "/api/v2/POS/auth/login",
+            None,
+            Some(login(
+                "login-shop",
+                "OWNER@login-shop.test",
+                "correct horse battery",
+            )),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "emails are case-insensitive: {ok}");
+    assert_eq!(ok["role"], "owner");
+    assert!(ok["expiresAt"].as_str().unwrap().ends_with('Z'));
+}
