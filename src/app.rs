@@ -103,10 +103,6 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
             "role `{app_role}` is also the owner role (POSD_DATABASE_URL); requests must run as a role that owns nothing"
         )));
     }
-    migrate(&settings)?;
-    let mut owner = connect("POSD_DATABASE_URL", &settings.database_url)?;
-    classification::check(&mut owner, SHARED_SCHEMA).map_err(BootError::Classification)?;
-    drop(owner);
 
     let mut app_conn = connect("POSD_APP_DATABASE_URL", &settings.app_database_url)?;
     let role: RoleInfo = diesel::sql_query(
@@ -124,6 +120,30 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
             }
         )));
     }
+
+    #[derive(QueryableByName)]
+    struct Owned {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let owned: Owned = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner \
+         WHERE r.rolname = current_user AND c.relkind IN ('r', 'p', 'v', 'm') \
+         AND c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .get_result(&mut app_conn)
+    .map_err(|e| BootError::AppRole(format!("cannot read what the role owns: {e}")))?;
+    if owned.n > 0 {
+        return Err(BootError::AppRole(format!(
+            "role `{app_role}` owns {} table(s) in the platform database; the serving role must own nothing (table owners can alter or disable row-level security)",
+            owned.n
+        )));
+    }
+
+    migrate(&settings)?;
+    let mut owner = connect("POSD_DATABASE_URL", &settings.database_url)?;
+    classification::check(&mut owner, SHARED_SCHEMA).map_err(BootError::Classification)?;
+    drop(owner);
 
     let global = pool::build(
         &settings.app_database_url,

@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use rocket::figment::{Figment, providers::Env};
+use rocket::figment::{
+    Figment, Profile,
+    providers::{Env, Format, Serialized, Toml},
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -99,9 +102,57 @@ pub fn env_name(key: &str) -> String {
 }
 
 /// Rocket's own figment (Rocket.toml, `ROCKET_*`) plus posd's environment.
+/// The keys posd reads (each also `POSD_<KEY>` in the environment).
+const KEYS: &[&str] = &[
+    "database_url",
+    "app_database_url",
+    "dedicated_server_url",
+    "jwt_secret",
+    "encryption_keys",
+    "use_tenant_db_routing",
+    "pool_size",
+    "tenant_pool_size",
+    "pool_connect_timeout",
+    "pool_idle_timeout",
+    "pool_sweep_interval",
+    "max_tenant_pools",
+    "connection_budget",
+    "placement_cache_ttl",
+    "statement_timeout",
+    "token_ttl",
+    "breaker_threshold",
+    "breaker_cooldown",
+];
+
+/// Rocket's settings that posd depends on, so that they hold even without
+/// a `Rocket.toml`: JSON bodies of at most 64 KiB, and a shutdown grace
+/// longer than the statement timeout.
+fn rocket_defaults() -> Serialized<serde_json::Value> {
+    Serialized::defaults(serde_json::json!({
+        "ident": "posd",
+        "log_level": "critical",
+        "limits": { "json": "64 KiB" },
+        "shutdown": { "grace": 15, "mercy": 5 },
+    }))
+}
+
+/// Rocket's figment (its defaults, `Rocket.toml` or `ROCKET_CONFIG`,
+/// `ROCKET_*`) with posd's defaults beneath the file and posd's environment
+/// on top.
 pub fn figment() -> Figment {
-    rocket::Config::figment()
-        .merge(Env::prefixed("POSD_").global())
+    Figment::from(rocket::Config::default())
+        .merge(rocket_defaults())
+        .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
+        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
+        .select(Profile::from_env_or(
+            "ROCKET_PROFILE",
+            rocket::Config::DEFAULT_PROFILE,
+        ))
+        .merge(
+            Env::prefixed("POSD_")
+                .filter(|k| KEYS.contains(&k.as_str()))
+                .global(),
+        )
         .merge(Env::raw().only(&["USE_TENANT_DB_ROUTING"]).global())
 }
 

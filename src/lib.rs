@@ -36,6 +36,12 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
                 rocket
             },
         ))
+        .attach(AdHoc::on_liftoff("announce", |rocket| {
+            Box::pin(async move {
+                let c = rocket.config();
+                tracing::info!("posd serving on http://{}:{}", c.address, c.port);
+            })
+        }))
         .attach(AdHoc::on_shutdown("close tenant pools", |rocket| {
             Box::pin(async move {
                 if let Some(app) = rocket.state::<App>() {

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("POSD_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,rocket=warn,hyper=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

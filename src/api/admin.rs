@@ -15,6 +15,7 @@ use crate::{
     db::{
         ids::{MerchantId, StaffId},
         platform::{
+            audit,
             merchants::{Merchant, NewMerchant},
             staff::{NewStaffUser, StaffUser},
         },
@@ -118,6 +119,7 @@ async fn create_merchant(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
+    let actor = admin.operator.clone();
     let merchant = app
         .platform(move |p| {
             p.transaction(|p| {
@@ -147,6 +149,13 @@ async fn create_merchant(
                         password_hash: &hash,
                         role: "owner",
                     },
+                )?;
+                audit::record(
+                    p,
+                    &actor,
+                    "merchant.create",
+                    Some(m.id),
+                    json!({ "slug": m.slug }),
                 )?;
                 Ok(m)
             })
@@ -273,12 +282,27 @@ async fn provision(
     }
 }
 
-async fn set_status(app: &App, id: MerchantId, status: &'static str) -> ApiResult<Json<Merchant>> {
+async fn set_status(
+    app: &App,
+    admin: PlatformAdmin,
+    id: MerchantId,
+    status: &'static str,
+) -> ApiResult<Json<Merchant>> {
     let m = app
         .platform(move |p| {
-            Merchant::set_status(p, id, status).map_err(|e| match e {
-                diesel::result::Error::NotFound => ApiError::not_found("merchant"),
-                e => e.into(),
+            p.transaction(|p| {
+                let m = Merchant::set_status(p, id, status).map_err(|e| match e {
+                    diesel::result::Error::NotFound => ApiError::not_found("merchant"),
+                    e => e.into(),
+                })?;
+                audit::record(
+                    p,
+                    &admin.operator,
+                    &format!("tenant.{status}"),
+                    Some(id),
+                    json!({}),
+                )?;
+                Ok(m)
             })
         })
         .await?;
@@ -288,20 +312,20 @@ async fn set_status(app: &App, id: MerchantId, status: &'static str) -> ApiResul
 
 #[post("/admin/tenants/<id>/suspend")]
 async fn suspend(
-    _admin: PlatformAdmin,
+    admin: PlatformAdmin,
     app: &State<App>,
     id: MerchantId,
 ) -> ApiResult<Json<Merchant>> {
-    set_status(app, id, "suspended").await
+    set_status(app, admin, id, "suspended").await
 }
 
 #[post("/admin/tenants/<id>/resume")]
 async fn resume(
-    _admin: PlatformAdmin,
+    admin: PlatformAdmin,
     app: &State<App>,
     id: MerchantId,
 ) -> ApiResult<Json<Merchant>> {
-    set_status(app, id, "active").await
+    set_status(app, admin, id, "active").await
 }
 
 pub fn routes() -> Vec<Route> {

@@ -50,14 +50,20 @@ async fn login(app: &State<App>, body: Body<Login>) -> ApiResult<Json<Token>> {
     let user = app
         .platform(move |p| Ok(StaffUser::find_for_login(p, &merchant, &email)?))
         .await?;
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let hash = user.as_ref().map(|(u, _)| u.password_hash.clone());
     // Argon2 is deliberately slow: keep it off the async workers. An unknown
     // user is verified against a dummy hash so it takes as long.
     let ok = tokio::task::spawn_blocking(move || password::verify(&pw, hash.as_deref()))
         .await
         .map_err(ApiError::internal)?;
     let user = match user {
-        Some(u) if ok => u,
+        Some((_, status)) if ok && status != "active" => {
+            return Err(ApiError::forbidden(
+                "merchant_suspended",
+                "this merchant is suspended",
+            ));
+        }
+        Some((u, _)) if ok => u,
         _ => return Err(bad_credentials()),
     };
     let role = Role::parse(&user.role).ok_or_else(|| ApiError::internal("unknown role"))?;

@@ -88,7 +88,7 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
     let token = bearer(req)?;
     let claims = app.jwt.verify_staff(token).map_err(|e| token_error(&e))?;
     if let Some(t) = req.headers().get_one("X-Tenant-Id")
-        && t.trim() != claims.mid.to_string()
+        && uuid::Uuid::parse_str(t.trim()).ok() != Some(claims.mid.0)
     {
         return Err(ApiError::forbidden(
             "tenant_mismatch",

@@ -96,3 +96,15 @@ fn configuration_errors_name_the_setting() {
         assert!(!err.contains('\n'), "one line: {err}");
     }
 }
+
+#[test]
+fn boot_refuses_an_app_role_that_owns_tables() {
+    let db = TestDb::new();
+    let mut su = diesel::Connection::establish(&Server::get().superuser_url(&db.name))
+        .map(|c: diesel::PgConnection| c)
+        .unwrap();
+    su.batch_execute("ALTER TABLE admin_audit OWNER TO posd_test_app")
+        .unwrap();
+    let err = boot(&db.name, &[]).err().expect("boot must fail");
+    assert!(err.contains("owns 1 table"), "{err}");
+}

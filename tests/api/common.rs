@@ -145,7 +145,7 @@ impl Server {
 
     /// Configuration for database `db`, with overrides.
     pub fn figment(&self, db: &str, overrides: &[(&str, Value)]) -> Figment {
-        let mut f = rocket::Config::figment()
+        let mut f = posd::config::figment()
             .merge(("log_level", "off"))
             .merge(("database_url", self.owner_url(db)))
             .merge(("app_database_url", self.app_url(db)))

@@ -5,6 +5,7 @@
 
 mod schema;
 
+pub mod audit;
 pub mod merchants;
 pub mod runs;
 pub mod staff;

@@ -27,19 +27,20 @@ pub struct NewStaffUser<'a> {
 }
 
 impl StaffUser {
-    /// The active staff user with this email at the merchant with this slug.
+    /// The active staff user with this email at the merchant with this
+    /// slug, with the merchant's status.
     pub fn find_for_login(
         p: &mut Platform<'_>,
         merchant_slug: &str,
         email: &str,
-    ) -> QueryResult<Option<StaffUser>> {
+    ) -> QueryResult<Option<(StaffUser, String)>> {
         use super::schema::merchants;
         staff_users::table
             .inner_join(merchants::table)
             .filter(merchants::slug.eq(merchant_slug))
             .filter(staff_users::email.eq(email.to_lowercase()))
             .filter(staff_users::active.eq(true))
-            .select(StaffUser::as_select())
+            .select((StaffUser::as_select(), merchants::status))
             .first(p.conn)
             .optional()
     }

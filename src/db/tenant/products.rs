@@ -151,13 +151,4 @@ impl Product {
             Ok(())
         }
     }
-
-    /// How many products the merchant has (used to refuse provisioning a
-    /// merchant whose data already lives on the shared tier).
-    pub fn count(tx: &mut TenantTx<'_>) -> QueryResult<i64> {
-        products::table
-            .filter(products::merchant_id.eq(tx.merchant))
-            .count()
-            .get_result(tx.conn)
-    }
 }
