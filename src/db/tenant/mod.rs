@@ -4,7 +4,32 @@
 //! one merchant (`posd.merchant_id`) and to that merchant's schema
 //! (`search_path`). A `TenantTx` can only be made by [`TenantTx::bind`], and
 //! the table definitions are private to this module, so a data-plane query
-//! through a control-plane connection does not compile.
+//! through a control-plane connection does not compile:
+//!
+//! ```compile_fail
+//! use posd::db::{platform::Platform, tenant::products::{Product, ProductFilter}};
+//! fn leak(p: &mut Platform<'_>) {
+//!     let _ = Product::list(p, &ProductFilter::default());
+//! }
+//! ```
+//!
+//! and neither does binding a transaction from outside the crate:
+//!
+//! ```compile_fail
+//! use posd::db::{ids::MerchantId, tenant::TenantTx};
+//! fn bind(c: &mut diesel::PgConnection) {
+//!     let _ = TenantTx::bind(c, MerchantId(uuid::Uuid::nil()), "tenant_shared");
+//! }
+//! ```
+//!
+//! whereas the same call with a bound transaction compiles:
+//!
+//! ```
+//! use posd::db::tenant::{TenantTx, products::{Product, ProductFilter}};
+//! fn list(tx: &mut TenantTx<'_>) -> diesel::QueryResult<Vec<Product>> {
+//!     Product::list(tx, &ProductFilter::default())
+//! }
+//! ```
 
 mod schema;
 
