@@ -144,6 +144,9 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
     let mut owner = connect("POSD_DATABASE_URL", &settings.database_url)?;
     classification::check(&mut owner, SHARED_SCHEMA).map_err(BootError::Classification)?;
     drop(owner);
+    if settings.tenant_migrations_at_boot {
+        migrate_tenants_at_boot(&settings, &app_role)?;
+    }
 
     let global = pool::build(
         &settings.app_database_url,
@@ -199,6 +202,34 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         app_role: Arc::from(app_role),
         settings: Arc::new(settings),
     })
+}
+
+/// Migrates every schema and dedicated tenant; a tenant that fails is
+/// logged and left to the lazy migration before its next request.
+fn migrate_tenants_at_boot(settings: &Settings, app_role: &str) -> Result<(), BootError> {
+    let report = crate::tenancy::fleet::migrate(
+        settings,
+        app_role,
+        "boot",
+        &Default::default(),
+        4,
+        false,
+        &|o| {
+            if let Some(e) = &o.error {
+                tracing::error!(merchant = %o.merchant_id, slug = %o.slug, error = %e, "tenant migration failed");
+            }
+        },
+    )
+    .map_err(BootError::Other)?;
+    let r = &report.run;
+    tracing::info!(
+        total = r.total,
+        migrated = r.migrated,
+        failed = r.failed,
+        up_to_date = r.skipped,
+        "tenant migrations at boot"
+    );
+    Ok(())
 }
 
 impl App {

@@ -42,6 +42,9 @@ pub struct Settings {
     pub token_ttl: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    /// Migrate every schema and dedicated tenant at boot (otherwise each is
+    /// migrated before its first request).
+    pub tenant_migrations_at_boot: bool,
 }
 
 /// The raw, serde-facing shape. Field names are the figment keys; the
@@ -73,6 +76,7 @@ struct Raw {
     breaker_threshold: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     breaker_cooldown: Option<Duration>,
+    tenant_migrations_at_boot: Option<bool>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -122,6 +126,7 @@ const KEYS: &[&str] = &[
     "token_ttl",
     "breaker_threshold",
     "breaker_cooldown",
+    "tenant_migrations_at_boot",
 ];
 
 /// Rocket's settings that posd depends on, so that they hold even without
@@ -150,7 +155,7 @@ pub fn figment() -> Figment {
         ))
         .merge(
             Env::prefixed("POSD_")
-                .filter(|k| KEYS.contains(&k.as_str()))
+                .filter(|k| KEYS.iter().any(|key| k.as_str().eq_ignore_ascii_case(key)))
                 .global(),
         )
         .merge(Env::raw().only(&["USE_TENANT_DB_ROUTING"]).global())
@@ -236,6 +241,7 @@ impl Settings {
                 raw.breaker_cooldown.unwrap_or(Duration::from_secs(10)),
                 "breaker_cooldown",
             )?,
+            tenant_migrations_at_boot: raw.tenant_migrations_at_boot.unwrap_or(false),
         })
     }
 }

@@ -264,7 +264,9 @@ impl Default for Options {
 pub struct Cluster {
     pub data_dir: PathBuf,
     pub secrets: Secrets,
-    child: Child,
+    /// The supervisor of the postgres we started; `None` when another posd
+    /// process already runs this cluster and we only connect to it.
+    child: Option<Child>,
     stdin: Option<ChildStdin>,
 }
 
@@ -305,6 +307,19 @@ impl Cluster {
         } else {
             Self::init(&bindir, &data_dir, &pgdata, &user)?
         };
+        if pgdata.join("postmaster.pid").is_file() {
+            let url = secrets.url("postgres", &secrets.superuser_password, "postgres");
+            let url = format!("{}?connect_timeout=2", url.expose_secret());
+            if PgConnection::establish(&url).is_ok() {
+                // Another posd process runs this cluster: share it.
+                return Ok(Cluster {
+                    data_dir,
+                    secrets,
+                    child: None,
+                    stdin: None,
+                });
+            }
+        }
         let log_path = data_dir.join("postgres.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -345,7 +360,7 @@ impl Cluster {
         let mut cluster = Cluster {
             data_dir: data_dir.clone(),
             secrets,
-            child,
+            child: Some(child),
             stdin,
         };
         cluster.wait_ready(&log_path)?;
@@ -428,7 +443,10 @@ impl Cluster {
             if PgConnection::establish(&url).is_ok() {
                 return Ok(());
             }
-            let exited = self.child.try_wait().ok().flatten().is_some();
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
             if exited || Instant::now() > deadline {
                 let tail = fs::read_to_string(log)
                     .map(|t| {
@@ -533,8 +551,10 @@ impl Cluster {
     }
 
     fn shutdown(&mut self) {
-        if self.stdin.take().is_some() {
-            let _ = self.child.wait();
+        if self.stdin.take().is_some()
+            && let Some(child) = self.child.as_mut()
+        {
+            let _ = child.wait();
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+
+mod tenants;
 use posd::{config, embedded};
 use rocket::figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
@@ -25,6 +27,11 @@ enum Cmd {
     Serve,
     /// Run platform migrations and bring the shared tier up to date.
     Migrate,
+    /// Tenant operations: list tenants, migrate schema and dedicated tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCmd,
+    },
     /// Print a platform operator token (and nothing else) on stdout.
     AdminToken {
         /// How long the token is valid, e.g. 30m, 1h, 7d.
@@ -33,6 +40,30 @@ enum Cmd {
         /// The operator's name, recorded as the token's subject.
         #[arg(long, default_value = "operator")]
         subject: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantsCmd {
+    /// Show every merchant's tier, status and tenant migration version.
+    List,
+    /// Apply pending tenant migrations to schema and dedicated tenants.
+    Migrate {
+        /// Only this merchant (repeatable).
+        #[arg(long = "merchant-id")]
+        merchant_ids: Vec<uuid::Uuid>,
+        /// Only tenants on this tier (schema or dedicated).
+        #[arg(long, value_parser = ["schema", "dedicated"])]
+        tier: Option<String>,
+        /// Every schema and dedicated tenant (the default when nothing else is selected).
+        #[arg(long)]
+        all: bool,
+        /// How many tenants to migrate at once (bounded by POSD_CONNECTION_BUDGET).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Report what would be migrated without changing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -95,6 +126,33 @@ fn run(cmd: Cmd) -> Result<(), String> {
             posd::app::migrate(&settings).map_err(|e| e.to_string())?;
             eprintln!("posd: migrations applied");
             Ok(())
+        }
+        Cmd::Tenants { command } => {
+            let (figment, _cluster) = configure()?;
+            let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
+            posd::app::migrate(&settings).map_err(|e| e.to_string())?;
+            match command {
+                TenantsCmd::List => tenants::list(&settings),
+                TenantsCmd::Migrate {
+                    merchant_ids,
+                    tier,
+                    all,
+                    concurrency,
+                    dry_run,
+                } => {
+                    if all && (!merchant_ids.is_empty() || tier.is_some()) {
+                        return Err("--all cannot be combined with --merchant-id or --tier".into());
+                    }
+                    let selection = posd::tenancy::fleet::Selection {
+                        merchants: merchant_ids
+                            .into_iter()
+                            .map(posd::db::ids::MerchantId)
+                            .collect(),
+                        tier: tier.as_deref().and_then(posd::tenancy::Tier::parse),
+                    };
+                    tenants::migrate(&settings, &selection, concurrency, dry_run)
+                }
+            }
         }
         Cmd::AdminToken { ttl, subject } => {
             let mut figment = config::figment();

@@ -22,7 +22,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     tenancy::{
-        Tier,
+        Tier, fleet,
         guards::TenantDb,
         placement::Placement,
         pools::PoolState,
@@ -328,8 +328,61 @@ async fn resume(
     set_status(app, admin, id, "active").await
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MigrateTenants {
+    #[serde(default)]
+    merchant_ids: Vec<MerchantId>,
+    tier: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Runs pending tenant migrations over the selection and answers every
+/// tenant's outcome.
+#[post("/admin/tenants/migrate", data = "<body>")]
+async fn migrate_tenants(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    body: Body<MigrateTenants>,
+) -> ApiResult<Json<fleet::Report>> {
+    let b = body.0;
+    let tier = match b.tier.as_deref() {
+        None => None,
+        Some(t) => match Tier::parse(t) {
+            Some(t @ (Tier::Schema | Tier::Dedicated)) => Some(t),
+            _ => return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`")),
+        },
+    };
+    let selection = fleet::Selection {
+        merchants: b.merchant_ids,
+        tier,
+    };
+    let app2 = app.inner().clone();
+    let operator = admin.operator.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        fleet::migrate(
+            &app2.settings,
+            &app2.app_role,
+            &operator,
+            &selection,
+            4,
+            b.dry_run,
+            &|_| {},
+        )
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    for o in report.outcomes.iter().filter(|o| o.status == "migrated") {
+        app.directory.invalidate(o.merchant_id);
+    }
+    Ok(Json(report))
+}
+
 pub fn routes() -> Vec<Route> {
     routes![
+        migrate_tenants,
         create_merchant,
         list_tenants,
         get_tenant,

@@ -21,6 +21,8 @@ pub const SHARED: &[&str] = &[
     "staff_users",
     "provisioning_runs",
     "admin_audit",
+    "tenant_migration_state",
+    "tenant_migration_runs",
 ];
 
 /// Data-plane tables.

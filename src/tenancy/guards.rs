@@ -38,6 +38,26 @@ impl TenantDb {
     /// Resolves the pool for a placement (blocking only on a cold dedicated
     /// pool).
     pub async fn for_placement(app: &App, placement: Arc<Placement>) -> ApiResult<TenantDb> {
+        if !placement.migrated {
+            // Never serve a tenant whose schema is behind: migrate it first.
+            let settings = app.settings.clone();
+            let role = app.app_role.clone();
+            let merchant = placement.merchant;
+            tokio::task::spawn_blocking(move || {
+                super::fleet::migrate_merchant(&settings, &role, merchant)
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| {
+                tracing::error!(%merchant, error = %e, "tenant migration failed; not serving the tenant");
+                ApiError::unavailable(
+                    "tenant_migration_failed",
+                    "this merchant's data is being upgraded; try again shortly",
+                    30,
+                )
+            })?;
+            app.directory.invalidate(merchant);
+        }
         let handle = match placement.tier {
             Tier::Shared | Tier::Schema => app.platform.clone(),
             Tier::Dedicated => match app.pools.cached(&placement) {

@@ -130,14 +130,17 @@ pub fn migrate_tenant_schema(
 
 /// The newest embedded tenant migration version.
 pub fn latest_tenant_version() -> String {
-    use diesel::migration::MigrationSource;
-    let migrations: Vec<Box<dyn diesel::migration::Migration<diesel::pg::Pg>>> =
-        MigrationSource::<diesel::pg::Pg>::migrations(&TENANT).unwrap_or_default();
-    migrations
-        .iter()
-        .map(|m| m.name().version().to_string())
-        .max()
-        .unwrap_or_default()
+    static LATEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use diesel::migration::MigrationSource;
+        let migrations: Vec<Box<dyn diesel::migration::Migration<diesel::pg::Pg>>> =
+            MigrationSource::<diesel::pg::Pg>::migrations(&TENANT).unwrap_or_default();
+        migrations
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .max()
+            .unwrap_or_default()
+    });
+    LATEST.clone()
 }
 
 #[derive(diesel::QueryableByName)]

@@ -12,6 +12,7 @@
 
 pub mod classification;
 pub mod crypto;
+pub mod fleet;
 pub mod guards;
 pub mod migrations;
 pub mod placement;

@@ -25,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{SHARED_SCHEMA, Tier};
 use crate::db::{
     ids::{DatabaseId, MerchantId},
-    platform::{Platform, merchants::Merchant},
+    platform::{Platform, merchants::Merchant, migration_state::MigrationState},
     pool::Pool,
 };
 
@@ -38,6 +38,9 @@ pub struct Placement {
     pub database_id: Option<DatabaseId>,
     pub generation: i64,
     pub suspended: bool,
+    /// Whether the merchant's schema is known to be at the latest tenant
+    /// migration (always true on the shared tier, which is migrated at boot).
+    pub migrated: bool,
 }
 
 impl Placement {
@@ -49,6 +52,7 @@ impl Placement {
             database_id: m.database_id,
             generation: m.generation,
             suspended: m.status != "active",
+            migrated: m.tier == Tier::Shared.as_str(),
         }
     }
 
@@ -58,6 +62,7 @@ impl Placement {
             tier: Tier::Shared,
             schema: Arc::from(SHARED_SCHEMA),
             database_id: None,
+            migrated: true,
             ..self.clone()
         }
     }
@@ -116,6 +121,12 @@ impl Directory {
             Err(e) => return Err(e.into()),
         };
         let mut placement = Placement::from_merchant(&merchant);
+        if !placement.migrated {
+            let state = MigrationState::find(&mut Platform::new(&mut conn), id)?;
+            placement.migrated = state
+                .and_then(|s| s.version)
+                .is_some_and(|v| v == super::migrations::latest_tenant_version());
+        }
         if !self.routing {
             placement = placement.on_shared_tier();
         }

@@ -25,6 +25,7 @@ use crate::{
         platform::{
             Platform,
             merchants::{Merchant, NewPlacement},
+            migration_state::MigrationState,
             runs::ProvisioningRun,
             tenant_databases::TenantDatabase,
         },
@@ -175,16 +176,19 @@ fn schema_tier(
         )?;
         step(
             "placing",
-            Merchant::set_placement(
-                platform,
-                merchant,
-                Tier::Shared.as_str(),
-                &NewPlacement {
-                    tier: Tier::Schema.as_str(),
-                    schema_name: schema,
-                    database_id: None,
-                },
-            ),
+            platform.transaction(|p| {
+                record_migrated(p, merchant)?;
+                Merchant::set_placement(
+                    p,
+                    merchant,
+                    Tier::Shared.as_str(),
+                    &NewPlacement {
+                        tier: Tier::Schema.as_str(),
+                        schema_name: schema,
+                        database_id: None,
+                    },
+                )
+            }),
         )
         .map(drop)
     })();
@@ -282,6 +286,7 @@ fn dedicated_tier(
             "placing",
             platform.transaction(|p| {
                 TenantDatabase::insert(p, &database)?;
+                record_migrated(p, merchant)?;
                 Merchant::set_placement(
                     p,
                     merchant,
@@ -306,6 +311,21 @@ fn dedicated_tier(
         );
     }
     steps
+}
+
+/// Records that a freshly provisioned tenant stands at the latest version.
+fn record_migrated(p: &mut Platform<'_>, merchant: MerchantId) -> diesel::QueryResult<()> {
+    MigrationState::record(
+        p,
+        &MigrationState {
+            merchant_id: merchant,
+            version: Some(super::migrations::latest_tenant_version()),
+            status: "ok".into(),
+            error: None,
+            duration_ms: 0,
+            run_id: None,
+        },
+    )
 }
 
 /// `server`'s URL pointed at database `db`, with the credentials of

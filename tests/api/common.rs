@@ -114,6 +114,10 @@ impl Server {
         url_with(&self.base, &self.app, db)
     }
 
+    pub fn keys(&self) -> &str {
+        &self.keys
+    }
+
     pub fn superuser(&self) -> PgConnection {
         PgConnection::establish(&self.superuser_url("postgres")).expect("superuser connection")
     }
@@ -460,4 +464,42 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> Result<i64, diesel::result::
     diesel::sql_query(sql)
         .get_result::<Count>(conn)
         .map(|c| c.n)
+}
+
+impl TestApp {
+    /// `n` merchants provisioned straight onto the schema tier (no owner
+    /// user, no HTTP: for fleet-sized tests).
+    pub async fn schema_tenants(&self, prefix: &str, n: usize) -> Vec<MerchantId> {
+        let app = self.app().clone();
+        let prefix = prefix.to_string();
+        rocket::tokio::task::spawn_blocking(move || {
+            let mut owner =
+                PgConnection::establish(app.settings.database_url.expose_secret()).unwrap();
+            (0..n)
+                .map(|i| {
+                    let id = MerchantId(Uuid::new_v4());
+                    owner
+                        .batch_execute(&format!(
+                            "INSERT INTO merchants (id, slug, name, timezone, currency, plan) \
+                             VALUES ('{id}', '{prefix}-{i}', 'Fleet {i}', 'UTC', 'USD', 'standard')"
+                        ))
+                        .unwrap();
+                    match posd::tenancy::provisioning::provision(&app, id, Tier::Schema) {
+                        Ok(posd::tenancy::provisioning::Outcome::Ready(_)) => id,
+                        _ => panic!("provisioning {prefix}-{i} failed"),
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Takes a tenant schema back to before its tenant migrations.
+pub fn unmigrate(conn: &mut PgConnection, schema: &str) {
+    conn.batch_execute(&format!(
+        "DROP TABLE \"{schema}\".products; DELETE FROM \"{schema}\".__diesel_schema_migrations;"
+    ))
+    .unwrap();
 }

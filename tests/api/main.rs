@@ -6,6 +6,7 @@ mod common;
 mod boot;
 mod errors;
 mod isolation;
+mod migrations;
 mod pools;
 mod products;
 mod routing;

@@ -7,6 +7,7 @@ mod schema;
 
 pub mod audit;
 pub mod merchants;
+pub mod migration_state;
 pub mod runs;
 pub mod staff;
 pub mod tenant_databases;

@@ -67,11 +67,41 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    tenant_migration_state (merchant_id) {
+        merchant_id -> Uuid,
+        version -> Nullable<Text>,
+        status -> Text,
+        error -> Nullable<Text>,
+        duration_ms -> Int8,
+        run_id -> Nullable<Uuid>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    tenant_migration_runs (id) {
+        id -> Uuid,
+        requested_by -> Text,
+        target_version -> Text,
+        dry_run -> Bool,
+        total -> Int4,
+        migrated -> Int4,
+        failed -> Int4,
+        skipped -> Int4,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(staff_users -> merchants (merchant_id));
+diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
 diesel::allow_tables_to_appear_in_same_query!(
     merchants,
     tenant_databases,
     staff_users,
     provisioning_runs,
     admin_audit,
+    tenant_migration_state,
+    tenant_migration_runs,
 );

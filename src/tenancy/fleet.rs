@@ -1,0 +1,338 @@
+//! Tenant migrations across the fleet of schema and dedicated tenants.
+//!
+//! A run reads where every selected tenant stands cheaply (one query for
+//! all schema tenants, the control-plane record for dedicated ones), skips
+//! those already at the latest version without connecting to them, and
+//! migrates the rest on a bounded number of worker threads, each tenant
+//! under its own advisory lock. Every tenant's outcome is recorded in the
+//! control plane as it finishes, so a run that dies half-way is resumed by
+//! running it again; a failing tenant does not stop the others.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Instant,
+};
+
+use diesel::PgConnection;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::{
+    Tier,
+    migrations::{latest_tenant_version, migrate_tenant_schema},
+    provisioning::url_for_database,
+};
+use crate::{
+    config::Settings,
+    db::{
+        ids::{MerchantId, RunId},
+        platform::{
+            Platform,
+            merchants::Merchant,
+            migration_state::{FleetRun, MigrationState, schema_versions},
+            tenant_databases::TenantDatabase,
+        },
+        pool,
+    },
+    redact::redact_text,
+};
+
+/// Which merchants a run covers.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub merchants: Vec<MerchantId>,
+    pub tier: Option<Tier>,
+}
+
+/// One tenant to migrate.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub merchant: MerchantId,
+    pub slug: String,
+    pub tier: Tier,
+    pub schema: String,
+    /// The database of a dedicated tenant.
+    pub database: Option<String>,
+    /// The version the tenant stands at.
+    pub before: Option<String>,
+    /// The version the control plane has on record for it.
+    pub recorded: Option<String>,
+}
+
+/// What happened to one tenant.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub merchant_id: MerchantId,
+    pub slug: String,
+    pub tier: Tier,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// `migrated`, `up_to_date`, `pending` (dry run) or `failed`.
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub run: FleetRun,
+    pub outcomes: Vec<Outcome>,
+}
+
+fn connect_owner(settings: &Settings) -> Result<PgConnection, String> {
+    pool::connect(&settings.database_url).map_err(|e| {
+        format!(
+            "cannot connect to POSD_DATABASE_URL: {}",
+            redact_text(&e.to_string())
+        )
+    })
+}
+
+/// The selected schema and dedicated tenants, with the version each stands
+/// at, read without connecting to any tenant.
+pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, String> {
+    let err = |e: diesel::result::Error| e.to_string();
+    let merchants: Vec<Merchant> = Merchant::list(p)
+        .map_err(err)?
+        .into_iter()
+        .filter(|m| sel.merchants.is_empty() || sel.merchants.contains(&m.id))
+        .filter(|m| m.tier != Tier::Shared.as_str())
+        .filter(|m| sel.tier.is_none_or(|t| t.as_str() == m.tier))
+        .collect();
+    let states: HashMap<MerchantId, MigrationState> = MigrationState::all(p)
+        .map_err(err)?
+        .into_iter()
+        .map(|s| (s.merchant_id, s))
+        .collect();
+    let schemas: Vec<String> = merchants
+        .iter()
+        .filter(|m| m.tier == Tier::Schema.as_str())
+        .map(|m| m.schema_name.clone())
+        .collect();
+    let live: HashMap<String, Option<String>> = schema_versions(p, &schemas)
+        .map_err(err)?
+        .into_iter()
+        .collect();
+    let mut out = Vec::with_capacity(merchants.len());
+    for m in merchants {
+        let tier = Tier::parse(&m.tier).unwrap_or(Tier::Schema);
+        let (database, before) = match (tier, m.database_id) {
+            (Tier::Dedicated, Some(db)) => (
+                Some(TenantDatabase::find(p, db).map_err(err)?.database_name),
+                states.get(&m.id).and_then(|s| s.version.clone()),
+            ),
+            _ => (None, live.get(&m.schema_name).cloned().flatten()),
+        };
+        out.push(Target {
+            recorded: states.get(&m.id).and_then(|s| s.version.clone()),
+            merchant: m.id,
+            slug: m.slug,
+            tier,
+            schema: m.schema_name,
+            database,
+            before,
+        });
+    }
+    Ok(out)
+}
+
+/// Migrates one tenant on `platform` (an owner connection to the platform
+/// database, used for schema tenants and to record the outcome).
+pub fn migrate_target(
+    settings: &Settings,
+    app_role: &str,
+    platform: &mut PgConnection,
+    t: &Target,
+    run: Option<RunId>,
+) -> Outcome {
+    let started = Instant::now();
+    let latest = latest_tenant_version();
+    let result: Result<(), String> = match (&t.database, t.tier) {
+        (Some(db), Tier::Dedicated) => url_for_database(&settings.dedicated_server_url, None, db)
+            .and_then(|url| pool::connect(&url).map_err(|e| redact_text(&e.to_string())))
+            .and_then(|mut conn| {
+                migrate_tenant_schema(&mut conn, &t.schema, app_role)
+                    .map(drop)
+                    .map_err(|e| redact_text(&e.to_string()))
+            }),
+        _ => migrate_tenant_schema(platform, &t.schema, app_role)
+            .map(drop)
+            .map_err(|e| redact_text(&e.to_string())),
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = Outcome {
+        merchant_id: t.merchant,
+        slug: t.slug.clone(),
+        tier: t.tier,
+        before: t.before.clone(),
+        after: if result.is_ok() {
+            Some(latest)
+        } else {
+            t.before.clone()
+        },
+        status: if result.is_ok() { "migrated" } else { "failed" },
+        error: result.err(),
+        duration_ms,
+    };
+    record(
+        platform,
+        t,
+        outcome.after.clone(),
+        outcome.error.clone(),
+        duration_ms,
+        run,
+    );
+    outcome
+}
+
+fn record(
+    platform: &mut PgConnection,
+    t: &Target,
+    version: Option<String>,
+    error: Option<String>,
+    duration_ms: u64,
+    run: Option<RunId>,
+) {
+    let recorded = MigrationState::record(
+        &mut Platform::new(platform),
+        &MigrationState {
+            merchant_id: t.merchant,
+            version,
+            status: if error.is_none() { "ok" } else { "failed" }.into(),
+            error,
+            duration_ms: duration_ms as i64,
+            run_id: run,
+        },
+    );
+    if let Err(e) = recorded {
+        tracing::error!(merchant = %t.merchant, error = %e, "could not record a tenant migration outcome");
+    }
+}
+
+/// Brings one merchant's schema up to date before it is served (blocking).
+/// Returns the error of a failed migration.
+pub fn migrate_merchant(
+    settings: &Settings,
+    app_role: &str,
+    merchant: MerchantId,
+) -> Result<(), String> {
+    let mut owner = connect_owner(settings)?;
+    let sel = Selection {
+        merchants: vec![merchant],
+        tier: None,
+    };
+    let Some(t) = targets(&mut Platform::new(&mut owner), &sel)?.pop() else {
+        return Ok(());
+    };
+    if t.before.as_deref() == Some(latest_tenant_version().as_str()) {
+        if t.recorded != t.before {
+            record(&mut owner, &t, t.before.clone(), None, 0, None);
+        }
+        return Ok(());
+    }
+    let o = migrate_target(settings, app_role, &mut owner, &t, None);
+    match o.error {
+        None => {
+            tracing::info!(merchant = %merchant, before = ?o.before, after = ?o.after, "tenant migrated before serving");
+            Ok(())
+        }
+        Some(e) => Err(e),
+    }
+}
+
+/// Runs pending tenant migrations over the selection. `on_outcome` is called
+/// as each tenant finishes (from worker threads).
+pub fn migrate(
+    settings: &Settings,
+    app_role: &str,
+    requested_by: &str,
+    sel: &Selection,
+    concurrency: usize,
+    dry_run: bool,
+    on_outcome: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Report, String> {
+    let latest = latest_tenant_version();
+    let mut owner = connect_owner(settings)?;
+    let all = targets(&mut Platform::new(&mut owner), sel)?;
+    let run = FleetRun::start(
+        &mut Platform::new(&mut owner),
+        requested_by,
+        &latest,
+        dry_run,
+        all.len() as i32,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut outcomes = Vec::with_capacity(all.len());
+    let mut queue = VecDeque::new();
+    for t in all {
+        if t.before.as_deref() == Some(latest.as_str()) && t.recorded != t.before && !dry_run {
+            record(&mut owner, &t, t.before.clone(), None, 0, Some(run.id));
+        }
+        if t.before.as_deref() == Some(latest.as_str()) || dry_run {
+            let o = Outcome {
+                merchant_id: t.merchant,
+                slug: t.slug,
+                tier: t.tier,
+                after: t.before.clone(),
+                status: if t.before.as_deref() == Some(latest.as_str()) {
+                    "up_to_date"
+                } else {
+                    "pending"
+                },
+                before: t.before,
+                error: None,
+                duration_ms: 0,
+            };
+            on_outcome(&o);
+            outcomes.push(o);
+        } else {
+            queue.push_back(t);
+        }
+    }
+    let workers = concurrency
+        .clamp(1, settings.connection_budget as usize)
+        .min(queue.len().max(1));
+    let queue = Mutex::new(queue);
+    let done = Mutex::new(Vec::new());
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut platform = match connect_owner(settings) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failures.lock().push(e);
+                        return;
+                    }
+                };
+                loop {
+                    let Some(t) = queue.lock().pop_front() else {
+                        break;
+                    };
+                    let o = migrate_target(settings, app_role, &mut platform, &t, Some(run.id));
+                    on_outcome(&o);
+                    done.lock().push(o);
+                }
+            });
+        }
+    });
+    if let Some(e) = failures.into_inner().into_iter().next()
+        && !queue.lock().is_empty()
+    {
+        return Err(e);
+    }
+    outcomes.extend(done.into_inner());
+    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count() as i32;
+    let run = FleetRun::finish(
+        &mut Platform::new(&mut owner),
+        run.id,
+        count("migrated"),
+        count("failed"),
+        count("up_to_date"),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Report { run, outcomes })
+}

@@ -1,0 +1,155 @@
+//! `posd tenants ...`: the operator's view of the fleet.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use posd::{
+    app::url_user,
+    config::Settings,
+    db::{
+        platform::{Platform, merchants::Merchant, migration_state::schema_versions},
+        pool,
+    },
+    tenancy::{
+        SHARED_SCHEMA,
+        fleet::{self, Outcome, Selection},
+        migrations::latest_tenant_version,
+    },
+};
+
+fn owner(settings: &Settings) -> Result<diesel::PgConnection, String> {
+    pool::connect(&settings.database_url)
+        .map_err(|e| format!("cannot connect to POSD_DATABASE_URL: {e}"))
+}
+
+/// Prints one line per merchant: slug, id, tier, status, version.
+pub fn list(settings: &Settings) -> Result<(), String> {
+    let mut conn = owner(settings)?;
+    let mut p = Platform::new(&mut conn);
+    let merchants = Merchant::list(&mut p).map_err(|e| e.to_string())?;
+    let targets = fleet::targets(&mut p, &Selection::default())?;
+    let shared = schema_versions(&mut p, &[SHARED_SCHEMA.to_string()])
+        .map_err(|e| e.to_string())?
+        .pop()
+        .and_then(|(_, v)| v);
+    let latest = latest_tenant_version();
+    println!(
+        "{:<24} {:<36} {:<9} {:<9} {:<16} PENDING",
+        "SLUG", "MERCHANT ID", "TIER", "STATUS", "VERSION"
+    );
+    for m in merchants {
+        let version = if m.tier == "shared" {
+            shared.clone()
+        } else {
+            targets
+                .iter()
+                .find(|t| t.merchant == m.id)
+                .and_then(|t| t.before.clone())
+        };
+        let pending = if version.as_deref() == Some(latest.as_str()) {
+            "-"
+        } else {
+            "yes"
+        };
+        println!(
+            "{:<24} {:<36} {:<9} {:<9} {:<16} {}",
+            m.slug,
+            m.id,
+            m.tier,
+            m.status,
+            version.as_deref().unwrap_or("none"),
+            pending
+        );
+    }
+    Ok(())
+}
+
+fn line(o: &Outcome) -> String {
+    format!(
+        "{:<10} {:<24} {} {:<9} {} -> {} {}ms{}",
+        o.status,
+        o.slug,
+        o.merchant_id,
+        o.tier.as_str(),
+        o.before.as_deref().unwrap_or("none"),
+        o.after.as_deref().unwrap_or("none"),
+        o.duration_ms,
+        o.error
+            .as_deref()
+            .map(|e| format!(" error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Runs a fleet migration with a progress bar on a terminal and one line
+/// per tenant otherwise. Fails when any tenant failed.
+pub fn migrate(
+    settings: &Settings,
+    selection: &Selection,
+    concurrency: usize,
+    dry_run: bool,
+) -> Result<(), String> {
+    let app_role = url_user(&settings.app_database_url)
+        .ok_or("POSD_APP_DATABASE_URL: the URL names no user")?;
+    let total = {
+        let mut conn = owner(settings)?;
+        fleet::targets(&mut Platform::new(&mut conn), selection)?.len()
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tenants {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let report = fleet::migrate(
+        settings,
+        &app_role,
+        "cli",
+        selection,
+        concurrency,
+        dry_run,
+        &|o| match &bar {
+            Some(bar) => {
+                if o.error.is_some() {
+                    bar.println(line(o));
+                }
+                bar.inc(1);
+            }
+            None => println!("{}", line(o)),
+        },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let r = &report.run;
+    let pending = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == "pending")
+        .count();
+    println!(
+        "tenant migrations to {}: {} tenants, {} migrated, {} failed, {} up to date{} (run {})",
+        r.target_version,
+        r.total,
+        r.migrated,
+        r.failed,
+        r.skipped,
+        if dry_run {
+            format!(", {pending} pending (dry run)")
+        } else {
+            String::new()
+        },
+        r.id
+    );
+    if r.failed > 0 {
+        Err(format!(
+            "{} tenant(s) failed; fix them and run again",
+            r.failed
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! Tenant migrations across the fleet, and before a behind tenant's first
+//! request.
+
+use std::io::{BufRead, BufReader};
+
+use diesel::connection::SimpleConnection;
+use rocket::http::Status;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::common::{TestApp, unmigrate};
+use posd::{
+    db::platform::{Platform, migration_state::schema_versions},
+    tenancy::{
+        Tier,
+        fleet::{self, Selection},
+        migrations::latest_tenant_version,
+        tenant_schema_name,
+    },
+};
+
+fn versions(t: &TestApp, ids: &[posd::db::ids::MerchantId]) -> Vec<Option<String>> {
+    let schemas: Vec<String> = ids.iter().map(|m| tenant_schema_name(*m)).collect();
+    let mut owner = t.db.owner();
+    schema_versions(&mut Platform::new(&mut owner), &schemas)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn run(t: &TestApp, sel: &Selection, concurrency: usize) -> fleet::Report {
+    let app = t.app();
+    fleet::migrate(
+        &app.settings,
+        &app.app_role,
+        "test",
+        sel,
+        concurrency,
+        false,
+        &|_| {},
+    )
+    .unwrap()
+}
+
+#[rocket::async_test]
+async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
+    const N: usize = 200;
+    let t = TestApp::new().await;
+    let ids = t.schema_tenants("fleet", N).await;
+    let latest = latest_tenant_version();
+    let mut owner = t.db.owner();
+    for id in &ids {
+        unmigrate(&mut owner, &tenant_schema_name(*id));
+    }
+    // One tenant cannot take the migration: a table of that name is in the way.
+    let broken = ids[N / 2];
+    owner
+        .batch_execute(&format!(
+            "CREATE TABLE \"{}\".products (x int)",
+            tenant_schema_name(broken)
+        ))
+        .unwrap();
+    assert!(versions(&t, &ids).iter().all(Option::is_none));
+
+    let dry = {
+        let app = t.app();
+        fleet::migrate(
+            &app.settings,
+            &app.app_role,
+            "test",
+            &Selection::default(),
+            4,
+            true,
+            &|_| {},
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        dry.outcomes
+            .iter()
+            .filter(|o| o.status == "pending")
+            .count(),
+        N
+    );
+    assert!(
+        versions(&t, &ids).iter().all(Option::is_none),
+        "a dry run changes nothing"
+    );
+
+    let report = run(&t, &Selection::default(), 4);
+    assert_eq!(report.run.total as usize, N);
+    assert_eq!(report.run.migrated as usize, N - 1);
+    assert_eq!(report.run.failed, 1);
+    let failed: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == "failed")
+        .collect();
+    assert_eq!(failed[0].merchant_id, broken);
+    assert!(
+        failed[0].error.as_deref().unwrap().contains("products"),
+        "{failed:?}"
+    );
+    let after = versions(&t, &ids);
+    for (id, v) in ids.iter().zip(&after) {
+        if *id == broken {
+            assert_eq!(v, &None);
+        } else {
+            assert_eq!(v.as_deref(), Some(latest.as_str()), "{id}");
+        }
+    }
+
+    // A re-run skips what is done and retries only the failure.
+    let again = run(&t, &Selection::default(), 4);
+    assert_eq!(again.run.skipped as usize, N - 1);
+    assert_eq!(again.run.failed, 1);
+    owner
+        .batch_execute(&format!(
+            "DROP TABLE \"{}\".products",
+            tenant_schema_name(broken)
+        ))
+        .unwrap();
+    let fixed = run(
+        &t,
+        &Selection {
+            merchants: vec![broken],
+            tier: None,
+        },
+        1,
+    );
+    assert_eq!(fixed.run.migrated, 1);
+    assert!(
+        versions(&t, &ids)
+            .iter()
+            .all(|v| v.as_deref() == Some(latest.as_str()))
+    );
+}
+
+/// SIGKILL the CLI half-way through, run it again: every tenant ends at the
+/// latest version.
+#[rocket::async_test]
+async fn a_killed_run_resumes() {
+    const N: usize = 40;
+    let t = TestApp::new().await;
+    let ids = t.schema_tenants("kill", N).await;
+    let mut owner = t.db.owner();
+    for id in &ids {
+        unmigrate(&mut owner, &tenant_schema_name(*id));
+    }
+    let s = &t.app().settings;
+    let cli = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_posd"));
+        c.args(["tenants", "migrate", "--all", "--concurrency", "1"])
+            .env("POSD_DATABASE_URL", s.database_url.expose_secret())
+            .env("POSD_APP_DATABASE_URL", s.app_database_url.expose_secret())
+            .env("POSD_JWT_SECRET", s.jwt_secret.expose_secret())
+            .env("POSD_ENCRYPTION_KEYS", crate::common::Server::get().keys())
+            .env("POSD_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut child = cli().spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut migrated = 0;
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().starts_with("migrated") {
+            migrated += 1;
+            if migrated == 5 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    if migrated < 5 {
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        panic!("the CLI ended early ({status}): {err}");
+    }
+    let done = versions(&t, &ids).iter().filter(|v| v.is_some()).count();
+    assert!(done >= 5 && done < N, "killed mid-way: {done} of {N} done");
+
+    let out = cli().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{N} tenants")), "{text}");
+    let latest = latest_tenant_version();
+    assert!(
+        versions(&t, &ids)
+            .iter()
+            .all(|v| v.as_deref() == Some(latest.as_str()))
+    );
+}
+
+/// A tenant whose schema is behind is migrated before it is served.
+#[rocket::async_test]
+async fn a_behind_tenant_is_migrated_before_its_first_request() {
+    let t = TestApp::new().await;
+    let schema_m = t.merchant("behind-schema", Tier::Schema).await;
+    let dedicated_m = t.merchant("behind-dedicated", Tier::Dedicated).await;
+    let mut owner = t.db.owner();
+    unmigrate(&mut owner, &tenant_schema_name(schema_m.id));
+    owner
+        .batch_execute(&format!(
+            "UPDATE tenant_migration_state SET version = NULL WHERE merchant_id IN ('{}', '{}')",
+            schema_m.id, dedicated_m.id
+        ))
+        .unwrap();
+    let server = crate::common::Server::get();
+    let mut dedicated = diesel::Connection::establish(
+        &server.owner_url(&posd::tenancy::tenant_database_name(dedicated_m.id)),
+    )
+    .map(|c: diesel::PgConnection| c)
+    .unwrap();
+    unmigrate(&mut dedicated, &tenant_schema_name(dedicated_m.id));
+    t.app().directory.invalidate_all();
+    t.app().pools.evict(dedicated_m.id);
+
+    for m in [&schema_m, &dedicated_m] {
+        let (status, body) = t
+            .post(
+                "/api/v2/POS/products",
+                &m.token,
+                json!({ "sku": "NEW", "name": "n", "priceMinor": 1 }),
+            )
+            .await;
+        assert_eq!(status, Status::Created, "{}: {body}", m.slug);
+        let (_, tenant) = t
+            .get(
+                &format!("/api/v2/POS/admin/tenants/{}", m.id),
+                &t.admin_token(),
+            )
+            .await;
+        assert_eq!(
+            tenant["migrationVersion"],
+            json!(latest_tenant_version()),
+            "{}",
+            m.slug
+        );
+    }
+
+    // The admin endpoint reports the fleet as up to date now.
+    let (status, report) = t
+        .post(
+            "/api/v2/POS/admin/tenants/migrate",
+            &t.admin_token(),
+            json!({ "dryRun": true }),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{report}");
+    assert_eq!(report["run"]["total"], 2);
+    assert!(
+        report["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "up_to_date"),
+        "{report}"
+    );
+}
