@@ -16,7 +16,7 @@ pub const PLATFORM: EmbeddedMigrations = embed_migrations!("migrations");
 pub const TENANT: EmbeddedMigrations = embed_migrations!("tenant_migrations");
 
 /// First key of posd's two-key advisory locks ("posd" in ASCII).
-const LOCK_CLASS: i32 = 0x706f_7364;
+pub const LOCK_CLASS: i32 = 0x706f_7364;
 /// Second key for the platform migration lock.
 const PLATFORM_LOCK: i32 = 0;
 
