@@ -140,8 +140,8 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         )));
     }
 
-    migrate(&settings)?;
     let mut owner = connect("POSD_DATABASE_URL", &settings.database_url)?;
+    migrations::migrate_platform(&mut owner, SHARED_SCHEMA, &app_role)?;
     classification::check(&mut owner, SHARED_SCHEMA).map_err(BootError::Classification)?;
     drop(owner);
     if settings.tenant_migrations_at_boot {

@@ -44,6 +44,14 @@ impl ApiError {
         Self::new(Status::NotFound, "not_found", format!("{what} not found"))
     }
 
+    /// Maps Diesel's `NotFound` to a 404 naming `what`; other errors as usual.
+    pub fn or_not_found(what: &'static str) -> impl Fn(diesel::result::Error) -> ApiError {
+        move |e| match e {
+            diesel::result::Error::NotFound => ApiError::not_found(what),
+            e => e.into(),
+        }
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(Status::Unauthorized, "unauthorized", message)
     }

@@ -204,13 +204,8 @@ async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json
 }
 
 async fn find_merchant(app: &App, id: MerchantId) -> ApiResult<Merchant> {
-    app.platform(move |p| {
-        Merchant::find(p, id).map_err(|e| match e {
-            diesel::result::Error::NotFound => ApiError::not_found("merchant"),
-            e => e.into(),
-        })
-    })
-    .await
+    app.platform(move |p| Merchant::find(p, id).map_err(ApiError::or_not_found("merchant")))
+        .await
 }
 
 #[get("/admin/tenants/<id>")]
@@ -291,10 +286,8 @@ async fn set_status(
     let m = app
         .platform(move |p| {
             p.transaction(|p| {
-                let m = Merchant::set_status(p, id, status).map_err(|e| match e {
-                    diesel::result::Error::NotFound => ApiError::not_found("merchant"),
-                    e => e.into(),
-                })?;
+                let m = Merchant::set_status(p, id, status)
+                    .map_err(ApiError::or_not_found("merchant"))?;
                 audit::record(
                     p,
                     &admin.operator,

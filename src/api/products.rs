@@ -177,16 +177,9 @@ async fn list(
 
 #[get("/products/<id>")]
 async fn get_one(_staff: &Staff, db: TenantDb, id: ProductId) -> ApiResult<Json<Product>> {
-    db.run(move |tx| Product::find(tx, id).map_err(not_found))
+    db.run(move |tx| Product::find(tx, id).map_err(ApiError::or_not_found("product")))
         .await
         .map(Json)
-}
-
-fn not_found(e: diesel::result::Error) -> ApiError {
-    match e {
-        diesel::result::Error::NotFound => ApiError::not_found("product"),
-        e => e.into(),
-    }
 }
 
 #[post("/products", data = "<body>")]
@@ -232,14 +225,17 @@ async fn update(
         track_stock: b.track_stock,
         active: b.active,
     };
-    db.run(move |tx| Product::update(tx, id, &changes).map_err(|e| sku_conflict(not_found(e))))
-        .await
-        .map(Json)
+    db.run(move |tx| {
+        Product::update(tx, id, &changes)
+            .map_err(|e| sku_conflict(ApiError::or_not_found("product")(e)))
+    })
+    .await
+    .map(Json)
 }
 
 #[delete("/products/<id>")]
 async fn remove(_m: Manager<'_>, db: TenantDb, id: ProductId) -> ApiResult<Status> {
-    db.run(move |tx| Product::delete(tx, id).map_err(not_found))
+    db.run(move |tx| Product::delete(tx, id).map_err(ApiError::or_not_found("product")))
         .await?;
     Ok(Status::NoContent)
 }

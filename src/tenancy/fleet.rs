@@ -59,6 +59,21 @@ pub struct Target {
     pub recorded: Option<String>,
 }
 
+impl Target {
+    /// Already at the latest tenant migration.
+    fn is_current(&self) -> bool {
+        self.before.as_deref() == Some(latest_tenant_version().as_str())
+    }
+
+    /// Brings the control-plane record in line with a tenant that is already
+    /// current (e.g. one migrated before records were kept).
+    fn record_if_stale(&self, platform: &mut PgConnection, run: Option<RunId>) {
+        if self.is_current() && self.recorded != self.before {
+            record(platform, self, self.before.clone(), None, 0, run);
+        }
+    }
+}
+
 /// What happened to one tenant.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -227,10 +242,8 @@ pub fn migrate_merchant(
     let Some(t) = targets(&mut Platform::new(&mut owner), &sel)?.pop() else {
         return Ok(());
     };
-    if t.before.as_deref() == Some(latest_tenant_version().as_str()) {
-        if t.recorded != t.before {
-            record(&mut owner, &t, t.before.clone(), None, 0, None);
-        }
+    if t.is_current() {
+        t.record_if_stale(&mut owner, None);
         return Ok(());
     }
     let o = migrate_target(settings, app_role, &mut owner, &t, None);
@@ -268,20 +281,17 @@ pub fn migrate(
     let mut outcomes = Vec::with_capacity(all.len());
     let mut queue = VecDeque::new();
     for t in all {
-        if t.before.as_deref() == Some(latest.as_str()) && t.recorded != t.before && !dry_run {
-            record(&mut owner, &t, t.before.clone(), None, 0, Some(run.id));
+        if !dry_run {
+            t.record_if_stale(&mut owner, Some(run.id));
         }
-        if t.before.as_deref() == Some(latest.as_str()) || dry_run {
+        let current = t.is_current();
+        if current || dry_run {
             let o = Outcome {
                 merchant_id: t.merchant,
                 slug: t.slug,
                 tier: t.tier,
                 after: t.before.clone(),
-                status: if t.before.as_deref() == Some(latest.as_str()) {
-                    "up_to_date"
-                } else {
-                    "pending"
-                },
+                status: if current { "up_to_date" } else { "pending" },
                 before: t.before,
                 error: None,
                 duration_ms: 0,

@@ -142,23 +142,3 @@ pub fn latest_tenant_version() -> String {
     });
     LATEST.clone()
 }
-
-#[derive(diesel::QueryableByName)]
-struct Version {
-    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
-    version: Option<String>,
-}
-
-/// The newest tenant migration applied to `schema`, if any.
-pub fn tenant_schema_version(
-    conn: &mut PgConnection,
-    schema: &str,
-) -> diesel::QueryResult<Option<String>> {
-    let q = format!(
-        "SELECT max(version)::text AS version FROM {}.__diesel_schema_migrations",
-        quote_ident(schema)
-    );
-    diesel::sql_query(q)
-        .get_result::<Version>(conn)
-        .map(|v| v.version)
-}

@@ -101,10 +101,7 @@ fn provision_locked(
 ) -> ApiResult<Outcome> {
     let mut pconn = app.platform.pool.get()?;
     let mut platform = Platform::new(&mut pconn);
-    let m = Merchant::find(&mut platform, merchant).map_err(|e| match e {
-        diesel::result::Error::NotFound => ApiError::not_found("merchant"),
-        e => e.into(),
-    })?;
+    let m = Merchant::find(&mut platform, merchant).map_err(ApiError::or_not_found("merchant"))?;
     if m.tier != Tier::Shared.as_str() {
         return Err(ApiError::conflict(
             "already_provisioned",
