@@ -45,6 +45,8 @@ pub struct Settings {
     /// Migrate every schema and dedicated tenant at boot (otherwise each is
     /// migrated before its first request).
     pub tenant_migrations_at_boot: bool,
+    /// How long an `Idempotency-Key` and its stored response are kept.
+    pub idempotency_retention: Duration,
 }
 
 /// The raw, serde-facing shape. Field names are the figment keys; the
@@ -77,6 +79,8 @@ struct Raw {
     #[serde(default, with = "humantime_serde")]
     breaker_cooldown: Option<Duration>,
     tenant_migrations_at_boot: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    idempotency_retention: Option<Duration>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -127,6 +131,7 @@ const KEYS: &[&str] = &[
     "breaker_threshold",
     "breaker_cooldown",
     "tenant_migrations_at_boot",
+    "idempotency_retention",
 ];
 
 /// Rocket's settings that posd depends on, so that they hold even without
@@ -136,7 +141,7 @@ fn rocket_defaults() -> Serialized<serde_json::Value> {
     Serialized::defaults(serde_json::json!({
         "ident": "posd",
         "log_level": "critical",
-        "limits": { "json": "64 KiB" },
+        "limits": { "json": "64 KiB", "json/offline_bills": "1 MiB" },
         "shutdown": { "grace": 15, "mercy": 5 },
     }))
 }
@@ -242,6 +247,11 @@ impl Settings {
                 "breaker_cooldown",
             )?,
             tenant_migrations_at_boot: raw.tenant_migrations_at_boot.unwrap_or(false),
+            idempotency_retention: nonzero(
+                raw.idempotency_retention
+                    .unwrap_or(Duration::from_secs(24 * 3600)),
+                "idempotency_retention",
+            )?,
         })
     }
 }

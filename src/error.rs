@@ -121,6 +121,16 @@ impl From<diesel::result::Error> for ApiError {
             E::DatabaseError(K::UniqueViolation, _) => {
                 ApiError::conflict("conflict", "a resource with these values already exists")
             }
+            E::DatabaseError(K::ForeignKeyViolation, _) => ApiError::new(
+                Status::UnprocessableEntity,
+                "invalid_reference",
+                "the request refers to something that does not exist",
+            ),
+            E::DatabaseError(K::CheckViolation, _) => ApiError::new(
+                Status::UnprocessableEntity,
+                "validation_failed",
+                "a value is out of its allowed range",
+            ),
             E::DatabaseError(K::SerializationFailure, _) => {
                 ApiError::unavailable("conflict_retry", "concurrent update; retry", 1)
             }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod error;
+pub mod pos;
 pub mod redact;
 pub mod tenancy;
 

@@ -3,8 +3,16 @@
 
 pub mod admin;
 pub mod auth;
+pub mod categories;
+pub mod customers;
 pub mod health;
+pub mod idempotent;
+pub mod inventory;
+pub mod offline;
+pub mod orders;
+pub mod params;
 pub mod products;
+pub mod reports;
 
 use rocket::{
     Catcher, Request, Route,
@@ -22,6 +30,12 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         ("/", health::routes()),
         (PREFIX, auth::routes()),
         (PREFIX, products::routes()),
+        (PREFIX, categories::routes()),
+        (PREFIX, inventory::routes()),
+        (PREFIX, customers::routes()),
+        (PREFIX, orders::routes()),
+        (PREFIX, reports::routes()),
+        (PREFIX, offline::routes()),
         (PREFIX, admin::routes()),
     ]
 }
@@ -49,7 +63,9 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
                 ),
             );
         }
-        let limit = req.limits().get("json").unwrap_or(64.kibibytes());
+        // `json/<route name>` may raise the limit for one route.
+        let route = req.route().and_then(|r| r.name.as_deref()).unwrap_or("");
+        let limit = req.limits().find(["json", route]).unwrap_or(64.kibibytes());
         let text = match data.open(limit).into_string().await {
             Ok(s) if s.is_complete() => s.into_inner(),
             Ok(_) => {
@@ -73,14 +89,29 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
                 );
             }
         };
-        match serde_json::from_str(&text) {
+        match parse(&text) {
             Ok(v) => Outcome::Success(Body(v)),
-            Err(e) => fail(
+            Err(message) => fail(
                 req,
-                ApiError::new(Status::UnprocessableEntity, "invalid_body", e.to_string()),
+                ApiError::new(Status::UnprocessableEntity, "invalid_body", message),
             ),
         }
     }
+}
+
+/// Parses JSON; the error names the field that failed (`lines[0].quantity:
+/// invalid type: ...`).
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
 }
 
 /// For PATCH bodies: tells an absent field (`None`) from an explicit `null`

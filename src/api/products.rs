@@ -1,10 +1,13 @@
 //! `/products`: the catalog. Read: any staff; write: manager or owner.
 
 use rocket::{FromForm, Route, delete, get, http::Status, patch, post, routes, serde::json::Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Body, nullable};
+use super::{
+    Body, nullable,
+    params::{self, Page, text},
+};
 use crate::{
     auth::guards::{Manager, Staff},
     db::{
@@ -16,8 +19,6 @@ use crate::{
 };
 
 const MAX_PRICE_MINOR: i64 = 100_000_000_000;
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -52,26 +53,6 @@ struct UpdateProduct {
     active: Option<bool>,
 }
 
-fn text(field: &str, v: &str, max: usize) -> ApiResult<String> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Err(ApiError::invalid(field, "must not be empty"));
-    }
-    if v.chars().count() > max {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(v.to_string())
-}
-
 fn price(v: i64) -> ApiResult<i64> {
     if (0..=MAX_PRICE_MINOR).contains(&v) {
         Ok(v)
@@ -95,10 +76,14 @@ fn tax(v: i32) -> ApiResult<i32> {
 }
 
 fn sku_conflict(e: ApiError) -> ApiError {
-    if e.code == "conflict" {
-        ApiError::conflict("sku_taken", "another product already has this sku")
-    } else {
-        e
+    match e.code.as_ref() {
+        "conflict" => ApiError::conflict("sku_taken", "another product already has this sku"),
+        "invalid_reference" => ApiError::new(
+            Status::UnprocessableEntity,
+            "unknown_category",
+            "categoryId: no such category",
+        ),
+        _ => e,
     }
 }
 
@@ -112,50 +97,14 @@ struct ListQuery<'r> {
     cursor: Option<&'r str>,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Page<T> {
-    items: Vec<T>,
-    next_cursor: Option<String>,
-}
-
 impl ListQuery<'_> {
     fn filter(&self) -> ApiResult<ProductFilter> {
-        let limit = match self.limit {
-            None => DEFAULT_LIMIT,
-            Some(l) => l
-                .parse::<i64>()
-                .ok()
-                .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "limit",
-                        format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                    )
-                })?,
-        };
-        let q = match self.q.map(str::trim).filter(|q| !q.is_empty()) {
-            Some(q) if q.chars().count() > 100 => {
-                return Err(ApiError::invalid("q", "must be at most 100 characters"));
-            }
-            other => other.map(str::to_string),
-        };
-        let uuid = |field: &str, v: Option<&str>| -> ApiResult<Option<Uuid>> {
-            v.map(|s| Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, "is not a valid id")))
-                .transpose()
-        };
-        let active = match self.active {
-            None => None,
-            Some("true") => Some(true),
-            Some("false") => Some(false),
-            Some(_) => return Err(ApiError::invalid("active", "must be true or false")),
-        };
         Ok(ProductFilter {
-            q,
-            category_id: uuid("categoryId", self.category_id)?,
-            active,
-            after: uuid("cursor", self.cursor)?.map(ProductId),
-            limit,
+            q: params::search(self.q)?,
+            category_id: params::uuid("categoryId", self.category_id)?,
+            active: params::boolean("active", self.active)?,
+            after: params::uuid("cursor", self.cursor)?.map(ProductId),
+            limit: params::limit(self.limit)?,
         })
     }
 }
@@ -167,12 +116,9 @@ async fn list(
     query: ListQuery<'_>,
 ) -> ApiResult<Json<Page<Product>>> {
     let filter = query.filter()?;
-    let limit = filter.limit as usize;
+    let limit = filter.limit;
     let items = db.run(move |tx| Ok(Product::list(tx, &filter)?)).await?;
-    let next_cursor = (items.len() == limit)
-        .then(|| items.last().map(|p| p.id.to_string()))
-        .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page::new(items, limit, |p| p.id.to_string())))
 }
 
 #[get("/products/<id>")]

@@ -29,4 +29,6 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(MerchantId, StaffId, ProductId, DatabaseId, RunId);
+id_type!(
+    MerchantId, StaffId, ProductId, CategoryId, CustomerId, OrderId, RefundId, DatabaseId, RunId
+);

@@ -26,7 +26,19 @@ pub const SHARED: &[&str] = &[
 ];
 
 /// Data-plane tables.
-pub const TENANT: &[&str] = &["products"];
+pub const TENANT: &[&str] = &[
+    "products",
+    "categories",
+    "inventory_levels",
+    "stock_movements",
+    "customers",
+    "orders",
+    "order_lines",
+    "payments",
+    "refunds",
+    "refund_lines",
+    "idempotency_keys",
+];
 
 /// Bookkeeping tables that belong to no plane.
 const BOOKKEEPING: &[&str] = &["__diesel_schema_migrations"];

@@ -41,6 +41,10 @@ pub struct Placement {
     /// Whether the merchant's schema is known to be at the latest tenant
     /// migration (always true on the shared tier, which is migrated at boot).
     pub migrated: bool,
+    /// The merchant's time zone: business days and reports follow it.
+    pub timezone: chrono_tz::Tz,
+    /// The merchant's ISO 4217 currency.
+    pub currency: Arc<str>,
 }
 
 impl Placement {
@@ -53,6 +57,8 @@ impl Placement {
             generation: m.generation,
             suspended: m.status != "active",
             migrated: m.tier == Tier::Shared.as_str(),
+            timezone: m.timezone.parse().unwrap_or(chrono_tz::UTC),
+            currency: Arc::from(m.currency.as_str()),
         }
     }
 

@@ -498,8 +498,13 @@ impl TestApp {
 
 /// Takes a tenant schema back to before its tenant migrations.
 pub fn unmigrate(conn: &mut PgConnection, schema: &str) {
+    let tables: Vec<String> = posd::tenancy::classification::TENANT
+        .iter()
+        .map(|t| format!("\"{schema}\".{t}"))
+        .collect();
     conn.batch_execute(&format!(
-        "DROP TABLE \"{schema}\".products; DELETE FROM \"{schema}\".__diesel_schema_migrations;"
+        "DROP TABLE {} CASCADE; DELETE FROM \"{schema}\".__diesel_schema_migrations;",
+        tables.join(", ")
     ))
     .unwrap();
 }

@@ -217,7 +217,7 @@ async fn schema_tenant_without_its_table_gets_an_error() {
     t.product(&shared, "SHARED-1").await;
     t.db.owner()
         .batch_execute(&format!(
-            "DROP TABLE \"{}\".products",
+            "DROP TABLE \"{}\".products CASCADE",
             tenant_schema_name(victim.id)
         ))
         .unwrap();

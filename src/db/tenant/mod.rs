@@ -33,7 +33,13 @@
 
 mod schema;
 
+pub mod categories;
+pub mod customers;
+pub mod idempotency;
+pub mod inventory;
+pub mod orders;
 pub mod products;
+pub mod reports;
 
 use diesel::{PgConnection, RunQueryDsl, sql_types::Text};
 
@@ -66,6 +72,17 @@ impl<'a> TenantTx<'a> {
 
     pub fn merchant(&self) -> MerchantId {
         self.merchant
+    }
+
+    /// Runs `f` in a savepoint: if it fails, only its own writes are undone
+    /// and the transaction goes on.
+    pub fn savepoint<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut TenantTx<'_>) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        let merchant = self.merchant;
+        diesel::Connection::transaction(self.conn, |conn| f(&mut TenantTx { conn, merchant }))
     }
 }
 

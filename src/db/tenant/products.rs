@@ -5,7 +5,10 @@ use diesel::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{TenantTx, schema::products};
+use super::{
+    TenantTx,
+    schema::{inventory_levels, order_lines, products},
+};
 use crate::db::ids::{MerchantId, ProductId};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -24,6 +27,8 @@ pub struct Product {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Insertable)]
@@ -61,7 +66,7 @@ pub struct ProductFilter {
 }
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern.
-fn like_pattern(q: &str) -> String {
+pub(super) fn like_pattern(q: &str) -> String {
     let mut p = String::with_capacity(q.len() + 2);
     p.push('%');
     for c in q.chars() {
@@ -79,6 +84,7 @@ impl Product {
     pub fn list(tx: &mut TenantTx<'_>, f: &ProductFilter) -> QueryResult<Vec<Product>> {
         let mut query = products::table
             .filter(products::merchant_id.eq(tx.merchant))
+            .filter(products::deleted_at.is_null())
             .select(Product::as_select())
             .order(products::id.asc())
             .limit(f.limit)
@@ -103,23 +109,33 @@ impl Product {
         query.load(tx.conn)
     }
 
+    /// A product that is not deleted.
     pub fn find(tx: &mut TenantTx<'_>, id: ProductId) -> QueryResult<Product> {
         products::table
             .filter(products::merchant_id.eq(tx.merchant))
             .filter(products::id.eq(id.0))
+            .filter(products::deleted_at.is_null())
             .select(Product::as_select())
             .first(tx.conn)
     }
 
+    /// Creates the product and its (empty) stock level.
     pub fn create(tx: &mut TenantTx<'_>, new: &NewProduct) -> QueryResult<Product> {
-        diesel::insert_into(products::table)
+        let product = diesel::insert_into(products::table)
             .values((
                 products::merchant_id.eq(tx.merchant),
                 products::id.eq(Uuid::now_v7()),
                 new,
             ))
             .returning(Product::as_returning())
-            .get_result(tx.conn)
+            .get_result(tx.conn)?;
+        diesel::insert_into(inventory_levels::table)
+            .values((
+                inventory_levels::merchant_id.eq(tx.merchant),
+                inventory_levels::product_id.eq(product.id.0),
+            ))
+            .execute(tx.conn)?;
+        Ok(product)
     }
 
     pub fn update(
@@ -130,25 +146,53 @@ impl Product {
         diesel::update(
             products::table
                 .filter(products::merchant_id.eq(tx.merchant))
-                .filter(products::id.eq(id.0)),
+                .filter(products::id.eq(id.0))
+                .filter(products::deleted_at.is_null()),
         )
         .set((changes, products::updated_at.eq(diesel::dsl::now)))
         .returning(Product::as_returning())
         .get_result(tx.conn)
     }
 
-    /// Deletes; `NotFound` when there was nothing to delete.
+    /// Deletes a product. One that appears on an order is only marked
+    /// deleted (and inactive), so that its orders keep their history and its
+    /// sku becomes free. `NotFound` when there was nothing to delete.
     pub fn delete(tx: &mut TenantTx<'_>, id: ProductId) -> QueryResult<()> {
-        let n = diesel::delete(
-            products::table
-                .filter(products::merchant_id.eq(tx.merchant))
-                .filter(products::id.eq(id.0)),
-        )
-        .execute(tx.conn)?;
+        let mine = products::table
+            .filter(products::merchant_id.eq(tx.merchant))
+            .filter(products::id.eq(id.0))
+            .filter(products::deleted_at.is_null());
+        let sold: bool = diesel::select(diesel::dsl::exists(
+            order_lines::table
+                .filter(order_lines::merchant_id.eq(tx.merchant))
+                .filter(order_lines::product_id.eq(id.0)),
+        ))
+        .get_result(tx.conn)?;
+        let n = if sold {
+            diesel::update(mine)
+                .set((
+                    products::deleted_at.eq(Some(Utc::now())),
+                    products::active.eq(false),
+                    products::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(tx.conn)?
+        } else {
+            diesel::delete(mine).execute(tx.conn)?
+        };
         if n == 0 {
             Err(diesel::result::Error::NotFound)
         } else {
             Ok(())
         }
+    }
+
+    /// The products with these ids that are not deleted.
+    pub fn find_many(tx: &mut TenantTx<'_>, ids: &[Uuid]) -> QueryResult<Vec<Product>> {
+        products::table
+            .filter(products::merchant_id.eq(tx.merchant))
+            .filter(products::id.eq_any(ids))
+            .filter(products::deleted_at.is_null())
+            .select(Product::as_select())
+            .load(tx.conn)
     }
 }

@@ -1,0 +1,93 @@
+//! `/categories`. Read: any staff; write: manager or owner.
+
+use rocket::{Route, delete, get, http::Status, patch, post, routes, serde::json::Json};
+use serde::Deserialize;
+
+use super::{Body, params::text};
+use crate::{
+    auth::guards::{Manager, Staff},
+    db::{
+        ids::CategoryId,
+        tenant::categories::{Category, CategoryChanges, NewCategory},
+    },
+    error::{ApiError, ApiResult},
+    tenancy::guards::TenantDb,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateCategory {
+    name: String,
+    #[serde(default)]
+    sort_order: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateCategory {
+    name: Option<String>,
+    sort_order: Option<i32>,
+}
+
+fn name_conflict(e: diesel::result::Error) -> ApiError {
+    match ApiError::or_not_found("category")(e) {
+        e if e.code == "conflict" => {
+            ApiError::conflict("category_name_taken", "another category has this name")
+        }
+        e => e,
+    }
+}
+
+#[get("/categories")]
+async fn list(_staff: &Staff, db: TenantDb) -> ApiResult<Json<Vec<Category>>> {
+    db.run(|tx| Ok(Category::list(tx)?)).await.map(Json)
+}
+
+#[post("/categories", data = "<body>")]
+async fn create(
+    _m: Manager<'_>,
+    db: TenantDb,
+    body: Body<CreateCategory>,
+) -> ApiResult<(Status, Json<Category>)> {
+    let new = NewCategory {
+        name: text("name", &body.0.name, 100)?,
+        sort_order: body.0.sort_order,
+    };
+    let c = db
+        .run(move |tx| Category::create(tx, &new).map_err(name_conflict))
+        .await?;
+    Ok((Status::Created, Json(c)))
+}
+
+#[patch("/categories/<id>", data = "<body>")]
+async fn update(
+    _m: Manager<'_>,
+    db: TenantDb,
+    id: CategoryId,
+    body: Body<UpdateCategory>,
+) -> ApiResult<Json<Category>> {
+    let changes = CategoryChanges {
+        name: body
+            .0
+            .name
+            .as_deref()
+            .map(|n| text("name", n, 100))
+            .transpose()?,
+        sort_order: body.0.sort_order,
+    };
+    db.run(move |tx| Category::update(tx, id, &changes).map_err(name_conflict))
+        .await
+        .map(Json)
+}
+
+/// Deletes the category; its products stay, uncategorised.
+#[delete("/categories/<id>")]
+async fn remove(_m: Manager<'_>, db: TenantDb, id: CategoryId) -> ApiResult<Status> {
+    db.run(move |tx| Category::delete(tx, id).map_err(ApiError::or_not_found("category")))
+        .await?;
+    Ok(Status::NoContent)
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![list, create, update, remove]
+}

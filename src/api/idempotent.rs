@@ -1,0 +1,106 @@
+//! Running a request under an `Idempotency-Key` (see
+//! [`crate::db::tenant::idempotency`] for the contract).
+
+use rocket::{
+    Request,
+    http::{Header, Status},
+    response::{self, Responder},
+    serde::json::Json,
+};
+use serde_json::Value;
+
+use super::params::IdempotencyKey;
+use crate::{
+    db::tenant::{
+        TenantTx,
+        idempotency::{self, Claim},
+    },
+    error::{ApiError, ApiResult},
+    tenancy::guards::TenantDb,
+};
+
+/// A response stored under an idempotency key; a replay carries
+/// `Idempotent-Replayed: true`.
+#[derive(Debug)]
+pub struct Stored {
+    pub status: Status,
+    pub body: Value,
+    pub replayed: bool,
+}
+
+impl<'r> Responder<'r, 'static> for Stored {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let mut res = Json(self.body).respond_to(req)?;
+        res.set_status(self.status);
+        if self.replayed {
+            res.set_header(Header::new("Idempotent-Replayed", "true"));
+        }
+        Ok(res)
+    }
+}
+
+/// Runs `work` at most once per key: claims the key, runs `work` and
+/// stores its answer in the same transaction, or answers the stored
+/// response of an earlier run of the same request.
+pub async fn run<F>(
+    db: &TenantDb,
+    key: IdempotencyKey,
+    hash: String,
+    retention: std::time::Duration,
+    status: Status,
+    work: F,
+) -> ApiResult<Stored>
+where
+    F: FnOnce(&mut TenantTx<'_>) -> ApiResult<Value> + Send + 'static,
+{
+    let k = key.0.clone();
+    let claim = db
+        .run(move |tx| Ok(idempotency::begin(tx, &k, &hash, retention)?))
+        .await?;
+    match claim {
+        Claim::Started => {}
+        Claim::Replay { status, body } => {
+            return Ok(Stored {
+                status: Status::from_code(status).unwrap_or(Status::Ok),
+                body,
+                replayed: true,
+            });
+        }
+        Claim::InFlight => {
+            return Err(ApiError::conflict(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+            ));
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::new(
+                Status::UnprocessableEntity,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request; use a new key",
+            ));
+        }
+    }
+    let k = key.0.clone();
+    let done = db
+        .run(move |tx| {
+            let body = work(tx)?;
+            idempotency::finish(tx, &k, status.code, &body)?;
+            Ok(body)
+        })
+        .await;
+    match done {
+        Ok(body) => Ok(Stored {
+            status,
+            body,
+            replayed: false,
+        }),
+        Err(e) => {
+            // Nothing was written: free the key so that a retry runs again.
+            let k = key.0;
+            if let Err(r) = db.run(move |tx| Ok(idempotency::release(tx, &k)?)).await {
+                tracing::warn!(error = %r, "could not release an idempotency key; it frees itself when stale");
+            }
+            Err(e)
+        }
+    }
+}

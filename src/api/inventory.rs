@@ -1,0 +1,199 @@
+//! `/inventory`: stock levels (any staff) and adjustments (manager or owner).
+//! Every change is a stock movement; a level always equals the sum of its
+//! product's movements.
+
+use rocket::{FromForm, Route, get, http::Status, post, routes, serde::json::Json};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Body,
+    params::{self, Page, opt_text},
+};
+use crate::{
+    auth::guards::{Manager, Staff},
+    db::{
+        ids::ProductId,
+        tenant::{
+            inventory::{self, Level, LevelFilter, Movement, MovementRow, Reason},
+            products::Product,
+        },
+    },
+    error::{ApiError, ApiResult},
+    tenancy::guards::TenantDb,
+};
+
+/// Largest single adjustment, either way.
+const MAX_DELTA: i64 = 1_000_000_000;
+
+#[derive(Debug, FromForm)]
+struct ListQuery<'r> {
+    #[field(name = "needsCount")]
+    needs_count: Option<&'r str>,
+    #[field(name = "productId")]
+    product_id: Option<&'r str>,
+    limit: Option<&'r str>,
+    cursor: Option<&'r str>,
+}
+
+#[get("/inventory?<query..>")]
+async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<Json<Page<Level>>> {
+    let filter = LevelFilter {
+        needs_count: params::boolean("needsCount", query.needs_count)?,
+        product: params::uuid("productId", query.product_id)?.map(ProductId),
+        after: params::uuid("cursor", query.cursor)?.map(ProductId),
+        limit: params::limit(query.limit)?,
+    };
+    let limit = filter.limit;
+    let items = db
+        .run(move |tx| Ok(inventory::levels(tx, &filter)?))
+        .await?;
+    Ok(Json(Page::new(items, limit, |l| l.product_id.to_string())))
+}
+
+#[get("/inventory/<product>/movements")]
+async fn movements(
+    _staff: &Staff,
+    db: TenantDb,
+    product: ProductId,
+) -> ApiResult<Json<Vec<MovementRow>>> {
+    db.run(move |tx| {
+        Product::find(tx, product).map_err(ApiError::or_not_found("product"))?;
+        Ok(inventory::movements(tx, product, params::MAX_LIMIT)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AdjustReason {
+    Receive,
+    Count,
+    Damage,
+    Correction,
+}
+
+/// `delta` changes the level by that much; a count may instead give
+/// `countedQuantity`, what is on the shelf, and clears the "needs a count"
+/// flag.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Adjustment {
+    product_id: ProductId,
+    delta: Option<i64>,
+    counted_quantity: Option<i64>,
+    reason: AdjustReason,
+    note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Adjusted {
+    product_id: ProductId,
+    delta: i64,
+    on_hand: i64,
+}
+
+#[post("/inventory/adjustments", data = "<body>")]
+async fn adjust(
+    m: Manager<'_>,
+    db: TenantDb,
+    body: Body<Adjustment>,
+) -> ApiResult<(Status, Json<Adjusted>)> {
+    let b = body.0;
+    let note = opt_text("note", b.note.as_deref(), 500)?;
+    let reason = match b.reason {
+        AdjustReason::Receive => Reason::Receive,
+        AdjustReason::Count => Reason::Count,
+        AdjustReason::Damage => Reason::Damage,
+        AdjustReason::Correction => Reason::Correction,
+    };
+    match (b.delta, b.counted_quantity) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::invalid(
+                "delta",
+                "give either delta or countedQuantity",
+            ));
+        }
+        (None, Some(_)) if reason != Reason::Count => {
+            return Err(ApiError::invalid(
+                "countedQuantity",
+                "is only for reason `count`",
+            ));
+        }
+        (None, Some(c)) if !(0..=MAX_DELTA).contains(&c) => {
+            return Err(ApiError::invalid(
+                "countedQuantity",
+                format!("must be from 0 to {MAX_DELTA}"),
+            ));
+        }
+        (Some(d), None) if d == 0 || d.abs() > MAX_DELTA => {
+            return Err(ApiError::invalid(
+                "delta",
+                format!("must be non-zero and at most {MAX_DELTA} either way"),
+            ));
+        }
+        (Some(d), None) if reason == Reason::Receive && d < 0 => {
+            return Err(ApiError::invalid(
+                "delta",
+                "a receipt adds stock: it must be positive",
+            ));
+        }
+        (Some(d), None) if reason == Reason::Damage && d > 0 => {
+            return Err(ApiError::invalid(
+                "delta",
+                "damage removes stock: it must be negative",
+            ));
+        }
+        _ => {}
+    }
+    let staff = m.0.claims.sub;
+    let product = b.product_id;
+    let out = db
+        .run(move |tx| {
+            Product::find(tx, product).map_err(ApiError::or_not_found("product"))?;
+            let current = inventory::level_for_update(tx, product)?;
+            let delta = match b.counted_quantity {
+                Some(c) => c - current,
+                None => b.delta.unwrap_or(0),
+            };
+            let on_hand = if delta == 0 {
+                current
+            } else {
+                inventory::apply(
+                    tx,
+                    &Movement {
+                        product,
+                        delta,
+                        reason,
+                        order: None,
+                        refund: None,
+                        staff: Some(staff),
+                        note: note.as_deref(),
+                        // Stock that is not on the shelf cannot be adjusted away.
+                        allow_negative: false,
+                    },
+                )?
+                .ok_or_else(|| {
+                    ApiError::conflict(
+                        "insufficient_stock",
+                        format!("only {current} in stock; the adjustment would take it below zero"),
+                    )
+                })?
+            };
+            if reason == Reason::Count {
+                inventory::mark_counted(tx, product)?;
+            }
+            Ok(Adjusted {
+                product_id: product,
+                delta,
+                on_hand,
+            })
+        })
+        .await?;
+    Ok((Status::Created, Json(out)))
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![list, movements, adjust]
+}

@@ -1,0 +1,216 @@
+//! `/offline-bills`: sales a till recorded while it was offline.
+//!
+//! Each bill carries the till's own UUID (`clientId`) and the time of the
+//! sale, and is applied at most once: a bill already applied answers
+//! `duplicate`. A bill records a sale that already happened, so it is
+//! accepted even when it takes stock below zero (the product is flagged for
+//! a count); it is `rejected` only when it cannot be applied (malformed,
+//! unknown product, payments short). Each bill is applied in a savepoint of
+//! its own, so a rejected bill does not block the others.
+
+use chrono::{DateTime, Duration, Utc};
+use rocket::{Route, post, routes, serde::json::Json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    Body,
+    orders::{CreateOrder, LineBody, PaymentBody},
+    parse,
+};
+use crate::{
+    auth::guards::Staff,
+    db::{
+        ids::{CustomerId, OrderId},
+        tenant::orders::Order,
+    },
+    error::{ApiError, ApiResult},
+    pos::checkout::{self, OfflineBill},
+    tenancy::guards::TenantDb,
+};
+
+pub const MAX_BILLS: usize = 100;
+/// How far in the future a till's clock may be.
+const MAX_CLOCK_SKEW_MINUTES: i64 = 5;
+/// How old a bill may be.
+const MAX_AGE_DAYS: i64 = 90;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Batch {
+    bills: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Bill {
+    client_id: Uuid,
+    created_at: DateTime<Utc>,
+    lines: Vec<LineBody>,
+    #[serde(default)]
+    payments: Vec<PaymentBody>,
+    customer_id: Option<CustomerId>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum BillStatus {
+    Created,
+    Duplicate,
+    Rejected,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reason {
+    code: String,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BillResult {
+    index: usize,
+    client_id: Option<Uuid>,
+    status: BillStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<OrderId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Reason>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchResult {
+    created: usize,
+    duplicate: usize,
+    rejected: usize,
+    results: Vec<BillResult>,
+}
+
+fn rejected(index: usize, client_id: Option<Uuid>, e: &ApiError) -> BillResult {
+    BillResult {
+        index,
+        client_id,
+        status: BillStatus::Rejected,
+        order_id: None,
+        error: Some(Reason {
+            code: e.code.to_string(),
+            message: e.message.clone(),
+        }),
+    }
+}
+
+/// A bill, parsed and checked without the database.
+fn prepare(raw: &Value, staff: &Staff, now: DateTime<Utc>) -> ApiResult<checkout::Sale> {
+    let bill: Bill = parse(&raw.to_string())
+        .map_err(|m| ApiError::new(rocket::http::Status::UnprocessableEntity, "invalid_bill", m))?;
+    if bill.created_at > now + Duration::minutes(MAX_CLOCK_SKEW_MINUTES) {
+        return Err(ApiError::invalid("createdAt", "is in the future"));
+    }
+    if bill.created_at < now - Duration::days(MAX_AGE_DAYS) {
+        return Err(ApiError::invalid(
+            "createdAt",
+            format!("is more than {MAX_AGE_DAYS} days old"),
+        ));
+    }
+    let offline = OfflineBill {
+        client_id: bill.client_id,
+        created_at: bill.created_at,
+    };
+    let order = CreateOrder {
+        lines: bill.lines,
+        payments: bill.payments,
+        customer_id: bill.customer_id,
+        note: bill.note,
+    };
+    let sale = order.into_sale(staff, Some(offline))?;
+    checkout::validate(&sale)?;
+    Ok(sale)
+}
+
+#[post("/offline-bills", data = "<body>")]
+async fn offline_bills(
+    staff: &Staff,
+    db: TenantDb,
+    body: Body<Batch>,
+) -> ApiResult<Json<BatchResult>> {
+    let bills = body.0.bills;
+    if bills.is_empty() || bills.len() > MAX_BILLS {
+        return Err(ApiError::invalid(
+            "bills",
+            format!("must hold 1 to {MAX_BILLS} bills"),
+        ));
+    }
+    let now = Utc::now();
+    let prepared: Vec<(Option<Uuid>, ApiResult<checkout::Sale>)> = bills
+        .iter()
+        .map(|raw| {
+            let client_id = raw
+                .get("clientId")
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok());
+            (client_id, prepare(raw, staff, now))
+        })
+        .collect();
+    let results = db
+        .run(move |tx| {
+            let mut results = Vec::with_capacity(prepared.len());
+            for (index, (client_id, sale)) in prepared.into_iter().enumerate() {
+                let sale = match sale {
+                    Ok(s) => s,
+                    Err(e) => {
+                        results.push(rejected(index, client_id, &e));
+                        continue;
+                    }
+                };
+                let Some(offline) = sale.offline else {
+                    continue;
+                };
+                let duplicate = |order_id| BillResult {
+                    index,
+                    client_id,
+                    status: BillStatus::Duplicate,
+                    order_id: Some(order_id),
+                    error: None,
+                };
+                if let Some(existing) = Order::find_by_client_bill(tx, offline.client_id)? {
+                    results.push(duplicate(existing));
+                    continue;
+                }
+                match tx.savepoint(|tx| checkout::checkout(tx, &sale)) {
+                    Ok(view) => results.push(BillResult {
+                        index,
+                        client_id,
+                        status: BillStatus::Created,
+                        order_id: Some(view.order.id),
+                        error: None,
+                    }),
+                    // The same bill applied by a concurrent batch.
+                    Err(e) if e.code == "conflict" => {
+                        match Order::find_by_client_bill(tx, offline.client_id)? {
+                            Some(existing) => results.push(duplicate(existing)),
+                            None => results.push(rejected(index, client_id, &e)),
+                        }
+                    }
+                    Err(e) if e.status.code >= 500 => return Err(e),
+                    Err(e) => results.push(rejected(index, client_id, &e)),
+                }
+            }
+            Ok(results)
+        })
+        .await?;
+    let count = |s: fn(&BillStatus) -> bool| results.iter().filter(|r| s(&r.status)).count();
+    Ok(Json(BatchResult {
+        created: count(|s| matches!(s, BillStatus::Created)),
+        duplicate: count(|s| matches!(s, BillStatus::Duplicate)),
+        rejected: count(|s| matches!(s, BillStatus::Rejected)),
+        results,
+    }))
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![offline_bills]
+}

@@ -1,0 +1,305 @@
+//! `/orders`: sales, their refunds and voids.
+//!
+//! Creating an order, refunding and voiding each need an
+//! `Idempotency-Key` (see [`super::idempotent`]). Totals, tax and change are
+//! computed on the server ([`crate::pos::pricing`]); stock is taken in the
+//! same transaction as the order.
+
+use chrono::{DateTime, Utc};
+use rocket::{FromForm, Route, State, get, http::Status, post, routes, serde::json::Json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{
+    Body,
+    idempotent::{self, Stored},
+    params::{self, IdempotencyKey, Page, opt_text},
+};
+use crate::{
+    app::App,
+    auth::{
+        Role,
+        guards::{Manager, Staff},
+    },
+    db::{
+        ids::{CustomerId, OrderId, ProductId},
+        tenant::orders::{Order, OrderFilter, OrderView},
+    },
+    error::{ApiError, ApiResult},
+    pos::{
+        checkout::{self, OfflineBill, Sale, SaleLine, Tender},
+        pricing::Method,
+        refund::{self, RefundRequest, RefundWhat},
+    },
+    tenancy::guards::TenantDb,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LineBody {
+    pub product_id: ProductId,
+    pub quantity: i32,
+    /// Defaults to the catalog price; another price needs the manager role.
+    pub unit_price_minor: Option<i64>,
+    #[serde(default)]
+    pub discount_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PaymentBody {
+    pub method: Method,
+    pub amount_minor: i64,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOrder {
+    pub lines: Vec<LineBody>,
+    #[serde(default)]
+    pub payments: Vec<PaymentBody>,
+    pub customer_id: Option<CustomerId>,
+    pub note: Option<String>,
+}
+
+impl CreateOrder {
+    /// The sale this body asks for, by `staff`.
+    pub fn into_sale(self, staff: &Staff, offline: Option<OfflineBill>) -> ApiResult<Sale> {
+        Ok(Sale {
+            lines: self
+                .lines
+                .into_iter()
+                .map(|l| SaleLine {
+                    product_id: l.product_id,
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                    discount_minor: l.discount_minor,
+                })
+                .collect(),
+            payments: self
+                .payments
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    Ok(Tender {
+                        method: p.method,
+                        amount_minor: p.amount_minor,
+                        reference: opt_text(
+                            &format!("payments[{i}].reference"),
+                            p.reference.as_deref(),
+                            100,
+                        )?,
+                    })
+                })
+                .collect::<ApiResult<_>>()?,
+            customer_id: self.customer_id,
+            note: opt_text("note", self.note.as_deref(), 500)?,
+            staff: staff.claims.sub,
+            currency: staff.placement.currency.to_string(),
+            may_override_price: staff.role() >= Role::Manager,
+            offline,
+        })
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(v).map_err(ApiError::internal)
+}
+
+#[post("/orders", data = "<body>")]
+async fn create(
+    staff: &Staff,
+    db: TenantDb,
+    key: IdempotencyKey,
+    app: &State<App>,
+    body: Body<CreateOrder>,
+) -> ApiResult<Stored> {
+    let hash = IdempotencyKey::request_hash("POST /orders", &body.0)?;
+    let sale = body.0.into_sale(staff, None)?;
+    // A request that fails validation saves nothing under its key.
+    checkout::validate(&sale)?;
+    idempotent::run(
+        &db,
+        key,
+        hash,
+        app.settings.idempotency_retention,
+        Status::Created,
+        move |tx| to_json(&checkout::checkout(tx, &sale)?),
+    )
+    .await
+}
+
+#[derive(Debug, FromForm)]
+struct ListQuery<'r> {
+    from: Option<&'r str>,
+    to: Option<&'r str>,
+    status: Option<&'r str>,
+    limit: Option<&'r str>,
+    cursor: Option<&'r str>,
+}
+
+fn instant(field: &str, v: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
+    v.map(|s| {
+        DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::invalid(
+                    field,
+                    "must be an RFC 3339 time such as 2026-11-22T09:00:00Z",
+                )
+            })
+    })
+    .transpose()
+}
+
+/// Orders, newest first.
+#[get("/orders?<query..>")]
+async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<Json<Page<Order>>> {
+    let status = match query.status {
+        None => None,
+        Some(s @ ("completed" | "partially_refunded" | "refunded" | "voided")) => {
+            Some(s.to_string())
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "status",
+                "must be completed, partially_refunded, refunded or voided",
+            ));
+        }
+    };
+    let filter = OrderFilter {
+        from: instant("from", query.from)?,
+        to: instant("to", query.to)?,
+        status,
+        before: params::uuid("cursor", query.cursor)?.map(OrderId),
+        limit: params::limit(query.limit)?,
+    };
+    let limit = filter.limit;
+    let items = db.run(move |tx| Ok(Order::list(tx, &filter)?)).await?;
+    Ok(Json(Page::new(items, limit, |o| o.id.to_string())))
+}
+
+#[get("/orders/<id>")]
+async fn get_one(_staff: &Staff, db: TenantDb, id: OrderId) -> ApiResult<Json<OrderView>> {
+    db.run(move |tx| {
+        let order = Order::find(tx, id).map_err(ApiError::or_not_found("order"))?;
+        Ok(Order::view(tx, order)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RefundLineBody {
+    line_no: i32,
+    quantity: i32,
+}
+
+/// Either `lines` (refund these units; `restock` puts them back on the
+/// shelf) or `amountMinor` (an amount not tied to a line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateRefund {
+    lines: Option<Vec<RefundLineBody>>,
+    amount_minor: Option<i64>,
+    #[serde(default)]
+    restock: bool,
+    reason: Option<String>,
+    /// How the money goes back; defaults to the order's main payment method.
+    method: Option<Method>,
+}
+
+#[post("/orders/<id>/refunds", data = "<body>")]
+async fn create_refund(
+    m: Manager<'_>,
+    db: TenantDb,
+    key: IdempotencyKey,
+    app: &State<App>,
+    id: OrderId,
+    body: Body<CreateRefund>,
+) -> ApiResult<Stored> {
+    let hash = IdempotencyKey::request_hash(&format!("POST /orders/{id}/refunds"), &body.0)?;
+    let b = body.0;
+    let what = match (b.lines, b.amount_minor) {
+        (Some(lines), None) => {
+            if lines.is_empty() || lines.len() > checkout::MAX_LINES {
+                return Err(ApiError::invalid(
+                    "lines",
+                    format!("must hold 1 to {} lines", checkout::MAX_LINES),
+                ));
+            }
+            if let Some(i) = lines.iter().position(|l| l.quantity < 1) {
+                return Err(ApiError::invalid(
+                    &format!("lines[{i}].quantity"),
+                    "must be at least 1",
+                ));
+            }
+            RefundWhat::Lines(lines.iter().map(|l| (l.line_no, l.quantity)).collect())
+        }
+        (None, Some(a)) => {
+            if a < 1 {
+                return Err(ApiError::invalid("amountMinor", "must be positive"));
+            }
+            if b.restock {
+                return Err(ApiError::invalid(
+                    "restock",
+                    "needs lines: an amount is not tied to any stock",
+                ));
+            }
+            RefundWhat::Amount(a)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "lines",
+                "give either lines or amountMinor",
+            ));
+        }
+    };
+    let req = RefundRequest {
+        what,
+        restock: b.restock,
+        reason: opt_text("reason", b.reason.as_deref(), 500)?,
+        method: b.method,
+        staff: m.0.claims.sub,
+    };
+    idempotent::run(
+        &db,
+        key,
+        hash,
+        app.settings.idempotency_retention,
+        Status::Created,
+        move |tx| {
+            let (refund, order) = refund::refund(tx, id, &req)?;
+            Ok(json!({ "refund": to_json(&refund)?, "order": to_json(&order)? }))
+        },
+    )
+    .await
+}
+
+#[post("/orders/<id>/void")]
+async fn void(
+    m: Manager<'_>,
+    db: TenantDb,
+    key: IdempotencyKey,
+    app: &State<App>,
+    id: OrderId,
+) -> ApiResult<Stored> {
+    let hash = IdempotencyKey::request_hash(&format!("POST /orders/{id}/void"), &())?;
+    let tz = m.0.placement.timezone;
+    let staff = m.0.claims.sub;
+    idempotent::run(
+        &db,
+        key,
+        hash,
+        app.settings.idempotency_retention,
+        Status::Ok,
+        move |tx| to_json(&refund::void(tx, id, tz, staff)?),
+    )
+    .await
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![create, list, get_one, create_refund, void]
+}

@@ -1,0 +1,150 @@
+//! Request pieces shared by the POS endpoints: text and paging parameters,
+//! and the `Idempotency-Key` header.
+
+use rocket::{
+    Request,
+    request::{FromRequest, Outcome},
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, fail};
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 200;
+
+/// One page of a list; `nextCursor` is absent on the last page.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page of at most `limit` items; `cursor` gives an item's cursor.
+    pub fn new(items: Vec<T>, limit: i64, cursor: impl Fn(&T) -> String) -> Self {
+        let full = usize::try_from(limit).is_ok_and(|l| items.len() == l);
+        let next_cursor = if full { items.last().map(cursor) } else { None };
+        Page { items, next_cursor }
+    }
+}
+
+/// Required text: trimmed, not empty, at most `max` characters, no
+/// control characters.
+pub fn text(field: &str, v: &str, max: usize) -> ApiResult<String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if v.chars().count() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// Optional text: like [`text`], but blank means absent.
+pub fn opt_text(field: &str, v: Option<&str>, max: usize) -> ApiResult<Option<String>> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => text(field, v, max).map(Some),
+    }
+}
+
+/// `?limit=`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+pub fn limit(v: Option<&str>) -> ApiResult<i64> {
+    match v {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
+                )
+            }),
+    }
+}
+
+/// An optional id in a query string.
+pub fn uuid(field: &str, v: Option<&str>) -> ApiResult<Option<Uuid>> {
+    v.map(|s| Uuid::parse_str(s.trim()).map_err(|_| ApiError::invalid(field, "is not a valid id")))
+        .transpose()
+}
+
+/// An optional search string (`?q=`), at most 100 characters.
+pub fn search(q: Option<&str>) -> ApiResult<Option<String>> {
+    match q.map(str::trim).filter(|q| !q.is_empty()) {
+        Some(q) if q.chars().count() > 100 => {
+            Err(ApiError::invalid("q", "must be at most 100 characters"))
+        }
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+/// An optional `true`/`false` in a query string.
+pub fn boolean(field: &str, v: Option<&str>) -> ApiResult<Option<bool>> {
+    match v {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::invalid(field, "must be true or false")),
+    }
+}
+
+/// The `Idempotency-Key` header, required on the endpoints that take it:
+/// 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+impl IdempotencyKey {
+    /// What identifies the request the key is used for: the operation
+    /// (method and path, e.g. `POST /orders`) and the (canonical) body.
+    pub fn request_hash(operation: &str, body: &impl Serialize) -> ApiResult<String> {
+        let body = serde_json::to_vec(body).map_err(ApiError::internal)?;
+        let mut h = Sha256::new();
+        h.update(operation.as_bytes());
+        h.update(b"\n");
+        h.update(&body);
+        Ok(format!("{:x}", h.finalize()))
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for IdempotencyKey {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let err = |message: &str| {
+            ApiError::new(
+                rocket::http::Status::UnprocessableEntity,
+                "idempotency_key_required",
+                format!("Idempotency-Key: {message}"),
+            )
+        };
+        match req.headers().get_one("Idempotency-Key").map(str::trim) {
+            None | Some("") => fail(
+                req,
+                err(
+                    "this request needs the header, with a key unique to the operation (a UUID is a good choice)",
+                ),
+            ),
+            Some(k) if k.len() > 255 || !k.chars().all(|c| c.is_ascii_graphic()) => {
+                fail(req, err("must be 1 to 255 visible ASCII characters"))
+            }
+            Some(k) => Outcome::Success(IdempotencyKey(k.to_string())),
+        }
+    }
+}

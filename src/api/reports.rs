@@ -1,0 +1,30 @@
+//! `/reports`: manager or owner.
+
+use chrono::NaiveDate;
+use rocket::{Route, get, routes, serde::json::Json};
+
+use crate::{
+    auth::guards::Manager,
+    error::{ApiError, ApiResult},
+    pos::report::{self, DailyReport},
+    tenancy::guards::TenantDb,
+};
+
+/// The report of one day in the merchant's time zone (today by default).
+#[get("/reports/daily?<date>")]
+async fn daily(m: Manager<'_>, db: TenantDb, date: Option<&str>) -> ApiResult<Json<DailyReport>> {
+    let tz = m.0.placement.timezone;
+    let currency = m.0.placement.currency.clone();
+    let date = match date {
+        None => chrono::Utc::now().with_timezone(&tz).date_naive(),
+        Some(d) => NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+            .map_err(|_| ApiError::invalid("date", "must be a day written YYYY-MM-DD"))?,
+    };
+    db.run(move |tx| report::daily(tx, date, tz, &currency))
+        .await
+        .map(Json)
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![daily]
+}

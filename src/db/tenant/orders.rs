@@ -1,0 +1,348 @@
+//! Orders, their lines and payments, and refunds.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{
+    TenantTx,
+    schema::{order_lines, orders, payments, refund_lines, refunds},
+};
+use crate::db::ids::{CustomerId, MerchantId, OrderId, ProductId, RefundId, StaffId};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    #[serde(skip)]
+    pub merchant_id: MerchantId,
+    pub id: OrderId,
+    pub status: String,
+    pub source: String,
+    pub client_bill_id: Option<Uuid>,
+    pub customer_id: Option<CustomerId>,
+    pub staff_id: StaffId,
+    pub currency: String,
+    pub gross_minor: i64,
+    pub discount_minor: i64,
+    pub tax_minor: i64,
+    pub total_minor: i64,
+    pub tendered_minor: i64,
+    pub change_minor: i64,
+    pub refunded_minor: i64,
+    pub note: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[diesel(table_name = order_lines, check_for_backend(diesel::pg::Pg))]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    #[serde(skip)]
+    pub merchant_id: MerchantId,
+    #[serde(skip)]
+    pub order_id: OrderId,
+    pub line_no: i32,
+    pub product_id: ProductId,
+    pub sku: String,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub tax_rate_bps: i32,
+    pub gross_minor: i64,
+    pub discount_minor: i64,
+    pub tax_minor: i64,
+    pub total_minor: i64,
+    pub refunded_quantity: i32,
+    pub refunded_minor: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[diesel(table_name = payments, check_for_backend(diesel::pg::Pg))]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    #[serde(skip)]
+    pub merchant_id: MerchantId,
+    pub id: Uuid,
+    #[serde(skip)]
+    pub order_id: OrderId,
+    pub method: String,
+    pub tendered_minor: i64,
+    pub amount_minor: i64,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[diesel(table_name = refunds, check_for_backend(diesel::pg::Pg))]
+#[serde(rename_all = "camelCase")]
+pub struct Refund {
+    #[serde(skip)]
+    pub merchant_id: MerchantId,
+    pub id: RefundId,
+    pub order_id: OrderId,
+    pub amount_minor: i64,
+    pub method: String,
+    pub restock: bool,
+    pub reason: Option<String>,
+    pub staff_id: StaffId,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[diesel(table_name = refund_lines, check_for_backend(diesel::pg::Pg))]
+#[serde(rename_all = "camelCase")]
+pub struct RefundLine {
+    #[serde(skip)]
+    pub merchant_id: MerchantId,
+    #[serde(skip)]
+    pub refund_id: RefundId,
+    #[serde(skip)]
+    pub order_id: OrderId,
+    pub line_no: i32,
+    pub quantity: i32,
+    pub amount_minor: i64,
+}
+
+/// An order with everything that belongs to it, as the API answers it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    #[serde(flatten)]
+    pub order: Order,
+    pub lines: Vec<OrderLine>,
+    pub payments: Vec<Payment>,
+    pub refunds: Vec<RefundView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundView {
+    #[serde(flatten)]
+    pub refund: Refund,
+    pub lines: Vec<RefundLine>,
+}
+
+/// Order list filters; `before` is the last id of the previous page.
+#[derive(Debug, Default)]
+pub struct OrderFilter {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub status: Option<String>,
+    pub before: Option<OrderId>,
+    pub limit: i64,
+}
+
+impl Order {
+    /// Writes a new order with its lines and payments.
+    pub fn insert(
+        tx: &mut TenantTx<'_>,
+        order: &Order,
+        lines: &[OrderLine],
+        pays: &[Payment],
+    ) -> QueryResult<()> {
+        diesel::insert_into(orders::table)
+            .values(order)
+            .execute(tx.conn)?;
+        diesel::insert_into(order_lines::table)
+            .values(lines)
+            .execute(tx.conn)?;
+        if !pays.is_empty() {
+            diesel::insert_into(payments::table)
+                .values(pays)
+                .execute(tx.conn)?;
+        }
+        Ok(())
+    }
+
+    pub fn find(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Order> {
+        orders::table
+            .filter(orders::merchant_id.eq(tx.merchant))
+            .filter(orders::id.eq(id.0))
+            .select(Order::as_select())
+            .first(tx.conn)
+    }
+
+    /// The order, locked until the transaction ends: refunds and voids of
+    /// one order run one at a time.
+    pub fn lock(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Order> {
+        orders::table
+            .filter(orders::merchant_id.eq(tx.merchant))
+            .filter(orders::id.eq(id.0))
+            .select(Order::as_select())
+            .for_update()
+            .first(tx.conn)
+    }
+
+    /// The order made from the offline bill `client_bill_id`, if any.
+    pub fn find_by_client_bill(
+        tx: &mut TenantTx<'_>,
+        client_bill_id: Uuid,
+    ) -> QueryResult<Option<OrderId>> {
+        orders::table
+            .filter(orders::merchant_id.eq(tx.merchant))
+            .filter(orders::client_bill_id.eq(client_bill_id))
+            .select(orders::id)
+            .first::<Uuid>(tx.conn)
+            .optional()
+            .map(|o| o.map(OrderId))
+    }
+
+    /// One page, newest first (ids are UUIDv7).
+    pub fn list(tx: &mut TenantTx<'_>, f: &OrderFilter) -> QueryResult<Vec<Order>> {
+        let mut query = orders::table
+            .filter(orders::merchant_id.eq(tx.merchant))
+            .select(Order::as_select())
+            .order(orders::id.desc())
+            .limit(f.limit)
+            .into_boxed();
+        if let Some(from) = f.from {
+            query = query.filter(orders::created_at.ge(from));
+        }
+        if let Some(to) = f.to {
+            query = query.filter(orders::created_at.lt(to));
+        }
+        if let Some(s) = &f.status {
+            query = query.filter(orders::status.eq(s.clone()));
+        }
+        if let Some(b) = f.before {
+            query = query.filter(orders::id.lt(b.0));
+        }
+        query.load(tx.conn)
+    }
+
+    /// The order with its lines, payments and refunds.
+    pub fn view(tx: &mut TenantTx<'_>, order: Order) -> QueryResult<OrderView> {
+        let m = tx.merchant;
+        let lines = order_lines::table
+            .filter(order_lines::merchant_id.eq(m))
+            .filter(order_lines::order_id.eq(order.id.0))
+            .order(order_lines::line_no.asc())
+            .select(OrderLine::as_select())
+            .load(tx.conn)?;
+        let pays = payments::table
+            .filter(payments::merchant_id.eq(m))
+            .filter(payments::order_id.eq(order.id.0))
+            .order(payments::id.asc())
+            .select(Payment::as_select())
+            .load(tx.conn)?;
+        let refs: Vec<Refund> = refunds::table
+            .filter(refunds::merchant_id.eq(m))
+            .filter(refunds::order_id.eq(order.id.0))
+            .order(refunds::id.asc())
+            .select(Refund::as_select())
+            .load(tx.conn)?;
+        let mut rlines: Vec<RefundLine> = refund_lines::table
+            .filter(refund_lines::merchant_id.eq(m))
+            .filter(refund_lines::order_id.eq(order.id.0))
+            .order((refund_lines::refund_id.asc(), refund_lines::line_no.asc()))
+            .select(RefundLine::as_select())
+            .load(tx.conn)?;
+        let refunds = refs
+            .into_iter()
+            .map(|refund| {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    rlines.drain(..).partition(|l| l.refund_id == refund.id);
+                rlines = rest;
+                RefundView {
+                    refund,
+                    lines: mine,
+                }
+            })
+            .collect();
+        Ok(OrderView {
+            order,
+            lines,
+            payments: pays,
+            refunds,
+        })
+    }
+
+    /// The lines of an order, locked with it.
+    pub fn lines(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Vec<OrderLine>> {
+        order_lines::table
+            .filter(order_lines::merchant_id.eq(tx.merchant))
+            .filter(order_lines::order_id.eq(id.0))
+            .order(order_lines::line_no.asc())
+            .select(OrderLine::as_select())
+            .load(tx.conn)
+    }
+
+    /// The methods the order was paid with, largest amount first.
+    pub fn payment_methods(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Vec<String>> {
+        payments::table
+            .filter(payments::merchant_id.eq(tx.merchant))
+            .filter(payments::order_id.eq(id.0))
+            .order((payments::amount_minor.desc(), payments::id.asc()))
+            .select(payments::method)
+            .load(tx.conn)
+    }
+
+    /// Marks the order voided.
+    pub fn void(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Order> {
+        diesel::update(
+            orders::table
+                .filter(orders::merchant_id.eq(tx.merchant))
+                .filter(orders::id.eq(id.0)),
+        )
+        .set((
+            orders::status.eq("voided"),
+            orders::voided_at.eq(Some(Utc::now())),
+        ))
+        .returning(Order::as_returning())
+        .get_result(tx.conn)
+    }
+}
+
+impl Refund {
+    /// Records a refund against a locked order: its lines, the lines'
+    /// refunded amounts and the order's refunded total and status.
+    pub fn insert(
+        tx: &mut TenantTx<'_>,
+        order: &Order,
+        refund: &Refund,
+        lines: &[RefundLine],
+    ) -> QueryResult<()> {
+        diesel::insert_into(refunds::table)
+            .values(refund)
+            .execute(tx.conn)?;
+        if !lines.is_empty() {
+            diesel::insert_into(refund_lines::table)
+                .values(lines)
+                .execute(tx.conn)?;
+        }
+        for l in lines {
+            diesel::update(
+                order_lines::table
+                    .filter(order_lines::merchant_id.eq(tx.merchant))
+                    .filter(order_lines::order_id.eq(order.id.0))
+                    .filter(order_lines::line_no.eq(l.line_no)),
+            )
+            .set((
+                order_lines::refunded_quantity.eq(order_lines::refunded_quantity + l.quantity),
+                order_lines::refunded_minor.eq(order_lines::refunded_minor + l.amount_minor),
+            ))
+            .execute(tx.conn)?;
+        }
+        let refunded = order.refunded_minor + refund.amount_minor;
+        let status = if refunded >= order.total_minor {
+            "refunded"
+        } else {
+            "partially_refunded"
+        };
+        diesel::update(
+            orders::table
+                .filter(orders::merchant_id.eq(tx.merchant))
+                .filter(orders::id.eq(order.id.0)),
+        )
+        .set((
+            orders::refunded_minor.eq(refunded),
+            orders::status.eq(status),
+        ))
+        .execute(tx.conn)
+        .map(drop)
+    }
+}

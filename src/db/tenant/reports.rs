@@ -1,0 +1,97 @@
+//! Aggregates over a period, for the daily report.
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    prelude::*,
+    sql_types::{BigInt, Text, Timestamptz, Uuid as SqlUuid},
+};
+
+use super::TenantTx;
+
+#[derive(Debug, Default, QueryableByName)]
+pub struct SalesTotals {
+    #[diesel(sql_type = BigInt)]
+    pub orders: i64,
+    #[diesel(sql_type = BigInt)]
+    pub gross: i64,
+    #[diesel(sql_type = BigInt)]
+    pub discount: i64,
+    #[diesel(sql_type = BigInt)]
+    pub tax: i64,
+    #[diesel(sql_type = BigInt)]
+    pub total: i64,
+    #[diesel(sql_type = BigInt)]
+    pub voided: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct ByMethod {
+    #[diesel(sql_type = Text)]
+    pub method: String,
+    #[diesel(sql_type = BigInt)]
+    pub amount: i64,
+    #[diesel(sql_type = BigInt)]
+    pub count: i64,
+}
+
+/// Orders made in `[from, to)`; voided orders are counted apart and add
+/// nothing to the sums.
+pub fn sales(
+    tx: &mut TenantTx<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> QueryResult<SalesTotals> {
+    diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE status <> 'voided') AS orders,
+                coalesce(sum(gross_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS gross,
+                coalesce(sum(discount_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS discount,
+                coalesce(sum(tax_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS tax,
+                coalesce(sum(total_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS total,
+                count(*) FILTER (WHERE status = 'voided') AS voided
+           FROM orders
+          WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3",
+    )
+    .bind::<SqlUuid, _>(tx.merchant.0)
+    .bind::<Timestamptz, _>(from)
+    .bind::<Timestamptz, _>(to)
+    .get_result(tx.conn)
+}
+
+/// What the payments of the orders made in `[from, to)` left with the
+/// merchant, per method (voided orders excluded).
+pub fn payments(
+    tx: &mut TenantTx<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> QueryResult<Vec<ByMethod>> {
+    diesel::sql_query(
+        "SELECT p.method, sum(p.amount_minor)::bigint AS amount, count(*) AS count
+           FROM payments p
+           JOIN orders o ON o.merchant_id = p.merchant_id AND o.id = p.order_id
+          WHERE p.merchant_id = $1 AND o.created_at >= $2 AND o.created_at < $3
+            AND o.status <> 'voided'
+          GROUP BY p.method ORDER BY p.method",
+    )
+    .bind::<SqlUuid, _>(tx.merchant.0)
+    .bind::<Timestamptz, _>(from)
+    .bind::<Timestamptz, _>(to)
+    .load(tx.conn)
+}
+
+/// Refunds given in `[from, to)`, per method, whenever their order was made.
+pub fn refunds(
+    tx: &mut TenantTx<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> QueryResult<Vec<ByMethod>> {
+    diesel::sql_query(
+        "SELECT method, sum(amount_minor)::bigint AS amount, count(*) AS count
+           FROM refunds
+          WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3
+          GROUP BY method ORDER BY method",
+    )
+    .bind::<SqlUuid, _>(tx.merchant.0)
+    .bind::<Timestamptz, _>(from)
+    .bind::<Timestamptz, _>(to)
+    .load(tx.conn)
+}

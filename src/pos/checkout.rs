@@ -1,0 +1,304 @@
+//! Turning a sale into an order: price every line on the server, check the
+//! tender, take the stock and write the order with its payments, all in
+//! the caller's one transaction. Used by till orders and offline bills.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use rocket::http::Status;
+use uuid::Uuid;
+
+use super::pricing::{self, Method, PriceError, TenderError};
+use crate::{
+    db::{
+        ids::{CustomerId, OrderId, ProductId, StaffId},
+        tenant::{
+            TenantTx,
+            customers::Customer,
+            inventory::{self, Movement, Reason},
+            orders::{Order, OrderLine, OrderView, Payment},
+            products::Product,
+        },
+    },
+    error::{ApiError, ApiResult},
+};
+
+pub const MAX_LINES: usize = 200;
+pub const MAX_PAYMENTS: usize = 10;
+pub const MAX_QUANTITY: i32 = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct SaleLine {
+    pub product_id: ProductId,
+    pub quantity: i32,
+    pub unit_price_minor: Option<i64>,
+    pub discount_minor: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tender {
+    pub method: Method,
+    pub amount_minor: i64,
+    pub reference: Option<String>,
+}
+
+/// A bill recorded by a till while offline.
+#[derive(Debug, Clone, Copy)]
+pub struct OfflineBill {
+    pub client_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sale {
+    pub lines: Vec<SaleLine>,
+    pub payments: Vec<Tender>,
+    pub customer_id: Option<CustomerId>,
+    pub note: Option<String>,
+    pub staff: StaffId,
+    pub currency: String,
+    /// Whether the caller may sell at a price other than the catalog's.
+    pub may_override_price: bool,
+    /// Set for an offline bill: it records a sale that already happened, so
+    /// it takes stock below zero (flagging the product for a count) rather
+    /// than fail, and keeps the till's prices and time.
+    pub offline: Option<OfflineBill>,
+}
+
+fn unprocessable(code: &'static str, message: String) -> ApiError {
+    ApiError::new(Status::UnprocessableEntity, code, message)
+}
+
+fn price_error(i: usize, e: PriceError) -> ApiError {
+    match e {
+        PriceError::Overflow => ApiError::invalid(&format!("lines[{i}]"), e),
+        PriceError::DiscountTooLarge => ApiError::invalid(&format!("lines[{i}].discountMinor"), e),
+    }
+}
+
+/// Checks what needs no database: sizes and ranges.
+pub fn validate(sale: &Sale) -> ApiResult<()> {
+    if sale.lines.is_empty() || sale.lines.len() > MAX_LINES {
+        return Err(ApiError::invalid(
+            "lines",
+            format!("must hold 1 to {MAX_LINES} lines"),
+        ));
+    }
+    if sale.payments.len() > MAX_PAYMENTS {
+        return Err(ApiError::invalid(
+            "payments",
+            format!("must hold at most {MAX_PAYMENTS} payments"),
+        ));
+    }
+    for (i, l) in sale.lines.iter().enumerate() {
+        if !(1..=MAX_QUANTITY).contains(&l.quantity) {
+            return Err(ApiError::invalid(
+                &format!("lines[{i}].quantity"),
+                format!("must be from 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if l.unit_price_minor.is_some_and(|p| p < 0) {
+            return Err(ApiError::invalid(
+                &format!("lines[{i}].unitPriceMinor"),
+                "must not be negative",
+            ));
+        }
+        if l.discount_minor < 0 {
+            return Err(ApiError::invalid(
+                &format!("lines[{i}].discountMinor"),
+                "must not be negative",
+            ));
+        }
+    }
+    for (i, p) in sale.payments.iter().enumerate() {
+        if p.amount_minor <= 0 {
+            return Err(ApiError::invalid(
+                &format!("payments[{i}].amountMinor"),
+                "must be positive",
+            ));
+        }
+        if p.reference
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > 100)
+        {
+            return Err(ApiError::invalid(
+                &format!("payments[{i}].reference"),
+                "must be at most 100 characters",
+            ));
+        }
+    }
+    if sale.note.as_ref().is_some_and(|n| n.chars().count() > 500) {
+        return Err(ApiError::invalid("note", "must be at most 500 characters"));
+    }
+    Ok(())
+}
+
+/// Records `sale` as an order in `tx`. On any error nothing is written
+/// (the caller's transaction rolls back).
+pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
+    validate(sale)?;
+    let merchant = tx.merchant();
+    let order_id = OrderId(Uuid::now_v7());
+    let now = Utc::now();
+    let created_at = sale.offline.map_or(now, |b| b.created_at);
+
+    let ids: Vec<Uuid> = sale.lines.iter().map(|l| l.product_id.0).collect();
+    let products: HashMap<ProductId, Product> = Product::find_many(tx, &ids)?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+
+    let mut lines = Vec::with_capacity(sale.lines.len());
+    let mut take: BTreeMap<ProductId, i64> = BTreeMap::new();
+    for (i, l) in sale.lines.iter().enumerate() {
+        let p = products.get(&l.product_id).ok_or_else(|| {
+            unprocessable(
+                "unknown_product",
+                format!("lines[{i}].productId: no such product"),
+            )
+        })?;
+        if !p.active && sale.offline.is_none() {
+            return Err(unprocessable(
+                "product_inactive",
+                format!("lines[{i}].productId: {} is not for sale", p.sku),
+            ));
+        }
+        let unit = l.unit_price_minor.unwrap_or(p.price_minor);
+        if unit != p.price_minor && !sale.may_override_price && sale.offline.is_none() {
+            return Err(ApiError::forbidden(
+                "price_override_forbidden",
+                format!(
+                    "lines[{i}].unitPriceMinor: selling below or above the catalog price needs the manager role"
+                ),
+            ));
+        }
+        let a = pricing::price_line(l.quantity, unit, l.discount_minor, p.tax_rate_bps)
+            .map_err(|e| price_error(i, e))?;
+        if p.track_stock {
+            *take.entry(p.id).or_default() += i64::from(l.quantity);
+        }
+        lines.push(OrderLine {
+            merchant_id: merchant,
+            order_id,
+            line_no: i32::try_from(i + 1).unwrap_or(i32::MAX),
+            product_id: p.id,
+            sku: p.sku.clone(),
+            name: p.name.clone(),
+            quantity: l.quantity,
+            unit_price_minor: unit,
+            tax_rate_bps: p.tax_rate_bps,
+            gross_minor: a.gross,
+            discount_minor: a.discount,
+            tax_minor: a.tax,
+            total_minor: a.total,
+            refunded_quantity: 0,
+            refunded_minor: 0,
+        });
+    }
+    let sum = |f: fn(&OrderLine) -> i64| -> ApiResult<i64> {
+        lines
+            .iter()
+            .try_fold(0i64, |s, l| s.checked_add(f(l)))
+            .ok_or_else(|| ApiError::invalid("lines", "the order total is too large"))
+    };
+    let (gross, discount, tax, total) = (
+        sum(|l| l.gross_minor)?,
+        sum(|l| l.discount_minor)?,
+        sum(|l| l.tax_minor)?,
+        sum(|l| l.total_minor)?,
+    );
+
+    let tenders: Vec<(Method, i64)> = sale
+        .payments
+        .iter()
+        .map(|p| (p.method, p.amount_minor))
+        .collect();
+    let t = pricing::tender(total, &tenders).map_err(|e| match e {
+        TenderError::Short { .. } => unprocessable("payment_short", format!("payments: {e}")),
+        TenderError::Overpaid { .. } => unprocessable("overpaid", format!("payments: {e}")),
+        TenderError::Overflow => ApiError::invalid("payments", e),
+    })?;
+
+    if let Some(c) = sale.customer_id {
+        Customer::find(tx, c).map_err(|e| match e {
+            diesel::result::Error::NotFound => {
+                unprocessable("unknown_customer", "customerId: no such customer".into())
+            }
+            e => e.into(),
+        })?;
+    }
+
+    // Stock is taken in product id order, so that concurrent orders lock
+    // levels in the same order and cannot deadlock.
+    for (product, qty) in &take {
+        let moved = inventory::apply(
+            tx,
+            &Movement {
+                product: *product,
+                delta: -qty,
+                reason: Reason::Sale,
+                order: Some(order_id),
+                refund: None,
+                staff: Some(sale.staff),
+                note: None,
+                allow_negative: sale.offline.is_some(),
+            },
+        )?;
+        if moved.is_none() {
+            let sku = products.get(product).map_or("?", |p| p.sku.as_str());
+            return Err(ApiError::conflict(
+                "insufficient_stock",
+                format!("not enough stock of {sku} for {qty} unit(s)"),
+            ));
+        }
+    }
+
+    let order = Order {
+        merchant_id: merchant,
+        id: order_id,
+        status: "completed".into(),
+        source: if sale.offline.is_some() {
+            "offline"
+        } else {
+            "till"
+        }
+        .into(),
+        client_bill_id: sale.offline.map(|b| b.client_id),
+        customer_id: sale.customer_id,
+        staff_id: sale.staff,
+        currency: sale.currency.clone(),
+        gross_minor: gross,
+        discount_minor: discount,
+        tax_minor: tax,
+        total_minor: total,
+        tendered_minor: t.tendered,
+        change_minor: t.change,
+        refunded_minor: 0,
+        note: sale.note.clone(),
+        created_at,
+        recorded_at: now,
+        voided_at: None,
+    };
+    let payments: Vec<Payment> = sale
+        .payments
+        .iter()
+        .zip(&t.applied)
+        .map(|(p, applied)| Payment {
+            merchant_id: merchant,
+            id: Uuid::now_v7(),
+            order_id,
+            method: p.method.as_str().into(),
+            tendered_minor: p.amount_minor,
+            amount_minor: *applied,
+            reference: p.reference.clone(),
+            created_at,
+        })
+        .collect();
+    Order::insert(tx, &order, &lines, &payments)?;
+    Ok(OrderView {
+        order,
+        lines,
+        payments,
+        refunds: Vec::new(),
+    })
+}

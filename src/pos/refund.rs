@@ -1,0 +1,251 @@
+//! Refunds and voids of a recorded order.
+//!
+//! Both lock the order first, so two refunds of one order run one after the
+//! other and the second sees what the first refunded: together they can
+//! never return more than was paid, in total or per line.
+//!
+//! A void cancels an order as if it never happened (stock comes back) and
+//! is allowed only before settlement: on the merchant's business day the
+//! order was made (in the merchant's time zone), and only if nothing was
+//! refunded yet. Afterwards, refund it.
+
+use chrono::Utc;
+use rocket::http::Status;
+use uuid::Uuid;
+
+use super::pricing::{Method, refund_share};
+use crate::{
+    db::{
+        ids::{OrderId, ProductId, RefundId, StaffId},
+        tenant::{
+            TenantTx,
+            inventory::{self, Movement, Reason},
+            orders::{Order, OrderView, Refund, RefundLine, RefundView},
+            products::Product,
+        },
+    },
+    error::{ApiError, ApiResult},
+};
+
+#[derive(Debug, Clone)]
+pub enum RefundWhat {
+    /// These quantities of these lines (by line number).
+    Lines(Vec<(i32, i32)>),
+    /// An amount, not tied to any line.
+    Amount(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub what: RefundWhat,
+    pub restock: bool,
+    pub reason: Option<String>,
+    pub method: Option<Method>,
+    pub staff: StaffId,
+}
+
+fn exceeds(message: String) -> ApiError {
+    ApiError::new(Status::UnprocessableEntity, "refund_exceeds_paid", message)
+}
+
+fn tracked(tx: &mut TenantTx<'_>, ids: Vec<Uuid>) -> ApiResult<Vec<ProductId>> {
+    Ok(Product::find_many(tx, &ids)?
+        .into_iter()
+        .filter(|p| p.track_stock)
+        .map(|p| p.id)
+        .collect())
+}
+
+/// Refunds part or all of order `id`.
+pub fn refund(
+    tx: &mut TenantTx<'_>,
+    id: OrderId,
+    req: &RefundRequest,
+) -> ApiResult<(RefundView, OrderView)> {
+    let order = Order::lock(tx, id).map_err(ApiError::or_not_found("order"))?;
+    if order.status == "voided" {
+        return Err(ApiError::conflict(
+            "order_voided",
+            "the order was voided; there is nothing to refund",
+        ));
+    }
+    let remaining = order.total_minor - order.refunded_minor;
+    let refund_id = RefundId(Uuid::now_v7());
+    let (amount, lines) = match &req.what {
+        RefundWhat::Amount(a) => {
+            if *a > remaining {
+                return Err(exceeds(format!(
+                    "amountMinor: {a} is more than the {remaining} left to refund on this order"
+                )));
+            }
+            (*a, Vec::new())
+        }
+        RefundWhat::Lines(wanted) => {
+            let order_lines = Order::lines(tx, id)?;
+            let mut lines = Vec::with_capacity(wanted.len());
+            let mut amount = 0i64;
+            for (i, (line_no, qty)) in wanted.iter().enumerate() {
+                if wanted[..i].iter().any(|(n, _)| n == line_no) {
+                    return Err(ApiError::invalid(
+                        &format!("lines[{i}].lineNo"),
+                        "is listed twice",
+                    ));
+                }
+                let l = order_lines
+                    .iter()
+                    .find(|l| l.line_no == *line_no)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            &format!("lines[{i}].lineNo"),
+                            "no such line on this order",
+                        )
+                    })?;
+                let left = l.quantity - l.refunded_quantity;
+                if *qty > left {
+                    return Err(ApiError::new(
+                        Status::UnprocessableEntity,
+                        "refund_exceeds_quantity",
+                        format!(
+                            "lines[{i}].quantity: only {left} unit(s) of line {line_no} are left to refund"
+                        ),
+                    ));
+                }
+                let share = refund_share(
+                    l.total_minor,
+                    l.quantity,
+                    l.refunded_quantity,
+                    l.refunded_minor,
+                    *qty,
+                );
+                amount += share;
+                lines.push(RefundLine {
+                    merchant_id: order.merchant_id,
+                    refund_id,
+                    order_id: id,
+                    line_no: *line_no,
+                    quantity: *qty,
+                    amount_minor: share,
+                });
+            }
+            if amount > remaining {
+                return Err(exceeds(format!(
+                    "these lines are worth {amount}, more than the {remaining} left to refund on this order"
+                )));
+            }
+            if req.restock {
+                let products: Vec<(i32, ProductId)> = order_lines
+                    .iter()
+                    .map(|l| (l.line_no, l.product_id))
+                    .collect();
+                let ids = products.iter().map(|(_, p)| p.0).collect();
+                let tracked = tracked(tx, ids)?;
+                let mut back: std::collections::BTreeMap<ProductId, i64> = Default::default();
+                for l in &lines {
+                    if let Some((_, p)) = products.iter().find(|(n, _)| *n == l.line_no)
+                        && tracked.contains(p)
+                    {
+                        *back.entry(*p).or_default() += i64::from(l.quantity);
+                    }
+                }
+                for (product, qty) in back {
+                    inventory::apply(
+                        tx,
+                        &Movement {
+                            product,
+                            delta: qty,
+                            reason: Reason::Refund,
+                            order: Some(id),
+                            refund: Some(refund_id),
+                            staff: Some(req.staff),
+                            note: None,
+                            allow_negative: true,
+                        },
+                    )?;
+                }
+            }
+            (amount, lines)
+        }
+    };
+    if amount <= 0 {
+        return Err(exceeds(
+            "there is nothing left to refund on this order".into(),
+        ));
+    }
+    let method = match req.method {
+        Some(m) => m.as_str().to_string(),
+        None => Order::payment_methods(tx, id)?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Method::Cash.as_str().to_string()),
+    };
+    let refund = Refund {
+        merchant_id: order.merchant_id,
+        id: refund_id,
+        order_id: id,
+        amount_minor: amount,
+        method,
+        restock: req.restock && !lines.is_empty(),
+        reason: req.reason.clone(),
+        staff_id: req.staff,
+        created_at: Utc::now(),
+    };
+    Refund::insert(tx, &order, &refund, &lines)?;
+    let order = Order::find(tx, id)?;
+    let view = Order::view(tx, order)?;
+    Ok((RefundView { refund, lines }, view))
+}
+
+/// Voids order `id` if it is not settled yet.
+pub fn void(
+    tx: &mut TenantTx<'_>,
+    id: OrderId,
+    tz: chrono_tz::Tz,
+    staff: StaffId,
+) -> ApiResult<OrderView> {
+    let order = Order::lock(tx, id).map_err(ApiError::or_not_found("order"))?;
+    match order.status.as_str() {
+        "voided" => {
+            return Err(ApiError::conflict(
+                "order_voided",
+                "the order is already voided",
+            ));
+        }
+        "completed" => {}
+        _ => {
+            return Err(ApiError::conflict(
+                "order_refunded",
+                "the order has refunds; refund the rest instead of voiding it",
+            ));
+        }
+    }
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    if order.created_at.with_timezone(&tz).date_naive() != today {
+        return Err(ApiError::conflict(
+            "order_settled",
+            "the order's business day is over and it is settled; refund it instead",
+        ));
+    }
+    let lines = Order::lines(tx, id)?;
+    let tracked = tracked(tx, lines.iter().map(|l| l.product_id.0).collect())?;
+    let mut back: std::collections::BTreeMap<ProductId, i64> = Default::default();
+    for l in lines.iter().filter(|l| tracked.contains(&l.product_id)) {
+        *back.entry(l.product_id).or_default() += i64::from(l.quantity);
+    }
+    for (product, qty) in back {
+        inventory::apply(
+            tx,
+            &Movement {
+                product,
+                delta: qty,
+                reason: Reason::Void,
+                order: Some(id),
+                refund: None,
+                staff: Some(staff),
+                note: None,
+                allow_negative: true,
+            },
+        )?;
+    }
+    let order = Order::void(tx, id)?;
+    Ok(Order::view(tx, order)?)
+}

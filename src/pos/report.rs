@@ -1,0 +1,86 @@
+//! The daily report, in the merchant's time zone.
+//!
+//! A day is the merchant's local calendar day, `[local midnight, next local
+//! midnight)`, which is 23 or 25 hours long across a DST change. Sales count
+//! on the day the order was made; refunds on the day they were given. The
+//! figures are sums over the rows they cover: `salesMinor` = gross −
+//! discounts + tax, `netMinor` = sales − refunds, and the payments per
+//! method add up to the sales.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::{
+    db::tenant::{TenantTx, reports},
+    error::{ApiError, ApiResult},
+};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyReport {
+    pub date: NaiveDate,
+    pub timezone: String,
+    pub currency: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub order_count: i64,
+    pub voided_count: i64,
+    pub gross_sales_minor: i64,
+    pub discounts_minor: i64,
+    pub tax_minor: i64,
+    pub sales_minor: i64,
+    pub refunds_minor: i64,
+    pub refund_count: i64,
+    pub net_minor: i64,
+    pub payments_by_method: BTreeMap<String, i64>,
+    pub refunds_by_method: BTreeMap<String, i64>,
+}
+
+/// The first instant of local day `date` in `tz`.
+pub fn day_start(tz: chrono_tz::Tz, date: NaiveDate) -> ApiResult<DateTime<Utc>> {
+    // Where midnight does not exist (a DST gap), the day starts at the
+    // first local time that does.
+    (0..=3)
+        .find_map(|h| {
+            date.and_hms_opt(h, 0, 0)
+                .and_then(|t| tz.from_local_datetime(&t).earliest())
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| ApiError::invalid("date", "is not a day in the merchant's time zone"))
+}
+
+pub fn daily(
+    tx: &mut TenantTx<'_>,
+    date: NaiveDate,
+    tz: chrono_tz::Tz,
+    currency: &str,
+) -> ApiResult<DailyReport> {
+    let next = date
+        .succ_opt()
+        .ok_or_else(|| ApiError::invalid("date", "is out of range"))?;
+    let (from, to) = (day_start(tz, date)?, day_start(tz, next)?);
+    let s = reports::sales(tx, from, to)?;
+    let payments = reports::payments(tx, from, to)?;
+    let refunds = reports::refunds(tx, from, to)?;
+    let refunds_minor = refunds.iter().map(|r| r.amount).sum();
+    Ok(DailyReport {
+        date,
+        timezone: tz.name().to_string(),
+        currency: currency.to_string(),
+        from,
+        to,
+        order_count: s.orders,
+        voided_count: s.voided,
+        gross_sales_minor: s.gross,
+        discounts_minor: s.discount,
+        tax_minor: s.tax,
+        sales_minor: s.total,
+        refunds_minor,
+        refund_count: refunds.iter().map(|r| r.count).sum(),
+        net_minor: s.total - refunds_minor,
+        payments_by_method: payments.into_iter().map(|p| (p.method, p.amount)).collect(),
+        refunds_by_method: refunds.into_iter().map(|r| (r.method, r.amount)).collect(),
+    })
+}
