@@ -508,3 +508,122 @@ pub fn unmigrate(conn: &mut PgConnection, schema: &str) {
     ))
     .unwrap();
 }
+
+impl TestApp {
+    /// A superuser connection to where `m`'s data lives, and its schema.
+    /// Superusers bypass RLS: for checking what the API did, never for
+    /// driving it.
+    pub fn data_conn(&self, m: &Merchant) -> (PgConnection, String) {
+        let server = Server::get();
+        let (db, schema) = match m.tier {
+            Tier::Shared => (
+                self.db.name.clone(),
+                posd::tenancy::SHARED_SCHEMA.to_string(),
+            ),
+            Tier::Schema => (
+                self.db.name.clone(),
+                posd::tenancy::tenant_schema_name(m.id),
+            ),
+            Tier::Dedicated => (
+                posd::tenancy::tenant_database_name(m.id),
+                posd::tenancy::tenant_schema_name(m.id),
+            ),
+        };
+        let mut conn =
+            PgConnection::establish(&server.superuser_url(&db)).expect("data-plane connection");
+        conn.batch_execute(&format!("SET search_path = \"{schema}\""))
+            .expect("search_path");
+        (conn, schema)
+    }
+
+    /// POST with an `Idempotency-Key`; also tells whether the answer was a
+    /// replay.
+    pub async fn post_idem(
+        &self,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: Value,
+    ) -> (Status, Value, bool) {
+        let res = self
+            .send(
+                rocket::http::Method::Post,
+                path,
+                Some(token),
+                Some(body),
+                &[("Idempotency-Key", key.to_string())],
+            )
+            .await;
+        let status = res.status();
+        let replayed = res.headers().get_one("Idempotent-Replayed") == Some("true");
+        let text = res.into_string().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value, replayed)
+    }
+
+    /// A product with a price, tax rate and, if `stock` is given, tracked
+    /// stock received to that level.
+    pub async fn stocked_product(
+        &self,
+        m: &Merchant,
+        sku: &str,
+        price: i64,
+        tax_bps: i32,
+        stock: Option<i64>,
+    ) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v2/POS/products",
+                &m.token,
+                json!({ "sku": sku, "name": format!("{sku} item"), "priceMinor": price,
+                        "taxRateBps": tax_bps, "trackStock": stock.is_some() }),
+            )
+            .await;
+        assert_eq!(status, Status::Created, "create product: {body}");
+        let id = body["id"].as_str().expect("product id").to_string();
+        if let Some(n) = stock.filter(|n| *n > 0) {
+            let (status, body) = self
+                .post(
+                    "/api/v2/POS/inventory/adjustments",
+                    &m.token,
+                    json!({ "productId": id, "delta": n, "reason": "receive" }),
+                )
+                .await;
+            assert_eq!(status, Status::Created, "receive stock: {body}");
+        }
+        id
+    }
+
+    /// A cash sale of `qty` × `product`, paid exactly; returns the order.
+    pub async fn sell(&self, m: &Merchant, product: &str, qty: i64, cash: i64) -> Value {
+        let (status, body, _) = self
+            .post_idem(
+                "/api/v2/POS/orders",
+                &m.token,
+                &Uuid::new_v4().to_string(),
+                json!({ "lines": [{ "productId": product, "quantity": qty }],
+                        "payments": [{ "method": "cash", "amountMinor": cash }] }),
+            )
+            .await;
+        assert_eq!(status, Status::Created, "sale: {body}");
+        body
+    }
+}
+
+/// The stock level of a product and the sum of its movements, read
+/// directly from the database.
+pub fn stock_and_movements(conn: &mut PgConnection, product: &str) -> (i64, i64) {
+    let level = count(
+        conn,
+        &format!("SELECT on_hand AS n FROM inventory_levels WHERE product_id = '{product}'"),
+    )
+    .unwrap();
+    let moved = count(
+        conn,
+        &format!(
+            "SELECT coalesce(sum(delta), 0)::bigint AS n FROM stock_movements WHERE product_id = '{product}'"
+        ),
+    )
+    .unwrap();
+    (level, moved)
+}

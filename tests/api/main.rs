@@ -4,6 +4,7 @@
 mod common;
 
 mod boot;
+mod catalog;
 mod errors;
 mod isolation;
 mod migrations;
