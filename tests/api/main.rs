@@ -8,6 +8,7 @@ mod catalog;
 mod errors;
 mod isolation;
 mod migrations;
+mod orders;
 mod pools;
 mod products;
 mod routing;

@@ -1,0 +1,536 @@
+//! Orders on every tier: server-side totals, split tender, stock,
+//! idempotency under concurrency, refunds and voids.
+
+use futures_util::future::join_all;
+use rocket::http::Status;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::{TIERS, TestApp, count, stock_and_movements};
+use posd::auth::Role;
+
+const ORDERS: &str = "/api/v2/POS/orders";
+
+fn key() -> String {
+    Uuid::new_v4().to_string()
+}
+
+#[rocket::async_test]
+async fn orders_on_every_tier() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("ord-{}", tier.as_str()), tier).await;
+        let other = t
+            .merchant(&format!("ord-other-{}", tier.as_str()), tier)
+            .await;
+        let cashier = t.staff_token(m.id, Role::Cashier);
+        let coffee = t.stocked_product(&m, "COFFEE", 350, 1000, Some(10)).await;
+        let muffin = t.stocked_product(&m, "MUFFIN", 299, 825, None).await;
+        let (_, cust) = t
+            .post(
+                "/api/v2/POS/customers",
+                &cashier,
+                json!({ "name": "Walk In" }),
+            )
+            .await;
+
+        // 2 × 3.50 at 10% = 7.00 + 0.70; 3 × 2.99 − 0.50 at 8.25% = 8.47 + 0.70 (0.698775 rounds up).
+        let body = json!({
+            "lines": [
+                { "productId": coffee, "quantity": 2 },
+                { "productId": muffin, "quantity": 3, "discountMinor": 50 }
+            ],
+            "payments": [
+                { "method": "card", "amountMinor": 1000, "reference": "auth-123" },
+                { "method": "cash", "amountMinor": 2000 }
+            ],
+            "customerId": cust["id"], "note": "table 4"
+        });
+        let (s, o, replayed) = t.post_idem(ORDERS, &cashier, "order-1", body.clone()).await;
+        assert_eq!(s, Status::Created, "{o}");
+        assert!(!replayed);
+        assert_eq!(o["grossMinor"], 1597);
+        assert_eq!(o["discountMinor"], 50);
+        assert_eq!(o["taxMinor"], 70 + 70);
+        assert_eq!(o["totalMinor"], 1687);
+        assert_eq!(o["tenderedMinor"], 3000);
+        assert_eq!(o["changeMinor"], 1313);
+        assert_eq!(o["currency"], "EUR");
+        assert_eq!(o["status"], "completed");
+        let applied: Vec<i64> = o["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["amountMinor"].as_i64().unwrap())
+            .collect();
+        assert_eq!(applied, [1000, 687], "change comes out of the cash");
+        let id = o["id"].as_str().unwrap().to_string();
+
+        // The same key and body: the same answer, marked as a replay, nothing new.
+        let (s, again, replayed) = t.post_idem(ORDERS, &cashier, "order-1", body.clone()).await;
+        assert_eq!((s, replayed), (Status::Created, true));
+        assert_eq!(again, o);
+        // The same key with another body: 422, nothing new.
+        let mut changed = body.clone();
+        changed["note"] = json!("table 5");
+        let (s, e, _) = t.post_idem(ORDERS, &cashier, "order-1", changed).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::UnprocessableEntity, Some("idempotency_key_reused"))
+        );
+        // Keys are per merchant: the other merchant's "order-1" is its own.
+        let theirs = t.stocked_product(&other, "TEA", 100, 0, None).await;
+        let (s, _, replayed) = t
+            .post_idem(ORDERS, &other.token, "order-1", json!({ "lines": [{ "productId": theirs, "quantity": 1 }], "payments": [{ "method": "cash", "amountMinor": 100 }] }))
+            .await;
+        assert_eq!((s, replayed), (Status::Created, false));
+
+        let (s, got) = t.get(&format!("{ORDERS}/{id}"), &cashier).await;
+        assert_eq!(s, Status::Ok);
+        assert_eq!(got["lines"].as_array().unwrap().len(), 2);
+        assert_eq!(got["customerId"], cust["id"]);
+        let (_, list) = t
+            .get(&format!("{ORDERS}?status=completed&limit=10"), &cashier)
+            .await;
+        assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+        let (mut conn, _) = t.data_conn(&m);
+        assert_eq!(stock_and_movements(&mut conn, &coffee), (8, 8));
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!(
+                    "SELECT count(*) AS n FROM orders WHERE merchant_id = '{}'",
+                    m.id
+                )
+            )
+            .unwrap(),
+            1
+        );
+
+        // Cross-tenant: another merchant cannot read, list, refund or void it,
+        // nor sell this merchant's product or use its customer.
+        let (s, _) = t.get(&format!("{ORDERS}/{id}"), &other.token).await;
+        assert_eq!(s, Status::NotFound);
+        let (_, theirs_list) = t.get(ORDERS, &other.token).await;
+        assert!(
+            theirs_list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["id"] != id.as_str())
+        );
+        let (s, _, _) = t
+            .post_idem(
+                &format!("{ORDERS}/{id}/refunds"),
+                &other.token,
+                &key(),
+                json!({ "amountMinor": 100 }),
+            )
+            .await;
+        assert_eq!(s, Status::NotFound);
+        let (s, _, _) = t
+            .post_idem(
+                &format!("{ORDERS}/{id}/void"),
+                &other.token,
+                &key(),
+                json!(null),
+            )
+            .await;
+        assert_eq!(s, Status::NotFound);
+        let (s, e, _) = t
+            .post_idem(ORDERS, &other.token, &key(), json!({ "lines": [{ "productId": coffee, "quantity": 1 }], "payments": [{ "method": "cash", "amountMinor": 1000 }] }))
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::UnprocessableEntity, Some("unknown_product"))
+        );
+        let (s, e, _) = t
+            .post_idem(ORDERS, &other.token, &key(), json!({ "lines": [{ "productId": theirs, "quantity": 1 }], "payments": [{ "method": "cash", "amountMinor": 100 }], "customerId": cust["id"] }))
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::UnprocessableEntity, Some("unknown_customer"))
+        );
+        assert_eq!(stock_and_movements(&mut conn, &coffee), (8, 8), "untouched");
+    }
+}
+
+#[rocket::async_test]
+async fn bad_orders_are_refused_and_change_nothing() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("bad-{}", tier.as_str()), tier).await;
+        let cashier = t.staff_token(m.id, Role::Cashier);
+        let p = t.stocked_product(&m, "ONE", 1000, 0, Some(1)).await;
+        let cash = |n: i64| json!([{ "method": "cash", "amountMinor": n }]);
+        let cases: Vec<(Value, Status, &str, &str)> = vec![
+            (
+                json!({ "lines": [], "payments": cash(1) }),
+                Status::UnprocessableEntity,
+                "validation_failed",
+                "lines",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 0 }], "payments": cash(1) }),
+                Status::UnprocessableEntity,
+                "validation_failed",
+                "lines[0].quantity",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": "two" }] }),
+                Status::UnprocessableEntity,
+                "invalid_body",
+                "lines[0].quantity",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": [{ "method": "iou", "amountMinor": 1000 }] }),
+                Status::UnprocessableEntity,
+                "invalid_body",
+                "payments[0].method",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": cash(999) }),
+                Status::UnprocessableEntity,
+                "payment_short",
+                "payments",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": [{ "method": "card", "amountMinor": 1500 }] }),
+                Status::UnprocessableEntity,
+                "overpaid",
+                "payments",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 1, "discountMinor": 1001 }], "payments": cash(0) }),
+                Status::UnprocessableEntity,
+                "validation_failed",
+                "payments[0].amountMinor",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 1, "discountMinor": 1001 }] }),
+                Status::UnprocessableEntity,
+                "validation_failed",
+                "lines[0].discountMinor",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 1, "unitPriceMinor": 1 }], "payments": cash(1) }),
+                Status::Forbidden,
+                "price_override_forbidden",
+                "unitPriceMinor",
+            ),
+            (
+                json!({ "lines": [{ "productId": Uuid::new_v4(), "quantity": 1 }], "payments": cash(1) }),
+                Status::UnprocessableEntity,
+                "unknown_product",
+                "lines[0].productId",
+            ),
+            (
+                json!({ "lines": [{ "productId": p, "quantity": 2 }], "payments": cash(2000) }),
+                Status::Conflict,
+                "insufficient_stock",
+                "ONE",
+            ),
+        ];
+        for (body, status, code, field) in cases {
+            let (s, e, _) = t
+                .post_idem(ORDERS, &cashier, "same-key", body.clone())
+                .await;
+            assert_eq!(s, status, "{body} -> {e}");
+            assert_eq!(e["error"]["code"], code, "{body} -> {e}");
+            assert!(
+                e["error"]["message"].as_str().unwrap().contains(field),
+                "{body} -> {e}"
+            );
+        }
+        // No key at all.
+        let (s, e) = t
+            .post(
+                ORDERS,
+                &cashier,
+                json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": cash(1000) }),
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (
+                Status::UnprocessableEntity,
+                Some("idempotency_key_required")
+            )
+        );
+        // Nothing was written, and a failed request left its key free.
+        let (mut conn, _) = t.data_conn(&m);
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM orders").unwrap(),
+            0
+        );
+        assert_eq!(stock_and_movements(&mut conn, &p), (1, 1));
+        let (s, _, replayed) = t
+            .post_idem(
+                ORDERS,
+                &cashier,
+                "same-key",
+                json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": cash(1000) }),
+            )
+            .await;
+        assert_eq!((s, replayed), (Status::Created, false));
+        // A manager may sell at another price.
+        let (s, o, _) = t
+            .post_idem(ORDERS, &m.token, &key(), json!({ "lines": [{ "productId": t.stocked_product(&m, "TWO", 500, 0, None).await, "quantity": 1, "unitPriceMinor": 400 }], "payments": cash(400) }))
+            .await;
+        assert_eq!((s, o["totalMinor"].as_i64()), (Status::Created, Some(400)));
+    }
+}
+
+#[rocket::async_test]
+async fn one_key_sent_twenty_times_at_once_makes_one_order() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("idem-{}", tier.as_str()), tier).await;
+        let p = t.stocked_product(&m, "HOT", 500, 0, Some(100)).await;
+        let body = json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": [{ "method": "card", "amountMinor": 500 }] });
+        let answers =
+            join_all((0..20).map(|_| t.post_idem(ORDERS, &m.token, "the-key", body.clone()))).await;
+        let created: Vec<&Value> = answers
+            .iter()
+            .filter(|(s, _, r)| *s == Status::Created && !r)
+            .map(|(_, b, _)| b)
+            .collect();
+        assert_eq!(created.len(), 1, "{answers:?}");
+        for (s, b, replayed) in &answers {
+            if *s == Status::Created {
+                assert_eq!(
+                    b["id"], created[0]["id"],
+                    "a replay is the original ({replayed})"
+                );
+            } else {
+                assert_eq!(*s, Status::Conflict, "{b}");
+                assert_eq!(b["error"]["code"], "idempotency_key_in_use");
+            }
+        }
+        let (mut conn, _) = t.data_conn(&m);
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM orders").unwrap(),
+            1
+        );
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM payments").unwrap(),
+            1
+        );
+        assert_eq!(stock_and_movements(&mut conn, &p), (99, 99));
+    }
+}
+
+#[rocket::async_test]
+async fn fifty_buyers_for_ten_units() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("rush-{}", tier.as_str()), tier).await;
+        let p = t.stocked_product(&m, "RARE", 100, 0, Some(10)).await;
+        let body = json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": [{ "method": "cash", "amountMinor": 100 }] });
+        let keys: Vec<String> = (0..50).map(|_| key()).collect();
+        let answers = join_all(
+            keys.iter()
+                .map(|k| t.post_idem(ORDERS, &m.token, k, body.clone())),
+        )
+        .await;
+        let ok = answers
+            .iter()
+            .filter(|(s, _, _)| *s == Status::Created)
+            .count();
+        let sold_out = answers
+            .iter()
+            .filter(|(s, b, _)| {
+                *s == Status::Conflict && b["error"]["code"] == "insufficient_stock"
+            })
+            .count();
+        assert_eq!((ok, sold_out), (10, 40), "{answers:?}");
+        let (mut conn, _) = t.data_conn(&m);
+        assert_eq!(stock_and_movements(&mut conn, &p), (0, 0));
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM orders").unwrap(),
+            10
+        );
+    }
+}
+
+#[rocket::async_test]
+async fn refunds_never_exceed_what_was_paid() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("ref-{}", tier.as_str()), tier).await;
+        let cashier = t.staff_token(m.id, Role::Cashier);
+        let p = t.stocked_product(&m, "MUG", 1000, 0, Some(5)).await;
+        // 3 mugs for 30.00, no tax.
+        let o = t.sell(&m, &p, 3, 3000).await;
+        let id = o["id"].as_str().unwrap();
+        let refunds = format!("{ORDERS}/{id}/refunds");
+
+        let (s, _, _) = t
+            .post_idem(&refunds, &cashier, &key(), json!({ "amountMinor": 100 }))
+            .await;
+        assert_eq!(s, Status::Forbidden, "cashiers cannot refund");
+        let (s, e, _) = t
+            .post_idem(
+                &refunds,
+                &m.token,
+                &key(),
+                json!({ "lines": [{ "lineNo": 1, "quantity": 4 }] }),
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::UnprocessableEntity, Some("refund_exceeds_quantity"))
+        );
+        let (s, e, _) = t
+            .post_idem(&refunds, &m.token, &key(), json!({ "amountMinor": 3001 }))
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::UnprocessableEntity, Some("refund_exceeds_paid"))
+        );
+        let (s, e, _) = t
+            .post_idem(
+                &refunds,
+                &m.token,
+                &key(),
+                json!({ "amountMinor": 5, "lines": [{ "lineNo": 1, "quantity": 1 }] }),
+            )
+            .await;
+        assert_eq!(s, Status::UnprocessableEntity, "{e}");
+        let (s, e, _) = t
+            .post_idem(
+                &refunds,
+                &m.token,
+                &key(),
+                json!({ "lines": [{ "lineNo": 2, "quantity": 1 }] }),
+            )
+            .await;
+        assert_eq!(s, Status::UnprocessableEntity, "{e}");
+
+        // One mug back on the shelf, refunded to the cash it was paid with.
+        let k = key();
+        let (s, r, _) = t.post_idem(&refunds, &m.token, &k, json!({ "lines": [{ "lineNo": 1, "quantity": 1 }], "restock": true, "reason": "chipped" })).await;
+        assert_eq!(s, Status::Created, "{r}");
+        assert_eq!(
+            (
+                r["refund"]["amountMinor"].as_i64(),
+                r["refund"]["method"].as_str()
+            ),
+            (Some(1000), Some("cash"))
+        );
+        assert_eq!(r["order"]["status"], "partially_refunded");
+        let (s, again, replayed) = t.post_idem(&refunds, &m.token, &k, json!({ "lines": [{ "lineNo": 1, "quantity": 1 }], "restock": true, "reason": "chipped" })).await;
+        assert_eq!((s, replayed, &again), (Status::Created, true, &r));
+
+        // Two refunds of 15.00 race for the 20.00 left: exactly one wins.
+        let race_keys = [key(), key()];
+        let race = join_all(
+            race_keys
+                .iter()
+                .map(|k| t.post_idem(&refunds, &m.token, k, json!({ "amountMinor": 1500 }))),
+        )
+        .await;
+        let won: Vec<_> = race
+            .iter()
+            .filter(|(s, _, _)| *s == Status::Created)
+            .collect();
+        assert_eq!(won.len(), 1, "{race:?}");
+        assert!(
+            race.iter()
+                .any(|(s, b, _)| *s == Status::UnprocessableEntity
+                    && b["error"]["code"] == "refund_exceeds_paid")
+        );
+        // The 5.00 left goes; then nothing more.
+        let (s, r, _) = t
+            .post_idem(&refunds, &m.token, &key(), json!({ "amountMinor": 500 }))
+            .await;
+        assert_eq!(
+            (s, r["order"]["status"].as_str()),
+            (Status::Created, Some("refunded"))
+        );
+        let (s, _, _) = t
+            .post_idem(&refunds, &m.token, &key(), json!({ "amountMinor": 1 }))
+            .await;
+        assert_eq!(s, Status::UnprocessableEntity);
+
+        let (mut conn, _) = t.data_conn(&m);
+        let refunded = count(
+            &mut conn,
+            &format!("SELECT sum(amount_minor)::bigint AS n FROM refunds WHERE order_id = '{id}'"),
+        )
+        .unwrap();
+        assert_eq!(refunded, 3000);
+        assert_eq!(
+            stock_and_movements(&mut conn, &p),
+            (3, 3),
+            "5 − 3 sold + 1 restocked"
+        );
+        // A refunded order cannot be voided.
+        let (s, e, _) = t
+            .post_idem(
+                &format!("{ORDERS}/{id}/void"),
+                &m.token,
+                &key(),
+                json!(null),
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::Conflict, Some("order_refunded"))
+        );
+    }
+}
+
+#[rocket::async_test]
+async fn voids_restock_and_only_before_settlement() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("void-{}", tier.as_str()), tier).await;
+        let cashier = t.staff_token(m.id, Role::Cashier);
+        let p = t.stocked_product(&m, "LAMP", 2500, 0, Some(4)).await;
+        let o = t.sell(&m, &p, 2, 2500 * 2).await;
+        let id = o["id"].as_str().unwrap();
+        let void = format!("{ORDERS}/{id}/void");
+        let (s, _, _) = t.post_idem(&void, &cashier, &key(), json!(null)).await;
+        assert_eq!(s, Status::Forbidden);
+        let (s, v, _) = t.post_idem(&void, &m.token, "void-1", json!(null)).await;
+        assert_eq!(
+            (s, v["status"].as_str()),
+            (Status::Ok, Some("voided")),
+            "{v}"
+        );
+        let (s, again, replayed) = t.post_idem(&void, &m.token, "void-1", json!(null)).await;
+        assert_eq!((s, replayed, &again), (Status::Ok, true, &v));
+        let (s, e, _) = t.post_idem(&void, &m.token, &key(), json!(null)).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::Conflict, Some("order_voided"))
+        );
+        let (mut conn, _) = t.data_conn(&m);
+        assert_eq!(stock_and_movements(&mut conn, &p), (4, 4));
+
+        // An order from an earlier business day is settled: refund it instead.
+        let old = t.sell(&m, &p, 1, 2500).await;
+        let old_id = old["id"].as_str().unwrap();
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!(
+                "UPDATE orders SET created_at = now() - interval '2 days' WHERE id = '{old_id}'"
+            )),
+            &mut conn,
+        )
+        .unwrap();
+        let (s, e, _) = t
+            .post_idem(
+                &format!("{ORDERS}/{old_id}/void"),
+                &m.token,
+                &key(),
+                json!(null),
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::Conflict, Some("order_settled"))
+        );
+    }
+}
