@@ -41,7 +41,7 @@ async fn daily_report_equals_the_sum_of_its_orders() {
             .await;
         let a = t.stocked_product(&m, "A", 1000, 2000, None).await;
         let b = t.stocked_product(&m, "B", 550, 550, None).await;
-        let mut order = |lines: serde_json::Value, payments: serde_json::Value| {
+        let order = |lines: serde_json::Value, payments: serde_json::Value| {
             let t = &t;
             let token = m.token.clone();
             async move {
@@ -97,7 +97,7 @@ async fn daily_report_equals_the_sum_of_its_orders() {
             )
             .await;
         assert_eq!(s, Status::Ok);
-        let mut refund = |id: String, body: serde_json::Value| {
+        let refund = |id: String, body: serde_json::Value| {
             let t = &t;
             let token = m.token.clone();
             async move {
