@@ -534,3 +534,67 @@ async fn voids_restock_and_only_before_settlement() {
         );
     }
 }
+
+#[rocket::async_test]
+async fn expired_keys_and_abandoned_claims_are_taken_over() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("exp-{}", tier.as_str()), tier).await;
+        let p = t.stocked_product(&m, "GUM", 100, 0, None).await;
+        let body = |n: i64| json!({ "lines": [{ "productId": p, "quantity": n }], "payments": [{ "method": "cash", "amountMinor": 100 * n }] });
+        let (s, first, _) = t.post_idem(ORDERS, &m.token, "k-expire", body(1)).await;
+        assert_eq!(s, Status::Created);
+        let (mut conn, _) = t.data_conn(&m);
+        let retention = count(
+            &mut conn,
+            "SELECT extract(epoch FROM expires_at - locked_at)::bigint AS n FROM idempotency_keys WHERE key = 'k-expire'",
+        )
+        .unwrap();
+        assert_eq!(retention, 24 * 3600, "the default retention is 24 h");
+
+        // Once expired, the key is free again: another body makes a new order.
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'k-expire'"),
+            &mut conn,
+        )
+        .unwrap();
+        let (s, second, replayed) = t.post_idem(ORDERS, &m.token, "k-expire", body(2)).await;
+        assert_eq!((s, replayed), (Status::Created, false), "{second}");
+        assert_ne!(second["id"], first["id"]);
+
+        // A claim left in flight by a process that died: 409 while fresh,
+        // taken over by the same request once stale.
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!(
+                "INSERT INTO idempotency_keys (merchant_id, key, request_hash, locked_at, expires_at)
+                 SELECT '{}', 'k-stale', request_hash, now(), now() + interval '1 day'
+                   FROM idempotency_keys WHERE key = 'k-expire'",
+                m.id
+            )),
+            &mut conn,
+        )
+        .unwrap();
+        let (s, e, _) = t.post_idem(ORDERS, &m.token, "k-stale", body(2)).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::Conflict, Some("idempotency_key_in_use"))
+        );
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("UPDATE idempotency_keys SET locked_at = now() - interval '2 minutes' WHERE key = 'k-stale'"),
+            &mut conn,
+        )
+        .unwrap();
+        let (s, e, _) = t.post_idem(ORDERS, &m.token, "k-stale", body(1)).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::UnprocessableEntity, Some("idempotency_key_reused")),
+            "another body is still refused"
+        );
+        let (s, _, replayed) = t.post_idem(ORDERS, &m.token, "k-stale", body(2)).await;
+        assert_eq!((s, replayed), (Status::Created, false));
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM orders").unwrap(),
+            3
+        );
+    }
+}
