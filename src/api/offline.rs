@@ -159,16 +159,6 @@ async fn offline_bills(
         .run(move |tx| {
             let mut results = Vec::with_capacity(prepared.len());
             for (index, (client_id, sale)) in prepared.into_iter().enumerate() {
-                let sale = match sale {
-                    Ok(s) => s,
-                    Err(e) => {
-                        results.push(rejected(index, client_id, &e));
-                        continue;
-                    }
-                };
-                let Some(offline) = sale.offline else {
-                    continue;
-                };
                 let duplicate = |order_id| BillResult {
                     index,
                     client_id,
@@ -176,10 +166,21 @@ async fn offline_bills(
                     order_id: Some(order_id),
                     error: None,
                 };
-                if let Some(existing) = Order::find_by_client_bill(tx, offline.client_id)? {
+                // A bill already applied is a duplicate, even if it would
+                // not pass today's checks (it may have grown old).
+                if let Some(c) = client_id
+                    && let Some(existing) = Order::find_by_client_bill(tx, c)?
+                {
                     results.push(duplicate(existing));
                     continue;
                 }
+                let sale = match sale {
+                    Ok(s) => s,
+                    Err(e) => {
+                        results.push(rejected(index, client_id, &e));
+                        continue;
+                    }
+                };
                 match tx.savepoint(|tx| checkout::checkout(tx, &sale)) {
                     Ok(view) => results.push(BillResult {
                         index,
@@ -190,7 +191,11 @@ async fn offline_bills(
                     }),
                     // The same bill applied by a concurrent batch.
                     Err(e) if e.code == "conflict" => {
-                        match Order::find_by_client_bill(tx, offline.client_id)? {
+                        match client_id
+                            .map(|c| Order::find_by_client_bill(tx, c))
+                            .transpose()?
+                            .flatten()
+                        {
                             Some(existing) => results.push(duplicate(existing)),
                             None => results.push(rejected(index, client_id, &e)),
                         }

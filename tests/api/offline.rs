@@ -54,6 +54,7 @@ async fn a_batch_sent_twice_is_applied_once() {
             bill(&other_product(&t, &other).await, 1, 100, 50), // another merchant's product
             bill(&bread, 1, 300, 40),
         ]});
+        let batch_bill0 = batch["bills"][0].clone();
         let (s, first) = t.post(BILLS, &cashier, batch.clone()).await;
         assert_eq!(s, Status::Ok, "{first}");
         assert_eq!(
@@ -112,6 +113,13 @@ async fn a_batch_sent_twice_is_applied_once() {
                 first["results"][i]["orderId"]
             );
         }
+
+        // A bill already applied stays a duplicate even when it would no
+        // longer pass today's checks.
+        let mut old = batch_bill0.clone();
+        old["createdAt"] = json!((Utc::now() - Duration::days(200)).to_rfc3339());
+        let (_, third) = t.post(BILLS, &cashier, json!({ "bills": [old] })).await;
+        assert_eq!(statuses(&third), ["duplicate"]);
 
         let (mut conn, _) = t.data_conn(&m);
         assert_eq!(
