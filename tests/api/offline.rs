@@ -179,3 +179,44 @@ async fn other_product(t: &TestApp, other: &crate::common::Merchant) -> String {
     )
     .await
 }
+
+/// A full batch is larger than other bodies may be, and still has a limit.
+#[rocket::async_test]
+async fn batches_have_a_larger_body_limit() {
+    let t = TestApp::new().await;
+    let m = t.merchant("off-big", posd::tenancy::Tier::Shared).await;
+    let p = t.stocked_product(&m, "PEN", 10, 0, None).await;
+    let bill = |i: i64| {
+        json!({
+            "clientId": Uuid::new_v4(),
+            "createdAt": (Utc::now() - Duration::minutes(i)).to_rfc3339(),
+            "lines": (0..10).map(|_| json!({ "productId": p, "quantity": 1, "unitPriceMinor": 10 })).collect::<Vec<_>>(),
+            "payments": [{ "method": "cash", "amountMinor": 100, "reference": "x".repeat(90) }],
+            "note": "n".repeat(400)
+        })
+    };
+    let batch = json!({ "bills": (0..100).map(bill).collect::<Vec<_>>() });
+    assert!(
+        batch.to_string().len() > 128 * 1024,
+        "bigger than the default JSON limit"
+    );
+    let (s, body) = t.post(BILLS, &m.token, batch).await;
+    assert_eq!(s, Status::Ok, "{body}");
+    assert_eq!(body["created"], 100);
+    // The same size is too large for an order.
+    let huge =
+        json!({ "lines": [{ "productId": p, "quantity": 1 }], "note": "n".repeat(100 * 1024) });
+    let (s, e, _) = t
+        .post_idem("/api/v2/POS/orders", &m.token, "big", huge)
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (Status::PayloadTooLarge, Some("payload_too_large"))
+    );
+    let too_big = json!({ "bills": [{ "note": "n".repeat(1024 * 1024 + 1) }] });
+    let (s, e) = t.post(BILLS, &m.token, too_big).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (Status::PayloadTooLarge, Some("payload_too_large"))
+    );
+}
