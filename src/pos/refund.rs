@@ -9,6 +9,8 @@
 //! order was made (in the merchant's time zone), and only if nothing was
 //! refunded yet. Afterwards, refund it.
 
+use std::collections::BTreeMap;
+
 use chrono::Utc;
 use rocket::http::Status;
 use uuid::Uuid;
@@ -20,7 +22,7 @@ use crate::{
         tenant::{
             TenantTx,
             inventory::{self, Movement, Reason},
-            orders::{Order, OrderView, Refund, RefundLine, RefundView},
+            orders::{Order, OrderLine, OrderView, Refund, RefundLine, RefundView},
             products::Product,
         },
     },
@@ -48,12 +50,48 @@ fn exceeds(message: String) -> ApiError {
     ApiError::new(Status::UnprocessableEntity, "refund_exceeds_paid", message)
 }
 
-fn tracked(tx: &mut TenantTx<'_>, ids: Vec<Uuid>) -> ApiResult<Vec<ProductId>> {
-    Ok(Product::find_many(tx, &ids)?
+/// Puts `units` (line number, quantity) of the order's `lines` back on the
+/// shelf: one movement per product whose stock is tracked, in product id
+/// order (the order sales take stock in, so they cannot deadlock).
+fn put_back(
+    tx: &mut TenantTx<'_>,
+    order: OrderId,
+    lines: &[OrderLine],
+    units: &[(i32, i32)],
+    reason: Reason,
+    refund: Option<RefundId>,
+    staff: StaffId,
+) -> ApiResult<()> {
+    let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id.0).collect();
+    let tracked: Vec<ProductId> = Product::find_many(tx, &ids)?
         .into_iter()
         .filter(|p| p.track_stock)
         .map(|p| p.id)
-        .collect())
+        .collect();
+    let mut back: BTreeMap<ProductId, i64> = BTreeMap::new();
+    for (line_no, qty) in units {
+        if let Some(l) = lines.iter().find(|l| l.line_no == *line_no)
+            && tracked.contains(&l.product_id)
+        {
+            *back.entry(l.product_id).or_default() += i64::from(*qty);
+        }
+    }
+    for (product, qty) in back {
+        inventory::apply(
+            tx,
+            &Movement {
+                product,
+                delta: qty,
+                reason,
+                order: Some(order),
+                refund,
+                staff: Some(staff),
+                note: None,
+                allow_negative: true,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Refunds part or all of order `id`.
@@ -133,35 +171,17 @@ pub fn refund(
                 )));
             }
             if req.restock {
-                let products: Vec<(i32, ProductId)> = order_lines
-                    .iter()
-                    .map(|l| (l.line_no, l.product_id))
-                    .collect();
-                let ids = products.iter().map(|(_, p)| p.0).collect();
-                let tracked = tracked(tx, ids)?;
-                let mut back: std::collections::BTreeMap<ProductId, i64> = Default::default();
-                for l in &lines {
-                    if let Some((_, p)) = products.iter().find(|(n, _)| *n == l.line_no)
-                        && tracked.contains(p)
-                    {
-                        *back.entry(*p).or_default() += i64::from(l.quantity);
-                    }
-                }
-                for (product, qty) in back {
-                    inventory::apply(
-                        tx,
-                        &Movement {
-                            product,
-                            delta: qty,
-                            reason: Reason::Refund,
-                            order: Some(id),
-                            refund: Some(refund_id),
-                            staff: Some(req.staff),
-                            note: None,
-                            allow_negative: true,
-                        },
-                    )?;
-                }
+                let units: Vec<(i32, i32)> =
+                    lines.iter().map(|l| (l.line_no, l.quantity)).collect();
+                put_back(
+                    tx,
+                    id,
+                    &order_lines,
+                    &units,
+                    Reason::Refund,
+                    Some(refund_id),
+                    req.staff,
+                )?;
             }
             (amount, lines)
         }
@@ -226,26 +246,8 @@ pub fn void(
         ));
     }
     let lines = Order::lines(tx, id)?;
-    let tracked = tracked(tx, lines.iter().map(|l| l.product_id.0).collect())?;
-    let mut back: std::collections::BTreeMap<ProductId, i64> = Default::default();
-    for l in lines.iter().filter(|l| tracked.contains(&l.product_id)) {
-        *back.entry(l.product_id).or_default() += i64::from(l.quantity);
-    }
-    for (product, qty) in back {
-        inventory::apply(
-            tx,
-            &Movement {
-                product,
-                delta: qty,
-                reason: Reason::Void,
-                order: Some(id),
-                refund: None,
-                staff: Some(staff),
-                note: None,
-                allow_negative: true,
-            },
-        )?;
-    }
+    let units: Vec<(i32, i32)> = lines.iter().map(|l| (l.line_no, l.quantity)).collect();
+    put_back(tx, id, &lines, &units, Reason::Void, None, staff)?;
     let order = Order::void(tx, id)?;
     Ok(Order::view(tx, order)?)
 }
