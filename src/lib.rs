@@ -27,8 +27,11 @@ pub use app::{App, BootError, boot};
 pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
     let listener_url = app.settings.app_database_url.clone();
     let directory = app.directory.clone();
+    let metrics = api::metrics::Metrics::new();
     let mut rocket = rocket::custom(figment)
         .manage(app)
+        .manage(metrics.clone())
+        .attach(api::metrics::Recorder(metrics))
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(
             "placement listener",

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod health;
 pub mod idempotent;
 pub mod inventory;
+pub mod metrics;
 pub mod offline;
 pub mod orders;
 pub mod params;
@@ -28,6 +29,7 @@ pub const PREFIX: &str = "/api/v2/POS";
 pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
     vec![
         ("/", health::routes()),
+        ("/", metrics::routes()),
         (PREFIX, auth::routes()),
         (PREFIX, products::routes()),
         (PREFIX, categories::routes()),

@@ -7,6 +7,7 @@ mod boot;
 mod catalog;
 mod errors;
 mod isolation;
+mod metrics;
 mod migrations;
 mod offline;
 mod orders;
