@@ -101,6 +101,7 @@ impl ApiError {
             413 => ("payload_too_large", "the request body is too large"),
             415 => ("unsupported_media_type", "send application/json"),
             422 => ("unprocessable_entity", "the request body is invalid"),
+            429 => ("too_many_requests", "too many requests"),
             503 => ("service_unavailable", "temporarily unavailable"),
             500..=599 => ("internal_error", "internal server error"),
             _ => ("error", "request failed"),

@@ -31,6 +31,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
     let mut rocket = rocket::custom(figment)
         .manage(app)
         .manage(metrics.clone())
+        .manage(api::auth::LoginLimiter::default())
         .attach(api::metrics::Recorder(metrics))
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(

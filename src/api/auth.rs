@@ -1,7 +1,15 @@
 //! `POST /auth/login`: staff credentials for a token.
+//!
+//! Attempts are rate-limited per merchant and email (guessing one staff
+//! member's password) and per client address (spraying many accounts);
+//! past the limit the answer is 429 with `Retry-After`, before any
+//! password is checked.
+
+use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
 use chrono::{DateTime, Utc};
-use rocket::{Route, State, post, routes, serde::json::Json, tokio};
+use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
+use rocket::{Route, State, http::Status, post, routes, serde::json::Json, tokio};
 use serde::{Deserialize, Serialize};
 
 use super::Body;
@@ -31,14 +39,71 @@ struct Token {
 
 fn bad_credentials() -> ApiError {
     ApiError::new(
-        rocket::http::Status::Unauthorized,
+        Status::Unauthorized,
         "invalid_credentials",
         "merchant, email or password is wrong",
     )
 }
 
+/// Attempts per merchant and email: a burst of 10, then one per 30 s.
+const ACCOUNT_BURST: u32 = 10;
+const ACCOUNT_PERIOD: Duration = Duration::from_secs(30);
+/// Attempts per client address: a burst of 100, then 2 per second.
+const ADDRESS_BURST: u32 = 100;
+const ADDRESS_PERIOD: Duration = Duration::from_millis(500);
+/// Keys kept before forgetting those whose limit has fully recovered.
+const MAX_KEYS: usize = 100_000;
+
+/// The login rate limits.
+pub struct LoginLimiter {
+    accounts: DefaultKeyedRateLimiter<(String, String)>,
+    addresses: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+fn quota(period: Duration, burst: u32) -> Quota {
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        LoginLimiter {
+            accounts: DefaultKeyedRateLimiter::keyed(quota(ACCOUNT_PERIOD, ACCOUNT_BURST)),
+            addresses: DefaultKeyedRateLimiter::keyed(quota(ADDRESS_PERIOD, ADDRESS_BURST)),
+        }
+    }
+}
+
+impl LoginLimiter {
+    /// Takes one attempt for this account and address, or says how long to wait.
+    fn check(&self, merchant: &str, email: &str, address: Option<IpAddr>) -> Result<(), Duration> {
+        if self.accounts.len() > MAX_KEYS {
+            self.accounts.retain_recent();
+        }
+        if self.addresses.len() > MAX_KEYS {
+            self.addresses.retain_recent();
+        }
+        let clock = governor::clock::DefaultClock::default();
+        if let Some(ip) = address {
+            self.addresses
+                .check_key(&ip)
+                .map_err(|n| n.wait_time_from(clock.now()))?;
+        }
+        self.accounts
+            .check_key(&(merchant.to_lowercase(), email.to_lowercase()))
+            .map_err(|n| n.wait_time_from(clock.now()))
+    }
+}
+
 #[post("/auth/login", data = "<body>")]
-async fn login(app: &State<App>, body: Body<Login>) -> ApiResult<Json<Token>> {
+async fn login(
+    app: &State<App>,
+    limiter: &State<LoginLimiter>,
+    address: Option<IpAddr>,
+    body: Body<Login>,
+) -> ApiResult<Json<Token>> {
     let Login {
         merchant,
         email,
@@ -46,6 +111,15 @@ async fn login(app: &State<App>, body: Body<Login>) -> ApiResult<Json<Token>> {
     } = body.0;
     if merchant.len() > 100 || email.len() > 320 || pw.len() > 1024 {
         return Err(bad_credentials());
+    }
+    if let Err(wait) = limiter.check(&merchant, &email, address) {
+        let mut e = ApiError::new(
+            Status::TooManyRequests,
+            "too_many_attempts",
+            "too many login attempts; wait before trying again",
+        );
+        e.retry_after = Some(wait.as_secs().max(1));
+        return Err(e);
     }
     let user = app
         .platform(move |p| Ok(StaffUser::find_for_login(p, &merchant, &email)?))

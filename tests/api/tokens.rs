@@ -173,3 +173,53 @@ async fn login_gives_one_answer_for_every_wrong_credential() {
     assert_eq!(ok["role"], "owner");
     assert!(ok["expiresAt"].as_str().unwrap().ends_with('Z'));
 }
+
+/// Guessing one account's password is cut off after a burst, before any
+/// password is checked; other accounts are not affected.
+#[rocket::async_test]
+async fn login_attempts_are_rate_limited_per_account() {
+    let t = TestApp::new().await;
+    t.shared_merchant("brute-shop").await;
+    t.shared_merchant("calm-shop").await;
+    let login = |merchant: &str, password: &str| json!({ "merchant": merchant, "email": format!("owner@{merchant}.test"), "password": password });
+    // The merchant's creation logged its owner in once: 9 more make 10.
+    for i in 0..9 {
+        let (status, _) = t
+            .request(
+                Method::Post,
+                "/api/v2/POS/auth/login",
+                None,
+                Some(login("brute-shop", &format!("guess {i} guess"))),
+            )
+            .await;
+        assert_eq!(status, Status::Unauthorized);
+    }
+    let res = t
+        .send(
+            Method::Post,
+            "/api/v2/POS/auth/login",
+            None,
+            Some(login("BRUTE-SHOP", "correct horse battery")),
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    let retry: u64 = res
+        .headers()
+        .get_one("Retry-After")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    let body: serde_json::Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    let (status, _) = t
+        .request(
+            Method::Post,
+            "/api/v2/POS/auth/login",
+            None,
+            Some(login("calm-shop", "correct horse battery")),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+}
