@@ -243,6 +243,20 @@ async fn bad_orders_are_refused_and_change_nothing() {
                 "{body} -> {e}"
             );
         }
+        for (query, field) in [
+            ("status=lost", "status"),
+            ("from=yesterday", "from"),
+            ("to=2026-13-01T00:00:00Z", "to"),
+            ("limit=0", "limit"),
+            ("cursor=x", "cursor"),
+        ] {
+            let (s, e) = t.get(&format!("{ORDERS}?{query}"), &cashier).await;
+            assert_eq!(s, Status::UnprocessableEntity, "{query} -> {e}");
+            assert!(
+                e["error"]["message"].as_str().unwrap().starts_with(field),
+                "{query} -> {e}"
+            );
+        }
         // No key at all.
         let (s, e) = t
             .post(
