@@ -29,6 +29,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
     let directory = app.directory.clone();
     let mut rocket = rocket::custom(figment)
         .manage(app)
+        .manage(auth::revocation::StaffStates::default())
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(
             "placement listener",

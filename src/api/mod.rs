@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod categories;
 pub mod customers;
+pub mod docs;
 pub mod health;
 pub mod idempotent;
 pub mod inventory;
@@ -13,6 +14,7 @@ pub mod orders;
 pub mod params;
 pub mod products;
 pub mod reports;
+pub mod staff;
 
 use rocket::{
     Catcher, Request, Route,
@@ -28,6 +30,7 @@ pub const PREFIX: &str = "/api/v2/POS";
 pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
     vec![
         ("/", health::routes()),
+        ("/", docs::routes()),
         (PREFIX, auth::routes()),
         (PREFIX, products::routes()),
         (PREFIX, categories::routes()),
@@ -36,6 +39,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, orders::routes()),
         (PREFIX, reports::routes()),
         (PREFIX, offline::routes()),
+        (PREFIX, staff::routes()),
         (PREFIX, admin::routes()),
     ]
 }

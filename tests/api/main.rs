@@ -4,10 +4,12 @@
 mod common;
 
 mod boot;
+mod docs;
 mod errors;
 mod isolation;
 mod migrations;
 mod pools;
 mod products;
 mod routing;
+mod staff;
 mod tokens;
