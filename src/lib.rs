@@ -33,6 +33,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         .manage(metrics.clone())
         .manage(api::auth::LoginLimiter::default())
         .attach(api::metrics::Recorder(metrics))
+        .manage(auth::revocation::StaffStates::default())
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(
             "placement listener",

@@ -7,8 +7,9 @@ use rocket::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{OpenApi, ToSchema};
 
-use super::Body;
+use super::{Body, docs};
 use crate::{
     app::App,
     auth::{guards::PlatformAdmin, password},
@@ -30,7 +31,7 @@ use crate::{
     },
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateMerchant {
     slug: String,
@@ -46,7 +47,7 @@ fn default_plan() -> String {
     "standard".into()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewOwner {
     email: String,
@@ -106,6 +107,8 @@ fn validate_email(email: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(post, path = "/admin/merchants", tag = "admin", security(("admin" = [])), request_body = CreateMerchant,
+    responses((status = 201, body = Merchant), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 409, response = docs::Conflict), (status = 422, response = docs::Invalid)))]
 #[post("/admin/merchants", data = "<body>")]
 async fn create_merchant(
     admin: PlatformAdmin,
@@ -165,7 +168,7 @@ async fn create_merchant(
     Ok(Custom(Status::Created, Json(merchant)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TenantView {
     #[serde(flatten)]
@@ -191,6 +194,8 @@ fn tenant_view(app: &App, m: Merchant, migration_version: Option<String>) -> Ten
     }
 }
 
+#[utoipa::path(get, path = "/admin/tenants", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "`{items: [tenant], pools}`", body = Object), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable)))]
 #[get("/admin/tenants")]
 async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json<Value>> {
     let merchants = app.platform(|p| Ok(Merchant::list(p)?)).await?;
@@ -208,6 +213,8 @@ async fn find_merchant(app: &App, id: MerchantId) -> ApiResult<Merchant> {
         .await
 }
 
+#[utoipa::path(get, path = "/admin/tenants/{id}", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = TenantView), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 404, response = docs::NotFound)))]
 #[get("/admin/tenants/<id>")]
 async fn get_tenant(
     _admin: PlatformAdmin,
@@ -223,7 +230,7 @@ async fn get_tenant(
     Ok(Json(tenant_view(app, m, version)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Provision {
     merchant_id: MerchantId,
@@ -231,6 +238,9 @@ struct Provision {
     database_url: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/tenant/provision", tag = "admin", security(("admin" = [])), request_body = Provision,
+    responses((status = 201, description = "`{run}`: the provisioning run", body = Object), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable),
+        (status = 422, description = "`provisioning_failed` (with `run`: the failed step and why) or an invalid body", body = docs::ErrorEnvelope)))]
 #[post("/admin/tenant/provision", data = "<body>")]
 async fn provision(
     admin: PlatformAdmin,
@@ -303,6 +313,8 @@ async fn set_status(
     Ok(Json(m))
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/suspend", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = Merchant), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 404, response = docs::NotFound)))]
 #[post("/admin/tenants/<id>/suspend")]
 async fn suspend(
     admin: PlatformAdmin,
@@ -312,6 +324,8 @@ async fn suspend(
     set_status(app, admin, id, "suspended").await
 }
 
+#[utoipa::path(post, path = "/admin/tenants/{id}/resume", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = Merchant), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 404, response = docs::NotFound)))]
 #[post("/admin/tenants/<id>/resume")]
 async fn resume(
     admin: PlatformAdmin,
@@ -321,7 +335,7 @@ async fn resume(
     set_status(app, admin, id, "active").await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MigrateTenants {
     #[serde(default)]
@@ -333,6 +347,8 @@ struct MigrateTenants {
 
 /// Runs pending tenant migrations over the selection and answers every
 /// tenant's outcome.
+#[utoipa::path(post, path = "/admin/tenants/migrate", tag = "admin", security(("admin" = [])), request_body = MigrateTenants,
+    responses((status = 200, description = "The run and every tenant's outcome", body = Object), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 422, response = docs::Invalid)))]
 #[post("/admin/tenants/migrate", data = "<body>")]
 async fn migrate_tenants(
     admin: PlatformAdmin,
@@ -372,6 +388,18 @@ async fn migrate_tenants(
     }
     Ok(Json(report))
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(
+    create_merchant,
+    list_tenants,
+    get_tenant,
+    provision,
+    suspend,
+    resume,
+    migrate_tenants
+))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![

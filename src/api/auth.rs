@@ -12,7 +12,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use rocket::{Route, State, http::Status, post, routes, serde::json::Json, tokio};
 use serde::{Deserialize, Serialize};
 
-use super::Body;
+use utoipa::{OpenApi, ToSchema};
+
+use super::{Body, docs};
 use crate::{
     app::App,
     auth::{Role, password},
@@ -20,17 +22,19 @@ use crate::{
     error::{ApiError, ApiResult},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Login {
+    /// The merchant's slug.
     merchant: String,
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Token {
+    /// A staff JWT: send it as `Authorization: Bearer <token>`.
     token: String,
     expires_at: DateTime<Utc>,
     merchant_id: MerchantId,
@@ -97,6 +101,16 @@ impl LoginLimiter {
     }
 }
 
+/// Staff credentials for a token. A wrong merchant, email or password all
+/// answer the same 401.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
+    responses(
+        (status = 200, body = Token),
+        (status = 401, description = "`invalid_credentials`", body = docs::ErrorEnvelope),
+        (status = 403, description = "`merchant_suspended`", body = docs::ErrorEnvelope),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/auth/login", data = "<body>")]
 async fn login(
     app: &State<App>,
@@ -152,6 +166,10 @@ async fn login(
         role,
     }))
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(login))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![login]

@@ -2,8 +2,9 @@
 
 use rocket::{Route, delete, get, http::Status, patch, post, routes, serde::json::Json};
 use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
 
-use super::{Body, params::text};
+use super::{Body, docs, params::text};
 use crate::{
     auth::guards::{Manager, Staff},
     db::{
@@ -14,7 +15,7 @@ use crate::{
     tenancy::guards::TenantDb,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateCategory {
     name: String,
@@ -22,7 +23,7 @@ struct CreateCategory {
     sort_order: i32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateCategory {
     name: Option<String>,
@@ -38,11 +39,29 @@ fn name_conflict(e: diesel::result::Error) -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/categories", tag = "catalog", security(("staff" = [])),
+    responses(
+        (status = 200, body = Vec<Category>),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/categories")]
 async fn list(_staff: &Staff, db: TenantDb) -> ApiResult<Json<Vec<Category>>> {
     db.run(|tx| Ok(Category::list(tx)?)).await.map(Json)
 }
 
+/// Manager or owner; names are unique (409 `category_name_taken`).
+#[utoipa::path(post, path = "/categories", tag = "catalog", security(("staff" = [])),
+    request_body = CreateCategory,
+    responses(
+        (status = 201, body = Category),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/categories", data = "<body>")]
 async fn create(
     _m: Manager<'_>,
@@ -59,6 +78,18 @@ async fn create(
     Ok((Status::Created, Json(c)))
 }
 
+/// Manager or owner.
+#[utoipa::path(patch, path = "/categories/{id}", tag = "catalog", security(("staff" = [])),
+    params(("id" = Uuid, Path)), request_body = UpdateCategory,
+    responses(
+        (status = 200, body = Category),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[patch("/categories/<id>", data = "<body>")]
 async fn update(
     _m: Manager<'_>,
@@ -81,12 +112,25 @@ async fn update(
 }
 
 /// Deletes the category; its products stay, uncategorised.
+#[utoipa::path(delete, path = "/categories/{id}", tag = "catalog", security(("staff" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[delete("/categories/<id>")]
 async fn remove(_m: Manager<'_>, db: TenantDb, id: CategoryId) -> ApiResult<Status> {
     db.run(move |tx| Category::delete(tx, id).map_err(ApiError::or_not_found("category")))
         .await?;
     Ok(Status::NoContent)
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(list, create, update, remove))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![list, create, update, remove]

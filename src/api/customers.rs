@@ -2,9 +2,10 @@
 
 use rocket::{FromForm, Route, get, http::Status, patch, post, routes, serde::json::Json};
 use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
 
 use super::{
-    Body, nullable,
+    Body, docs, nullable,
     params::{self, Page, opt_text, text},
 };
 use crate::{
@@ -17,7 +18,7 @@ use crate::{
     tenancy::guards::TenantDb,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateCustomer {
     name: String,
@@ -26,7 +27,8 @@ struct CreateCustomer {
     note: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Only the fields given change; `null` clears an optional field.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateCustomer {
     name: Option<String>,
@@ -82,6 +84,19 @@ struct ListQuery<'r> {
     cursor: Option<&'r str>,
 }
 
+#[utoipa::path(get, path = "/customers", tag = "customers", security(("staff" = [])),
+    params(
+        ("q" = Option<String>, Query, description = "search in name, email and phone"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, body = Page<Customer>),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/customers?<query..>")]
 async fn list(
     _staff: &Staff,
@@ -98,6 +113,15 @@ async fn list(
     Ok(Json(Page::new(items, limit, |c| c.id.to_string())))
 }
 
+#[utoipa::path(get, path = "/customers/{id}", tag = "customers", security(("staff" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Customer),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/customers/<id>")]
 async fn get_one(_staff: &Staff, db: TenantDb, id: CustomerId) -> ApiResult<Json<Customer>> {
     db.run(move |tx| Customer::find(tx, id).map_err(ApiError::or_not_found("customer")))
@@ -105,6 +129,17 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: CustomerId) -> ApiResult<Json
         .map(Json)
 }
 
+/// Emails are unique per merchant (409 `email_taken`).
+#[utoipa::path(post, path = "/customers", tag = "customers", security(("staff" = [])),
+    request_body = CreateCustomer,
+    responses(
+        (status = 201, body = Customer),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/customers", data = "<body>")]
 async fn create(
     _staff: &Staff,
@@ -124,6 +159,17 @@ async fn create(
     Ok((Status::Created, Json(c)))
 }
 
+#[utoipa::path(patch, path = "/customers/{id}", tag = "customers", security(("staff" = [])),
+    params(("id" = Uuid, Path)), request_body = UpdateCustomer,
+    responses(
+        (status = 200, body = Customer),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[patch("/customers/<id>", data = "<body>")]
 async fn update(
     _staff: &Staff,
@@ -149,6 +195,10 @@ async fn update(
         .await
         .map(Json)
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(list, get_one, create, update))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![list, get_one, create, update]

@@ -3,18 +3,27 @@
 use rocket::{Route, State, get, routes, serde::json::Json};
 use serde_json::{Value, json};
 
+use utoipa::OpenApi;
+
 use crate::{
     app::App,
     error::{ApiError, ApiResult},
 };
 
 /// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 #[get("/healthz")]
 fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The platform database answers and placement invalidations are flowing.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: status, routing and tenant pools", body = Object),
+        (status = 503, response = super::docs::Unavailable),
+    ))]
 #[get("/readyz")]
 async fn readyz(app: &State<App>) -> ApiResult<Json<Value>> {
     app.platform(|p| p.ping().map_err(ApiError::from)).await?;
@@ -31,6 +40,10 @@ async fn readyz(app: &State<App>) -> ApiResult<Json<Value>> {
         "tenantPools": app.pools.summary(),
     })))
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(healthz, readyz))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![healthz, readyz]

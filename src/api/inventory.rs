@@ -4,9 +4,10 @@
 
 use rocket::{FromForm, Route, get, http::Status, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
 use super::{
-    Body,
+    Body, docs,
     params::{self, Page, opt_text},
 };
 use crate::{
@@ -35,6 +36,21 @@ struct ListQuery<'r> {
     cursor: Option<&'r str>,
 }
 
+/// Stock levels, by product.
+#[utoipa::path(get, path = "/inventory", tag = "inventory", security(("staff" = [])),
+    params(
+        ("needsCount" = Option<bool>, Query, description = "only products flagged for a count"),
+        ("productId" = Option<Uuid>, Query),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, body = Page<Level>),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/inventory?<query..>")]
 async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<Json<Page<Level>>> {
     let filter = LevelFilter {
@@ -50,6 +66,16 @@ async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<J
     Ok(Json(Page::new(items, limit, |l| l.product_id.to_string())))
 }
 
+/// A product's newest stock movements, newest first.
+#[utoipa::path(get, path = "/inventory/{product}/movements", tag = "inventory", security(("staff" = [])),
+    params(("product" = Uuid, Path)),
+    responses(
+        (status = 200, body = Vec<MovementRow>),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/inventory/<product>/movements")]
 async fn movements(
     _staff: &Staff,
@@ -64,7 +90,7 @@ async fn movements(
     .map(Json)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum AdjustReason {
     Receive,
@@ -76,7 +102,7 @@ enum AdjustReason {
 /// `delta` changes the level by that much; a count may instead give
 /// `countedQuantity`, what is on the shelf, and clears the "needs a count"
 /// flag.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Adjustment {
     product_id: ProductId,
@@ -86,7 +112,7 @@ struct Adjustment {
     note: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Adjusted {
     product_id: ProductId,
@@ -94,6 +120,18 @@ struct Adjusted {
     on_hand: i64,
 }
 
+/// Manager or owner. Taking stock below zero is 409 `insufficient_stock`.
+#[utoipa::path(post, path = "/inventory/adjustments", tag = "inventory", security(("staff" = [])),
+    request_body = Adjustment,
+    responses(
+        (status = 201, body = Adjusted),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/inventory/adjustments", data = "<body>")]
 async fn adjust(
     m: Manager<'_>,
@@ -193,6 +231,10 @@ async fn adjust(
         .await?;
     Ok((Status::Created, Json(out)))
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(list, movements, adjust))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![list, movements, adjust]

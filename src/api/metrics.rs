@@ -174,12 +174,19 @@ impl Fairing for Recorder {
     }
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text (version 0.0.4)", content_type = "text/plain", body = String)))]
 #[get("/metrics")]
 fn metrics(metrics: &State<Arc<Metrics>>, app: &State<App>) -> (ContentType, String) {
     let text =
         ContentType::new("text", "plain").with_params([("version", "0.0.4"), ("charset", "utf-8")]);
     (text, metrics.render(app))
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(metrics))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![metrics]

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod categories;
 pub mod customers;
+pub mod docs;
 pub mod health;
 pub mod idempotent;
 pub mod inventory;
@@ -14,6 +15,7 @@ pub mod orders;
 pub mod params;
 pub mod products;
 pub mod reports;
+pub mod staff;
 
 use rocket::{
     Catcher, Request, Route,
@@ -30,6 +32,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
     vec![
         ("/", health::routes()),
         ("/", metrics::routes()),
+        ("/", docs::routes()),
         (PREFIX, auth::routes()),
         (PREFIX, products::routes()),
         (PREFIX, categories::routes()),
@@ -38,6 +41,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, orders::routes()),
         (PREFIX, reports::routes()),
         (PREFIX, offline::routes()),
+        (PREFIX, staff::routes()),
         (PREFIX, admin::routes()),
     ]
 }

@@ -12,10 +12,11 @@ use chrono::{DateTime, Duration, Utc};
 use rocket::{Route, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    Body,
+    Body, docs,
     orders::{CreateOrder, LineBody, PaymentBody},
     parse,
 };
@@ -36,15 +37,18 @@ const MAX_CLOCK_SKEW_MINUTES: i64 = 5;
 /// How old a bill may be.
 const MAX_AGE_DAYS: i64 = 90;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Batch {
+    /// 1 to 100 bills, each checked on its own.
+    #[schema(value_type = Vec<Bill>)]
     bills: Vec<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Bill {
+    /// The till's own id for the bill: a bill is applied at most once.
     client_id: Uuid,
     created_at: DateTime<Utc>,
     lines: Vec<LineBody>,
@@ -54,7 +58,7 @@ struct Bill {
     note: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum BillStatus {
     Created,
@@ -62,14 +66,14 @@ enum BillStatus {
     Rejected,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Reason {
     code: String,
     message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct BillResult {
     index: usize,
@@ -81,7 +85,7 @@ struct BillResult {
     error: Option<Reason>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct BatchResult {
     created: usize,
@@ -131,6 +135,17 @@ fn prepare(raw: &Value, staff: &Staff, now: DateTime<Utc>) -> ApiResult<checkout
     Ok(sale)
 }
 
+/// Bills recorded while offline; one result per bill (`created`,
+/// `duplicate` or `rejected` with the reason).
+#[utoipa::path(post, path = "/offline-bills", tag = "offline", security(("staff" = [])),
+    request_body = Batch,
+    responses(
+        (status = 200, body = BatchResult),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/offline-bills", data = "<body>")]
 async fn offline_bills(
     staff: &Staff,
@@ -215,6 +230,10 @@ async fn offline_bills(
         results,
     }))
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(offline_bills))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![offline_bills]

@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use rocket::{FromForm, Route, State, get, http::Status, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
 use super::{
-    Body,
+    Body, docs,
     idempotent::{self, Stored},
     params::{self, IdempotencyKey, Page, opt_text},
 };
@@ -34,7 +35,7 @@ use crate::{
     tenancy::guards::TenantDb,
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LineBody {
     pub product_id: ProductId,
@@ -45,7 +46,7 @@ pub struct LineBody {
     pub discount_minor: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaymentBody {
     pub method: Method,
@@ -53,7 +54,7 @@ pub struct PaymentBody {
     pub reference: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
     pub lines: Vec<LineBody>,
@@ -107,6 +108,20 @@ fn to_json<T: Serialize>(v: &T) -> ApiResult<serde_json::Value> {
     serde_json::to_value(v).map_err(ApiError::internal)
 }
 
+/// A sale. Totals, tax and change are computed by the server; stock is
+/// taken in the same transaction (409 `insufficient_stock`).
+#[utoipa::path(post, path = "/orders", tag = "orders", security(("staff" = [])),
+    params(("Idempotency-Key" = String, Header, description = "Required: a key unique to the operation (a UUID). The same key and body answer the stored response again (`Idempotent-Replayed: true`); the same key with another body is 422 `idempotency_key_reused`; a key still in flight is 409 `idempotency_key_in_use`")),
+    request_body = CreateOrder,
+    responses(
+        (status = 201, body = OrderView),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/orders", data = "<body>")]
 async fn create(
     staff: &Staff,
@@ -154,6 +169,21 @@ fn instant(field: &str, v: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
 }
 
 /// Orders, newest first.
+#[utoipa::path(get, path = "/orders", tag = "orders", security(("staff" = [])),
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("status" = Option<String>, Query, description = "completed, partially_refunded, refunded or voided"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, body = Page<Order>),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/orders?<query..>")]
 async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<Json<Page<Order>>> {
     let status = match query.status {
@@ -180,6 +210,16 @@ async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<J
     Ok(Json(Page::new(items, limit, |o| o.id.to_string())))
 }
 
+/// An order with its lines, payments and refunds.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("staff" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = OrderView),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/orders/<id>")]
 async fn get_one(_staff: &Staff, db: TenantDb, id: OrderId) -> ApiResult<Json<OrderView>> {
     db.run(move |tx| {
@@ -190,7 +230,7 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: OrderId) -> ApiResult<Json<Or
     .map(Json)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RefundLineBody {
     line_no: i32,
@@ -199,7 +239,7 @@ struct RefundLineBody {
 
 /// Either `lines` (refund these units; `restock` puts them back on the
 /// shelf) or `amountMinor` (an amount not tied to a line).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateRefund {
     lines: Option<Vec<RefundLineBody>>,
@@ -211,6 +251,19 @@ struct CreateRefund {
     method: Option<Method>,
 }
 
+/// Manager or owner. Partial or full; never more than was paid.
+#[utoipa::path(post, path = "/orders/{id}/refunds", tag = "orders", security(("staff" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "Required: a key unique to the operation (a UUID). The same key and body answer the stored response again (`Idempotent-Replayed: true`); the same key with another body is 422 `idempotency_key_reused`; a key still in flight is 409 `idempotency_key_in_use`")),
+    request_body = CreateRefund,
+    responses(
+        (status = 201, description = "`{refund, order}`: the refund and the order after it", body = Object),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/orders/<id>/refunds", data = "<body>")]
 async fn create_refund(
     m: Manager<'_>,
@@ -278,6 +331,18 @@ async fn create_refund(
     .await
 }
 
+/// Manager or owner; only before settlement.
+#[utoipa::path(post, path = "/orders/{id}/void", tag = "orders", security(("staff" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "Required: a key unique to the operation (a UUID). The same key and body answer the stored response again (`Idempotent-Replayed: true`); the same key with another body is 422 `idempotency_key_reused`; a key still in flight is 409 `idempotency_key_in_use`")),
+    responses(
+        (status = 200, body = OrderView),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/orders/<id>/void")]
 async fn void(
     m: Manager<'_>,
@@ -299,6 +364,10 @@ async fn void(
     )
     .await
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(create, list, get_one, create_refund, void))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![create, list, get_one, create_refund, void]

@@ -2,10 +2,11 @@
 
 use rocket::{FromForm, Route, delete, get, http::Status, patch, post, routes, serde::json::Json};
 use serde::Deserialize;
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    Body, nullable,
+    Body, docs, nullable,
     params::{self, Page, text},
 };
 use crate::{
@@ -20,7 +21,7 @@ use crate::{
 
 const MAX_PRICE_MINOR: i64 = 100_000_000_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateProduct {
     sku: String,
@@ -40,7 +41,8 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+/// Only the fields given change; `categoryId: null` uncategorises.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateProduct {
     sku: Option<String>,
@@ -109,6 +111,22 @@ impl ListQuery<'_> {
     }
 }
 
+/// The catalog, in creation order.
+#[utoipa::path(get, path = "/products", tag = "catalog", security(("staff" = [])),
+    params(
+        ("q" = Option<String>, Query, description = "search in sku and name"),
+        ("categoryId" = Option<Uuid>, Query),
+        ("active" = Option<bool>, Query),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, body = Page<Product>),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/products?<query..>")]
 async fn list(
     _staff: &Staff,
@@ -121,6 +139,15 @@ async fn list(
     Ok(Json(Page::new(items, limit, |p| p.id.to_string())))
 }
 
+#[utoipa::path(get, path = "/products/{id}", tag = "catalog", security(("staff" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Product),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/products/<id>")]
 async fn get_one(_staff: &Staff, db: TenantDb, id: ProductId) -> ApiResult<Json<Product>> {
     db.run(move |tx| Product::find(tx, id).map_err(ApiError::or_not_found("product")))
@@ -128,6 +155,17 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: ProductId) -> ApiResult<Json<
         .map(Json)
 }
 
+/// Manager or owner. `sku` is unique per merchant (409 `sku_taken`).
+#[utoipa::path(post, path = "/products", tag = "catalog", security(("staff" = [])),
+    request_body = CreateProduct,
+    responses(
+        (status = 201, body = Product),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[post("/products", data = "<body>")]
 async fn create(
     _m: Manager<'_>,
@@ -150,6 +188,18 @@ async fn create(
     Ok((Status::Created, Json(product)))
 }
 
+/// Manager or owner.
+#[utoipa::path(patch, path = "/products/{id}", tag = "catalog", security(("staff" = [])),
+    params(("id" = Uuid, Path)), request_body = UpdateProduct,
+    responses(
+        (status = 200, body = Product),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[patch("/products/<id>", data = "<body>")]
 async fn update(
     _m: Manager<'_>,
@@ -179,12 +229,26 @@ async fn update(
     .map(Json)
 }
 
+/// Manager or owner.
+#[utoipa::path(delete, path = "/products/{id}", tag = "catalog", security(("staff" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[delete("/products/<id>")]
 async fn remove(_m: Manager<'_>, db: TenantDb, id: ProductId) -> ApiResult<Status> {
     db.run(move |tx| Product::delete(tx, id).map_err(ApiError::or_not_found("product")))
         .await?;
     Ok(Status::NoContent)
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(list, get_one, create, update, remove))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![list, get_one, create, update, remove]

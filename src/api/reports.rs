@@ -2,6 +2,9 @@
 
 use chrono::NaiveDate;
 use rocket::{Route, get, routes, serde::json::Json};
+use utoipa::OpenApi;
+
+use super::docs;
 
 use crate::{
     auth::guards::Manager,
@@ -11,6 +14,15 @@ use crate::{
 };
 
 /// The report of one day in the merchant's time zone (today by default).
+#[utoipa::path(get, path = "/reports/daily", tag = "reports", security(("staff" = [])),
+    params(("date" = Option<String>, Query, description = "YYYY-MM-DD; today in the merchant's time zone by default")),
+    responses(
+        (status = 200, body = DailyReport),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
 #[get("/reports/daily?<date>")]
 async fn daily(m: Manager<'_>, db: TenantDb, date: Option<&str>) -> ApiResult<Json<DailyReport>> {
     let tz = m.0.placement.timezone;
@@ -24,6 +36,10 @@ async fn daily(m: Manager<'_>, db: TenantDb, date: Option<&str>) -> ApiResult<Js
         .await
         .map(Json)
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(daily))]
+pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
     routes![daily]

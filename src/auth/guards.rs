@@ -1,8 +1,9 @@
 //! Request guards for the caller.
 //!
 //! `StaffClaims` (a verified staff JWT) → `Staff` (plus the merchant's
-//! placement: unknown merchant 401, suspended 403) → `Manager` / `Owner`
-//! (role checks, 403). `PlatformAdmin` verifies an operator token. Every
+//! placement: unknown merchant 401, suspended 403; a deactivated staff user
+//! 401, a demoted one acts with the current role, see [`super::revocation`])
+//! → `Manager` / `Owner` (role checks, 403). `PlatformAdmin` verifies an operator token. Every
 //! failure is an error outcome with a JSON body, never a forward.
 
 use std::sync::Arc;
@@ -17,9 +18,11 @@ use rocket::{
 use super::{
     Role,
     jwt::{AdminClaims, StaffClaims},
+    revocation::{StaffState, StaffStates},
 };
 use crate::{
     app::App,
+    db::{ids::StaffId, platform::staff::StaffUser},
     error::{ApiError, fail},
     tenancy::placement::Placement,
 };
@@ -86,7 +89,7 @@ impl Staff {
 async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
     let app = app(req)?;
     let token = bearer(req)?;
-    let claims = app.jwt.verify_staff(token).map_err(|e| token_error(&e))?;
+    let mut claims = app.jwt.verify_staff(token).map_err(|e| token_error(&e))?;
     if let Some(t) = req.headers().get_one("X-Tenant-Id")
         && uuid::Uuid::parse_str(t.trim()).ok() != Some(claims.mid.0)
     {
@@ -113,7 +116,40 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
             "this merchant is suspended",
         ));
     }
+    match staff_state(req, app, claims.sub).await? {
+        StaffState::Active(role) => claims.role = claims.role.min(role),
+        StaffState::Inactive => {
+            return Err(ApiError::new(
+                Status::Unauthorized,
+                "staff_inactive",
+                "this staff account is deactivated",
+            ));
+        }
+        StaffState::Unknown => {}
+    }
     Ok(Staff { claims, placement })
+}
+
+/// The staff user's current state, from the per-process cache or the
+/// platform database.
+async fn staff_state(req: &Request<'_>, app: &App, id: StaffId) -> Result<StaffState, ApiError> {
+    let states = req
+        .rocket()
+        .state::<StaffStates>()
+        .ok_or_else(|| ApiError::internal("staff states are not managed"))?;
+    if let Some(s) = states.get(id) {
+        return Ok(s);
+    }
+    let state = match app.platform(move |p| Ok(StaffUser::status(p, id)?)).await? {
+        None => StaffState::Unknown,
+        Some((false, _)) => StaffState::Inactive,
+        Some((true, role)) => match Role::parse(&role) {
+            Some(r) => StaffState::Active(r),
+            None => return Err(ApiError::internal("unknown staff role")),
+        },
+    };
+    states.put(id, state);
+    Ok(state)
 }
 
 #[rocket::async_trait]

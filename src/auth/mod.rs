@@ -5,11 +5,14 @@
 pub mod guards;
 pub mod jwt;
 pub mod password;
+pub mod revocation;
 
 use serde::{Deserialize, Serialize};
 
 /// A staff member's role at a merchant, in increasing order of power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Cashier,

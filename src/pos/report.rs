@@ -17,7 +17,7 @@ use crate::{
     error::{ApiError, ApiResult},
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DailyReport {
     pub date: NaiveDate,

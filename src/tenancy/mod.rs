@@ -25,7 +25,7 @@ use serde::Serialize;
 pub const SHARED_SCHEMA: &str = "tenant_shared";
 
 /// Where a merchant's data plane lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     Shared,

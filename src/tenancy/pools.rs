@@ -64,7 +64,7 @@ struct Breaker {
 }
 
 /// What an operator sees of one tenant pool.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolState {
     pub connections: u32,

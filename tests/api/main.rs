@@ -5,6 +5,7 @@ mod common;
 
 mod boot;
 mod catalog;
+mod docs;
 mod errors;
 mod isolation;
 mod metrics;
@@ -15,4 +16,5 @@ mod pools;
 mod products;
 mod reports;
 mod routing;
+mod staff;
 mod tokens;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{Platform, schema::merchants};
 use crate::db::ids::{DatabaseId, MerchantId};
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = merchants, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct Merchant {

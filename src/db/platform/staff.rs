@@ -1,5 +1,6 @@
 //! Staff users: the people who log in to a merchant's tills.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::{Platform, schema::staff_users};
@@ -14,6 +15,7 @@ pub struct StaffUser {
     pub password_hash: String,
     pub role: String,
     pub active: bool,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Insertable)]
@@ -51,4 +53,73 @@ impl StaffUser {
             .returning(StaffUser::as_returning())
             .get_result(p.conn)
     }
+
+    /// The merchant's staff, oldest first.
+    pub fn list(p: &mut Platform<'_>, merchant: MerchantId) -> QueryResult<Vec<StaffUser>> {
+        staff_users::table
+            .filter(staff_users::merchant_id.eq(merchant))
+            .order((staff_users::created_at, staff_users::id))
+            .select(StaffUser::as_select())
+            .load(p.conn)
+    }
+
+    /// A staff user of this merchant; another merchant's is `NotFound`.
+    pub fn find(p: &mut Platform<'_>, merchant: MerchantId, id: StaffId) -> QueryResult<StaffUser> {
+        staff_users::table
+            .filter(staff_users::merchant_id.eq(merchant))
+            .filter(staff_users::id.eq(id))
+            .select(StaffUser::as_select())
+            .first(p.conn)
+    }
+
+    /// Locks the merchant's active owners until the end of the transaction,
+    /// so that two owners demoting each other at once cannot both succeed.
+    pub fn lock_active_owners(
+        p: &mut Platform<'_>,
+        merchant: MerchantId,
+    ) -> QueryResult<Vec<StaffId>> {
+        staff_users::table
+            .filter(staff_users::merchant_id.eq(merchant))
+            .filter(staff_users::role.eq("owner"))
+            .filter(staff_users::active.eq(true))
+            .select(staff_users::id)
+            .for_update()
+            .load(p.conn)
+    }
+
+    /// Applies `changes` to a staff user of this merchant.
+    pub fn update(
+        p: &mut Platform<'_>,
+        merchant: MerchantId,
+        id: StaffId,
+        changes: &StaffChanges<'_>,
+    ) -> QueryResult<StaffUser> {
+        let target = staff_users::table
+            .filter(staff_users::merchant_id.eq(merchant))
+            .filter(staff_users::id.eq(id));
+        if changes.role.is_none() && changes.active.is_none() {
+            return Self::find(p, merchant, id);
+        }
+        diesel::update(target)
+            .set(changes)
+            .returning(StaffUser::as_returning())
+            .get_result(p.conn)
+    }
+
+    /// Whether a staff user is active and their current role; `None` for
+    /// an id that is not a staff user.
+    pub fn status(p: &mut Platform<'_>, id: StaffId) -> QueryResult<Option<(bool, String)>> {
+        staff_users::table
+            .filter(staff_users::id.eq(id))
+            .select((staff_users::active, staff_users::role))
+            .first(p.conn)
+            .optional()
+    }
+}
+
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = staff_users)]
+pub struct StaffChanges<'a> {
+    pub role: Option<&'a str>,
+    pub active: Option<bool>,
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{TenantTx, products::like_pattern, schema::customers};
 use crate::db::ids::{CustomerId, MerchantId};
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = customers, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct Customer {

@@ -100,7 +100,7 @@ pub fn apply(tx: &mut TenantTx<'_>, m: &Movement<'_>) -> QueryResult<Option<i64>
 }
 
 /// A product's stock, as the inventory screen shows it.
-#[derive(Debug, Clone, Queryable, Serialize)]
+#[derive(Debug, Clone, Queryable, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Level {
     pub product_id: ProductId,
@@ -177,7 +177,7 @@ pub fn mark_counted(tx: &mut TenantTx<'_>, product: ProductId) -> QueryResult<()
 }
 
 /// One recorded movement.
-#[derive(Debug, Clone, Queryable, Serialize)]
+#[derive(Debug, Clone, Queryable, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MovementRow {
     pub id: Uuid,

@@ -1,0 +1,211 @@
+//! The OpenAPI document (`GET /openapi.json`) and a browsable Swagger UI
+//! (`GET /docs`).
+//!
+//! The document is generated from the code: every handler carries a
+//! `#[utoipa::path]` next to its route attribute and every API module
+//! exposes a `Doc` listing its handlers; [`openapi`] nests them under the
+//! prefix they are mounted at. Swagger UI's files are compiled into the
+//! binary (`utoipa-swagger-ui`'s `vendored` feature): the page needs no
+//! network.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rocket::{
+    Either, Request, Route, get,
+    http::ContentType,
+    response::{self, Responder, Response},
+    routes,
+};
+use utoipa::{
+    Modify, OpenApi, ToResponse, ToSchema,
+    openapi::{
+        self,
+        security::{Http, HttpAuthScheme, SecurityScheme},
+    },
+};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Where the document is served; the UI loads it from here.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Every error: `{"error": {"code", "message"}}` (see `crate::error`).
+#[derive(ToSchema)]
+#[schema(as = Error)]
+#[expect(dead_code, reason = "documents the shape crate::error writes")]
+pub struct ErrorEnvelope {
+    error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "documents the shape crate::error writes")]
+pub struct ErrorDetail {
+    /// Stable, snake_case: clients branch on it.
+    #[schema(example = "insufficient_role")]
+    code: String,
+    /// A human sentence; for validation errors it starts with the field.
+    #[schema(example = "this action needs the manager role or higher")]
+    message: String,
+}
+
+/// Missing, malformed or expired token, or a token of the other audience
+/// (an admin token on a POS route and the reverse).
+#[derive(ToResponse)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct Unauthorized(ErrorEnvelope);
+
+/// The caller may not do this: `insufficient_role`, `tenant_mismatch` or
+/// `merchant_suspended`.
+#[derive(ToResponse)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct Forbidden(ErrorEnvelope);
+
+/// No such resource for this merchant (another merchant's id is a 404 too).
+#[derive(ToResponse)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct NotFound(ErrorEnvelope);
+
+/// The request conflicts with the current state (the code says which).
+#[derive(ToResponse)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct Conflict(ErrorEnvelope);
+
+/// Malformed JSON (`invalid_body`) or a value out of range
+/// (`validation_failed`); the message names the field.
+#[derive(ToResponse)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct Invalid(ErrorEnvelope);
+
+/// Temporarily unavailable (database down or busy); retry after the
+/// number of seconds in `Retry-After`.
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "seconds to wait before retrying")))]
+#[expect(dead_code, reason = "documentation only")]
+pub struct Unavailable(ErrorEnvelope);
+
+/// The security schemes: staff and admin tokens are both HS256 JWT bearer
+/// tokens, told apart by their audience.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.bearer_format = Some("JWT".into());
+            http.description = Some(description.into());
+            SecurityScheme::Http(http)
+        };
+        components.add_security_scheme(
+            "staff",
+            bearer("Staff token from POST /api/v2/POS/auth/login (aud `posd`); the merchant comes from it"),
+        );
+        components.add_security_scheme(
+            "admin",
+            bearer("Platform operator token minted by `posd admin-token` (aud `posd-admin`)"),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "posd",
+        description = "Hybrid multi-tenant point-of-sale backend. JSON is camelCase, times are RFC 3339 UTC, ids are UUIDs. Money is integer minor units (`...Minor` fields, in the merchant's currency): never floating point. Every error is `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    modifiers(&Security),
+    components(
+        schemas(ErrorEnvelope),
+        responses(Unauthorized, Forbidden, NotFound, Conflict, Invalid, Unavailable)
+    ),
+    tags(
+        (name = "operations", description = "Liveness and readiness"),
+        (name = "auth", description = "Staff login"),
+        (name = "catalog", description = "Categories and products"),
+        (name = "inventory", description = "Stock levels and movements"),
+        (name = "customers"),
+        (name = "orders", description = "Sales, refunds and voids; writes need an `Idempotency-Key`"),
+        (name = "reports"),
+        (name = "offline", description = "Bills recorded while a till was offline"),
+        (name = "staff", description = "Staff users (owner only)"),
+        (name = "admin", description = "Platform operators"),
+    )
+)]
+struct ApiDoc;
+
+/// The whole document: each module's paths under the prefix it is
+/// mounted at (see [`super::routes`]).
+pub fn openapi() -> openapi::OpenApi {
+    use super::*;
+    ApiDoc::openapi()
+        .merge_from(health::Doc::openapi())
+        .merge_from(metrics::Doc::openapi())
+        .nest(PREFIX, auth::Doc::openapi())
+        .nest(PREFIX, products::Doc::openapi())
+        .nest(PREFIX, categories::Doc::openapi())
+        .nest(PREFIX, inventory::Doc::openapi())
+        .nest(PREFIX, customers::Doc::openapi())
+        .nest(PREFIX, orders::Doc::openapi())
+        .nest(PREFIX, reports::Doc::openapi())
+        .nest(PREFIX, offline::Doc::openapi())
+        .nest(PREFIX, staff::Doc::openapi())
+        .nest(PREFIX, admin::Doc::openapi())
+}
+
+/// Built per request: a few hundred microseconds, and never stale.
+#[get("/openapi.json")]
+fn document() -> ApiResult<(ContentType, String)> {
+    let json = openapi().to_pretty_json().map_err(ApiError::internal)?;
+    Ok((ContentType::JSON, json))
+}
+
+/// One file of Swagger UI.
+struct File(utoipa_swagger_ui::SwaggerFile<'static>);
+
+impl<'r> Responder<'r, 'static> for File {
+    fn respond_to(self, _: &'r Request<'_>) -> response::Result<'static> {
+        let content_type =
+            ContentType::parse_flexible(&self.0.content_type).unwrap_or(ContentType::Binary);
+        let bytes = self.0.bytes.into_owned();
+        Response::build()
+            .header(content_type)
+            .sized_body(bytes.len(), std::io::Cursor::new(bytes))
+            .ok()
+    }
+}
+
+fn swagger_file(path: &str) -> ApiResult<File> {
+    let config = Arc::new(utoipa_swagger_ui::Config::from(OPENAPI_PATH));
+    match utoipa_swagger_ui::serve(path, config) {
+        Ok(Some(f)) => Ok(File(f)),
+        Ok(None) => Err(ApiError::not_found("documentation file")),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Swagger UI's page. Its assets are relative links, so the page carries a
+/// `<base>` pointing at `/docs/`: `/docs` works without a trailing slash.
+fn page() -> ApiResult<(ContentType, String)> {
+    let page = swagger_file("index.html")?;
+    let html = String::from_utf8(page.0.bytes.into_owned()).map_err(ApiError::internal)?;
+    let html = html.replacen("<head>", "<head>\n    <base href=\"/docs/\">", 1);
+    Ok((ContentType::HTML, html))
+}
+
+#[get("/docs")]
+fn ui() -> ApiResult<(ContentType, String)> {
+    page()
+}
+
+#[get("/docs/<file..>")]
+fn ui_file(file: PathBuf) -> ApiResult<Either<File, (ContentType, String)>> {
+    match file.to_str() {
+        None => Err(ApiError::not_found("documentation file")),
+        Some("" | "index.html") => page().map(Either::Right),
+        Some(path) => swagger_file(path).map(Either::Left),
+    }
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![document, ui, ui_file]
+}

@@ -1,0 +1,233 @@
+//! `/staff`: the merchant's staff users, managed by an owner.
+//!
+//! The merchant is always the owner's own (from the token); another
+//! merchant's staff id is a 404. An owner cannot change their own role or
+//! deactivate themselves, and no change may leave the merchant without an
+//! active owner.
+
+use chrono::{DateTime, Utc};
+use rocket::{Route, State, get, http::Status, patch, post, routes, serde::json::Json, tokio};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use super::{Body, docs};
+use crate::{
+    app::App,
+    auth::{Role, guards::Owner, password, revocation::StaffStates},
+    db::{
+        ids::{MerchantId, StaffId},
+        platform::staff::{NewStaffUser, StaffChanges, StaffUser},
+    },
+    error::{ApiError, ApiResult},
+};
+
+const MIN_PASSWORD: usize = 10;
+const MAX_PASSWORD: usize = 1024;
+
+/// A staff user as the API shows it (never the password hash).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaffView {
+    id: StaffId,
+    email: String,
+    role: Role,
+    active: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl StaffView {
+    fn new(u: StaffUser) -> ApiResult<Self> {
+        Ok(StaffView {
+            id: u.id,
+            role: Role::parse(&u.role).ok_or_else(|| ApiError::internal("unknown staff role"))?,
+            email: u.email,
+            active: u.active,
+            created_at: u.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateStaff {
+    /// Stored lower-cased; unique per merchant.
+    email: String,
+    /// At least 10 characters.
+    #[schema(format = Password, min_length = 10)]
+    password: String,
+    role: Role,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateStaff {
+    role: Option<Role>,
+    active: Option<bool>,
+}
+
+/// A trimmed, lower-cased email address.
+fn email(v: &str) -> ApiResult<String> {
+    let e = v.trim().to_lowercase();
+    let ok = e.len() <= 320
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(e)
+    } else {
+        Err(ApiError::invalid("email", "is not an email address"))
+    }
+}
+
+fn check_password(v: &str) -> ApiResult<()> {
+    if v.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be at least {MIN_PASSWORD} characters"),
+        ));
+    }
+    if v.len() > MAX_PASSWORD {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be at most {MAX_PASSWORD} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The merchant's staff users, oldest first. Owner only.
+#[utoipa::path(get, path = "/staff", tag = "staff", security(("staff" = [])),
+    responses(
+        (status = 200, body = Vec<StaffView>),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 503, response = docs::Unavailable),
+    ))]
+#[get("/staff")]
+async fn list(owner: Owner<'_>, app: &State<App>) -> ApiResult<Json<Vec<StaffView>>> {
+    let merchant = owner.0.claims.mid;
+    let users = app
+        .platform(move |p| Ok(StaffUser::list(p, merchant)?))
+        .await?;
+    users
+        .into_iter()
+        .map(StaffView::new)
+        .collect::<ApiResult<_>>()
+        .map(Json)
+}
+
+/// Adds a staff user to the owner's merchant (409 `email_taken`).
+#[utoipa::path(post, path = "/staff", tag = "staff", security(("staff" = [])),
+    request_body = CreateStaff,
+    responses(
+        (status = 201, body = StaffView),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
+#[post("/staff", data = "<body>")]
+async fn create(
+    owner: Owner<'_>,
+    app: &State<App>,
+    body: Body<CreateStaff>,
+) -> ApiResult<(Status, Json<StaffView>)> {
+    let b = body.0;
+    let email = email(&b.email)?;
+    check_password(&b.password)?;
+    // Argon2 is deliberately slow: keep it off the async workers.
+    let pw = b.password;
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let merchant: MerchantId = owner.0.claims.mid;
+    let user = app
+        .platform(move |p| {
+            StaffUser::insert(
+                p,
+                &NewStaffUser {
+                    id: StaffId(uuid::Uuid::now_v7()),
+                    merchant_id: merchant,
+                    email: &email,
+                    password_hash: &hash,
+                    role: b.role.as_str(),
+                },
+            )
+            .map_err(|e| match ApiError::from(e) {
+                e if e.code == "conflict" => ApiError::conflict(
+                    "email_taken",
+                    "another staff user of this merchant has this email",
+                ),
+                e => e,
+            })
+        })
+        .await?;
+    tracing::info!(merchant = %merchant, staff = %user.id, by = %owner.0.claims.sub, "staff user created");
+    Ok((Status::Created, Json(StaffView::new(user)?)))
+}
+
+/// Changes a staff user's role or deactivates them; their tokens follow
+/// at once. An owner cannot change themselves (409 `cannot_change_self`)
+/// and the merchant keeps an active owner (409 `last_owner`).
+#[utoipa::path(patch, path = "/staff/{id}", tag = "staff", security(("staff" = [])),
+    params(("id" = Uuid, Path)), request_body = UpdateStaff,
+    responses(
+        (status = 200, body = StaffView),
+        (status = 401, response = docs::Unauthorized),
+        (status = 403, response = docs::Forbidden),
+        (status = 404, response = docs::NotFound),
+        (status = 409, response = docs::Conflict),
+        (status = 422, response = docs::Invalid),
+        (status = 503, response = docs::Unavailable),
+    ))]
+#[patch("/staff/<id>", data = "<body>")]
+async fn update(
+    owner: Owner<'_>,
+    app: &State<App>,
+    states: &State<StaffStates>,
+    id: StaffId,
+    body: Body<UpdateStaff>,
+) -> ApiResult<Json<StaffView>> {
+    let b = body.0;
+    let me = owner.0.claims.sub;
+    let merchant = owner.0.claims.mid;
+    if id == me && (b.role.is_some_and(|r| r != Role::Owner) || b.active == Some(false)) {
+        return Err(ApiError::conflict(
+            "cannot_change_self",
+            "an owner cannot change their own role or deactivate themselves; ask another owner",
+        ));
+    }
+    let user = app
+        .platform(move |p| {
+            p.transaction(|p| {
+                StaffUser::lock_active_owners(p, merchant)?;
+                let changes = StaffChanges {
+                    role: b.role.map(Role::as_str),
+                    active: b.active,
+                };
+                let user = StaffUser::update(p, merchant, id, &changes)
+                    .map_err(ApiError::or_not_found("staff user"))?;
+                if StaffUser::lock_active_owners(p, merchant)?.is_empty() {
+                    return Err(ApiError::conflict(
+                        "last_owner",
+                        "the merchant must keep at least one active owner",
+                    ));
+                }
+                Ok(user)
+            })
+        })
+        .await?;
+    states.invalidate(id);
+    tracing::info!(merchant = %merchant, staff = %id, by = %me, "staff user updated");
+    Ok(Json(StaffView::new(user)?))
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(list, create, update))]
+pub struct Doc;
+
+pub fn routes() -> Vec<Route> {
+    routes![list, create, update]
+}
