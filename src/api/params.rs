@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult, fail};
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
-/// One page of a list; `nextCursor` is absent on the last page.
+/// One page of a list; `nextCursor` is null on the last page.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
