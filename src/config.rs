@@ -45,6 +45,9 @@ pub struct Settings {
     /// Migrate every schema and dedicated tenant at boot (otherwise each is
     /// migrated before its first request).
     pub tenant_migrations_at_boot: bool,
+    /// Test hook (debug builds only): provisioning fails once this many of
+    /// its steps have completed. See `tenancy::provisioning`.
+    pub provision_fail_after_step: Option<u32>,
 }
 
 /// The raw, serde-facing shape. Field names are the figment keys; the
@@ -77,6 +80,7 @@ struct Raw {
     #[serde(default, with = "humantime_serde")]
     breaker_cooldown: Option<Duration>,
     tenant_migrations_at_boot: Option<bool>,
+    provision_fail_after_step: Option<u32>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -127,6 +131,7 @@ const KEYS: &[&str] = &[
     "breaker_threshold",
     "breaker_cooldown",
     "tenant_migrations_at_boot",
+    "provision_fail_after_step",
 ];
 
 /// Rocket's settings that posd depends on, so that they hold even without
@@ -206,6 +211,12 @@ impl Settings {
         if max_tenant_pools == 0 {
             return Err(ConfigError::new("max_tenant_pools", "must be at least 1"));
         }
+        if raw.provision_fail_after_step.is_some() && !cfg!(debug_assertions) {
+            return Err(ConfigError::new(
+                "provision_fail_after_step",
+                "is a test hook, honoured only by debug builds; unset it",
+            ));
+        }
         Ok(Settings {
             database_url,
             app_database_url,
@@ -242,6 +253,7 @@ impl Settings {
                 "breaker_cooldown",
             )?,
             tenant_migrations_at_boot: raw.tenant_migrations_at_boot.unwrap_or(false),
+            provision_fail_after_step: raw.provision_fail_after_step,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod products;
+pub mod provisioning;
 
 use rocket::{
     Catcher, Request, Route,
@@ -23,6 +24,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, auth::routes()),
         (PREFIX, products::routes()),
         (PREFIX, admin::routes()),
+        (PREFIX, provisioning::routes()),
     ]
 }
 

@@ -8,7 +8,8 @@
 //! - [`pools`]: the global pool and the per-merchant pools of dedicated
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
 //! - [`guards`]: the request guard that hands a handler a bound connection;
-//! - [`migrations`], [`provisioning`], [`crypto`].
+//! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
+//!   [`crypto`].
 
 pub mod classification;
 pub mod crypto;

@@ -4,10 +4,13 @@
 mod common;
 
 mod boot;
+mod byo;
 mod errors;
+mod faults;
 mod isolation;
 mod migrations;
 mod pools;
 mod products;
+mod provisioning;
 mod routing;
 mod tokens;
