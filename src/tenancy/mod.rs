@@ -9,12 +9,13 @@
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
 //! - [`guards`]: the request guard that hands a handler a bound connection;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
-//!   [`crypto`].
+//!   [`crypto`] and [`keys`] (rotation).
 
 pub mod classification;
 pub mod crypto;
 pub mod fleet;
 pub mod guards;
+pub mod keys;
 pub mod migrations;
 pub mod placement;
 pub mod pools;

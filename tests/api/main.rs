@@ -8,6 +8,7 @@ mod byo;
 mod errors;
 mod faults;
 mod isolation;
+mod keys;
 mod migrations;
 mod pools;
 mod products;
