@@ -47,6 +47,9 @@ pub struct Settings {
     pub tenant_migrations_at_boot: bool,
     /// How long an `Idempotency-Key` and its stored response are kept.
     pub idempotency_retention: Duration,
+    /// Test hook (debug builds only): provisioning fails once this many of
+    /// its steps have completed. See `tenancy::provisioning`.
+    pub provision_fail_after_step: Option<u32>,
 }
 
 /// The raw, serde-facing shape. Field names are the figment keys; the
@@ -81,6 +84,7 @@ struct Raw {
     tenant_migrations_at_boot: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     idempotency_retention: Option<Duration>,
+    provision_fail_after_step: Option<u32>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -132,6 +136,7 @@ const KEYS: &[&str] = &[
     "breaker_cooldown",
     "tenant_migrations_at_boot",
     "idempotency_retention",
+    "provision_fail_after_step",
 ];
 
 /// Rocket's settings that posd depends on, so that they hold even without
@@ -211,6 +216,12 @@ impl Settings {
         if max_tenant_pools == 0 {
             return Err(ConfigError::new("max_tenant_pools", "must be at least 1"));
         }
+        if raw.provision_fail_after_step.is_some() && !cfg!(debug_assertions) {
+            return Err(ConfigError::new(
+                "provision_fail_after_step",
+                "is a test hook, honoured only by debug builds; unset it",
+            ));
+        }
         Ok(Settings {
             database_url,
             app_database_url,
@@ -252,6 +263,7 @@ impl Settings {
                     .unwrap_or(Duration::from_secs(24 * 3600)),
                 "idempotency_retention",
             )?,
+            provision_fail_after_step: raw.provision_fail_after_step,
         })
     }
 }

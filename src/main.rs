@@ -32,6 +32,11 @@ enum Cmd {
         #[command(subcommand)]
         command: TenantsCmd,
     },
+    /// Encryption keys: generate one, re-seal every stored credential.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCmd,
+    },
     /// Print a platform operator token (and nothing else) on stdout.
     AdminToken {
         /// How long the token is valid, e.g. 30m, 1h, 7d.
@@ -65,6 +70,19 @@ enum TenantsCmd {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Print a new random AES-256 key as `id:base64`, for POSD_ENCRYPTION_KEYS.
+    Generate {
+        /// The new key's id (1 to 32 letters, digits, `-` or `_`).
+        #[arg(long)]
+        id: String,
+    },
+    /// Re-seal every stored credential under the active (first) key of
+    /// POSD_ENCRYPTION_KEYS. Resumable: run it again after a failure.
+    Rotate,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +170,40 @@ fn run(cmd: Cmd) -> Result<(), String> {
                     };
                     tenants::migrate(&settings, &selection, concurrency, dry_run)
                 }
+            }
+        }
+        Cmd::Keys {
+            command: KeysCmd::Generate { id },
+        } => {
+            let spec = posd::tenancy::crypto::Keyring::generate_spec(&id);
+            posd::tenancy::crypto::Keyring::parse(&spec)?;
+            println!("{spec}");
+            Ok(())
+        }
+        Cmd::Keys {
+            command: KeysCmd::Rotate,
+        } => {
+            let (figment, _cluster) = configure()?;
+            let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
+            posd::app::migrate(&settings).map_err(|e| e.to_string())?;
+            let r = posd::tenancy::keys::rotate(&settings)?;
+            for f in &r.failures {
+                println!(
+                    "failed     database {} merchant {}: {}",
+                    f.database_id, f.merchant_id, f.error
+                );
+            }
+            println!(
+                "credentials under key {}: {} total, {} re-sealed, {} already current, {} failed",
+                r.active_key, r.total, r.resealed, r.already_current, r.failed
+            );
+            if r.failed > 0 {
+                Err(format!(
+                    "{} credential(s) not re-sealed; fix and run again",
+                    r.failed
+                ))
+            } else {
+                Ok(())
             }
         }
         Cmd::AdminToken { ttl, subject } => {

@@ -1,5 +1,6 @@
 //! Platform operator endpoints (admin token): merchants, tenant placement
-//! and pool state, provisioning, suspension.
+//! and pool state, suspension, fleet migrations (provisioning is in
+//! [`super::provisioning`]).
 
 use rocket::{
     Route, State, get, http::Status, post, response::status::Custom, routes, serde::json::Json,
@@ -22,13 +23,7 @@ use crate::{
         },
     },
     error::{ApiError, ApiResult},
-    tenancy::{
-        Tier, fleet,
-        guards::TenantDb,
-        placement::Placement,
-        pools::PoolState,
-        provisioning::{self, Outcome},
-    },
+    tenancy::{Tier, fleet, guards::TenantDb, placement::Placement, pools::PoolState},
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -230,63 +225,6 @@ async fn get_tenant(
     Ok(Json(tenant_view(app, m, version)))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Provision {
-    merchant_id: MerchantId,
-    tier: String,
-    database_url: Option<String>,
-}
-
-#[utoipa::path(post, path = "/admin/tenant/provision", tag = "admin", security(("admin" = [])), request_body = Provision,
-    responses((status = 201, description = "`{run}`: the provisioning run", body = Object), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable),
-        (status = 422, description = "`provisioning_failed` (with `run`: the failed step and why) or an invalid body", body = docs::ErrorEnvelope)))]
-#[post("/admin/tenant/provision", data = "<body>")]
-async fn provision(
-    admin: PlatformAdmin,
-    app: &State<App>,
-    body: Body<Provision>,
-) -> Result<Custom<Json<Value>>, ApiError> {
-    let b = body.0;
-    let tier = match Tier::parse(&b.tier) {
-        Some(t @ (Tier::Schema | Tier::Dedicated)) => t,
-        _ => return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`")),
-    };
-    if b.database_url.is_some() {
-        return Err(ApiError::new(
-            Status::UnprocessableEntity,
-            "byo_database_not_supported",
-            "databaseUrl: bringing your own database is not supported yet; omit it to let posd create the database",
-        ));
-    }
-    let app2 = app.inner().clone();
-    let merchant = b.merchant_id;
-    let outcome =
-        tokio::task::spawn_blocking(move || provisioning::provision(&app2, merchant, tier))
-            .await
-            .map_err(ApiError::internal)??;
-    match outcome {
-        Outcome::Ready(run) => {
-            tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, "provisioned");
-            Ok(Custom(Status::Created, Json(json!({ "run": run }))))
-        }
-        Outcome::Failed(run) => Ok(Custom(
-            Status::UnprocessableEntity,
-            Json(json!({
-                "error": {
-                    "code": "provisioning_failed",
-                    "message": format!(
-                        "{}: {}",
-                        run.failed_step.clone().unwrap_or_default(),
-                        run.error.clone().unwrap_or_default()
-                    ),
-                },
-                "run": run,
-            })),
-        )),
-    }
-}
-
 async fn set_status(
     app: &App,
     admin: PlatformAdmin,
@@ -394,7 +332,6 @@ async fn migrate_tenants(
     create_merchant,
     list_tenants,
     get_tenant,
-    provision,
     suspend,
     resume,
     migrate_tenants
@@ -407,7 +344,6 @@ pub fn routes() -> Vec<Route> {
         create_merchant,
         list_tenants,
         get_tenant,
-        provision,
         suspend,
         resume
     ]

@@ -150,6 +150,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, offline::Doc::openapi())
         .nest(PREFIX, staff::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
+        .nest(PREFIX, provisioning::Doc::openapi())
 }
 
 /// Built per request: a few hundred microseconds, and never stale.

@@ -14,6 +14,7 @@ pub mod offline;
 pub mod orders;
 pub mod params;
 pub mod products;
+pub mod provisioning;
 pub mod reports;
 pub mod staff;
 
@@ -43,6 +44,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, offline::routes()),
         (PREFIX, staff::routes()),
         (PREFIX, admin::routes()),
+        (PREFIX, provisioning::routes()),
     ]
 }
 

@@ -23,6 +23,7 @@ pub const SHARED: &[&str] = &[
     "admin_audit",
     "tenant_migration_state",
     "tenant_migration_runs",
+    "tenant_exports",
 ];
 
 /// Data-plane tables.

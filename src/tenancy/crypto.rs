@@ -153,6 +153,16 @@ impl Keyring {
         Ok(out)
     }
 
+    /// The id of the key a value was sealed with (read from its header).
+    pub fn sealed_key_id(sealed: &[u8]) -> Result<&str, CryptoError> {
+        let (&version, rest) = sealed.split_first().ok_or(CryptoError::Malformed)?;
+        let (&id_len, rest) = rest.split_first().ok_or(CryptoError::Malformed)?;
+        if version != VERSION || rest.len() < id_len as usize + NONCE_LEN + 16 {
+            return Err(CryptoError::Malformed);
+        }
+        std::str::from_utf8(&rest[..id_len as usize]).map_err(|_| CryptoError::Malformed)
+    }
+
     /// Opens a sealed value; the plaintext is zeroized when dropped.
     pub fn open(
         &self,
@@ -236,6 +246,22 @@ mod tests {
             ring(&new).open(m, Purpose::TenantDatabaseUrl, &sealed),
             Err(CryptoError::UnknownKey("old".into()))
         );
+    }
+
+    #[test]
+    fn sealed_for_one_merchant_does_not_open_for_another_or_another_purpose() {
+        let k = ring(&Keyring::generate_spec("k1"));
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let sealed = k
+            .seal(a, Purpose::TenantDatabaseUrl, b"postgres://u:pw@h/db")
+            .unwrap();
+        assert_eq!(Keyring::sealed_key_id(&sealed), Ok("k1"));
+        assert_eq!(
+            k.open(b, Purpose::TenantDatabaseUrl, &sealed),
+            Err(CryptoError::Open)
+        );
+        assert!(!sealed.windows(2).any(|w| w == b"pw"));
+        assert_eq!(Keyring::sealed_key_id(b"\x01"), Err(CryptoError::Malformed));
     }
 
     #[test]

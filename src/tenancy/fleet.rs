@@ -15,10 +15,12 @@ use std::{
 
 use diesel::PgConnection;
 use parking_lot::Mutex;
+use secrecy::SecretString;
 use serde::Serialize;
 
 use super::{
     Tier,
+    crypto::Purpose,
     migrations::{latest_tenant_version, migrate_tenant_schema},
     provisioning::url_for_database,
 };
@@ -53,6 +55,9 @@ pub struct Target {
     pub schema: String,
     /// The database of a dedicated tenant.
     pub database: Option<String>,
+    /// The sealed URL of a database the merchant brought (migrated as the
+    /// merchant's role, with the credentials it gave).
+    pub brought: Option<Vec<u8>>,
     /// The version the tenant stands at.
     pub before: Option<String>,
     /// The version the control plane has on record for it.
@@ -134,12 +139,16 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
     let mut out = Vec::with_capacity(merchants.len());
     for m in merchants {
         let tier = Tier::parse(&m.tier).unwrap_or(Tier::Schema);
-        let (database, before) = match (tier, m.database_id) {
-            (Tier::Dedicated, Some(db)) => (
-                Some(TenantDatabase::find(p, db).map_err(err)?.database_name),
-                states.get(&m.id).and_then(|s| s.version.clone()),
-            ),
-            _ => (None, live.get(&m.schema_name).cloned().flatten()),
+        let (database, brought, before) = match (tier, m.database_id) {
+            (Tier::Dedicated, Some(db)) => {
+                let db = TenantDatabase::find(p, db).map_err(err)?;
+                (
+                    Some(db.database_name),
+                    (!db.created_by_posd).then_some(db.sealed_url),
+                    states.get(&m.id).and_then(|s| s.version.clone()),
+                )
+            }
+            _ => (None, None, live.get(&m.schema_name).cloned().flatten()),
         };
         out.push(Target {
             recorded: states.get(&m.id).and_then(|s| s.version.clone()),
@@ -148,6 +157,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
             tier,
             schema: m.schema_name,
             database,
+            brought,
             before,
         });
     }
@@ -166,14 +176,30 @@ pub fn migrate_target(
     let started = Instant::now();
     let latest = latest_tenant_version();
     let result: Result<(), String> = match (&t.database, t.tier) {
-        (Some(db), Tier::Dedicated) => url_for_database(&settings.dedicated_server_url, None, db)
-            .and_then(|url| pool::connect(&url).map_err(|e| redact_text(&e.to_string())))
-            .and_then(|mut conn| {
-                migrate_tenant_schema(&mut conn, &t.schema, app_role)
-                    .map(drop)
-                    .map_err(|e| redact_text(&e.to_string()))
-            }),
-        _ => migrate_tenant_schema(platform, &t.schema, app_role)
+        (Some(db), Tier::Dedicated) => {
+            // A posd-created database is migrated as the owner role and
+            // granted to the app role; a brought one as the merchant's role.
+            let url = match &t.brought {
+                None => url_for_database(&settings.dedicated_server_url, None, db),
+                Some(sealed) => settings
+                    .keyring
+                    .open(t.merchant.0, Purpose::TenantDatabaseUrl, sealed)
+                    .map_err(|e| e.to_string())
+                    .and_then(|plain| {
+                        String::from_utf8(plain.to_vec())
+                            .map(SecretString::from)
+                            .map_err(|_| "the sealed URL is not UTF-8".to_string())
+                    }),
+            };
+            let grant_to = t.brought.is_none().then_some(app_role);
+            url.and_then(|url| pool::connect(&url).map_err(|e| redact_text(&e.to_string())))
+                .and_then(|mut conn| {
+                    migrate_tenant_schema(&mut conn, &t.schema, grant_to)
+                        .map(drop)
+                        .map_err(|e| redact_text(&e.to_string()))
+                })
+        }
+        _ => migrate_tenant_schema(platform, &t.schema, Some(app_role))
             .map(drop)
             .map_err(|e| redact_text(&e.to_string())),
     };

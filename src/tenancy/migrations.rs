@@ -67,7 +67,7 @@ pub fn migrate_platform(
             conn,
             &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(shared_schema)),
         )?;
-        migrate_tenant_schema(conn, shared_schema, app_role).map(drop)
+        migrate_tenant_schema(conn, shared_schema, Some(app_role)).map(drop)
     })();
     let unlock = sql(
         conn,
@@ -77,11 +77,14 @@ pub fn migrate_platform(
 }
 
 /// Applies pending tenant migrations to `schema` (which must exist) and
-/// grants the app role data access to it. Returns the versions applied.
+/// grants `grant_to` (the app role) data access to it. Returns the versions
+/// applied. `grant_to` is `None` where the migrating role is also the
+/// serving role (a database the merchant brought): it owns the tables, and
+/// forced RLS binds it all the same.
 pub fn migrate_tenant_schema(
     conn: &mut PgConnection,
     schema: &str,
-    app_role: &str,
+    grant_to: Option<&str>,
 ) -> Result<Vec<String>, MigrationError> {
     diesel::sql_query("SELECT pg_advisory_lock($1, hashtext($2))")
         .bind::<diesel::sql_types::Integer, _>(LOCK_CLASS)
@@ -97,6 +100,9 @@ pub fn migrate_tenant_schema(
             .iter()
             .map(|v| v.to_string())
             .collect::<Vec<_>>();
+        let Some(app_role) = grant_to else {
+            return Ok(applied);
+        };
         let app = quote_ident(app_role);
         sql(conn, &format!("GRANT USAGE ON SCHEMA {s} TO {app}"))?;
         sql(

@@ -8,12 +8,14 @@
 //! - [`pools`]: the global pool and the per-merchant pools of dedicated
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
 //! - [`guards`]: the request guard that hands a handler a bound connection;
-//! - [`migrations`], [`provisioning`], [`crypto`].
+//! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
+//!   [`crypto`] and [`keys`] (rotation).
 
 pub mod classification;
 pub mod crypto;
 pub mod fleet;
 pub mod guards;
+pub mod keys;
 pub mod migrations;
 pub mod placement;
 pub mod pools;

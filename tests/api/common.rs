@@ -166,7 +166,7 @@ impl Server {
 }
 
 /// A database of its own for one test, dropped (with every dedicated
-/// database the test created) at the end.
+/// database posd created for it) at the end.
 pub struct TestDb {
     pub name: String,
 }
@@ -208,9 +208,12 @@ impl Drop for TestDb {
         let mut su = server.superuser();
         let dedicated: Vec<Name> = PgConnection::establish(&server.superuser_url(&self.name))
             .and_then(|mut c| {
-                diesel::sql_query("SELECT database_name AS name FROM tenant_databases")
-                    .load(&mut c)
-                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+                // Only posd's own: a database a merchant brought is the test's to drop.
+                diesel::sql_query(
+                    "SELECT database_name AS name FROM tenant_databases WHERE created_by_posd",
+                )
+                .load(&mut c)
+                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
             })
             .unwrap_or_default();
         for d in dedicated {

@@ -4,16 +4,20 @@
 mod common;
 
 mod boot;
+mod byo;
 mod catalog;
 mod docs;
 mod errors;
+mod faults;
 mod isolation;
+mod keys;
 mod metrics;
 mod migrations;
 mod offline;
 mod orders;
 mod pools;
 mod products;
+mod provisioning;
 mod reports;
 mod routing;
 mod staff;

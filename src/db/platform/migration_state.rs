@@ -54,6 +54,13 @@ impl MigrationState {
             .optional()
     }
 
+    /// Forgets a tenant's state (it was deprovisioned).
+    pub fn delete(p: &mut Platform<'_>, merchant: MerchantId) -> QueryResult<()> {
+        diesel::delete(tenant_migration_state::table.find(merchant))
+            .execute(p.conn)
+            .map(drop)
+    }
+
     pub fn all(p: &mut Platform<'_>) -> QueryResult<Vec<MigrationState>> {
         tenant_migration_state::table
             .select(MigrationState::as_select())

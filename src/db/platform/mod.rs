@@ -6,6 +6,7 @@
 mod schema;
 
 pub mod audit;
+pub mod exports;
 pub mod merchants;
 pub mod migration_state;
 pub mod runs;

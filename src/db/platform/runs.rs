@@ -1,4 +1,7 @@
 //! Provisioning runs: the durable record of each provisioning attempt.
+//!
+//! A run's id may be chosen by the client, so that a repeated call finds
+//! the same run instead of starting another.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -14,34 +17,77 @@ pub struct ProvisioningRun {
     pub id: RunId,
     pub merchant_id: MerchantId,
     pub target_tier: String,
+    /// The merchant brought the database (`databaseUrl`).
+    pub byo: bool,
     pub status: String,
+    /// The step being run, or the last one run.
+    pub step: Option<String>,
     pub failed_step: Option<String>,
+    pub error_code: Option<String>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl ProvisioningRun {
-    pub fn start(
+    /// Whether the run has ended (`ready` or `failed`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.status.as_str(), "ready" | "failed")
+    }
+
+    pub fn find(p: &mut Platform<'_>, id: RunId) -> QueryResult<Option<ProvisioningRun>> {
+        provisioning_runs::table
+            .find(id)
+            .select(ProvisioningRun::as_select())
+            .first(p.conn)
+            .optional()
+    }
+
+    /// The newest run that placed the merchant.
+    pub fn latest_ready(
         p: &mut Platform<'_>,
         merchant: MerchantId,
+    ) -> QueryResult<Option<ProvisioningRun>> {
+        provisioning_runs::table
+            .filter(provisioning_runs::merchant_id.eq(merchant))
+            .filter(provisioning_runs::status.eq("ready"))
+            .order(provisioning_runs::updated_at.desc())
+            .select(ProvisioningRun::as_select())
+            .first(p.conn)
+            .optional()
+    }
+
+    /// Records a new run in `pending`.
+    pub fn start(
+        p: &mut Platform<'_>,
+        id: RunId,
+        merchant: MerchantId,
         target_tier: &str,
+        byo: bool,
     ) -> QueryResult<ProvisioningRun> {
         diesel::insert_into(provisioning_runs::table)
             .values((
-                provisioning_runs::id.eq(RunId(uuid::Uuid::now_v7())),
+                provisioning_runs::id.eq(id),
                 provisioning_runs::merchant_id.eq(merchant),
                 provisioning_runs::target_tier.eq(target_tier),
+                provisioning_runs::byo.eq(byo),
                 provisioning_runs::status.eq("pending"),
             ))
             .returning(ProvisioningRun::as_returning())
             .get_result(p.conn)
     }
 
-    pub fn advance(p: &mut Platform<'_>, id: RunId, status: &str) -> QueryResult<ProvisioningRun> {
+    /// Moves the run to `status`, now running `step`.
+    pub fn advance(
+        p: &mut Platform<'_>,
+        id: RunId,
+        status: &str,
+        step: &str,
+    ) -> QueryResult<ProvisioningRun> {
         diesel::update(provisioning_runs::table.find(id))
             .set((
                 provisioning_runs::status.eq(status),
+                provisioning_runs::step.eq(step),
                 provisioning_runs::updated_at.eq(diesel::dsl::now),
             ))
             .returning(ProvisioningRun::as_returning())
@@ -52,12 +98,14 @@ impl ProvisioningRun {
         p: &mut Platform<'_>,
         id: RunId,
         step: &str,
+        code: &str,
         error: &str,
     ) -> QueryResult<ProvisioningRun> {
         diesel::update(provisioning_runs::table.find(id))
             .set((
                 provisioning_runs::status.eq("failed"),
                 provisioning_runs::failed_step.eq(step),
+                provisioning_runs::error_code.eq(code),
                 provisioning_runs::error.eq(error),
                 provisioning_runs::updated_at.eq(diesel::dsl::now),
             ))

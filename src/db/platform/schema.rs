@@ -53,6 +53,19 @@ diesel::table! {
         error -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        byo -> Bool,
+        step -> Nullable<Text>,
+        error_code -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    tenant_exports (id) {
+        id -> Uuid,
+        merchant_id -> Uuid,
+        tier -> Text,
+        requested_by -> Text,
+        created_at -> Timestamptz,
     }
 }
 
@@ -104,4 +117,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_audit,
     tenant_migration_state,
     tenant_migration_runs,
+    tenant_exports,
 );

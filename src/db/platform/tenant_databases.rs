@@ -31,3 +31,41 @@ impl TenantDatabase {
             .map(drop)
     }
 }
+
+impl TenantDatabase {
+    /// Every registered database (for key rotation).
+    pub fn all(p: &mut Platform<'_>) -> QueryResult<Vec<TenantDatabase>> {
+        tenant_databases::table
+            .order(tenant_databases::created_at.asc())
+            .select(TenantDatabase::as_select())
+            .load(p.conn)
+    }
+
+    /// Replaces a sealed URL if it is still the one read (`previous`), so a
+    /// concurrent rotation cannot be overwritten. Returns whether it did.
+    pub fn reseal(
+        p: &mut Platform<'_>,
+        id: DatabaseId,
+        previous: &[u8],
+        sealed: &[u8],
+        key_id: &str,
+    ) -> QueryResult<bool> {
+        diesel::update(
+            tenant_databases::table
+                .find(id)
+                .filter(tenant_databases::sealed_url.eq(previous)),
+        )
+        .set((
+            tenant_databases::sealed_url.eq(sealed),
+            tenant_databases::key_id.eq(key_id),
+        ))
+        .execute(p.conn)
+        .map(|n| n == 1)
+    }
+
+    pub fn delete(p: &mut Platform<'_>, id: DatabaseId) -> QueryResult<()> {
+        diesel::delete(tenant_databases::table.find(id))
+            .execute(p.conn)
+            .map(drop)
+    }
+}

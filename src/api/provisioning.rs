@@ -1,0 +1,159 @@
+//! Provisioning and deprovisioning (admin token).
+//!
+//! `POST /admin/tenant/provision` answers 201 with the run when this call
+//! placed the merchant, 200 with the run when `runId` names a run that had
+//! already succeeded, and 422 with the run and the failure's code when the
+//! run failed (now or before, for a repeated `runId`).
+
+use rocket::{Route, State, http::Status, post, response::status::Custom, routes, tokio};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Body;
+use crate::{
+    app::App,
+    auth::guards::PlatformAdmin,
+    db::{
+        ids::{MerchantId, RunId},
+        platform::runs::ProvisioningRun,
+    },
+    error::ApiError,
+    tenancy::{
+        Tier,
+        provisioning::{
+            self, Outcome,
+            deprovision::{self as tenant_deprovision, Deprovisioned},
+        },
+    },
+};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Provision {
+    merchant_id: MerchantId,
+    /// `schema` or `dedicated`.
+    tier: String,
+    /// A client run id: repeating it answers the same run.
+    run_id: Option<RunId>,
+    /// Bring your own database (dedicated tier only); never echoed back.
+    #[schema(value_type = Option<String>)]
+    database_url: Option<SecretString>,
+}
+
+fn failed(status: Status, run: ProvisioningRun) -> Custom<Json> {
+    Custom(
+        status,
+        rocket::serde::json::Json(json!({
+            "error": {
+                "code": run.error_code.clone().unwrap_or_else(|| "provisioning_failed".into()),
+                "message": format!(
+                    "provisioning failed at step {}: {}",
+                    run.failed_step.clone().unwrap_or_default(),
+                    run.error.clone().unwrap_or_default()
+                ),
+            },
+            "run": run,
+        })),
+    )
+}
+
+type Json = rocket::serde::json::Json<Value>;
+
+/// Provisions a merchant onto its own schema or database, as one durable run.
+#[utoipa::path(post, path = "/admin/tenant/provision", tag = "admin", security(("admin" = [])), request_body = Provision,
+    responses(
+        (status = 201, description = "`{run}`: the run that provisioned the merchant", body = Object),
+        (status = 200, description = "`{run}`: a ready run answered again for its `runId`", body = Object),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 404, response = super::docs::NotFound),
+        (status = 409, response = super::docs::Conflict),
+        (status = 422, description = "a failed run (with `run`: the failed step and why), a bad database URL or an invalid body", body = super::docs::ErrorEnvelope),
+        (status = 503, response = super::docs::Unavailable),
+    ))]
+#[post("/admin/tenant/provision", data = "<body>")]
+async fn provision(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    body: Body<Provision>,
+) -> Result<Custom<Json>, ApiError> {
+    let b = body.0;
+    let tier = match Tier::parse(&b.tier) {
+        Some(t @ (Tier::Schema | Tier::Dedicated)) => t,
+        _ => return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`")),
+    };
+    let database_url = match &b.database_url {
+        Some(raw) => Some(provisioning::parse_database_url(
+            secrecy::ExposeSecret::expose_secret(raw),
+        )?),
+        None => None,
+    };
+    let req = provisioning::Request {
+        merchant: b.merchant_id,
+        tier,
+        run_id: b.run_id,
+        database_url,
+    };
+    let app2 = app.inner().clone();
+    let outcome = tokio::task::spawn_blocking(move || provisioning::run(&app2, &req))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(match outcome {
+        Outcome::Ready(run) => {
+            tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, run = %run.id, "provisioned");
+            Custom(
+                Status::Created,
+                rocket::serde::json::Json(json!({ "run": run })),
+            )
+        }
+        Outcome::Replayed(run) if run.status == "ready" => {
+            Custom(Status::Ok, rocket::serde::json::Json(json!({ "run": run })))
+        }
+        Outcome::Failed(run) | Outcome::Replayed(run) => failed(Status::UnprocessableEntity, run),
+    })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Deprovision {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Drops a merchant's schema or posd-created database (after an export, or
+/// forced) or forgets the database it brought, and puts it back on the
+/// shared tier.
+#[utoipa::path(post, path = "/admin/tenants/{id}/deprovision", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)), request_body = Deprovision,
+    responses(
+        (status = 200, description = "What was dropped or forgotten, and anything left behind", body = Object),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 404, response = super::docs::NotFound),
+        (status = 409, description = "`export_required` or `not_provisioned`", body = super::docs::ErrorEnvelope),
+        (status = 422, response = super::docs::Invalid),
+        (status = 503, response = super::docs::Unavailable),
+    ))]
+#[post("/admin/tenants/<id>/deprovision", data = "<body>")]
+async fn deprovision(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    id: MerchantId,
+    body: Body<Deprovision>,
+) -> Result<rocket::serde::json::Json<Deprovisioned>, ApiError> {
+    let force = body.0.force;
+    let app2 = app.inner().clone();
+    let operator = admin.operator.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        tenant_deprovision::deprovision(&app2, id, force, &operator)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(rocket::serde::json::Json(out))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(provision, deprovision))]
+pub struct Doc;
+
+pub fn routes() -> Vec<Route> {
+    routes![provision, deprovision]
+}

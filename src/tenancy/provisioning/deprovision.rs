@@ -1,0 +1,185 @@
+//! Deprovisioning: the reverse of provisioning. The merchant goes back to
+//! the shared tier, with no data there (it had none when it was provisioned),
+//! and may be provisioned again.
+//!
+//! Policy: a schema or a database posd created is dropped only when an
+//! export of it was taken since the merchant was placed there, or when the
+//! operator forces it. A database the merchant brought is never dropped:
+//! posd forgets its credentials and leaves it as it is. The placement flips
+//! first (so nothing is routed to what is about to go), then the schema or
+//! database is dropped; a failed drop is reported, not hidden.
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use serde::Serialize;
+use serde_json::json;
+
+use super::with_lock;
+use crate::{
+    app::App,
+    db::{
+        ids::MerchantId,
+        platform::{
+            Platform, audit,
+            exports::TenantExport,
+            merchants::{Merchant, NewPlacement},
+            migration_state::MigrationState,
+            runs::ProvisioningRun,
+            tenant_databases::TenantDatabase,
+        },
+        pool,
+        tenant::quote_ident,
+    },
+    error::{ApiError, ApiResult},
+    redact::redact_text,
+    tenancy::{SHARED_SCHEMA, Tier},
+};
+
+/// What a deprovisioning did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deprovisioned {
+    /// The merchant, back on the shared tier.
+    pub merchant: Merchant,
+    /// The tier it was on.
+    pub from_tier: String,
+    /// `schema m_…` or `database posd_m_…`, when dropped.
+    pub dropped: Option<String>,
+    /// A database the merchant brought: forgotten, left intact.
+    pub forgotten: Option<String>,
+    /// Something that should have been dropped but could not be (drop it by hand).
+    pub left_behind: Option<String>,
+    /// The export that allowed the drop (none when forced).
+    pub export: Option<TenantExport>,
+}
+
+/// Deprovisions `merchant` (blocking).
+pub fn deprovision(
+    app: &App,
+    merchant: MerchantId,
+    force: bool,
+    operator: &str,
+) -> ApiResult<Deprovisioned> {
+    with_lock(app, merchant, |owner| {
+        deprovision_locked(app, owner, merchant, force, operator)
+    })
+}
+
+fn deprovision_locked(
+    app: &App,
+    owner: &mut PgConnection,
+    merchant: MerchantId,
+    force: bool,
+    operator: &str,
+) -> ApiResult<Deprovisioned> {
+    let mut p = Platform::new(owner);
+    let m = Merchant::find(&mut p, merchant).map_err(ApiError::or_not_found("merchant"))?;
+    if m.tier == Tier::Shared.as_str() {
+        return Err(ApiError::conflict(
+            "not_provisioned",
+            "the merchant is on the shared tier; there is nothing to deprovision",
+        ));
+    }
+    let database = match m.database_id {
+        Some(id) => Some(TenantDatabase::find(&mut p, id)?),
+        None => None,
+    };
+    let byo = database.as_ref().is_some_and(|d| !d.created_by_posd);
+    let placed_at = ProvisioningRun::latest_ready(&mut p, merchant)?
+        .map(|r| r.updated_at)
+        .unwrap_or(m.created_at);
+    let export = TenantExport::latest_since(&mut p, merchant, &m.tier, placed_at)?;
+    if !byo && !force && export.is_none() {
+        return Err(ApiError::conflict(
+            "export_required",
+            format!(
+                "no export of this merchant's {} data exists; export it first (GET /api/v2/POS/admin/tenants/{merchant}/export) or send {{\"force\": true}} to drop it without one",
+                m.tier
+            ),
+        ));
+    }
+
+    let after = owner.transaction::<_, ApiError, _>(|c| {
+        let mut p = Platform::new(c);
+        let after = Merchant::set_placement(
+            &mut p,
+            merchant,
+            &m.tier,
+            &NewPlacement {
+                tier: Tier::Shared.as_str(),
+                schema_name: SHARED_SCHEMA,
+                database_id: None,
+            },
+        )?;
+        if let Some(d) = &database {
+            TenantDatabase::delete(&mut p, d.id)?;
+        }
+        MigrationState::delete(&mut p, merchant)?;
+        audit::record(
+            &mut p,
+            operator,
+            "tenant.deprovision",
+            Some(merchant),
+            json!({
+                "fromTier": m.tier,
+                "force": force,
+                "byo": byo,
+                "export": export.as_ref().map(|e| e.id),
+            }),
+        )?;
+        Ok(after)
+    })?;
+    app.directory.invalidate(merchant);
+    app.pools.evict(merchant);
+
+    let mut out = Deprovisioned {
+        merchant: after,
+        from_tier: m.tier.clone(),
+        dropped: None,
+        forgotten: None,
+        left_behind: None,
+        export,
+    };
+    let (what, dropped) = match &database {
+        Some(d) if byo => {
+            out.forgotten = Some(format!("database {}", d.database_name));
+            tracing::info!(%merchant, database = %d.database_name, "deprovisioned; the merchant's own database is left intact");
+            return Ok(out);
+        }
+        Some(d) => (
+            format!("database {}", d.database_name),
+            drop_database(app, &d.database_name),
+        ),
+        None => (
+            format!("schema {}", m.schema_name),
+            diesel::sql_query(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&m.schema_name)
+            ))
+            .execute(owner)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        ),
+    };
+    match dropped {
+        Ok(()) => {
+            tracing::info!(%merchant, %what, force, "deprovisioned; dropped");
+            out.dropped = Some(what);
+        }
+        Err(e) => {
+            tracing::error!(%merchant, %what, error = %redact_text(&e), "deprovisioned, but the drop failed; drop it by hand");
+            out.left_behind = Some(what);
+        }
+    }
+    Ok(out)
+}
+
+fn drop_database(app: &App, name: &str) -> Result<(), String> {
+    let mut conn = pool::connect(&app.settings.dedicated_server_url).map_err(|e| e.to_string())?;
+    diesel::sql_query(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    ))
+    .execute(&mut conn)
+    .map(drop)
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,391 @@
+//! The steps of each kind of provisioning, their compensation, and the
+//! fault-injection hook.
+//!
+//! | kind | steps |
+//! |---|---|
+//! | schema | `create_schema`, `migrate`, `place` |
+//! | dedicated, created by posd | `create_database`, `secure_database`, `create_schema`, `migrate`, `seal`, `place` |
+//! | dedicated, brought by the merchant | `check`, `create_schema`, `migrate`, `seal`, `place` |
+//!
+//! Every step is idempotent (`IF NOT EXISTS`, an existence check before
+//! `CREATE DATABASE`), so a run cut short can run again from the start.
+//! `place` writes the registry row, the migration state, the placement and
+//! the run's `ready` in one control-plane transaction.
+
+use diesel::{Connection, PgConnection, RunQueryDsl, sql_types::Text};
+use secrecy::ExposeSecret;
+
+use super::{Request, byo, url_for_database};
+use crate::{
+    app::App,
+    db::{
+        ids::{DatabaseId, MerchantId, RunId},
+        platform::{
+            Platform,
+            merchants::{Merchant, NewPlacement},
+            migration_state::MigrationState,
+            runs::ProvisioningRun,
+            tenant_databases::TenantDatabase,
+        },
+        pool,
+        tenant::quote_ident,
+    },
+    redact::redact_text,
+    tenancy::{
+        Tier, crypto::Purpose, migrations::migrate_tenant_schema, tenant_database_name,
+        tenant_schema_name,
+    },
+};
+
+/// A failed step, a stable code and why (passwords redacted).
+#[derive(Debug)]
+pub(super) struct StepError {
+    pub step: &'static str,
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl StepError {
+    pub fn new(step: &'static str, code: &'static str, reason: impl std::fmt::Display) -> Self {
+        StepError {
+            step,
+            code,
+            reason: redact_text(reason.to_string().trim()),
+        }
+    }
+}
+
+/// Only the placement transaction turns database errors into step errors.
+impl From<diesel::result::Error> for StepError {
+    fn from(e: diesel::result::Error) -> Self {
+        StepError::new("place", "provisioning_failed", e)
+    }
+}
+
+fn at<T, E: std::fmt::Display>(step: &'static str, r: Result<T, E>) -> Result<T, StepError> {
+    r.map_err(|e| StepError::new(step, "provisioning_failed", e))
+}
+
+fn exec(conn: &mut PgConnection, q: &str) -> diesel::QueryResult<()> {
+    diesel::sql_query(q).execute(conn).map(drop)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    exists: bool,
+}
+
+fn database_exists(server: &mut PgConnection, name: &str) -> diesel::QueryResult<bool> {
+    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+        .bind::<Text, _>(name)
+        .get_result::<Exists>(server)
+        .map(|e| e.exists)
+}
+
+/// Progress of one run: records each step and fires the test hook.
+struct Steps<'a> {
+    app: &'a App,
+    run: RunId,
+    merchant: MerchantId,
+    schema: String,
+    done: u32,
+}
+
+impl Steps<'_> {
+    /// Records on the run that `step` starts, in `status`.
+    fn begin(
+        &self,
+        owner: &mut PgConnection,
+        status: &str,
+        step: &'static str,
+    ) -> Result<(), StepError> {
+        at(
+            step,
+            ProvisioningRun::advance(&mut Platform::new(owner), self.run, status, step),
+        )
+        .map(drop)
+    }
+
+    /// Counts a completed step; fails it when the test hook says so.
+    fn done(&mut self, step: &'static str) -> Result<(), StepError> {
+        self.done += 1;
+        if cfg!(debug_assertions) && self.app.settings.provision_fail_after_step == Some(self.done)
+        {
+            return Err(StepError::new(
+                step,
+                "injected_fault",
+                format!(
+                    "failure injected after step {} ({step}) by POSD_PROVISION_FAIL_AFTER_STEP",
+                    self.done
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Flips the placement in one transaction with everything that goes
+    /// with it, and marks the run ready.
+    fn place(
+        &mut self,
+        owner: &mut PgConnection,
+        tier: Tier,
+        database: Option<TenantDatabase>,
+    ) -> Result<(), StepError> {
+        self.begin(owner, "migrating", "place")?;
+        owner.transaction(|c| {
+            let mut p = Platform::new(c);
+            if let Some(db) = &database {
+                TenantDatabase::insert(&mut p, db)?;
+            }
+            MigrationState::record(
+                &mut p,
+                &MigrationState {
+                    merchant_id: self.merchant,
+                    version: Some(crate::tenancy::migrations::latest_tenant_version()),
+                    status: "ok".into(),
+                    error: None,
+                    duration_ms: 0,
+                    run_id: None,
+                },
+            )?;
+            Merchant::set_placement(
+                &mut p,
+                self.merchant,
+                Tier::Shared.as_str(),
+                &NewPlacement {
+                    tier: tier.as_str(),
+                    schema_name: &self.schema,
+                    database_id: database.as_ref().map(|d| d.id),
+                },
+            )?;
+            ProvisioningRun::advance(&mut p, self.run, "ready", "place")?;
+            // Inside the transaction: an injected failure here rolls back.
+            self.done("place")
+        })
+    }
+
+    fn seal(&self, url: &str) -> Result<Vec<u8>, StepError> {
+        at(
+            "seal",
+            self.app.settings.keyring.seal(
+                self.merchant.0,
+                Purpose::TenantDatabaseUrl,
+                url.as_bytes(),
+            ),
+        )
+    }
+}
+
+/// Runs every step of `req`; on failure, drops what the run created.
+pub(super) fn run(
+    app: &App,
+    owner: &mut PgConnection,
+    run: &ProvisioningRun,
+    req: &Request,
+) -> Result<(), StepError> {
+    let mut s = Steps {
+        app,
+        run: run.id,
+        merchant: req.merchant,
+        schema: tenant_schema_name(req.merchant),
+        done: 0,
+    };
+    match (req.tier, &req.database_url) {
+        (Tier::Schema, _) => schema_tier(&mut s, owner),
+        (Tier::Dedicated, None) => dedicated(&mut s, owner),
+        (Tier::Dedicated, Some(url)) => brought(&mut s, owner, url),
+        (Tier::Shared, _) => Err(StepError::new(
+            "check",
+            "provisioning_failed",
+            "the shared tier is not a provisioning target",
+        )),
+    }
+}
+
+/// Appends a failed clean-up to the step's reason, so the run says so.
+fn cleanup(result: &mut Result<(), StepError>, what: &str, done: diesel::QueryResult<()>) {
+    if let (Err(e), Err(c)) = (result.as_mut(), done) {
+        tracing::error!(error = %redact_text(&c.to_string()), "could not drop {what} after a failed provisioning");
+        e.reason
+            .push_str(&format!("; clean-up of {what} failed, drop it by hand"));
+    }
+}
+
+fn schema_tier(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepError> {
+    let schema = quote_ident(&s.schema);
+    let mut result = (|| {
+        s.begin(owner, "creating", "create_schema")?;
+        at(
+            "create_schema",
+            exec(owner, &format!("CREATE SCHEMA IF NOT EXISTS {schema}")),
+        )?;
+        s.done("create_schema")?;
+        s.begin(owner, "migrating", "migrate")?;
+        at(
+            "migrate",
+            migrate_tenant_schema(owner, &s.schema, Some(&s.app.app_role)),
+        )?;
+        s.done("migrate")?;
+        s.place(owner, Tier::Schema, None)
+    })();
+    if result.is_err() {
+        // The schema's name is the merchant's and the merchant is not placed
+        // there: whatever is in it belongs to this run (or one cut short).
+        let dropped = exec(owner, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        cleanup(&mut result, &format!("schema {}", s.schema), dropped);
+    }
+    result
+}
+
+fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepError> {
+    let settings = s.app.settings.clone();
+    let server_url = &settings.dedicated_server_url;
+    let db_name = tenant_database_name(s.merchant);
+    let db = quote_ident(&db_name);
+    let mut result = (|| {
+        s.begin(owner, "creating", "create_database")?;
+        let mut server = at("create_database", pool::connect(server_url))?;
+        if !at("create_database", database_exists(&mut server, &db_name))? {
+            at(
+                "create_database",
+                exec(&mut server, &format!("CREATE DATABASE {db}")),
+            )?;
+        }
+        s.done("create_database")?;
+
+        s.begin(owner, "creating", "secure_database")?;
+        let app_role = quote_ident(&s.app.app_role);
+        at(
+            "secure_database",
+            exec(
+                &mut server,
+                &format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+            ),
+        )?;
+        at(
+            "secure_database",
+            exec(
+                &mut server,
+                &format!("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app_role}"),
+            ),
+        )?;
+        drop(server);
+        s.done("secure_database")?;
+
+        s.begin(owner, "creating", "create_schema")?;
+        let owner_url = at(
+            "create_schema",
+            url_for_database(server_url, None, &db_name),
+        )?;
+        let mut conn = at("create_schema", pool::connect(&owner_url))?;
+        at(
+            "create_schema",
+            exec(&mut conn, "REVOKE ALL ON SCHEMA public FROM PUBLIC"),
+        )?;
+        at(
+            "create_schema",
+            exec(
+                &mut conn,
+                &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&s.schema)),
+            ),
+        )?;
+        s.done("create_schema")?;
+
+        s.begin(owner, "migrating", "migrate")?;
+        at(
+            "migrate",
+            migrate_tenant_schema(&mut conn, &s.schema, Some(&s.app.app_role)),
+        )?;
+        drop(conn);
+        s.done("migrate")?;
+
+        s.begin(owner, "migrating", "seal")?;
+        let app_url = at(
+            "seal",
+            url_for_database(server_url, Some(&settings.app_database_url), &db_name),
+        )?;
+        let sealed = s.seal(app_url.expose_secret())?;
+        drop(app_url);
+        s.done("seal")?;
+
+        let database = TenantDatabase {
+            id: DatabaseId(uuid::Uuid::now_v7()),
+            merchant_id: s.merchant,
+            database_name: db_name.clone(),
+            sealed_url: sealed,
+            key_id: settings.keyring.active_key_id().to_string(),
+            created_by_posd: true,
+        };
+        s.place(owner, Tier::Dedicated, Some(database))
+    })();
+    if result.is_err() {
+        // posd names this database after the merchant, which is not placed
+        // on it: it belongs to this run (or one cut short).
+        let dropped = pool::connect(server_url)
+            .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
+            .and_then(|mut server| {
+                exec(
+                    &mut server,
+                    &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                )
+            });
+        cleanup(&mut result, &format!("database {db_name}"), dropped);
+    }
+    result
+}
+
+fn brought(
+    s: &mut Steps<'_>,
+    owner: &mut PgConnection,
+    url: &byo::ByoUrl,
+) -> Result<(), StepError> {
+    let mut conn: Option<PgConnection> = None;
+    let mut created_schema = false;
+    let schema = quote_ident(&s.schema);
+    let mut result = (|| {
+        s.begin(owner, "pending", "check")?;
+        let (c, found) = byo::check(url, &s.schema)?;
+        let c = conn.insert(c);
+        s.done("check")?;
+
+        s.begin(owner, "creating", "create_schema")?;
+        if !found.schema_exists {
+            at(
+                "create_schema",
+                exec(c, &format!("CREATE SCHEMA IF NOT EXISTS {schema}")),
+            )?;
+            created_schema = true;
+        }
+        s.done("create_schema")?;
+
+        // The merchant's role runs the migrations and owns the tables;
+        // forced row-level security binds it all the same.
+        s.begin(owner, "migrating", "migrate")?;
+        at("migrate", migrate_tenant_schema(c, &s.schema, None))?;
+        s.done("migrate")?;
+
+        s.begin(owner, "migrating", "seal")?;
+        let sealed = s.seal(url.url.expose_secret())?;
+        s.done("seal")?;
+
+        let database = TenantDatabase {
+            id: DatabaseId(uuid::Uuid::now_v7()),
+            merchant_id: s.merchant,
+            database_name: url.database.clone(),
+            sealed_url: sealed,
+            key_id: s.app.settings.keyring.active_key_id().to_string(),
+            created_by_posd: false,
+        };
+        s.place(owner, Tier::Dedicated, Some(database))
+    })();
+    // Never drop what the merchant had before: only a schema this call made.
+    if result.is_err()
+        && created_schema
+        && let Some(c) = conn.as_mut()
+    {
+        let dropped = exec(c, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        cleanup(&mut result, &format!("schema {}", s.schema), dropped);
+    }
+    result
+}
