@@ -151,6 +151,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, staff::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
         .nest(PREFIX, provisioning::Doc::openapi())
+        .nest(PREFIX, export::Doc::openapi())
 }
 
 /// Built per request: a few hundred microseconds, and never stale.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod categories;
 pub mod customers;
 pub mod docs;
+pub mod export;
 pub mod health;
 pub mod idempotent;
 pub mod inventory;
@@ -44,6 +45,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, offline::routes()),
         (PREFIX, staff::routes()),
         (PREFIX, admin::routes()),
+        (PREFIX, export::routes()),
         (PREFIX, provisioning::routes()),
     ]
 }

@@ -8,6 +8,7 @@ mod byo;
 mod catalog;
 mod docs;
 mod errors;
+mod export;
 mod faults;
 mod isolation;
 mod keys;
