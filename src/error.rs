@@ -52,6 +52,22 @@ impl ApiError {
         }
     }
 
+    /// Like [`ApiError::or_not_found`], and maps a unique violation to 409
+    /// `code` with `message` (another row already has the value).
+    pub fn or_taken(
+        what: &'static str,
+        code: &'static str,
+        message: &'static str,
+    ) -> impl Fn(diesel::result::Error) -> ApiError {
+        move |e| match e {
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            ) => ApiError::conflict(code, message),
+            e => ApiError::or_not_found(what)(e),
+        }
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(Status::Unauthorized, "unauthorized", message)
     }

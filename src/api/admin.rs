@@ -132,12 +132,11 @@ async fn create_merchant(
                         plan: b.plan.trim(),
                     },
                 )
-                .map_err(|e| match ApiError::from(e) {
-                    e if e.code == "conflict" => {
-                        ApiError::conflict("slug_taken", "a merchant with this slug exists")
-                    }
-                    e => e,
-                })?;
+                .map_err(ApiError::or_taken(
+                    "merchant",
+                    "slug_taken",
+                    "a merchant with this slug exists",
+                ))?;
                 StaffUser::insert(
                     p,
                     &NewStaffUser {

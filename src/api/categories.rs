@@ -31,12 +31,11 @@ struct UpdateCategory {
 }
 
 fn name_conflict(e: diesel::result::Error) -> ApiError {
-    match ApiError::or_not_found("category")(e) {
-        e if e.code == "conflict" => {
-            ApiError::conflict("category_name_taken", "another category has this name")
-        }
-        e => e,
-    }
+    ApiError::or_taken(
+        "category",
+        "category_name_taken",
+        "another category has this name",
+    )(e)
 }
 
 #[utoipa::path(get, path = "/categories", tag = "catalog", security(("staff" = [])),

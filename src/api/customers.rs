@@ -69,12 +69,7 @@ fn phone(v: Option<&str>) -> ApiResult<Option<String>> {
 }
 
 fn email_conflict(e: diesel::result::Error) -> ApiError {
-    match ApiError::or_not_found("customer")(e) {
-        e if e.code == "conflict" => {
-            ApiError::conflict("email_taken", "another customer has this email")
-        }
-        e => e,
-    }
+    ApiError::or_taken("customer", "email_taken", "another customer has this email")(e)
 }
 
 #[derive(Debug, FromForm)]

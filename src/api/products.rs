@@ -77,15 +77,23 @@ fn tax(v: i32) -> ApiResult<i32> {
     }
 }
 
-fn sku_conflict(e: ApiError) -> ApiError {
-    match e.code.as_ref() {
-        "conflict" => ApiError::conflict("sku_taken", "another product already has this sku"),
-        "invalid_reference" => ApiError::new(
+/// A taken sku is 409 `sku_taken`, a category of no one's 422
+/// `unknown_category`.
+fn product_error(e: diesel::result::Error) -> ApiError {
+    match e {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        ) => ApiError::new(
             Status::UnprocessableEntity,
             "unknown_category",
             "categoryId: no such category",
         ),
-        _ => e,
+        e => ApiError::or_taken(
+            "product",
+            "sku_taken",
+            "another product already has this sku",
+        )(e),
     }
 }
 
@@ -183,7 +191,7 @@ async fn create(
         active: b.active,
     };
     let product = db
-        .run(move |tx| Product::create(tx, &new).map_err(|e| sku_conflict(e.into())))
+        .run(move |tx| Product::create(tx, &new).map_err(product_error))
         .await?;
     Ok((Status::Created, Json(product)))
 }
@@ -221,12 +229,9 @@ async fn update(
         track_stock: b.track_stock,
         active: b.active,
     };
-    db.run(move |tx| {
-        Product::update(tx, id, &changes)
-            .map_err(|e| sku_conflict(ApiError::or_not_found("product")(e)))
-    })
-    .await
-    .map(Json)
+    db.run(move |tx| Product::update(tx, id, &changes).map_err(product_error))
+        .await
+        .map(Json)
 }
 
 /// Manager or owner.

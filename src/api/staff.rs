@@ -155,13 +155,11 @@ async fn create(
                     role: b.role.as_str(),
                 },
             )
-            .map_err(|e| match ApiError::from(e) {
-                e if e.code == "conflict" => ApiError::conflict(
-                    "email_taken",
-                    "another staff user of this merchant has this email",
-                ),
-                e => e,
-            })
+            .map_err(ApiError::or_taken(
+                "staff user",
+                "email_taken",
+                "another staff user of this merchant has this email",
+            ))
         })
         .await?;
     tracing::info!(merchant = %merchant, staff = %user.id, by = %owner.0.claims.sub, "staff user created");
