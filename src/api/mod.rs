@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod auth;
+#[cfg(feature = "bench-control")]
+pub mod bench_control;
 pub mod categories;
 pub mod customers;
 pub mod health;
@@ -37,6 +39,8 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, reports::routes()),
         (PREFIX, offline::routes()),
         (PREFIX, admin::routes()),
+        #[cfg(feature = "bench-control")]
+        (PREFIX, bench_control::routes()),
     ]
 }
 

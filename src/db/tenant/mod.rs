@@ -70,6 +70,14 @@ impl<'a> TenantTx<'a> {
         Ok(Self { conn, merchant })
     }
 
+    /// A handle that binds nothing, for the benchmark control route only
+    /// (feature `bench-control`): its connection reaches the tables without
+    /// row-level security, so nothing but the query's own filter scopes it.
+    #[cfg(feature = "bench-control")]
+    pub(crate) fn unbound(conn: &'a mut PgConnection, merchant: MerchantId) -> Self {
+        Self { conn, merchant }
+    }
+
     pub fn merchant(&self) -> MerchantId {
         self.merchant
     }
