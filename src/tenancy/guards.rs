@@ -126,10 +126,7 @@ impl TenantDb {
             if dedicated {
                 pools.record_success(placement.merchant);
             }
-            diesel::Connection::transaction(&mut conn.conn, |c| {
-                let mut tx = TenantTx::bind(c, placement.merchant, &placement.schema)?;
-                f(&mut tx)
-            })
+            TenantTx::transaction(&mut conn.conn, placement.merchant, &placement.schema, f)
         })
         .await
         .map_err(ApiError::internal)?
