@@ -111,10 +111,16 @@ impl TenantDb {
         let pool = self.handle.pool.clone();
         let placement = self.placement.clone();
         let pools = self.pools.clone();
+        let wait = self.wait;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let dedicated = placement.tier == Tier::Dedicated;
-            let mut conn = match pool.get() {
+            let checkout = if dedicated {
+                pools.checkout(placement.merchant, &pool, wait)
+            } else {
+                pool.get()
+            };
+            let mut conn = match checkout {
                 Ok(c) => c,
                 Err(e) => {
                     if dedicated {
