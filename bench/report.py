@@ -37,6 +37,10 @@ def render(r):
             out.append(f"| {tier} | {f(x['posd_rps'])} | {f(x['pgbench_tps'])} | "
                        f"{f(x['ratio'], fmt='{:.2f}')} | {f(x['p50_us'], 1e-3, '{:.2f}')} | "
                        f"{f(x['p99_us'], 1e-3, '{:.2f}')} | {x['errors']} |")
+        ext = {t: x["pgbench_extended_tps"] for t, x in r[kind].items() if "pgbench_extended_tps" in x}
+        if ext:
+            out += ["", "pgbench with the same scripts and no prepared statement (`-M extended`), TPS: "
+                    + ", ".join(f"{t} {f(v)}" for t, v in ext.items()) + "."]
     if "routing" in r:
         out += ["", "### Routing overhead: shared-tier read vs control route (no tenancy)", "",
                 "| connections | posd req/s | control req/s | posd mean µs | control mean µs | overhead % | overhead µs/request |",
@@ -85,13 +89,15 @@ def render(r):
                            f"(leak check): {x['rss_per_pool_built_kib']:.2f} KiB")
     if "creation" in r:
         out += ["", "### Tenant creation (control-plane rows in bulk, then the provisioning API, 3 at a time)", "",
-                "| tier | tenants | rows s | provisioning s | first product s | per tenant ms |", "|---|---|---|---|---|---|"]
+                "| tier | tenants | rows s | provisioning s | first product s | per tenant ms | 503s while adding products (retried) | left without product |",
+                "|---|---|---|---|---|---|---|---|"]
         for tier, steps in r["creation"].items():
             for c in steps:
                 n = c["to"] - c["from"]
                 total = c["rows_s"] + c["provision_s"] + c["products_s"]
                 out.append(f"| {tier} | {c['from']}→{c['to']} | {c['rows_s']} | {c['provision_s']} | "
-                           f"{c['products_s']} | {1000 * total / max(1, n):.0f} |")
+                           f"{c['products_s']} | {1000 * total / max(1, n):.0f} | "
+                           f"{c.get('product_503s', 0)} | {c.get('without_product', 0)} |")
     return "\n".join(out) + "\n"
 
 
