@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod auth;
+#[cfg(feature = "bench-control")]
+pub mod bench_control;
 pub mod categories;
 pub mod customers;
 pub mod docs;
@@ -47,6 +49,8 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, admin::routes()),
         (PREFIX, export::routes()),
         (PREFIX, provisioning::routes()),
+        #[cfg(feature = "bench-control")]
+        (PREFIX, bench_control::routes()),
     ]
 }
 

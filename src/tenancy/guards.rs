@@ -111,10 +111,16 @@ impl TenantDb {
         let pool = self.handle.pool.clone();
         let placement = self.placement.clone();
         let pools = self.pools.clone();
+        let wait = self.wait;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let dedicated = placement.tier == Tier::Dedicated;
-            let mut conn = match pool.get() {
+            let checkout = if dedicated {
+                pools.checkout(placement.merchant, &pool, wait)
+            } else {
+                pool.get()
+            };
+            let mut conn = match checkout {
                 Ok(c) => c,
                 Err(e) => {
                     if dedicated {
@@ -126,10 +132,7 @@ impl TenantDb {
             if dedicated {
                 pools.record_success(placement.merchant);
             }
-            diesel::Connection::transaction(&mut conn.conn, |c| {
-                let mut tx = TenantTx::bind(c, placement.merchant, &placement.schema)?;
-                f(&mut tx)
-            })
+            TenantTx::transaction(&mut conn.conn, placement.merchant, &placement.schema, f)
         })
         .await
         .map_err(ApiError::internal)?

@@ -272,6 +272,33 @@ impl TenantPools {
         Ok(handle)
     }
 
+    /// Checks a connection out of a dedicated merchant's pool, waiting at
+    /// most `wait`. While the pool has no idle connection and the budget is
+    /// spent, it first frees budget (see [`TenantPools::reclaim`]): otherwise
+    /// a cached pool holding no connection (one that lost the race for a
+    /// lease after it was built) would wait in vain while idle pools of other
+    /// merchants hold the whole budget, since reclaiming used to happen only
+    /// when a pool was built.
+    pub fn checkout(
+        &self,
+        merchant: MerchantId,
+        pool: &Pool,
+        wait: Duration,
+    ) -> Result<pool::PooledConn, r2d2::Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if pool.state().idle_connections == 0 && self.budget.used() >= self.budget.limit() {
+                self.reclaim(merchant);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match pool.get_timeout(left.min(Duration::from_millis(100))) {
+                Ok(conn) => return Ok(conn),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+
     /// Frees budget by evicting least recently used pools that have no
     /// connection checked out.
     fn reclaim(&self, keep: MerchantId) {

@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""posd benchmark driver. Run it through `bench/run` (see BENCHMARKS.md).
+
+Sections, in order: setup, capture (the SQL posd sends), reads, orders,
+routing, growth (cost growth per tier, with the fleet figures for the
+dedicated tier). Every figure is the median of RUNS runs, with min and max.
+Standard library only; talks only to 127.0.0.1; every loop is bounded in
+count and time.
+"""
+
+import argparse
+import atexit
+import base64
+import concurrent.futures as cf
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import platform
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIERS = ("shared", "schema", "dedicated")
+SECTIONS = ("reads", "orders", "routing", "growth")
+PRODUCTS = 30  # per benchmark merchant; orders take 3 of them
+PRICE = 250
+
+
+def log(msg):
+    print(f"bench [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def stats(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def staff_token(secret, staff_id, merchant_id, ttl=6 * 3600):
+    """An HS256 staff token, as `POST /auth/login` issues (same claims)."""
+    now = int(time.time())
+    header = b64url(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
+    claims = b64url(json.dumps({
+        "sub": str(staff_id), "mid": str(merchant_id), "role": "owner",
+        "iss": "posd", "aud": "posd", "exp": now + ttl, "iat": now,
+    }).encode())
+    sig = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{b64url(sig)}"
+
+
+class Deadline:
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
+
+    def left(self):
+        return self.end - time.monotonic()
+
+    def check(self, what):
+        if self.left() <= 0:
+            raise TimeoutError(f"time budget exhausted during {what}")
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.runs = 3
+        self.dur = 2 if self.quick else 5
+        self.conc = args.concurrency
+        self.fleet = 100 if self.quick else 1000
+        self.steps = [10, 100] if self.quick else [10, 100, 1000]
+        self.deadline = Deadline(args.budget or (170 if self.quick else 870))
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(HERE), "target"))
+        self.out = os.path.abspath(args.out or os.path.join(target, "bench", stamp))
+        os.makedirs(self.out, exist_ok=True)
+        self.results = {"mode": "quick" if self.quick else "full", "runs": self.runs,
+                        "duration_s": self.dur, "concurrency": self.conc}
+        self.cluster = None
+        self.posd = None
+        self.started = time.monotonic()
+
+    # ---------------------------------------------------------------- setup
+
+    def machine(self):
+        model = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        model = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        mem = 0
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = int(line.split()[1]) // 1024
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        pgb = subprocess.run(["pgbench", "--version"], capture_output=True, text=True).stdout.strip()
+        return {"nproc": os.cpu_count(), "memory_mib": mem, "cpu": model,
+                "kernel": platform.release(), "postgres": self.cluster.version,
+                "wrk": wrk.strip(), "pgbench": pgb}
+
+    def setup(self):
+        self.cluster = pg.Cluster(self.out, max_connections=100, log=log)
+        self.cluster.start()
+        log(f"PostgreSQL ({self.cluster.version}) on 127.0.0.1:{self.cluster.port}, data in {self.cluster.dir}")
+        self.pw = {r: secrets.token_hex(16) for r in ("owner", "app", "control")}
+        self.cluster.psql(f"""
+            CREATE ROLE posd_owner LOGIN CREATEDB PASSWORD '{self.pw["owner"]}';
+            CREATE ROLE posd_app LOGIN PASSWORD '{self.pw["app"]}';
+            CREATE ROLE posd_bench_control LOGIN BYPASSRLS PASSWORD '{self.pw["control"]}';
+            CREATE DATABASE posd OWNER posd_owner;
+            CREATE EXTENSION pg_stat_statements;
+        """)
+        self.jwt_secret = secrets.token_urlsafe(48)
+        c = self.cluster
+        self.creds = {
+            "POSD_DATABASE_URL": c.url("posd_owner", self.pw["owner"], "posd"),
+            "POSD_APP_DATABASE_URL": c.url("posd_app", self.pw["app"], "posd"),
+            "POSD_JWT_SECRET": self.jwt_secret,
+            "POSD_ENCRYPTION_KEYS": pg.encryption_key_spec(),
+            "POSD_BENCH_CONTROL_URL": c.url("posd_bench_control", self.pw["control"], "posd"),
+        }
+        self.results["machine"] = self.machine()
+        # Pools sized so that posd may use as many connections as wrk has
+        # connections (pgbench runs with as many clients).
+        self.tier_env = {
+            "POSD_POOL_SIZE": str(self.conc),
+            "POSD_TENANT_POOL_SIZE": str(self.conc),
+            "POSD_CONNECTION_BUDGET": "60",
+        }
+        self.start_posd(self.tier_env)
+        c.psql("""
+            GRANT USAGE ON SCHEMA tenant_shared TO posd_bench_control;
+            GRANT SELECT ON tenant_shared.products TO posd_bench_control;
+            ALTER ROLE posd_bench_control SET search_path = tenant_shared;
+        """, db="posd")
+        self.admin = self.posd.admin_token()
+
+    def start_posd(self, env, name="posd"):
+        if self.posd:
+            self.posd.stop()
+        self.posd = pg.Posd(self.args.posd, self.cluster, self.creds, self.out, env, name).start()
+        return self.posd
+
+    def teardown(self):
+        if self.posd:
+            self.posd.stop()
+            self.posd = None
+        if self.cluster:
+            self.cluster.stop(keep=self.args.keep)
+            self.cluster = None
+
+    # -------------------------------------------------------------- seeding
+
+    def create_merchant(self, slug, tier):
+        """Through the admin API: create, provision, log in."""
+        p = self.posd
+        email, password = f"owner@{slug}.example", "bench-password-1"
+        st, m = p.call("POST", "/admin/merchants", self.admin, {
+            "slug": slug, "name": slug, "timezone": "Europe/Paris", "currency": "EUR",
+            "owner": {"email": email, "password": password}})
+        assert st == 201, (st, m)
+        if tier != "shared":
+            self.provision(m["id"], tier)
+        st, t = p.call("POST", "/auth/login", None,
+                       {"merchant": slug, "email": email, "password": password})
+        assert st == 200, (st, t)
+        return {"id": m["id"], "slug": slug, "tier": tier, "token": t["token"],
+                "schema": m["schemaName"] if tier == "shared" else None}
+
+    def provision(self, merchant_id, tier):
+        st, r = self.posd.call("POST", "/admin/tenant/provision", self.admin,
+                               {"merchantId": merchant_id, "tier": tier}, timeout=120)
+        if st != 201 or r["run"]["status"] != "ready":
+            raise RuntimeError(f"provisioning {merchant_id} onto {tier}: {st} {r}")
+
+    def add_products(self, m, n, stock=True):
+        ids = []
+        for i in range(n):
+            st, prod = self.posd.call("POST", "/products", m["token"], {
+                "sku": f"SKU-{i:04d}", "name": f"Product {i}", "priceMinor": PRICE,
+                "taxRateBps": 0, "trackStock": stock})
+            assert st == 201, (st, prod)
+            ids.append(prod["id"])
+            if stock:
+                st, r = self.posd.call("POST", "/inventory/adjustments", m["token"], {
+                    "productId": prod["id"], "delta": 1_000_000_000, "reason": "receive"})
+                assert st == 201, (st, r)
+        m["products"] = ids
+        return ids
+
+    def placement(self, m):
+        st, t = self.posd.call("GET", f"/admin/tenants/{m['id']}", self.admin)
+        assert st == 200, (st, t)
+        return t
+
+    def seed_bench_merchants(self):
+        self.bm = {}
+        for tier in TIERS:
+            m = self.create_merchant(f"bench-{tier}", tier)
+            self.add_products(m, PRODUCTS)
+            t = self.placement(m)
+            m["schema"] = t["schemaName"]
+            m["db"] = "posd" if tier != "dedicated" else self.cluster.rows(
+                f"SELECT database_name FROM tenant_databases WHERE merchant_id = '{m['id']}'",
+                db="posd")[0][0]
+            self.bm[tier] = m
+        log("seeded one benchmark merchant per tier, 30 products each")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--posd", required=True, help="the posd binary (release, feature bench-control)")
+    ap.add_argument("--quick", action="store_true", help="shorter runs, 100 tenants (under 3 minutes)")
+    ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL data directory")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections among {','.join(SECTIONS)}")
+    ap.add_argument("--concurrency", type=int, default=8, help="wrk connections = pgbench clients")
+    ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 170)")
+    ap.add_argument("--out", help="result directory (default $CARGO_TARGET_DIR/bench/<time>)")
+    args = ap.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    for s in only:
+        if s not in SECTIONS:
+            ap.error(f"unknown section {s}")
+    b = Bench(args)
+    atexit.register(b.teardown)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    import sections  # noqa: E402
+    sections.run(b, only)
+
+
+if __name__ == "__main__":
+    main()
