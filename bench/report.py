@@ -21,6 +21,8 @@ def render(r):
     out.append(f"Machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('memory_mib')} MiB, "
                f"{m.get('postgres')}, {m.get('wrk')}, {m.get('pgbench')}.")
     out.append("Figures: median (min-max).")
+    if r.get("incomplete"):
+        out.append(f"INCOMPLETE: {r['incomplete']}; later sections are missing.")
     spr = r.get("statements_per_request")
     if spr:
         out.append("")

@@ -77,24 +77,26 @@ class Sampler:
     def __init__(self, b, seconds):
         self.b, self.seconds = b, seconds
         self.peak_total = self.peak_tenant = 0
+        self.stop = threading.Event()
         self.t = threading.Thread(target=self.loop, daemon=True)
 
     def loop(self):
         end = time.monotonic() + self.seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end and not self.stop.is_set():
             try:
                 total, tenant = self.b.cluster.rows(self.SQL)[0]
                 self.peak_total = max(self.peak_total, int(total))
                 self.peak_tenant = max(self.peak_tenant, int(tenant))
             except Exception:  # noqa: BLE001 - a missed sample is not fatal
                 pass
-            time.sleep(0.2)
+            self.stop.wait(0.2)
 
     def __enter__(self):
         self.t.start()
         return self
 
     def __exit__(self, *a):
+        self.stop.set()
         self.t.join(timeout=self.seconds + 10)
 
 
@@ -210,14 +212,15 @@ def ratio_section(b, kind):
             scripts = order_scripts(b)
             defines = bench_defines(b, m, order=True)
         # Warm up both sides (pools, caches, plans).
-        wrk(b, targets, b.conc, 1, f"{kind}-{tier}-warm")
-        pgbench(b, m["db"], scripts, defines, b.conc, 1)
+        if not b.quick:  # --quick saves the warm-up runs
+            wrk(b, targets, b.conc, 1, f"{kind}-{tier}-warm")
+            pgbench(b, m["db"], scripts, defines, b.conc, 1)
         posd_runs, pgb_runs, ratios, p50, p99, errors = [], [], [], [], [], 0
         ext_runs = []
         for i in range(b.runs):
             w = wrk(b, targets, b.conc, b.dur, f"{kind}-{tier}")
             p = pgbench(b, m["db"], scripts, defines, b.conc, b.dur)
-            if kind == "orders":
+            if kind == "orders" and not b.quick:
                 # The same scripts with no statement prepared: posd prepares
                 # only some of its statements (see BENCHMARKS.md).
                 ext_runs.append(pgbench(b, m["db"], scripts, defines, b.conc, b.dur,
@@ -248,8 +251,9 @@ def routing(b):
         raise RuntimeError(f"control route answered {st}: is posd built with --features bench-control?")
     res = {}
     for conc in (1, b.conc):
-        wrk(b, posd_t, conc, 1, "routing-warm")
-        wrk(b, ctrl_t, conc, 1, "routing-warm")
+        if not b.quick:
+            wrk(b, posd_t, conc, 1, "routing-warm")
+            wrk(b, ctrl_t, conc, 1, "routing-warm")
         a, c, over_pct, over_us, lat_a, lat_c = [], [], [], [], [], []
         for i in range(b.runs):
             wa = wrk(b, posd_t, conc, b.dur, "routing-posd")
@@ -319,6 +323,8 @@ def parallel(fn, items, workers, deadline, what):
                     x = next(it, None)
                     if x is not None:
                         futs[ex.submit(fn, x)] = x
+    if len(done) < len(items):
+        raise TimeoutError(f"time budget exhausted during {what}")
     return len(done)
 
 
@@ -393,7 +399,7 @@ def growth(b):
     fleet_env = {"POSD_POOL_SIZE": "10", "POSD_TENANT_POOL_SIZE": "2",
                  "POSD_CONNECTION_BUDGET": str(budget),
                  "POSD_MAX_TENANT_POOLS": str(max(b.steps))}
-    res = []
+    res = b.results.setdefault("growth", [])
     for n in b.steps:
         for tier in TIERS:
             grow(b, tier, n)
@@ -436,7 +442,6 @@ def growth(b):
                 f"{row['p50_us']['median'] / 1000:.2f} ms p99 {row['p99_us']['median'] / 1000:.2f} ms, "
                 f"errors {row['errors']}, first request {row['first_request_us']['median'] / 1000:.1f} ms, "
                 f"rss {rss2 // 1024} MiB, peak conns {smp.peak_total}/{smp.peak_tenant}")
-    b.results["growth"] = res
 
 
 # -------------------------------------------------------------------- main
@@ -444,15 +449,20 @@ def growth(b):
 def run(b, only):
     b.setup()
     b.seed_bench_merchants()
-    capture(b)
-    if "reads" in only:
-        ratio_section(b, "reads")
-    if "orders" in only:
-        ratio_section(b, "orders")
-    if "routing" in only:
-        routing(b)
-    if "growth" in only:
-        growth(b)
+    try:
+        capture(b)
+        if "reads" in only:
+            ratio_section(b, "reads")
+        if "orders" in only:
+            ratio_section(b, "orders")
+        if "routing" in only:
+            routing(b)
+        if "growth" in only:
+            growth(b)
+    except TimeoutError as e:
+        # Report what was measured; the rest is marked missing.
+        log(f"stopping early: {e}")
+        b.results["incomplete"] = str(e)
     b.results["elapsed_s"] = round(time.monotonic() - b.started, 1)
     with open(os.path.join(b.out, "results.json"), "w") as f:
         json.dump(b.results, f, indent=2)
