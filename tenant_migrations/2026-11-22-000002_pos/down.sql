@@ -1,5 +1,6 @@
 DROP TABLE idempotency_keys, stock_movements, refund_lines, refunds, payments, order_lines, orders,
     customers, inventory_levels;
+DROP INDEX products_category;
 ALTER TABLE products DROP CONSTRAINT products_category_fk;
 DROP TABLE categories;
 DROP INDEX products_sku;
