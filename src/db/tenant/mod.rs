@@ -2,7 +2,7 @@
 //!
 //! Every function here takes a [`TenantTx`], a transaction already bound to
 //! one merchant (`posd.merchant_id`) and to that merchant's schema
-//! (`search_path`). A `TenantTx` can only be made by [`TenantTx::bind`], and
+//! (`search_path`). A `TenantTx` can only be made by [`TenantTx::transaction`], and
 //! the table definitions are private to this module, so a data-plane query
 //! through a control-plane connection does not compile:
 //!
@@ -18,7 +18,9 @@
 //! ```compile_fail
 //! use posd::db::{ids::MerchantId, tenant::TenantTx};
 //! fn bind(c: &mut diesel::PgConnection) {
-//!     let _ = TenantTx::bind(c, MerchantId(uuid::Uuid::nil()), "tenant_shared");
+//!     let _ = TenantTx::transaction(c, MerchantId(uuid::Uuid::nil()), "tenant_shared", |_| {
+//!         Ok::<_, diesel::result::Error>(())
+//!     });
 //! }
 //! ```
 //!
@@ -53,29 +55,13 @@ pub struct TenantTx<'a> {
 }
 
 impl<'a> TenantTx<'a> {
-    /// Binds merchant and `search_path` for the rest of the current
-    /// transaction, in one round trip. Must be called inside a transaction:
-    /// `set_config(..., true)` is `SET LOCAL`, so the binding ends with it and
-    /// can never leak to the next user of a pooled connection.
-    pub(crate) fn bind(
-        conn: &'a mut PgConnection,
-        merchant: MerchantId,
-        schema: &str,
-    ) -> diesel::QueryResult<Self> {
-        diesel::sql_query(
-            "SELECT set_config('posd.merchant_id', $1, true), set_config('search_path', $2, true)",
-        )
-        .bind::<Text, _>(merchant.0.to_string())
-        .bind::<Text, _>(quote_ident(schema))
-        .execute(conn)?;
-        Ok(Self { conn, merchant })
-    }
-
-    /// Runs `f` in a new transaction bound to `merchant` and `schema`, as
-    /// [`TenantTx::bind`] does, but with `BEGIN` and the binding sent in one
-    /// simple query: one round trip instead of two, and no statement to parse
-    /// and plan through the extended protocol. The values are a UUID and a
-    /// quoted identifier, written as escaped string literals.
+    /// Runs `f` in a new transaction bound to `merchant` (`posd.merchant_id`)
+    /// and `schema` (`search_path`). The binding is `set_config(..., true)`,
+    /// that is `SET LOCAL`: it ends with the transaction and can never leak
+    /// to the next user of a pooled connection. `BEGIN` and the binding go in
+    /// one simple query: one round trip, and no statement to parse and plan
+    /// through the extended protocol. The values are a UUID and a quoted
+    /// identifier, written as escaped string literals.
     pub(crate) fn transaction<T, E, F>(
         conn: &mut PgConnection,
         merchant: MerchantId,

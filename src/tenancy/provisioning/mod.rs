@@ -25,7 +25,7 @@ pub mod deprovision;
 mod steps;
 
 use diesel::{
-    Connection, PgConnection, RunQueryDsl,
+    PgConnection, RunQueryDsl,
     sql_types::{Bool, Text},
 };
 use rocket::http::Status;
@@ -206,7 +206,7 @@ fn provision_locked(app: &App, owner: &mut PgConnection, req: &Request) -> ApiRe
         }
         return Err(e);
     }
-    let has_data = owner.transaction(|c| TenantTx::bind(c, merchant, SHARED_SCHEMA)?.has_data())?;
+    let has_data = TenantTx::transaction(owner, merchant, SHARED_SCHEMA, |tx| tx.has_data())?;
     let mut platform = Platform::new(owner);
     if has_data {
         return Err(ApiError::conflict(
