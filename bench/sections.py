@@ -137,9 +137,11 @@ def bench_defines(b, m, order=False):
         assert st == 201, (st, sample)
         staff = b.cluster.rows(
             f"SELECT id FROM staff_users WHERE merchant_id = '{m['id']}' LIMIT 1", db="posd")[0][0]
-        d.update(purge="20", hash="0" * 64, retention="24 hours", stale="60 seconds",
-                 delta="-1", reason="sale", staff=staff, currency="EUR", total=str(3 * PRICE),
-                 sku="SKU-0000", name="Product 0", price=str(PRICE),
+        three = lambda v: "{" + ",".join([v] * 3) + "}"  # noqa: E731
+        d.update(purge="20", hash="0" * 64, retention="24 hours", reason="sale", staff=staff,
+                 currency="EUR", total=str(3 * PRICE), deltas=three("-1"), linenos="{1,2,3}",
+                 skus=three("SKU-0000"), names=three('"Product 0"'), ones=three("1"),
+                 prices=three(str(PRICE)), zeros=three("0"),
                  body=json.dumps(sample, separators=(", ", ": ")))
         for i, p in enumerate(m["products"]):
             d[f"p{i}"] = p
@@ -221,8 +223,8 @@ def ratio_section(b, kind):
             w = wrk(b, targets, b.conc, b.dur, f"{kind}-{tier}")
             p = pgbench(b, m["db"], scripts, defines, b.conc, b.dur)
             if kind == "orders" and not b.quick:
-                # The same scripts with no statement prepared: posd prepares
-                # only some of its statements (see BENCHMARKS.md).
+                # The same scripts with no statement prepared, for scale:
+                # what preparing is worth on this path (see BENCHMARKS.md).
                 ext_runs.append(pgbench(b, m["db"], scripts, defines, b.conc, b.dur,
                                         "extended")["tps"])
             posd_runs.append(w["rps"])

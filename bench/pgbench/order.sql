@@ -1,78 +1,80 @@
 -- POST /api/v2/POS/orders (3 lines, one card payment): the statements posd
--- sends, as captured, in its two transactions. bench/sections.py fills in
+-- sends, as captured, in its one transaction. bench/sections.py fills in
 -- the product placeholders and writes one script per product triple.
 -- Differences from posd, which change no plan: the ids posd makes (UUIDv7)
--- are derived from a random integer with lpad and to_hex, and a few
--- parameters carry a cast, because pgbench sends untyped values.
+-- are derived from a random integer with lpad and to_hex, and parameters
+-- carry a cast, because pgbench sends untyped values.
 \set r random(1, 1099511627775) * 8
 \set k random(1, 9000000000000000000)
--- the idempotency claim (its own transaction)
-SELECT 1;
 BEGIN;
 SELECT set_config('posd.merchant_id', :mid, true), set_config('search_path', :sp, true);
+-- the idempotency claim
 WITH purge AS (
      DELETE FROM idempotency_keys
       WHERE merchant_id = :mid AND key IN (
             SELECT key FROM idempotency_keys
              WHERE merchant_id = :mid AND expires_at < now() AND key <> :k
-             LIMIT :purge)
+             LIMIT :purge
+               FOR UPDATE SKIP LOCKED)
  )
  INSERT INTO idempotency_keys AS k (merchant_id, key, request_hash, locked_at, expires_at)
- VALUES (:mid, :k, :hash, now(), now() + :retention::interval)
+ SELECT :mid::uuid, :k::text, :hash::text, now(), now() + :retention::interval
+  WHERE pg_try_advisory_xact_lock(hashtextextended(:mid::uuid::text || ' ' || :k::text, 0))
  ON CONFLICT (merchant_id, key) DO UPDATE
     SET request_hash = EXCLUDED.request_hash, response_status = NULL,
         response_body = NULL, locked_at = now(), expires_at = EXCLUDED.expires_at
   WHERE k.expires_at < now()
-     OR (k.response_status IS NULL AND k.request_hash = EXCLUDED.request_hash
-         AND k.locked_at < now() - :stale::interval)
+     OR (k.response_status IS NULL AND k.request_hash = EXCLUDED.request_hash)
  RETURNING true AS claimed;
-COMMIT;
--- the order (its own transaction)
-SELECT 1;
-BEGIN;
-SELECT set_config('posd.merchant_id', :mid, true), set_config('search_path', :sp, true);
+-- the products
 SELECT "products"."merchant_id", "products"."id", "products"."sku", "products"."name", "products"."price_minor", "products"."tax_rate_bps", "products"."category_id", "products"."track_stock", "products"."active", "products"."created_at", "products"."updated_at", "products"."deleted_at" FROM "products" WHERE ((("products"."merchant_id" = :mid) AND ("products"."id" = ANY(:pids@T@))) AND ("products"."deleted_at" IS NULL));
-WITH level AS (
-     UPDATE inventory_levels
-        SET on_hand = on_hand + :delta,
-            needs_count = needs_count OR (on_hand + :delta < 0),
+-- the order, its lines and its payment
+WITH o AS (
+     INSERT INTO orders (merchant_id, id, status, source, client_bill_id, customer_id,
+         staff_id, currency, gross_minor, discount_minor, tax_minor, total_minor,
+         tendered_minor, change_minor, refunded_minor, note, created_at, recorded_at,
+         voided_at)
+     VALUES (:mid::uuid, lpad(to_hex(:r::bigint), 32, '0')::uuid, 'completed', 'till', NULL::uuid, NULL::uuid, :staff::uuid, :currency::text,
+         :total::bigint, 0::bigint, 0::bigint, :total::bigint, :total::bigint, 0::bigint, 0::bigint, NULL::text,
+         now(), now(), NULL::timestamptz)
+ ), l AS (
+     INSERT INTO order_lines (merchant_id, order_id, line_no, product_id, sku, name,
+         quantity, unit_price_minor, tax_rate_bps, gross_minor, discount_minor,
+         tax_minor, total_minor, refunded_quantity, refunded_minor)
+     SELECT :mid::uuid, lpad(to_hex(:r::bigint), 32, '0')::uuid, u.*
+       FROM unnest(:linenos::int4[], :pids@T@::uuid[], :skus::text[], :names::text[], :ones::int4[], :prices::int8[], :zeros::int4[], :prices::int8[], :zeros::int8[], :zeros::int8[], :prices::int8[], :zeros::int4[], :zeros::int8[]) AS u
+ )
+ INSERT INTO payments (merchant_id, id, order_id, method, tendered_minor, amount_minor,
+     reference, created_at)
+ SELECT :mid::uuid, u.id, lpad(to_hex(:r::bigint), 32, '0')::uuid, u.method, u.tendered, u.amount, u.reference, now()
+   FROM unnest(ARRAY[lpad(to_hex(:r::bigint + 1), 32, '0')::uuid], '{card}'::text[], ARRAY[:total::bigint], ARRAY[:total::bigint], '{bench}'::text[]) AS u(id, method, tendered, amount, reference);
+-- the stock
+WITH req AS (
+     SELECT * FROM unnest(:pids@T@::uuid[], :deltas::int8[], ARRAY[lpad(to_hex(:r::bigint + 2), 32, '0')::uuid, lpad(to_hex(:r::bigint + 3), 32, '0')::uuid, lpad(to_hex(:r::bigint + 4), 32, '0')::uuid]) AS r(product_id, delta, movement_id)
+ ), locked AS MATERIALIZED (
+     SELECT l.product_id, l.on_hand + r.delta AS on_hand
+       FROM inventory_levels l JOIN req r ON r.product_id = l.product_id
+      WHERE l.merchant_id = :mid
+      ORDER BY l.product_id
+        FOR UPDATE OF l
+ ), ok AS (
+     SELECT count(*) = cardinality(:pids@T@::uuid[]) AND (false OR coalesce(bool_and(on_hand >= 0), true)) AS ok
+       FROM locked
+ ), level AS (
+     UPDATE inventory_levels l
+        SET on_hand = k.on_hand, needs_count = l.needs_count OR k.on_hand < 0,
             updated_at = now()
-      WHERE merchant_id = :mid AND product_id = :@P1@ AND (false OR on_hand + :delta >= 0)
-  RETURNING on_hand
+       FROM locked k, ok
+      WHERE ok.ok AND l.merchant_id = :mid AND l.product_id = k.product_id
+  RETURNING l.product_id
  ), moved AS (
      INSERT INTO stock_movements
          (merchant_id, id, product_id, delta, reason, order_id, refund_id, staff_id, note)
-     SELECT :mid::uuid, lpad(to_hex(:r::bigint + 2), 32, '0')::uuid, :@P1@::uuid, :delta::bigint, :reason::text, lpad(to_hex(:r::bigint), 32, '0')::uuid, NULL::uuid, :staff::uuid, NULL::text FROM level
+     SELECT :mid::uuid, r.movement_id, r.product_id, r.delta, :reason::text, lpad(to_hex(:r::bigint), 32, '0')::uuid, NULL::uuid, :staff::uuid, NULL::text
+       FROM level JOIN req r ON r.product_id = level.product_id
  )
- SELECT on_hand FROM level;
-WITH level AS (
-     UPDATE inventory_levels
-        SET on_hand = on_hand + :delta,
-            needs_count = needs_count OR (on_hand + :delta < 0),
-            updated_at = now()
-      WHERE merchant_id = :mid AND product_id = :@P2@ AND (false OR on_hand + :delta >= 0)
-  RETURNING on_hand
- ), moved AS (
-     INSERT INTO stock_movements
-         (merchant_id, id, product_id, delta, reason, order_id, refund_id, staff_id, note)
-     SELECT :mid::uuid, lpad(to_hex(:r::bigint + 3), 32, '0')::uuid, :@P2@::uuid, :delta::bigint, :reason::text, lpad(to_hex(:r::bigint), 32, '0')::uuid, NULL::uuid, :staff::uuid, NULL::text FROM level
- )
- SELECT on_hand FROM level;
-WITH level AS (
-     UPDATE inventory_levels
-        SET on_hand = on_hand + :delta,
-            needs_count = needs_count OR (on_hand + :delta < 0),
-            updated_at = now()
-      WHERE merchant_id = :mid AND product_id = :@P3@ AND (false OR on_hand + :delta >= 0)
-  RETURNING on_hand
- ), moved AS (
-     INSERT INTO stock_movements
-         (merchant_id, id, product_id, delta, reason, order_id, refund_id, staff_id, note)
-     SELECT :mid::uuid, lpad(to_hex(:r::bigint + 4), 32, '0')::uuid, :@P3@::uuid, :delta::bigint, :reason::text, lpad(to_hex(:r::bigint), 32, '0')::uuid, NULL::uuid, :staff::uuid, NULL::text FROM level
- )
- SELECT on_hand FROM level;
-INSERT INTO "orders" ("merchant_id", "id", "status", "source", "client_bill_id", "customer_id", "staff_id", "currency", "gross_minor", "discount_minor", "tax_minor", "total_minor", "tendered_minor", "change_minor", "refunded_minor", "note", "created_at", "recorded_at", "voided_at") VALUES (:mid, lpad(to_hex(:r::bigint), 32, '0')::uuid, 'completed', 'till', DEFAULT, DEFAULT, :staff, :currency, :total, 0, 0, :total, :total, 0, 0, DEFAULT, now(), now(), DEFAULT);
-INSERT INTO "order_lines" ("merchant_id", "order_id", "line_no", "product_id", "sku", "name", "quantity", "unit_price_minor", "tax_rate_bps", "gross_minor", "discount_minor", "tax_minor", "total_minor", "refunded_quantity", "refunded_minor") VALUES (:mid, lpad(to_hex(:r::bigint), 32, '0')::uuid, 1, :@P1@, :sku, :name, 1, :price, 0, :price, 0, 0, :price, 0, 0), (:mid, lpad(to_hex(:r::bigint), 32, '0')::uuid, 2, :@P2@, :sku, :name, 1, :price, 0, :price, 0, 0, :price, 0, 0), (:mid, lpad(to_hex(:r::bigint), 32, '0')::uuid, 3, :@P3@, :sku, :name, 1, :price, 0, :price, 0, 0, :price, 0, 0);
-INSERT INTO "payments" ("merchant_id", "id", "order_id", "method", "tendered_minor", "amount_minor", "reference", "created_at") VALUES (:mid, lpad(to_hex(:r::bigint + 1), 32, '0')::uuid, lpad(to_hex(:r::bigint), 32, '0')::uuid, 'card', :total, :total, 'bench', now());
-UPDATE "idempotency_keys" SET "response_status" = 201, "response_body" = :body WHERE (("idempotency_keys"."merchant_id" = :mid) AND ("idempotency_keys"."key" = :k));
+ SELECT k.product_id, k.on_hand, ok.ok AS applied FROM locked k, ok ORDER BY k.product_id;
+-- the stored response
+UPDATE idempotency_keys SET response_status = 201, response_body = :body::jsonb
+ WHERE merchant_id = :mid AND key = :k::text;
 COMMIT;

@@ -40,7 +40,7 @@ impl<'r> Responder<'r, 'static> for Stored {
 }
 
 /// Runs `work` at most once per key: claims the key, runs `work` and
-/// stores its answer in the same transaction, or answers the stored
+/// stores its answer, all in one transaction, or answers the stored
 /// response of an earlier run of the same request.
 pub async fn run<F>(
     db: &TenantDb,
@@ -53,54 +53,37 @@ pub async fn run<F>(
 where
     F: FnOnce(&mut TenantTx<'_>) -> ApiResult<Value> + Send + 'static,
 {
-    let k = key.0.clone();
-    let claim = db
-        .run(move |tx| Ok(idempotency::begin(tx, &k, &hash, retention)?))
-        .await?;
-    match claim {
-        Claim::Started => {}
-        Claim::Replay { status, body } => {
-            return Ok(Stored {
-                status: Status::from_code(status).unwrap_or(Status::Ok),
-                body,
-                replayed: true,
-            });
+    db.run(move |tx| {
+        match idempotency::begin(tx, &key.0, &hash, retention)? {
+            Claim::Started => {}
+            Claim::Replay { status, body } => {
+                return Ok(Stored {
+                    status: Status::from_code(status).unwrap_or(Status::Ok),
+                    body,
+                    replayed: true,
+                });
+            }
+            Claim::InFlight => {
+                return Err(ApiError::conflict(
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                ));
+            }
+            Claim::Mismatch => {
+                return Err(ApiError::new(
+                    Status::UnprocessableEntity,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request; use a new key",
+                ));
+            }
         }
-        Claim::InFlight => {
-            return Err(ApiError::conflict(
-                "idempotency_key_in_use",
-                "a request with this Idempotency-Key is still being processed; retry shortly",
-            ));
-        }
-        Claim::Mismatch => {
-            return Err(ApiError::new(
-                Status::UnprocessableEntity,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request; use a new key",
-            ));
-        }
-    }
-    let k = key.0.clone();
-    let done = db
-        .run(move |tx| {
-            let body = work(tx)?;
-            idempotency::finish(tx, &k, status.code, &body)?;
-            Ok(body)
-        })
-        .await;
-    match done {
-        Ok(body) => Ok(Stored {
+        let body = work(tx)?;
+        idempotency::finish(tx, &key.0, status.code, &body)?;
+        Ok(Stored {
             status,
             body,
             replayed: false,
-        }),
-        Err(e) => {
-            // Nothing was written: free the key so that a retry runs again.
-            let k = key.0;
-            if let Err(r) = db.run(move |tx| Ok(idempotency::release(tx, &k)?)).await {
-                tracing::warn!(error = %r, "could not release an idempotency key; it frees itself when stale");
-            }
-            Err(e)
-        }
-    }
+        })
+    })
+    .await
 }

@@ -2,6 +2,8 @@
 //! Every change is a stock movement; a level always equals the sum of its
 //! product's movements.
 
+use std::collections::BTreeMap;
+
 use rocket::{FromForm, Route, get, http::Status, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -15,7 +17,7 @@ use crate::{
     db::{
         ids::ProductId,
         tenant::{
-            inventory::{self, Level, LevelFilter, Movement, MovementRow, Reason},
+            inventory::{self, Change, Level, LevelFilter, MovementRow, Reason},
             products::Product,
         },
     },
@@ -198,11 +200,9 @@ async fn adjust(
             let on_hand = if delta == 0 {
                 current
             } else {
-                inventory::apply(
+                let moved = inventory::apply(
                     tx,
-                    &Movement {
-                        product,
-                        delta,
+                    &Change {
                         reason,
                         order: None,
                         refund: None,
@@ -211,13 +211,19 @@ async fn adjust(
                         // Stock that is not on the shelf cannot be adjusted away.
                         allow_negative: false,
                     },
-                )?
-                .ok_or_else(|| {
-                    ApiError::conflict(
-                        "insufficient_stock",
-                        format!("only {current} in stock; the adjustment would take it below zero"),
-                    )
-                })?
+                    &BTreeMap::from([(product, delta)]),
+                )?;
+                match moved.as_deref() {
+                    Ok([(_, level)]) => *level,
+                    _ => {
+                        return Err(ApiError::conflict(
+                            "insufficient_stock",
+                            format!(
+                                "only {current} in stock; the adjustment would take it below zero"
+                            ),
+                        ));
+                    }
+                }
             };
             if reason == Reason::Count {
                 inventory::mark_counted(tx, product)?;

@@ -15,7 +15,7 @@ use crate::{
         tenant::{
             TenantTx,
             customers::Customer,
-            inventory::{self, Movement, Reason},
+            inventory::{self, Change, Reason, Short},
             orders::{Order, OrderLine, OrderView, Payment},
             products::Product,
         },
@@ -228,31 +228,6 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
         })?;
     }
 
-    // Stock is taken in product id order, so that concurrent orders lock
-    // levels in the same order and cannot deadlock.
-    for (product, qty) in &take {
-        let moved = inventory::apply(
-            tx,
-            &Movement {
-                product: *product,
-                delta: -qty,
-                reason: Reason::Sale,
-                order: Some(order_id),
-                refund: None,
-                staff: Some(sale.staff),
-                note: None,
-                allow_negative: sale.offline.is_some(),
-            },
-        )?;
-        if moved.is_none() {
-            let sku = products.get(product).map_or("?", |p| p.sku.as_str());
-            return Err(ApiError::conflict(
-                "insufficient_stock",
-                format!("not enough stock of {sku} for {qty} unit(s)"),
-            ));
-        }
-    }
-
     let order = Order {
         merchant_id: merchant,
         id: order_id,
@@ -295,6 +270,27 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
         })
         .collect();
     Order::insert(tx, &order, &lines, &payments)?;
+    // Stock last: its row locks are held from here to the commit only.
+    inventory::apply(
+        tx,
+        &Change {
+            reason: Reason::Sale,
+            order: Some(order_id),
+            refund: None,
+            staff: Some(sale.staff),
+            note: None,
+            allow_negative: sale.offline.is_some(),
+        },
+        &take.iter().map(|(p, qty)| (*p, -qty)).collect(),
+    )?
+    .map_err(|Short(product)| {
+        let sku = products.get(&product).map_or("?", |p| p.sku.as_str());
+        let qty = take.get(&product).copied().unwrap_or_default();
+        ApiError::conflict(
+            "insufficient_stock",
+            format!("not enough stock of {sku} for {qty} unit(s)"),
+        )
+    })?;
     Ok(OrderView {
         order,
         lines,

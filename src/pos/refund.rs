@@ -21,7 +21,7 @@ use crate::{
         ids::{OrderId, ProductId, RefundId, StaffId},
         tenant::{
             TenantTx,
-            inventory::{self, Movement, Reason},
+            inventory::{self, Change, Reason, Short},
             orders::{Order, OrderLine, OrderView, Refund, RefundLine, RefundView},
             products::Product,
         },
@@ -76,21 +76,19 @@ fn put_back(
             *back.entry(l.product_id).or_default() += i64::from(*qty);
         }
     }
-    for (product, qty) in back {
-        inventory::apply(
-            tx,
-            &Movement {
-                product,
-                delta: qty,
-                reason,
-                order: Some(order),
-                refund,
-                staff: Some(staff),
-                note: None,
-                allow_negative: true,
-            },
-        )?;
-    }
+    inventory::apply(
+        tx,
+        &Change {
+            reason,
+            order: Some(order),
+            refund,
+            staff: Some(staff),
+            note: None,
+            allow_negative: true,
+        },
+        &back,
+    )?
+    .map_err(|Short(p)| ApiError::internal(format!("product {} has no stock level", p.0)))?;
     Ok(())
 }
 

@@ -22,4 +22,5 @@ mod provisioning;
 mod reports;
 mod routing;
 mod staff;
+mod statements;
 mod tokens;

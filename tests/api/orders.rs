@@ -576,8 +576,28 @@ async fn expired_keys_and_abandoned_claims_are_taken_over() {
         assert_eq!((s, replayed), (Status::Created, false), "{second}");
         assert_ne!(second["id"], first["id"]);
 
-        // A claim left in flight by a process that died: 409 while fresh,
-        // taken over by the same request once stale.
+        // A key whose request is in flight (its advisory lock is held, here
+        // by the test): 409 at once, and free again when the lock goes.
+        let lock = |f: &str| {
+            format!(
+                "SELECT {f}(hashtextextended('{}' || ' ' || 'k-busy', 0))",
+                m.id
+            )
+        };
+        diesel::RunQueryDsl::execute(diesel::sql_query(lock("pg_advisory_lock")), &mut conn)
+            .unwrap();
+        let (s, e, _) = t.post_idem(ORDERS, &m.token, "k-busy", body(1)).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (Status::Conflict, Some("idempotency_key_in_use"))
+        );
+        diesel::RunQueryDsl::execute(diesel::sql_query(lock("pg_advisory_unlock")), &mut conn)
+            .unwrap();
+        let (s, _, replayed) = t.post_idem(ORDERS, &m.token, "k-busy", body(1)).await;
+        assert_eq!((s, replayed), (Status::Created, false));
+
+        // A claim stored without a response (as an older posd left one when
+        // its process died) is taken over by the same request only.
         diesel::RunQueryDsl::execute(
             diesel::sql_query(format!(
                 "INSERT INTO idempotency_keys (merchant_id, key, request_hash, locked_at, expires_at)
@@ -588,27 +608,26 @@ async fn expired_keys_and_abandoned_claims_are_taken_over() {
             &mut conn,
         )
         .unwrap();
-        let (s, e, _) = t.post_idem(ORDERS, &m.token, "k-stale", body(2)).await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::Conflict, Some("idempotency_key_in_use"))
-        );
-        diesel::RunQueryDsl::execute(
-            diesel::sql_query("UPDATE idempotency_keys SET locked_at = now() - interval '2 minutes' WHERE key = 'k-stale'"),
-            &mut conn,
-        )
-        .unwrap();
         let (s, e, _) = t.post_idem(ORDERS, &m.token, "k-stale", body(1)).await;
         assert_eq!(
             (s, e["error"]["code"].as_str()),
             (Status::UnprocessableEntity, Some("idempotency_key_reused")),
-            "another body is still refused"
+            "another body is refused"
         );
         let (s, _, replayed) = t.post_idem(ORDERS, &m.token, "k-stale", body(2)).await;
         assert_eq!((s, replayed), (Status::Created, false));
         assert_eq!(
             count(&mut conn, "SELECT count(*) AS n FROM orders").unwrap(),
-            3
+            4
+        );
+        assert_eq!(
+            count(
+                &mut conn,
+                "SELECT count(*) AS n FROM idempotency_keys WHERE response_body IS NULL"
+            )
+            .unwrap(),
+            0,
+            "no key is left without its response"
         );
     }
 }

@@ -1,14 +1,16 @@
 //! Stock: one level per product and the movements that make it.
 //!
 //! Invariant: a product's level always equals the sum of its movements.
-//! [`apply`] is the one way stock changes: it moves the level and records
-//! the movement in one statement, and refuses (without changing anything)
+//! [`apply`] is the one way stock changes: it moves the levels and records
+//! the movements in one statement, and refuses (without changing anything)
 //! a change that would take a level below zero unless told otherwise.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
-    sql_types::{Bool, Int8, Nullable, Text, Uuid as SqlUuid},
+    sql_types::{Array, Bool, Int8, Nullable, Text, Uuid as SqlUuid},
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -17,7 +19,10 @@ use super::{
     TenantTx,
     schema::{inventory_levels, products, stock_movements},
 };
-use crate::db::ids::{OrderId, ProductId, RefundId, StaffId};
+use crate::db::{
+    ids::{OrderId, ProductId, RefundId, StaffId},
+    statement::statement,
+};
 
 /// Why stock moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +50,9 @@ impl Reason {
     }
 }
 
-/// One change of stock.
+/// Who moves stock and why: shared by every product of one change.
 #[derive(Debug, Clone)]
-pub struct Movement<'a> {
-    pub product: ProductId,
-    pub delta: i64,
+pub struct Change<'a> {
     pub reason: Reason,
     pub order: Option<OrderId>,
     pub refund: Option<RefundId>,
@@ -60,43 +63,90 @@ pub struct Movement<'a> {
     pub allow_negative: bool,
 }
 
+/// The product that stopped a change: it has no level, or the change would
+/// take its level below zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Short(pub ProductId);
+
 #[derive(QueryableByName)]
-struct NewLevel {
+struct Locked {
+    #[diesel(sql_type = SqlUuid)]
+    product_id: Uuid,
     #[diesel(sql_type = Int8)]
     on_hand: i64,
+    #[diesel(sql_type = Bool)]
+    applied: bool,
 }
 
-/// Applies `m`; `Ok(None)` when it would take the level below zero and
-/// negative levels are not allowed, or the product has no level.
-pub fn apply(tx: &mut TenantTx<'_>, m: &Movement<'_>) -> QueryResult<Option<i64>> {
-    let row: Option<NewLevel> = diesel::sql_query(
-        "WITH level AS (
-             UPDATE inventory_levels
-                SET on_hand = on_hand + $3,
-                    needs_count = needs_count OR (on_hand + $3 < 0),
+/// Moves the stock of every product in `deltas` by its delta and records
+/// one movement each, all in one statement, or nothing at all: `Short`
+/// names the first product (in id order) that stopped it. Levels are locked
+/// in product id order, so concurrent changes cannot deadlock. Answers the
+/// new levels in product id order.
+pub fn apply(
+    tx: &mut TenantTx<'_>,
+    change: &Change<'_>,
+    deltas: &BTreeMap<ProductId, i64>,
+) -> QueryResult<Result<Vec<(ProductId, i64)>, Short>> {
+    if deltas.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    let products: Vec<Uuid> = deltas.keys().map(|p| p.0).collect();
+    let amounts: Vec<i64> = deltas.values().copied().collect();
+    let ids: Vec<Uuid> = deltas.keys().map(|_| Uuid::now_v7()).collect();
+    let rows: Vec<Locked> = statement(
+        "WITH req AS (
+             SELECT * FROM unnest($2, $3, $4) AS r(product_id, delta, movement_id)
+         ), locked AS MATERIALIZED (
+             SELECT l.product_id, l.on_hand + r.delta AS on_hand
+               FROM inventory_levels l JOIN req r ON r.product_id = l.product_id
+              WHERE l.merchant_id = $1
+              ORDER BY l.product_id
+                FOR UPDATE OF l
+         ), ok AS (
+             SELECT count(*) = cardinality($2) AND ($5 OR coalesce(bool_and(on_hand >= 0), true)) AS ok
+               FROM locked
+         ), level AS (
+             UPDATE inventory_levels l
+                SET on_hand = k.on_hand, needs_count = l.needs_count OR k.on_hand < 0,
                     updated_at = now()
-              WHERE merchant_id = $1 AND product_id = $2 AND ($4 OR on_hand + $3 >= 0)
-          RETURNING on_hand
+               FROM locked k, ok
+              WHERE ok.ok AND l.merchant_id = $1 AND l.product_id = k.product_id
+          RETURNING l.product_id
          ), moved AS (
              INSERT INTO stock_movements
                  (merchant_id, id, product_id, delta, reason, order_id, refund_id, staff_id, note)
-             SELECT $1, $5, $2, $3, $6, $7, $8, $9, $10 FROM level
+             SELECT $1, r.movement_id, r.product_id, r.delta, $6, $7, $8, $9, $10
+               FROM level JOIN req r ON r.product_id = level.product_id
          )
-         SELECT on_hand FROM level",
+         SELECT k.product_id, k.on_hand, ok.ok AS applied FROM locked k, ok ORDER BY k.product_id",
     )
     .bind::<SqlUuid, _>(tx.merchant.0)
-    .bind::<SqlUuid, _>(m.product.0)
-    .bind::<Int8, _>(m.delta)
-    .bind::<Bool, _>(m.allow_negative)
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<Text, _>(m.reason.as_str())
-    .bind::<Nullable<SqlUuid>, _>(m.order.map(|o| o.0))
-    .bind::<Nullable<SqlUuid>, _>(m.refund.map(|r| r.0))
-    .bind::<Nullable<SqlUuid>, _>(m.staff.map(|s| s.0))
-    .bind::<Nullable<Text>, _>(m.note)
-    .get_result(tx.conn)
-    .optional()?;
-    Ok(row.map(|r| r.on_hand))
+    .bind::<Array<SqlUuid>, _>(products)
+    .bind::<Array<Int8>, _>(amounts)
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Bool, _>(change.allow_negative)
+    .bind::<Text, _>(change.reason.as_str())
+    .bind::<Nullable<SqlUuid>, _>(change.order.map(|o| o.0))
+    .bind::<Nullable<SqlUuid>, _>(change.refund.map(|r| r.0))
+    .bind::<Nullable<SqlUuid>, _>(change.staff.map(|s| s.0))
+    .bind::<Nullable<Text>, _>(change.note)
+    .load(tx.conn)?;
+    if rows.len() == deltas.len() && rows.iter().all(|r| r.applied) {
+        return Ok(Ok(rows
+            .into_iter()
+            .map(|r| (ProductId(r.product_id), r.on_hand))
+            .collect()));
+    }
+    let short = deltas.keys().find(|p| {
+        rows.iter()
+            .find(|r| r.product_id == p.0)
+            .is_none_or(|r| r.on_hand < 0 && !change.allow_negative)
+    });
+    // (`deltas` is not empty: there is always a first product.)
+    Ok(short
+        .or_else(|| deltas.keys().next())
+        .map_or(Ok(Vec::new()), |p| Err(Short(*p))))
 }
 
 /// A product's stock, as the inventory screen shows it.
