@@ -158,6 +158,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
             statement_timeout: settings.statement_timeout,
             thread_pool: None,
         },
+        None,
     );
     let directory = Arc::new(Directory::new(
         global.clone(),

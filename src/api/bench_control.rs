@@ -43,6 +43,7 @@ fn control_pool(app: &App) -> Option<PoolHandle> {
                 statement_timeout: app.settings.statement_timeout,
                 thread_pool: None,
             },
+            None,
         )))
     })
     .clone()

@@ -213,14 +213,30 @@ impl TenantPools {
         if self.budget.used() >= self.budget.limit() {
             self.reclaim(p.merchant);
         }
-        // Probe once, so that an unreachable database answers now rather
-        // than after the pool's checkout timeout.
-        if let Err(e) = pool::connect(&url) {
-            self.record_failure(p.merchant);
-            tracing::warn!(merchant = %p.merchant, error = %crate::redact::redact_text(&e.to_string()), "tenant database unreachable");
-            return Err(tenant_unavailable(self.breaker_cooldown.as_secs()));
-        }
-        let handle = PoolHandle::new(pool::build(&url, Some(self.budget.clone()), &self.opts));
+        // Open the first connection now, within the budget: an unreachable
+        // database answers now rather than after the checkout timeout, and
+        // the pool starts with that connection.
+        let first = match pool::open(&url, Some(self.budget.clone()), &self.opts) {
+            Ok(c) => c,
+            Err(pool::ConnectError::BudgetExhausted) => {
+                return Err(ApiError::unavailable(
+                    "database_busy",
+                    "every tenant database connection is in use",
+                    1,
+                ));
+            }
+            Err(e) => {
+                self.record_failure(p.merchant);
+                tracing::warn!(merchant = %p.merchant, error = %crate::redact::redact_text(&e.to_string()), "tenant database unreachable");
+                return Err(tenant_unavailable(self.breaker_cooldown.as_secs()));
+            }
+        };
+        let handle = PoolHandle::new(pool::build(
+            &url,
+            Some(self.budget.clone()),
+            &self.opts,
+            Some(first),
+        ));
         drop(url);
         self.builds.fetch_add(1, Ordering::Relaxed);
         let mut evicted = Vec::new();
