@@ -77,6 +77,11 @@ def pss_tree_kib(root_pid):
     return total
 
 
+# psql's field separator: a control character no SQL text here contains
+# (captured statements contain `|`).
+SEP = "\x1f"
+
+
 class Cluster:
     """initdb + pg_ctl in a temporary directory, on a free port."""
 
@@ -165,7 +170,7 @@ class Cluster:
     def psql(self, sql, db="postgres", user="postgres", password=None, timeout=600):
         """Runs SQL (stdin) and returns the unaligned, tuples-only output."""
         r = subprocess.run(
-            ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db],
+            ["psql", "-X", "-q", "-At", "-F", SEP, "-v", "ON_ERROR_STOP=1", "-d", db],
             input=sql, capture_output=True, text=True, timeout=timeout,
             env=self.env(user, password),
         )
@@ -175,7 +180,7 @@ class Cluster:
 
     def rows(self, sql, db="postgres"):
         out = self.psql(sql, db=db)
-        return [line.split("|") for line in out.splitlines() if line]
+        return [line.split(SEP) for line in out.splitlines() if line]
 
 
 class Posd:
