@@ -63,7 +63,7 @@ impl TenantDb {
             Tier::Dedicated => match app.pools.cached(&placement) {
                 Some(h) => h,
                 None => {
-                    app.pools.check_breaker(placement.merchant)?;
+                    app.pools.breakers.check(placement.merchant)?;
                     let pools = app.pools.clone();
                     let p = placement.clone();
                     tokio::task::spawn_blocking(move || pools.get_or_build(&p))
@@ -124,13 +124,13 @@ impl TenantDb {
                 Ok(c) => c,
                 Err(e) => {
                     if dedicated {
-                        pools.record_failure(placement.merchant);
+                        pools.breakers.failure(placement.merchant);
                     }
                     return Err(e.into());
                 }
             };
             if dedicated {
-                pools.record_success(placement.merchant);
+                pools.breakers.success(placement.merchant);
             }
             TenantTx::transaction(&mut conn.conn, placement.merchant, &placement.schema, f)
         })

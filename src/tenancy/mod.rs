@@ -11,6 +11,7 @@
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crypto`] and [`keys`] (rotation).
 
+pub mod breaker;
 pub mod classification;
 pub mod crypto;
 pub mod fleet;

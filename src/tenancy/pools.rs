@@ -5,8 +5,8 @@
 //! built outside the lock (double-checked insert) and never dropped inside
 //! it. Bounds: an LRU cap on live pools, an idle sweeper thread, and a global
 //! connection budget shared by every tenant pool (see [`crate::db::pool`]).
-//! A tenant database that keeps failing is put behind a circuit breaker, so
-//! its requests fail fast with 503 instead of tying up threads.
+//! A tenant database that keeps failing is put behind a circuit breaker
+//! ([`super::breaker`]).
 
 use std::{
     collections::HashMap,
@@ -23,6 +23,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::{
+    breaker::Breakers,
     crypto::{Keyring, Purpose},
     placement::Placement,
 };
@@ -57,12 +58,6 @@ struct Entry {
     last_used: Instant,
 }
 
-#[derive(Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
 /// What an operator sees of one tenant pool.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -88,13 +83,11 @@ pub struct PoolsSummary {
 
 pub struct TenantPools {
     entries: Mutex<HashMap<MerchantId, Entry>>,
-    breakers: Mutex<HashMap<MerchantId, Breaker>>,
+    pub breakers: Breakers,
     budget: Arc<Budget>,
     opts: PoolOptions,
     max_pools: usize,
     idle_timeout: Duration,
-    breaker_threshold: u32,
-    breaker_cooldown: Duration,
     keyring: Keyring,
     platform: Pool,
     builds: AtomicU64,
@@ -127,7 +120,7 @@ impl TenantPools {
         );
         Arc::new(TenantPools {
             entries: Mutex::new(HashMap::new()),
-            breakers: Mutex::new(HashMap::new()),
+            breakers: Breakers::new(cfg.breaker_threshold, cfg.breaker_cooldown),
             budget: Budget::new(cfg.budget),
             opts: PoolOptions {
                 max_size: cfg.pool_size,
@@ -138,8 +131,6 @@ impl TenantPools {
             },
             max_pools: cfg.max_pools,
             idle_timeout: cfg.idle_timeout,
-            breaker_threshold: cfg.breaker_threshold,
-            breaker_cooldown: cfg.breaker_cooldown,
             keyring,
             platform,
             builds: AtomicU64::new(0),
@@ -160,42 +151,13 @@ impl TenantPools {
         Some(e.handle.clone())
     }
 
-    /// Fails fast while the merchant's breaker is open.
-    pub fn check_breaker(&self, merchant: MerchantId) -> Result<(), ApiError> {
-        let breakers = self.breakers.lock();
-        if let Some(until) = breakers.get(&merchant).and_then(|b| b.open_until) {
-            let now = Instant::now();
-            if until > now {
-                return Err(tenant_unavailable((until - now).as_secs() + 1));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn record_failure(&self, merchant: MerchantId) {
-        let mut breakers = self.breakers.lock();
-        let b = breakers.entry(merchant).or_default();
-        b.failures += 1;
-        if b.failures >= self.breaker_threshold {
-            b.open_until = Some(Instant::now() + self.breaker_cooldown);
-            tracing::warn!(%merchant, failures = b.failures, "tenant database breaker open");
-        }
-    }
-
-    pub fn record_success(&self, merchant: MerchantId) {
-        let mut breakers = self.breakers.lock();
-        if !breakers.is_empty() {
-            breakers.remove(&merchant);
-        }
-    }
-
     /// The pool for a dedicated merchant, built if needed (blocking: reads
     /// and opens the sealed URL, and checks that the database answers).
     pub fn get_or_build(&self, p: &Placement) -> Result<PoolHandle, ApiError> {
         if let Some(h) = self.cached(p) {
             return Ok(h);
         }
-        self.check_breaker(p.merchant)?;
+        self.breakers.check(p.merchant)?;
         let database_id = p.database_id.ok_or_else(|| {
             ApiError::internal(format!("dedicated merchant {} has no database", p.merchant))
         })?;
@@ -226,9 +188,9 @@ impl TenantPools {
                 ));
             }
             Err(e) => {
-                self.record_failure(p.merchant);
                 tracing::warn!(merchant = %p.merchant, error = %crate::redact::redact_text(&e.to_string()), "tenant database unreachable");
-                return Err(tenant_unavailable(self.breaker_cooldown.as_secs()));
+                self.breakers.failure(p.merchant);
+                return Err(self.breakers.error());
             }
         };
         let handle = PoolHandle::new(pool::build(
@@ -284,7 +246,7 @@ impl TenantPools {
         };
         drop(evicted);
         self.evicted(evicted_ids);
-        self.record_success(p.merchant);
+        self.breakers.success(p.merchant);
         Ok(handle)
     }
 
@@ -444,13 +406,7 @@ impl TenantPools {
 
     pub fn summary(&self) -> PoolsSummary {
         let live_pools = self.entries.lock().len();
-        let now = Instant::now();
-        let open_breakers = self
-            .breakers
-            .lock()
-            .values()
-            .filter(|b| b.open_until.is_some_and(|u| u > now))
-            .count();
+        let open_breakers = self.breakers.open();
         PoolsSummary {
             live_pools,
             max_pools: self.max_pools,
@@ -461,14 +417,6 @@ impl TenantPools {
             open_breakers,
         }
     }
-}
-
-fn tenant_unavailable(retry_after: u64) -> ApiError {
-    ApiError::unavailable(
-        "tenant_database_unavailable",
-        "this merchant's database is not reachable; try again shortly",
-        retry_after,
-    )
 }
 
 /// Adds libpq's `connect_timeout` to a URL that has none.
