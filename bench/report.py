@@ -41,7 +41,7 @@ def render(r):
                        f"{f(x['p99_us'], 1e-3, '{:.2f}')} | {x['errors']} |")
         ext = {t: x["pgbench_extended_tps"] for t, x in r[kind].items() if "pgbench_extended_tps" in x}
         if ext:
-            out += ["", "pgbench with the same scripts and no prepared statement (`-M extended`), TPS: "
+            out += ["", "pgbench with the same scripts and no prepared statement (`-M extended`, one run), TPS: "
                     + ", ".join(f"{t} {f(v)}" for t, v in ext.items()) + "."]
     if "routing" in r:
         out += ["", "### Routing overhead: shared-tier read vs control route (no tenancy)", "",

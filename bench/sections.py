@@ -222,9 +222,9 @@ def ratio_section(b, kind):
         for i in range(b.runs):
             w = wrk(b, targets, b.conc, b.dur, f"{kind}-{tier}")
             p = pgbench(b, m["db"], scripts, defines, b.conc, b.dur)
-            if kind == "orders" and not b.quick:
-                # The same scripts with no statement prepared, for scale:
-                # what preparing is worth on this path (see BENCHMARKS.md).
+            if kind == "orders" and not b.quick and i == 0:
+                # The same scripts with no statement prepared, once per tier,
+                # for scale: what preparing is worth on this path.
                 ext_runs.append(pgbench(b, m["db"], scripts, defines, b.conc, b.dur,
                                         "extended")["tps"])
             log(f"{kind} {tier} run {i + 1}: posd {w['rps']:.0f} req/s "
@@ -416,9 +416,11 @@ def growth(b):
             rss1 = b.posd.rss_kib()
             pools1 = pools_summary(b)
             runs = []
-            with Sampler(b, (b.dur + 2) * b.runs + 5) as smp:
+            # 3 s runs at most here, so that the whole suite stays within 15 min.
+            dur = min(b.dur, 3)
+            with Sampler(b, (dur + 2) * b.runs + 5) as smp:
                 for i in range(b.runs):
-                    runs.append(wrk(b, [(get_path(m), m["token"]) for m in ms], b.conc, b.dur,
+                    runs.append(wrk(b, [(get_path(m), m["token"]) for m in ms], b.conc, dur,
                                     f"growth-{tier}-{n}"))
             rss2 = b.posd.rss_kib()
             pools2 = pools_summary(b)
