@@ -13,7 +13,7 @@ use rocket::tokio::{self, time::timeout};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    auth::jwt::JwtKeys,
+    auth::{jwt::JwtKeys, revocation::StaffStates},
     config::Settings,
     db::{
         platform::{Platform, merchants::Merchant},
@@ -37,6 +37,8 @@ pub struct App {
     pub directory: Arc<Directory>,
     pub pools: Arc<TenantPools>,
     pub jwt: Arc<JwtKeys>,
+    /// Staff states checked by the `Staff` guard.
+    pub staff_states: Arc<StaffStates>,
     /// The role requests are served as.
     pub app_role: Arc<str>,
 }
@@ -200,6 +202,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         platform: PoolHandle::new(global),
         directory,
         pools,
+        staff_states: Arc::new(StaffStates::default()),
         app_role: Arc::from(app_role),
         settings: Arc::new(settings),
     })

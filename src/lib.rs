@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod error;
+pub mod invalidation;
 pub mod pos;
 pub mod redact;
 pub mod tenancy;
@@ -23,22 +24,24 @@ use rocket::{Build, Rocket, fairing::AdHoc, figment::Figment};
 pub use app::{App, BootError, boot};
 
 /// The whole application, wired in one place: state, routes, catchers,
-/// the placement listener and shutdown.
+/// the cache invalidation listener and shutdown.
 pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
     let listener_url = app.settings.app_database_url.clone();
-    let directory = app.directory.clone();
+    let caches = invalidation::Caches {
+        directory: app.directory.clone(),
+        staff: app.staff_states.clone(),
+    };
     let metrics = api::metrics::Metrics::new();
     let mut rocket = rocket::custom(figment)
         .manage(app)
         .manage(metrics.clone())
         .manage(api::auth::LoginLimiter::default())
         .attach(api::metrics::Recorder(metrics))
-        .manage(auth::revocation::StaffStates::default())
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(
-            "placement listener",
+            "cache invalidation listener",
             move |rocket| async move {
-                tenancy::placement::spawn_listener(listener_url, directory);
+                invalidation::spawn_listener(listener_url, caches);
                 rocket
             },
         ))

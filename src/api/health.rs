@@ -30,7 +30,7 @@ async fn readyz(app: &State<App>) -> ApiResult<Json<Value>> {
     if !app.directory.listening() {
         return Err(ApiError::unavailable(
             "not_ready",
-            "placement listener is not connected",
+            "the cache invalidation listener is not connected",
             1,
         ));
     }

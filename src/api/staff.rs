@@ -13,7 +13,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::{Body, docs};
 use crate::{
     app::App,
-    auth::{Role, guards::Owner, password, revocation::StaffStates},
+    auth::{Role, guards::Owner, password},
     db::{
         ids::{MerchantId, StaffId},
         platform::staff::{NewStaffUser, StaffChanges, StaffUser},
@@ -184,7 +184,6 @@ async fn create(
 async fn update(
     owner: Owner<'_>,
     app: &State<App>,
-    states: &State<StaffStates>,
     id: StaffId,
     body: Body<UpdateStaff>,
 ) -> ApiResult<Json<StaffView>> {
@@ -217,7 +216,7 @@ async fn update(
             })
         })
         .await?;
-    states.invalidate(id);
+    app.staff_states.invalidate(id);
     tracing::info!(merchant = %merchant, staff = %id, by = %me, "staff user updated");
     Ok(Json(StaffView::new(user)?))
 }

@@ -18,7 +18,7 @@ use rocket::{
 use super::{
     Role,
     jwt::{AdminClaims, StaffClaims},
-    revocation::{StaffState, StaffStates},
+    revocation::StaffState,
 };
 use crate::{
     app::App,
@@ -116,7 +116,7 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
             "this merchant is suspended",
         ));
     }
-    match staff_state(req, app, claims.sub).await? {
+    match staff_state(app, claims.sub).await? {
         StaffState::Active(role) => claims.role = claims.role.min(role),
         StaffState::Inactive => {
             return Err(ApiError::new(
@@ -132,11 +132,8 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
 
 /// The staff user's current state, from the per-process cache or the
 /// platform database.
-async fn staff_state(req: &Request<'_>, app: &App, id: StaffId) -> Result<StaffState, ApiError> {
-    let states = req
-        .rocket()
-        .state::<StaffStates>()
-        .ok_or_else(|| ApiError::internal("staff states are not managed"))?;
+async fn staff_state(app: &App, id: StaffId) -> Result<StaffState, ApiError> {
+    let states = &app.staff_states;
     if let Some(s) = states.get(id) {
         return Ok(s);
     }

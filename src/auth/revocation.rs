@@ -4,8 +4,9 @@
 //! it expires. The `Staff` guard checks each staff user's current state in
 //! the platform database: a deactivated user's token answers 401 and a
 //! demoted user acts with the lower role. The answer is cached per process
-//! for [`TTL`]; `PATCH /staff/{id}` drops the entry at once on the instance
-//! that served it, other instances see the change within [`TTL`].
+//! for [`TTL`]; a change of a staff user's role or active flag makes the
+//! platform database NOTIFY `posd_staff`, and every instance drops its
+//! entry at once ([`crate::invalidation`]); the TTL is the fallback.
 //!
 //! An id with no staff row (nothing issues one today) keeps the token's
 //! role: the check revokes, it does not authenticate.
@@ -16,6 +17,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use rocket::tokio::sync::broadcast;
 
 use super::Role;
 use crate::db::ids::StaffId;
@@ -35,10 +37,19 @@ pub enum StaffState {
     Unknown,
 }
 
-/// Per-process cache of staff states (Rocket managed state).
-#[derive(Default)]
+/// Per-process cache of staff states.
 pub struct StaffStates {
     entries: Mutex<HashMap<StaffId, (Instant, StaffState)>>,
+    events: broadcast::Sender<Option<StaffId>>,
+}
+
+impl Default for StaffStates {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            events: broadcast::channel(256).0,
+        }
+    }
 }
 
 impl StaffStates {
@@ -65,6 +76,19 @@ impl StaffStates {
     /// Forgets `id`: its next request reads the database.
     pub fn invalidate(&self, id: StaffId) {
         self.entries.lock().remove(&id);
+        let _ = self.events.send(Some(id));
+    }
+
+    /// Forgets every state (the listener reconnected and may have missed
+    /// notifications).
+    pub fn invalidate_all(&self) {
+        self.entries.lock().clear();
+        let _ = self.events.send(None);
+    }
+
+    /// Invalidation events (`None` = everything), for tests and tooling.
+    pub fn subscribe(&self) -> broadcast::Receiver<Option<StaffId>> {
+        self.events.subscribe()
     }
 }
 

@@ -3,8 +3,9 @@
 //! Read from the control plane and cached in memory with a TTL. The TTL is
 //! only the fallback: every instance LISTENs on `posd_placement`, and the
 //! trigger on `merchants` NOTIFYs on every placement or status change, so
-//! all instances drop the entry at once. While the listener is disconnected
-//! nothing is trusted: on every (re)connect the whole cache is dropped.
+//! all instances drop the entry at once ([`crate::invalidation`]). While the
+//! listener is disconnected nothing is trusted: on every (re)connect the
+//! whole cache is dropped.
 //!
 //! The kill switch (`USE_TENANT_DB_ROUTING=false`) routes every merchant to
 //! the shared tier, whatever its recorded placement.
@@ -16,11 +17,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use rocket::tokio::{
-    self,
-    sync::{broadcast, watch},
-};
-use secrecy::{ExposeSecret, SecretString};
+use rocket::tokio::sync::{broadcast, watch};
 
 use super::{SHARED_SCHEMA, Tier};
 use crate::db::{
@@ -158,6 +155,11 @@ impl Directory {
         self.events.subscribe()
     }
 
+    /// Marks the LISTEN connection up or down ([`crate::invalidation`]).
+    pub(crate) fn set_listening(&self, up: bool) {
+        self.listening.send_replace(up);
+    }
+
     /// Whether the LISTEN connection is up.
     pub fn listening(&self) -> bool {
         *self.listening.borrow()
@@ -167,61 +169,5 @@ impl Directory {
     pub async fn wait_listening(&self) {
         let mut rx = self.listening.subscribe();
         let _ = rx.wait_for(|up| *up).await;
-    }
-}
-
-/// Keeps a LISTEN connection open for as long as the runtime runs,
-/// reconnecting with backoff.
-pub fn spawn_listener(url: SecretString, dir: Arc<Directory>) {
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let result = listen(&url, &dir).await;
-            dir.listening.send_replace(false);
-            dir.invalidate_all();
-            match result {
-                Ok(()) => tracing::warn!("placement listener closed; reconnecting"),
-                Err(e) => tracing::warn!(error = %e, "placement listener failed; reconnecting"),
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
-    });
-}
-
-async fn listen(url: &SecretString, dir: &Directory) -> Result<(), tokio_postgres::Error> {
-    use futures_util::StreamExt;
-    use tokio_postgres::AsyncMessage;
-
-    let (client, mut connection) =
-        tokio_postgres::connect(url.expose_secret(), tokio_postgres::NoTls).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message? {
-                AsyncMessage::Notification(n) => {
-                    let _ = tx.send(n.payload().to_string());
-                }
-                AsyncMessage::Notice(_) => {}
-                _ => {}
-            }
-        }
-        Ok::<(), tokio_postgres::Error>(())
-    });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    // Anything cached before this point may have missed a notification.
-    dir.invalidate_all();
-    dir.listening.send_replace(true);
-    while let Some(payload) = rx.recv().await {
-        match uuid::Uuid::parse_str(&payload) {
-            Ok(id) => dir.invalidate(MerchantId(id)),
-            Err(_) => dir.invalidate_all(),
-        }
-    }
-    drop(client);
-    match driver.await {
-        Ok(r) => r,
-        Err(_) => Ok(()),
     }
 }

@@ -290,14 +290,14 @@ impl TestApp {
         self.client.rocket().state::<App>().expect("app state")
     }
 
-    /// Waits until the placement listener has LISTENed.
+    /// Waits until the cache invalidation listener has LISTENed.
     pub async fn wait_listening(&self) {
         rocket::tokio::time::timeout(
             Duration::from_secs(20),
             self.app().directory.wait_listening(),
         )
         .await
-        .expect("the placement listener never connected");
+        .expect("the cache invalidation listener never connected");
     }
 
     pub fn admin_token(&self) -> String {

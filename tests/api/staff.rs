@@ -1,10 +1,13 @@
 //! Staff management: owner only, scoped to the owner's merchant.
 
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
 
 use crate::common::{Merchant, TestApp};
-use posd::auth::Role;
+use posd::{auth::Role, db::ids::StaffId};
 
 const STAFF: &str = "/api/v2/POS/staff";
 const PASSWORD: &str = "a long enough password";
@@ -349,4 +352,62 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     assert_eq!(status, Status::Ok, "reactivated");
     let (status, _) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Ok);
+}
+
+/// A change made elsewhere (another posd instance, an operator's SQL)
+/// reaches this instance at once through NOTIFY, not after its cache's 30 s.
+#[rocket::async_test]
+async fn staff_changes_made_elsewhere_are_seen_at_once() {
+    let t = TestApp::new().await;
+    t.wait_listening().await;
+    let m = t.shared_merchant("staff-far").await;
+    let id = add(&t, &m, "far@staff-far.test", "manager").await;
+    let staff = StaffId(id.parse().unwrap());
+    let (status, body) = login(&t, &m, "far@staff-far.test", PASSWORD).await;
+    assert_eq!(status, Status::Ok, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let (status, _) = t.get("/api/v2/POS/reports/daily", &token).await;
+    assert_eq!(
+        status,
+        Status::Ok,
+        "a manager reads the report (state now cached)"
+    );
+
+    for (change, path, expect, code) in [
+        (
+            "role = 'cashier'",
+            "/api/v2/POS/reports/daily",
+            Status::Forbidden,
+            None,
+        ),
+        (
+            "active = false",
+            "/api/v2/POS/products",
+            Status::Unauthorized,
+            Some("staff_inactive"),
+        ),
+    ] {
+        let mut events = t.app().staff_states.subscribe();
+        t.db.owner()
+            .batch_execute(&format!(
+                "UPDATE staff_users SET {change} WHERE id = '{id}'"
+            ))
+            .unwrap();
+        rocket::tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.recv().await {
+                    Ok(Some(s)) if s == staff => break,
+                    Ok(_) => continue,
+                    Err(e) => panic!("invalidation channel: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("no NOTIFY arrived");
+        let (status, err) = t.get(path, &token).await;
+        assert_eq!(status, expect, "after {change}: {err}");
+        if let Some(code) = code {
+            assert_eq!(err["error"]["code"], code);
+        }
+    }
 }
