@@ -90,7 +90,7 @@ def render(r):
                            f"{x['rss_per_live_pool_kib']:.1f} KiB; per pool built over the whole run "
                            f"(leak check): {x['rss_per_pool_built_kib']:.2f} KiB")
     if "creation" in r:
-        out += ["", "### Tenant creation (control-plane rows in bulk, then the provisioning API, 3 at a time)", "",
+        out += ["", "### Tenant creation (control-plane rows in bulk, then the provisioning API, 4 at a time)", "",
                 "| tier | tenants | rows s | provisioning s | first product s | per tenant ms | 503s while adding products (retried) | left without product |",
                 "|---|---|---|---|---|---|---|---|"]
         for tier, steps in r["creation"].items():

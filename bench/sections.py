@@ -342,7 +342,7 @@ def grow(b, tier, n):
     ms = bulk_merchants(b, tier, len(have), need)
     t1 = time.monotonic()
     if tier != "shared":
-        parallel(lambda m: b.provision(m["id"], tier), ms, 3, b.deadline, f"provisioning {tier}")
+        parallel(lambda m: b.provision(m["id"], tier), ms, 4, b.deadline, f"provisioning {tier}")
     t2 = time.monotonic()
 
     refused, failed = [], []
