@@ -85,8 +85,13 @@ def render(r):
                        f"{p1.get('builds')} built, {p1.get('evictions')} evicted, budget used "
                        f"{p1.get('budgetUsed')}/{p1.get('budgetLimit')}; after the load: "
                        f"{p2.get('livePools')} live, {p2.get('builds')} built, {p2.get('evictions')} evicted")
+            if "rss_per_cached_pool_kib" in x:
+                out.append(f"- RSS growth per cached tenant pool (with its connection), over the first "
+                           f"{x['cached_pools_measured']} merchants, before any eviction: "
+                           f"{x['rss_per_cached_pool_kib']:.1f} KiB")
             if "rss_per_live_pool_kib" in x:
-                out.append(f"- RSS growth per live tenant pool (with its connection): "
+                out.append(f"- RSS growth per live tenant pool after one request per merchant "
+                           f"(an upper bound: it includes what the allocator kept from evicted pools): "
                            f"{x['rss_per_live_pool_kib']:.1f} KiB; per pool built over the whole run "
                            f"(leak check): {x['rss_per_pool_built_kib']:.2f} KiB")
     if "creation" in r:

@@ -412,7 +412,13 @@ def growth(b):
         for tier in TIERS:
             ms = b.fleet_tenants[tier][:n]
             rss0 = b.posd.rss_kib()
-            ttfb = first_requests(b, ms)
+            # The first merchants' pools fit in the budget: none is evicted
+            # yet, so RSS growth over them is the cost of a cached pool alone,
+            # without what the allocator keeps from evicted ones.
+            k = min(len(ms), budget // 2) if tier == "dedicated" else 0
+            ttfb = first_requests(b, ms[:k])
+            rss_k, pools_k = b.posd.rss_kib(), pools_summary(b)
+            ttfb += first_requests(b, ms[k:])
             rss1 = b.posd.rss_kib()
             pools1 = pools_summary(b)
             runs = []
@@ -442,6 +448,9 @@ def growth(b):
             }
             if tier == "dedicated" and pools1.get("livePools"):
                 row["rss_per_live_pool_kib"] = (rss1 - rss0) / pools1["livePools"]
+                if k and pools_k.get("livePools") == k and not pools_k.get("evictions"):
+                    row["rss_per_cached_pool_kib"] = (rss_k - rss0) / k
+                    row["cached_pools_measured"] = k
                 row["rss_per_pool_built_kib"] = (rss2 - rss0) / max(1, pools2.get("builds", 1))
             res.append(row)
             log(f"growth {tier} n={n}: {row['rps']['median']:.0f} req/s p50 "
