@@ -177,16 +177,12 @@ impl TenantPools {
         }
         // Open the first connection now, within the budget: an unreachable
         // database answers now rather than after the checkout timeout, and
-        // the pool starts with that connection.
+        // the pool starts with that connection. With the budget spent at
+        // this instant, the pool starts empty and the request waits for a
+        // connection in `checkout`, which frees budget as it can.
         let first = match pool::open(&url, Some(self.budget.clone()), &self.opts) {
-            Ok(c) => c,
-            Err(pool::ConnectError::BudgetExhausted) => {
-                return Err(ApiError::unavailable(
-                    "database_busy",
-                    "every tenant database connection is in use",
-                    1,
-                ));
-            }
+            Ok(c) => Some(c),
+            Err(pool::ConnectError::BudgetExhausted) => None,
             Err(e) => {
                 tracing::warn!(merchant = %p.merchant, error = %crate::redact::redact_text(&e.to_string()), "tenant database unreachable");
                 self.breakers.failure(p.merchant);
@@ -197,7 +193,7 @@ impl TenantPools {
             &url,
             Some(self.budget.clone()),
             &self.opts,
-            Some(first),
+            first,
         ));
         drop(url);
         self.builds.fetch_add(1, Ordering::Relaxed);
