@@ -1,6 +1,7 @@
 //! Turning a sale into an order: price every line on the server, check the
-//! tender, take the stock and write the order with its payments, all in
-//! the caller's one transaction. Used by till orders and offline bills.
+//! tender, write the order with its lines and payments, then take the stock
+//! (last, so that its row locks are held until the commit only), all in the
+//! caller's one transaction. Used by till orders and offline bills.
 
 use std::collections::{BTreeMap, HashMap};
 
