@@ -88,9 +88,9 @@ pub fn apply(
     change: &Change<'_>,
     deltas: &BTreeMap<ProductId, i64>,
 ) -> QueryResult<Result<Vec<(ProductId, i64)>, Short>> {
-    if deltas.is_empty() {
+    let Some(first) = deltas.keys().next() else {
         return Ok(Ok(Vec::new()));
-    }
+    };
     let products: Vec<Uuid> = deltas.keys().map(|p| p.0).collect();
     let amounts: Vec<i64> = deltas.values().copied().collect();
     let ids: Vec<Uuid> = deltas.keys().map(|_| Uuid::now_v7()).collect();
@@ -143,10 +143,7 @@ pub fn apply(
             .find(|r| r.product_id == p.0)
             .is_none_or(|r| r.on_hand < 0 && !change.allow_negative)
     });
-    // (`deltas` is not empty: there is always a first product.)
-    Ok(short
-        .or_else(|| deltas.keys().next())
-        .map_or(Ok(Vec::new()), |p| Err(Short(*p))))
+    Ok(Err(Short(*short.unwrap_or(first))))
 }
 
 /// A product's stock, as the inventory screen shows it.
