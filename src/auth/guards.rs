@@ -50,6 +50,7 @@ fn token_error(e: &jsonwebtoken::errors::Error) -> ApiError {
     use jsonwebtoken::errors::ErrorKind as K;
     let message = match e.kind() {
         K::ExpiredSignature => "the token has expired",
+        K::ImmatureSignature => "the token is not valid yet",
         K::InvalidAudience => "the token is not valid for this API",
         K::MissingRequiredClaim(_) => "the token lacks a required claim",
         _ => "the token is invalid",
@@ -117,7 +118,9 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
         ));
     }
     match staff_state(app, claims.sub).await? {
-        StaffState::Active(role) => claims.role = claims.role.min(role),
+        StaffState::Active(role, merchant) if merchant == claims.mid => {
+            claims.role = claims.role.min(role);
+        }
         StaffState::Inactive => {
             return Err(ApiError::new(
                 Status::Unauthorized,
@@ -125,7 +128,13 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
                 "this staff account is deactivated",
             ));
         }
-        StaffState::Unknown => {}
+        StaffState::Active(..) | StaffState::Unknown => {
+            return Err(ApiError::new(
+                Status::Unauthorized,
+                "staff_unknown",
+                "the token's staff user does not exist at its merchant",
+            ));
+        }
     }
     Ok(Staff { claims, placement })
 }
@@ -139,9 +148,9 @@ async fn staff_state(app: &App, id: StaffId) -> Result<StaffState, ApiError> {
     }
     let state = match app.platform(move |p| Ok(StaffUser::status(p, id)?)).await? {
         None => StaffState::Unknown,
-        Some((false, _)) => StaffState::Inactive,
-        Some((true, role)) => match Role::parse(&role) {
-            Some(r) => StaffState::Active(r),
+        Some((false, _, _)) => StaffState::Inactive,
+        Some((true, role, merchant)) => match Role::parse(&role) {
+            Some(r) => StaffState::Active(r, merchant),
             None => return Err(ApiError::internal("unknown staff role")),
         },
     };

@@ -1,5 +1,6 @@
-//! JSON Web Tokens: HS256 only, `iss`, `aud`, `exp` and `sub` required, a
-//! small leeway. Staff tokens have `aud = "posd"`, operator tokens
+//! JSON Web Tokens: HS256 only, `iss`, `aud`, `exp`, `sub` and `iat`
+//! required, a small leeway; a token whose `nbf` or `iat` lies ahead is
+//! refused. Staff tokens have `aud = "posd"`, operator tokens
 //! `aud = "posd-admin"`; each is refused where the other is expected.
 
 use std::time::Duration;
@@ -51,7 +52,18 @@ fn validation(audience: &str) -> Validation {
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v.leeway = LEEWAY_SECS;
     v.validate_exp = true;
+    v.validate_nbf = true;
     v
+}
+
+/// A token issued in the future is forged or from a clock gone wrong.
+fn issued_in_the_past(iat: i64) -> Result<(), jsonwebtoken::errors::Error> {
+    let ahead = i64::try_from(LEEWAY_SECS).unwrap_or(i64::MAX);
+    if iat > Utc::now().timestamp().saturating_add(ahead) {
+        Err(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into())
+    } else {
+        Ok(())
+    }
 }
 
 impl JwtKeys {
@@ -115,11 +127,13 @@ impl JwtKeys {
     }
 
     pub fn verify_staff(&self, token: &str) -> Result<StaffClaims, jsonwebtoken::errors::Error> {
-        self.verify(token, &self.staff)
+        let c: StaffClaims = self.verify(token, &self.staff)?;
+        issued_in_the_past(c.iat).map(|()| c)
     }
 
     pub fn verify_admin(&self, token: &str) -> Result<AdminClaims, jsonwebtoken::errors::Error> {
-        self.verify(token, &self.admin)
+        let c: AdminClaims = self.verify(token, &self.admin)?;
+        issued_in_the_past(c.iat).map(|()| c)
     }
 }
 
@@ -148,5 +162,30 @@ mod tests {
         assert!(k.verify_admin(&admin).is_ok());
         assert!(k.verify_staff(&admin).is_err());
         assert!(k.verify_admin(&staff).is_err());
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused() {
+        let k = keys();
+        let now = Utc::now().timestamp();
+        let claims = |nbf: Option<i64>, iat: i64| {
+            let mut c = serde_json::json!({
+                "sub": uuid::Uuid::new_v4(), "mid": uuid::Uuid::new_v4(), "role": "owner",
+                "iss": ISSUER, "aud": STAFF_AUDIENCE, "exp": now + 600, "iat": iat,
+            });
+            if let Some(n) = nbf {
+                c["nbf"] = n.into();
+            }
+            k.sign(&c).unwrap()
+        };
+        assert!(k.verify_staff(&claims(None, now)).is_ok());
+        assert!(k.verify_staff(&claims(Some(now - 10), now)).is_ok());
+        let year = 365 * 24 * 3600;
+        for t in [claims(Some(now + year), now), claims(None, now + year)] {
+            assert_eq!(
+                k.verify_staff(&t).unwrap_err().kind(),
+                &jsonwebtoken::errors::ErrorKind::ImmatureSignature
+            );
+        }
     }
 }

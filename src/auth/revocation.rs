@@ -8,8 +8,9 @@
 //! platform database NOTIFY `posd_staff`, and every instance drops its
 //! entry at once ([`crate::invalidation`]); the TTL is the fallback.
 //!
-//! An id with no staff row (nothing issues one today) keeps the token's
-//! role: the check revokes, it does not authenticate.
+//! The token's `sub` must name a staff user that exists, is active and
+//! belongs to the token's merchant (`mid`); anything else answers 401, so a
+//! token outlives neither its user nor a deletion.
 
 use std::{
     collections::HashMap,
@@ -20,7 +21,7 @@ use parking_lot::Mutex;
 use rocket::tokio::sync::broadcast;
 
 use super::Role;
-use crate::db::ids::StaffId;
+use crate::db::ids::{MerchantId, StaffId};
 
 /// How long a looked-up state is trusted.
 pub const TTL: Duration = Duration::from_secs(30);
@@ -30,8 +31,8 @@ const CAPACITY: usize = 10_000;
 /// A staff user's state as the guard needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaffState {
-    /// Active, with this role.
-    Active(Role),
+    /// Active, with this role, at this merchant.
+    Active(Role, MerchantId),
     Inactive,
     /// No such staff user.
     Unknown,

@@ -307,15 +307,33 @@ impl TestApp {
             .expect("admin token")
     }
 
+    /// A token of a new, active staff user of `merchant` with `role`
+    /// (tokens are only honoured for staff users that exist).
     pub fn staff_token(&self, merchant: MerchantId, role: Role) -> String {
+        let id = self.staff_user(merchant, role);
+        self.token_for(id, merchant, role)
+    }
+
+    /// A new, active staff user of `merchant` with `role`, made in SQL.
+    pub fn staff_user(&self, merchant: MerchantId, role: Role) -> StaffId {
+        let id = StaffId(Uuid::new_v4());
+        self.db
+            .owner()
+            .batch_execute(&format!(
+                "INSERT INTO staff_users (id, merchant_id, email, password_hash, role) \
+                 VALUES ('{id}', '{merchant}', '{id}@staff.test', 'not-a-hash', '{}')",
+                role.as_str()
+            ))
+            .expect("insert a staff user");
+        id
+    }
+
+    /// A token claiming `staff`, `merchant` and `role`, whether or not they
+    /// exist.
+    pub fn token_for(&self, staff: StaffId, merchant: MerchantId, role: Role) -> String {
         self.app()
             .jwt
-            .issue_staff(
-                StaffId(Uuid::new_v4()),
-                merchant,
-                role,
-                Duration::from_secs(600),
-            )
+            .issue_staff(staff, merchant, role, Duration::from_secs(600))
             .expect("staff token")
             .0
     }

@@ -7,6 +7,12 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use posd::{auth::Role, db::ids::StaffId};
+use uuid::Uuid;
+
 use crate::common::{JWT_SECRET, TestApp};
 
 fn sign(claims: &Value, secret: &str) -> String {
@@ -36,9 +42,10 @@ async fn bad_tokens_are_refused() {
     let products = "/api/v2/POS/products";
     let admin = "/api/v2/POS/admin/tenants";
     let now = Utc::now().timestamp();
+    let owner = t.staff_user(m.id, posd::auth::Role::Owner);
     let staff = |overrides: Value| {
         let mut c = json!({
-            "sub": uuid::Uuid::new_v4(), "mid": m.id, "role": "owner",
+            "sub": owner, "mid": m.id, "role": "owner",
             "iss": "posd", "aud": "posd", "exp": now + 600, "iat": now
         });
         for (k, v) in overrides.as_object().unwrap() {
@@ -96,6 +103,22 @@ async fn bad_tokens_are_refused() {
         "exp as string",
     )
     .await;
+    // Not valid yet, or issued in the future.
+    let year = 365 * 24 * 3600;
+    for (claims, why) in [
+        (json!({ "nbf": now + year }), "nbf a year ahead"),
+        (json!({ "iat": now + year }), "issued a year ahead"),
+        (json!({ "iat": null }), "missing iat"),
+    ] {
+        assert_401(&t, products, Some(&sign(&staff(claims), JWT_SECRET)), why).await;
+    }
+    let (status, _) = t
+        .get(
+            products,
+            &sign(&staff(json!({ "nbf": now - 60 })), JWT_SECRET),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "an nbf in the past is fine");
 
     // alg: none, with and without a signature part.
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
@@ -222,4 +245,61 @@ async fn login_attempts_are_rate_limited_per_account() {
         )
         .await;
     assert_eq!(status, Status::Ok);
+}
+
+/// A token names a staff user (`sub`) of a merchant (`mid`): the user must
+/// exist, be active and belong to that merchant, now, not only at login.
+#[rocket::async_test]
+async fn tokens_are_bound_to_live_staff_of_their_merchant() {
+    let t = TestApp::new().await;
+    let m = t.shared_merchant("bound-shop").await;
+    let other = t.shared_merchant("bound-other").await;
+    let staff = "/api/v2/POS/staff";
+    let refused = |status: Status, body: &Value, why: &str| {
+        assert_eq!(status, Status::Unauthorized, "{why}: {body}");
+        assert_eq!(body["error"]["code"], "staff_unknown", "{why}: {body}");
+    };
+
+    let nobody = t.token_for(StaffId(Uuid::new_v4()), m.id, Role::Owner);
+    let (s, b) = t.get(staff, &nobody).await;
+    refused(s, &b, "no such staff user");
+
+    let theirs = t.staff_user(other.id, Role::Owner);
+    let (s, b) = t.get(staff, &t.token_for(theirs, m.id, Role::Owner)).await;
+    refused(s, &b, "another merchant's owner claiming this merchant");
+
+    // An owner's token works, then its row is deleted: the very next
+    // request is refused, on this instance and (through NOTIFY) any other.
+    let owner = t.staff_user(m.id, Role::Owner);
+    let token = t.token_for(owner, m.id, Role::Owner);
+    let (s, _) = t.get(staff, &token).await;
+    assert_eq!(s, Status::Ok);
+    let mut events = t.app().staff_states.subscribe();
+    t.db.owner()
+        .batch_execute(&format!("DELETE FROM staff_users WHERE id = '{owner}'"))
+        .unwrap();
+    rocket::tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(Some(s)) if s == owner => break,
+                Ok(_) => continue,
+                Err(e) => panic!("invalidation channel: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the deletion was never notified");
+    let (s, b) = t
+        .post(
+            staff,
+            &token,
+            json!({ "email": "new-owner@bound-shop.test", "password": "correct horse battery", "role": "owner" }),
+        )
+        .await;
+    refused(s, &b, "a deleted owner creating an owner");
+    let (_, list) = t.get(staff, &m.token).await;
+    assert!(
+        !list.to_string().contains("new-owner@"),
+        "nothing was created: {list}"
+    );
 }

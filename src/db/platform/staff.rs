@@ -108,10 +108,17 @@ impl StaffUser {
 
     /// Whether a staff user is active and their current role; `None` for
     /// an id that is not a staff user.
-    pub fn status(p: &mut Platform<'_>, id: StaffId) -> QueryResult<Option<(bool, String)>> {
+    pub fn status(
+        p: &mut Platform<'_>,
+        id: StaffId,
+    ) -> QueryResult<Option<(bool, String, MerchantId)>> {
         staff_users::table
             .filter(staff_users::id.eq(id))
-            .select((staff_users::active, staff_users::role))
+            .select((
+                staff_users::active,
+                staff_users::role,
+                staff_users::merchant_id,
+            ))
             .first(p.conn)
             .optional()
     }
