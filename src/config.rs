@@ -50,6 +50,40 @@ pub struct Settings {
     /// Test hook (debug builds only): provisioning fails once this many of
     /// its steps have completed. See `tenancy::provisioning`.
     pub provision_fail_after_step: Option<u32>,
+    /// How old an offline bill may be when it arrives.
+    pub offline_bill_max_age: Duration,
+    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Login attempts per merchant and email.
+    pub login_account_limit: RateLimit,
+    /// Login attempts per client address.
+    pub login_address_limit: RateLimit,
+}
+
+/// A token bucket: `burst` at once, then one more per `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub interval: Duration,
+}
+
+impl RateLimit {
+    /// Parses `<burst>/<interval>`, e.g. `10/30s`.
+    fn parse(s: &str, key: &str) -> Result<RateLimit, ConfigError> {
+        let err = || {
+            ConfigError::new(
+                key,
+                "must be <burst>/<interval>, e.g. 10/30s: at least 1 attempt, then one per interval",
+            )
+        };
+        let (burst, interval) = s.split_once('/').ok_or_else(err)?;
+        let burst: u32 = burst.trim().parse().map_err(|_| err())?;
+        let interval = humantime::parse_duration(interval.trim()).map_err(|_| err())?;
+        if burst == 0 || interval.is_zero() {
+            return Err(err());
+        }
+        Ok(RateLimit { burst, interval })
+    }
 }
 
 /// The raw, serde-facing shape. Field names are the figment keys; the
@@ -85,6 +119,11 @@ struct Raw {
     #[serde(default, with = "humantime_serde")]
     idempotency_retention: Option<Duration>,
     provision_fail_after_step: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    offline_bill_max_age: Option<Duration>,
+    trusted_proxies: Option<String>,
+    login_account_limit: Option<String>,
+    login_address_limit: Option<String>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -137,6 +176,10 @@ const KEYS: &[&str] = &[
     "tenant_migrations_at_boot",
     "idempotency_retention",
     "provision_fail_after_step",
+    "offline_bill_max_age",
+    "trusted_proxies",
+    "login_account_limit",
+    "login_address_limit",
 ];
 
 /// Rocket's settings that posd depends on, so that they hold even without
@@ -146,6 +189,9 @@ fn rocket_defaults() -> Serialized<serde_json::Value> {
     Serialized::defaults(serde_json::json!({
         "ident": "posd",
         "log_level": "critical",
+        // The client address is the peer's, unless a trusted proxy names
+        // another (see `api::client`): never a header anyone can send.
+        "ip_header": false,
         "limits": { "json": "64 KiB", "json/offline_bills": "1 MiB" },
         "shutdown": { "grace": 15, "mercy": 5 },
     }))
@@ -264,8 +310,45 @@ impl Settings {
                 "idempotency_retention",
             )?,
             provision_fail_after_step: raw.provision_fail_after_step,
+            offline_bill_max_age: nonzero(
+                raw.offline_bill_max_age
+                    .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+                "offline_bill_max_age",
+            )?,
+            trusted_proxies: raw
+                .trusted_proxies
+                .as_deref()
+                .map(proxies)
+                .transpose()?
+                .unwrap_or_default(),
+            login_account_limit: RateLimit::parse(
+                raw.login_account_limit.as_deref().unwrap_or("10/30s"),
+                "login_account_limit",
+            )?,
+            login_address_limit: RateLimit::parse(
+                raw.login_address_limit.as_deref().unwrap_or("100/500ms"),
+                "login_address_limit",
+            )?,
         })
     }
+}
+
+/// A comma-separated list of CIDRs (`10.0.0.0/8, ::1/128`) or addresses.
+fn proxies(v: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "trusted_proxies",
+                        format!("`{s}` is not a CIDR such as 10.0.0.0/8 or an address"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn required(v: Option<SecretString>, key: &str) -> Result<SecretString, ConfigError> {

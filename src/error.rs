@@ -211,8 +211,13 @@ impl GuardError {
     }
 }
 
+/// Leaves `err` for the catcher of this request to answer with.
+pub fn leave(req: &Request<'_>, err: ApiError) {
+    *req.local_cache(GuardError::default).0.lock() = Some(err);
+}
+
 /// Fails a guard with `err`: the catcher for its status answers with it.
 pub fn fail<S, F>(req: &Request<'_>, err: ApiError) -> Outcome<S, (Status, ApiError), F> {
-    *req.local_cache(GuardError::default).0.lock() = Some(err.clone());
+    leave(req, err.clone());
     Outcome::Error((err.status, err))
 }

@@ -32,10 +32,12 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         staff: app.staff_states.clone(),
     };
     let metrics = api::metrics::Metrics::new();
+    let login_limiter = api::auth::LoginLimiter::new(&app.settings);
     let mut rocket = rocket::custom(figment)
         .manage(app)
         .manage(metrics.clone())
-        .manage(api::auth::LoginLimiter::default())
+        .manage(login_limiter)
+        .attach(api::screen::Screen)
         .attach(api::metrics::Recorder(metrics))
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(

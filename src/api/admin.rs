@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{OpenApi, ToSchema};
 
-use super::{Body, docs};
+use super::{
+    Body, docs,
+    fields::{CurrencyCode, Email, Name, Password, Slug, TimeZone, Token64},
+};
 use crate::{
     app::App,
     auth::{guards::PlatformAdmin, password},
@@ -29,77 +32,20 @@ use crate::{
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateMerchant {
-    slug: String,
-    name: String,
-    timezone: String,
-    currency: String,
-    #[serde(default = "default_plan")]
-    plan: String,
+    slug: Slug,
+    name: Name,
+    timezone: TimeZone,
+    currency: CurrencyCode,
+    /// `standard` when absent.
+    plan: Option<Token64>,
     owner: NewOwner,
-}
-
-fn default_plan() -> String {
-    "standard".into()
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewOwner {
-    email: String,
-    password: String,
-}
-
-fn validate_merchant(b: &CreateMerchant) -> ApiResult<()> {
-    let slug_ok = (2..=63).contains(&b.slug.len())
-        && b.slug
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !b.slug.starts_with('-');
-    if !slug_ok {
-        return Err(ApiError::invalid(
-            "slug",
-            "must be 2 to 63 lowercase letters, digits or '-', not starting with '-'",
-        ));
-    }
-    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
-        return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
-    }
-    if b.timezone.parse::<chrono_tz::Tz>().is_err() {
-        return Err(ApiError::invalid(
-            "timezone",
-            "must be an IANA time zone such as Europe/Paris",
-        ));
-    }
-    if b.currency.len() != 3 || !b.currency.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(ApiError::invalid(
-            "currency",
-            "must be an ISO 4217 code such as USD",
-        ));
-    }
-    if b.plan.trim().is_empty() || b.plan.len() > 50 {
-        return Err(ApiError::invalid("plan", "must be 1 to 50 characters"));
-    }
-    validate_email(&b.owner.email)?;
-    if b.owner.password.chars().count() < 10 || b.owner.password.len() > 1024 {
-        return Err(ApiError::invalid(
-            "owner.password",
-            "must be at least 10 characters",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_email(email: &str) -> ApiResult<()> {
-    let ok = email.len() <= 320
-        && email
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-        && !email.chars().any(char::is_whitespace);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("owner.email", "is not an email address"))
-    }
+    email: Email,
+    password: Password,
 }
 
 #[utoipa::path(post, path = "/admin/merchants", tag = "admin", security(("admin" = [])), request_body = CreateMerchant,
@@ -111,8 +57,10 @@ async fn create_merchant(
     body: Body<CreateMerchant>,
 ) -> ApiResult<Custom<Json<Merchant>>> {
     let b = body.0;
-    validate_merchant(&b)?;
-    let pw = b.owner.password.clone();
+    let plan = b
+        .plan
+        .map_or_else(|| "standard".to_string(), Token64::into_inner);
+    let pw = b.owner.password.into_inner();
     let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
         .await
         .map_err(ApiError::internal)?
@@ -125,11 +73,11 @@ async fn create_merchant(
                     p,
                     &NewMerchant {
                         id: MerchantId(uuid::Uuid::new_v4()),
-                        slug: &b.slug,
-                        name: b.name.trim(),
-                        timezone: &b.timezone,
-                        currency: &b.currency,
-                        plan: b.plan.trim(),
+                        slug: b.slug.as_str(),
+                        name: b.name.as_str(),
+                        timezone: b.timezone.as_str(),
+                        currency: b.currency.as_str(),
+                        plan: &plan,
                     },
                 )
                 .map_err(ApiError::or_taken(
@@ -142,7 +90,7 @@ async fn create_merchant(
                     &NewStaffUser {
                         id: StaffId(uuid::Uuid::now_v7()),
                         merchant_id: m.id,
-                        email: &b.owner.email.to_lowercase(),
+                        email: b.owner.email.as_str(),
                         password_hash: &hash,
                         role: "owner",
                     },

@@ -14,10 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use utoipa::{OpenApi, ToSchema};
 
-use super::{Body, docs};
+use super::{
+    Body,
+    client::ClientAddr,
+    docs,
+    fields::{EmailText, PasswordText, Token64},
+};
 use crate::{
     app::App,
     auth::{Role, password},
+    config::{RateLimit, Settings},
     db::{ids::MerchantId, platform::staff::StaffUser},
     error::{ApiError, ApiResult},
 };
@@ -26,9 +32,9 @@ use crate::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Login {
     /// The merchant's slug.
-    merchant: String,
-    email: String,
-    password: String,
+    merchant: Token64,
+    email: EmailText,
+    password: PasswordText,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -49,38 +55,32 @@ fn bad_credentials() -> ApiError {
     )
 }
 
-/// Attempts per merchant and email: a burst of 10, then one per 30 s.
-const ACCOUNT_BURST: u32 = 10;
-const ACCOUNT_PERIOD: Duration = Duration::from_secs(30);
-/// Attempts per client address: a burst of 100, then 2 per second.
-const ADDRESS_BURST: u32 = 100;
-const ADDRESS_PERIOD: Duration = Duration::from_millis(500);
 /// Keys kept before forgetting those whose limit has fully recovered.
 const MAX_KEYS: usize = 100_000;
 
-/// The login rate limits.
+/// The login rate limits: per merchant and email (default a burst of 10,
+/// then one per 30 s) and per client address (100, then 2 per second); see
+/// `POSD_LOGIN_ACCOUNT_LIMIT` and `POSD_LOGIN_ADDRESS_LIMIT`.
 pub struct LoginLimiter {
     accounts: DefaultKeyedRateLimiter<(String, String)>,
     addresses: DefaultKeyedRateLimiter<IpAddr>,
 }
 
-fn quota(period: Duration, burst: u32) -> Quota {
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period)
+fn quota(limit: RateLimit) -> Quota {
+    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(limit.interval)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst)
 }
 
-impl Default for LoginLimiter {
-    fn default() -> Self {
+impl LoginLimiter {
+    pub fn new(settings: &Settings) -> Self {
         LoginLimiter {
-            accounts: DefaultKeyedRateLimiter::keyed(quota(ACCOUNT_PERIOD, ACCOUNT_BURST)),
-            addresses: DefaultKeyedRateLimiter::keyed(quota(ADDRESS_PERIOD, ADDRESS_BURST)),
+            accounts: DefaultKeyedRateLimiter::keyed(quota(settings.login_account_limit)),
+            addresses: DefaultKeyedRateLimiter::keyed(quota(settings.login_address_limit)),
         }
     }
-}
 
-impl LoginLimiter {
     /// Takes one attempt for this account and address, or says how long to wait.
     fn check(&self, merchant: &str, email: &str, address: Option<IpAddr>) -> Result<(), Duration> {
         if self.accounts.len() > MAX_KEYS {
@@ -115,18 +115,20 @@ impl LoginLimiter {
 async fn login(
     app: &State<App>,
     limiter: &State<LoginLimiter>,
-    address: Option<IpAddr>,
+    address: ClientAddr,
     body: Body<Login>,
 ) -> ApiResult<Json<Token>> {
     let Login {
         merchant,
         email,
-        password: pw,
+        password,
     } = body.0;
-    if merchant.len() > 100 || email.len() > 320 || pw.len() > 1024 {
-        return Err(bad_credentials());
-    }
-    if let Err(wait) = limiter.check(&merchant, &email, address) {
+    let (merchant, email, pw) = (
+        merchant.into_inner(),
+        email.into_inner(),
+        password.into_inner(),
+    );
+    if let Err(wait) = limiter.check(&merchant, &email, address.0) {
         let mut e = ApiError::new(
             Status::TooManyRequests,
             "too_many_attempts",

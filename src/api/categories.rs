@@ -4,7 +4,10 @@ use rocket::{Route, delete, get, http::Status, patch, post, routes, serde::json:
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::{Body, docs, params::text};
+use super::{
+    Body, docs,
+    fields::{CategoryName, SortOrder},
+};
 use crate::{
     auth::guards::{Manager, Staff},
     db::{
@@ -18,16 +21,16 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateCategory {
-    name: String,
-    #[serde(default)]
-    sort_order: i32,
+    name: CategoryName,
+    /// 0 when absent.
+    sort_order: Option<SortOrder>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateCategory {
-    name: Option<String>,
-    sort_order: Option<i32>,
+    name: Option<CategoryName>,
+    sort_order: Option<SortOrder>,
 }
 
 fn name_conflict(e: diesel::result::Error) -> ApiError {
@@ -68,8 +71,8 @@ async fn create(
     body: Body<CreateCategory>,
 ) -> ApiResult<(Status, Json<Category>)> {
     let new = NewCategory {
-        name: text("name", &body.0.name, 100)?,
-        sort_order: body.0.sort_order,
+        name: body.0.name.into_inner(),
+        sort_order: body.0.sort_order.map_or(0, SortOrder::get),
     };
     let c = db
         .run(move |tx| Category::create(tx, &new).map_err(name_conflict))
@@ -97,13 +100,8 @@ async fn update(
     body: Body<UpdateCategory>,
 ) -> ApiResult<Json<Category>> {
     let changes = CategoryChanges {
-        name: body
-            .0
-            .name
-            .as_deref()
-            .map(|n| text("name", n, 100))
-            .transpose()?,
-        sort_order: body.0.sort_order,
+        name: body.0.name.map(CategoryName::into_inner),
+        sort_order: body.0.sort_order.map(SortOrder::get),
     };
     db.run(move |tx| Category::update(tx, id, &changes).map_err(name_conflict))
         .await

@@ -5,8 +5,10 @@ use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
 use super::{
-    Body, docs, nullable,
-    params::{self, Page, opt_text, text},
+    Body, docs,
+    fields::{LongNote, Name, OptionalEmail, Phone, opt},
+    nullable,
+    params::{self, Page},
 };
 use crate::{
     auth::guards::Staff,
@@ -21,51 +23,23 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateCustomer {
-    name: String,
-    email: Option<String>,
-    phone: Option<String>,
-    note: Option<String>,
+    name: Name,
+    email: Option<OptionalEmail>,
+    phone: Option<Phone>,
+    note: Option<LongNote>,
 }
 
 /// Only the fields given change; `null` clears an optional field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateCustomer {
-    name: Option<String>,
+    name: Option<Name>,
     #[serde(default, deserialize_with = "nullable")]
-    email: Option<Option<String>>,
+    email: Option<Option<OptionalEmail>>,
     #[serde(default, deserialize_with = "nullable")]
-    phone: Option<Option<String>>,
+    phone: Option<Option<Phone>>,
     #[serde(default, deserialize_with = "nullable")]
-    note: Option<Option<String>>,
-}
-
-fn email(v: Option<&str>) -> ApiResult<Option<String>> {
-    let e = opt_text("email", v, 320)?;
-    if let Some(e) = &e {
-        let ok = e
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-            && !e.chars().any(char::is_whitespace);
-        if !ok {
-            return Err(ApiError::invalid("email", "is not an email address"));
-        }
-    }
-    Ok(e.map(|e| e.to_lowercase()))
-}
-
-fn phone(v: Option<&str>) -> ApiResult<Option<String>> {
-    let p = opt_text("phone", v, 40)?;
-    if p.as_ref().is_some_and(|p| {
-        !p.chars()
-            .all(|c| c.is_ascii_digit() || " +-().".contains(c))
-    }) {
-        return Err(ApiError::invalid(
-            "phone",
-            "may hold only digits, spaces and + - ( ) .",
-        ));
-    }
-    Ok(p)
+    note: Option<Option<LongNote>>,
 }
 
 fn email_conflict(e: diesel::result::Error) -> ApiError {
@@ -143,10 +117,10 @@ async fn create(
 ) -> ApiResult<(Status, Json<Customer>)> {
     let b = body.0;
     let new = NewCustomer {
-        name: text("name", &b.name, 200)?,
-        email: email(b.email.as_deref())?,
-        phone: phone(b.phone.as_deref())?,
-        note: opt_text("note", b.note.as_deref(), 2000)?,
+        name: b.name.into_inner(),
+        email: opt(b.email),
+        phone: opt(b.phone),
+        note: opt(b.note),
     };
     let c = db
         .run(move |tx| Customer::create(tx, &new).map_err(email_conflict))
@@ -174,17 +148,10 @@ async fn update(
 ) -> ApiResult<Json<Customer>> {
     let b = body.0;
     let changes = CustomerChanges {
-        name: b
-            .name
-            .as_deref()
-            .map(|n| text("name", n, 200))
-            .transpose()?,
-        email: b.email.map(|e| email(e.as_deref())).transpose()?,
-        phone: b.phone.map(|p| phone(p.as_deref())).transpose()?,
-        note: b
-            .note
-            .map(|n| opt_text("note", n.as_deref(), 2000))
-            .transpose()?,
+        name: b.name.map(Name::into_inner),
+        email: b.email.map(opt),
+        phone: b.phone.map(opt),
+        note: b.note.map(opt),
     };
     db.run(move |tx| Customer::update(tx, id, &changes).map_err(email_conflict))
         .await

@@ -10,7 +10,8 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body, docs,
-    params::{self, Page, opt_text},
+    fields::{Note, StockCount, StockDelta, opt},
+    params::{self, Page},
 };
 use crate::{
     auth::guards::{Manager, Staff},
@@ -26,7 +27,6 @@ use crate::{
 };
 
 /// Largest single adjustment, either way.
-const MAX_DELTA: i64 = 1_000_000_000;
 
 #[derive(Debug, FromForm)]
 struct ListQuery<'r> {
@@ -108,10 +108,11 @@ enum AdjustReason {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Adjustment {
     product_id: ProductId,
-    delta: Option<i64>,
-    counted_quantity: Option<i64>,
+    /// Non-zero.
+    delta: Option<StockDelta>,
+    counted_quantity: Option<StockCount>,
     reason: AdjustReason,
-    note: Option<String>,
+    note: Option<Note>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -141,14 +142,18 @@ async fn adjust(
     body: Body<Adjustment>,
 ) -> ApiResult<(Status, Json<Adjusted>)> {
     let b = body.0;
-    let note = opt_text("note", b.note.as_deref(), 500)?;
+    let note = opt(b.note);
+    let (delta, counted) = (
+        b.delta.map(StockDelta::get),
+        b.counted_quantity.map(StockCount::get),
+    );
     let reason = match b.reason {
         AdjustReason::Receive => Reason::Receive,
         AdjustReason::Count => Reason::Count,
         AdjustReason::Damage => Reason::Damage,
         AdjustReason::Correction => Reason::Correction,
     };
-    match (b.delta, b.counted_quantity) {
+    match (delta, counted) {
         (Some(_), Some(_)) | (None, None) => {
             return Err(ApiError::invalid(
                 "delta",
@@ -161,17 +166,8 @@ async fn adjust(
                 "is only for reason `count`",
             ));
         }
-        (None, Some(c)) if !(0..=MAX_DELTA).contains(&c) => {
-            return Err(ApiError::invalid(
-                "countedQuantity",
-                format!("must be from 0 to {MAX_DELTA}"),
-            ));
-        }
-        (Some(d), None) if d == 0 || d.abs() > MAX_DELTA => {
-            return Err(ApiError::invalid(
-                "delta",
-                format!("must be non-zero and at most {MAX_DELTA} either way"),
-            ));
+        (Some(0), None) => {
+            return Err(ApiError::invalid("delta", "must not be zero"));
         }
         (Some(d), None) if reason == Reason::Receive && d < 0 => {
             return Err(ApiError::invalid(
@@ -193,9 +189,9 @@ async fn adjust(
         .run(move |tx| {
             Product::find(tx, product).map_err(ApiError::or_not_found("product"))?;
             let current = inventory::level_for_update(tx, product)?;
-            let delta = match b.counted_quantity {
+            let delta = match counted {
                 Some(c) => c - current,
-                None => b.delta.unwrap_or(0),
+                None => delta.unwrap_or(0),
             };
             let on_hand = if delta == 0 {
                 current

@@ -6,9 +6,11 @@ pub mod auth;
 #[cfg(feature = "bench-control")]
 pub mod bench_control;
 pub mod categories;
+pub mod client;
 pub mod customers;
 pub mod docs;
 pub mod export;
+pub mod fields;
 pub mod health;
 pub mod idempotent;
 pub mod inventory;
@@ -19,6 +21,7 @@ pub mod params;
 pub mod products;
 pub mod provisioning;
 pub mod reports;
+pub mod screen;
 pub mod staff;
 
 use rocket::{
@@ -28,7 +31,7 @@ use rocket::{
 };
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
-use crate::error::{ApiError, GuardError, fail};
+use crate::error::{ApiError, ApiResult, GuardError, fail};
 
 pub const PREFIX: &str = "/api/v2/POS";
 
@@ -105,27 +108,88 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
         };
         match parse(&text) {
             Ok(v) => Outcome::Success(Body(v)),
-            Err(message) => fail(
-                req,
-                ApiError::new(Status::UnprocessableEntity, "invalid_body", message),
-            ),
+            Err(e) => fail(req, e),
         }
     }
 }
 
-/// Parses JSON; the error names the field that failed (`lines[0].quantity:
-/// invalid type: ...`).
-pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+/// Parses a JSON body. Every text in it, keys included, must be free of
+/// control characters (422 naming the first field that holds one): no
+/// NUL or other control character reaches a handler or the database.
+/// A value outside its limits (see [`fields`]) is 422 `validation_failed`;
+/// malformed JSON, a wrong type or an unknown field 422 `invalid_body`.
+/// Either message names the field (`lines[0].quantity: ...`).
+pub fn parse<T: DeserializeOwned>(text: &str) -> ApiResult<T> {
+    if let Some(field) = field_with_control(text) {
+        return Err(ApiError::invalid(
+            &field,
+            "must not contain control characters",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            inner.to_string()
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let message = inner.to_string();
+        let message = message.strip_suffix(&position).unwrap_or(&message);
+        let code = if message.starts_with("invalid value:") {
+            "validation_failed"
         } else {
-            format!("{path}: {inner}")
-        }
+            "invalid_body"
+        };
+        let message = if path == "." || path.is_empty() {
+            message.to_string()
+        } else {
+            format!("{path}: {message}")
+        };
+        ApiError::new(Status::UnprocessableEntity, code, message)
     })
+}
+
+/// The path of the first string (or key) in the JSON `text` that holds a
+/// control character. JSON forbids raw C0 controls in strings, so only an
+/// escape (`\u0000`) or a raw DEL or C1 character can carry one: texts
+/// without either are not parsed twice.
+fn field_with_control(text: &str) -> Option<String> {
+    if !text.contains("\\u")
+        && !text
+            .chars()
+            .any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c))
+    {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    fn walk(v: &serde_json::Value, path: &mut String) -> bool {
+        let bad = |s: &str| s.chars().any(char::is_control);
+        match v {
+            serde_json::Value::String(s) => bad(s),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().any(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&k.replace(char::is_control, "?"));
+                let found = bad(k) || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(&value, &mut path).then(|| if path.is_empty() { ".".into() } else { path })
 }
 
 /// For PATCH bodies: tells an absent field (`None`) from an explicit `null`

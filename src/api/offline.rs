@@ -9,7 +9,7 @@
 //! its own, so a rejected bill does not block the others.
 
 use chrono::{DateTime, Duration, Utc};
-use rocket::{Route, post, routes, serde::json::Json};
+use rocket::{Route, State, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
@@ -17,10 +17,12 @@ use uuid::Uuid;
 
 use super::{
     Body, docs,
-    orders::{CreateOrder, LineBody, PaymentBody},
+    fields::{Note, list_field},
+    orders::{CreateOrder, Lines, Payments},
     parse,
 };
 use crate::{
+    app::App,
     auth::guards::Staff,
     db::{
         ids::{CustomerId, OrderId},
@@ -34,16 +36,31 @@ use crate::{
 pub const MAX_BILLS: usize = 100;
 /// How far in the future a till's clock may be.
 const MAX_CLOCK_SKEW_MINUTES: i64 = 5;
-/// How old a bill may be.
-const MAX_AGE_DAYS: i64 = 90;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Batch {
     /// 1 to 100 bills, each checked on its own.
-    #[schema(value_type = Vec<Bill>)]
-    bills: Vec<Value>,
+    #[schema(value_type = Bills)]
+    bills: RawBills,
 }
+
+/// What the contract says a batch holds; the bills are parsed one by one.
+#[expect(dead_code, reason = "describes the batch in the OpenAPI document only")]
+mod contract {
+    use super::{Bill, MAX_BILLS, list_field};
+
+    list_field!(
+        /// 1 to 100 bills.
+        pub Bills: Bill, 1, MAX_BILLS
+    );
+}
+use contract::Bills;
+list_field!(
+    /// The bills as received: each is parsed on its own, so that one
+    /// malformed bill does not reject the batch.
+    RawBills: Value, 1, MAX_BILLS
+);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -51,11 +68,11 @@ struct Bill {
     /// The till's own id for the bill: a bill is applied at most once.
     client_id: Uuid,
     created_at: DateTime<Utc>,
-    lines: Vec<LineBody>,
+    lines: Lines,
     #[serde(default)]
-    payments: Vec<PaymentBody>,
+    payments: Payments,
     customer_id: Option<CustomerId>,
-    note: Option<String>,
+    note: Option<Note>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -107,17 +124,36 @@ fn rejected(index: usize, client_id: Option<Uuid>, e: &ApiError) -> BillResult {
     }
 }
 
-/// A bill, parsed and checked without the database.
-fn prepare(raw: &Value, staff: &Staff, now: DateTime<Utc>) -> ApiResult<checkout::Sale> {
-    let bill: Bill = parse(&raw.to_string())
-        .map_err(|m| ApiError::new(rocket::http::Status::UnprocessableEntity, "invalid_bill", m))?;
+/// A bill, parsed and checked without the database. A bill older than
+/// `max_age` is refused: it would change a report long since closed.
+fn prepare(
+    raw: &Value,
+    staff: &Staff,
+    now: DateTime<Utc>,
+    max_age: std::time::Duration,
+) -> ApiResult<checkout::Sale> {
+    let bill: Bill = parse(&raw.to_string()).map_err(|e| {
+        if e.code == "invalid_body" {
+            ApiError::new(e.status, "invalid_bill", e.message)
+        } else {
+            e
+        }
+    })?;
     if bill.created_at > now + Duration::minutes(MAX_CLOCK_SKEW_MINUTES) {
         return Err(ApiError::invalid("createdAt", "is in the future"));
     }
-    if bill.created_at < now - Duration::days(MAX_AGE_DAYS) {
-        return Err(ApiError::invalid(
-            "createdAt",
-            format!("is more than {MAX_AGE_DAYS} days old"),
+    let oldest = Duration::from_std(max_age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    if bill.created_at < oldest {
+        return Err(ApiError::new(
+            rocket::http::Status::UnprocessableEntity,
+            "bill_too_old",
+            format!(
+                "createdAt: is more than {} old; such a bill must be entered by hand",
+                humantime::format_duration(max_age)
+            ),
         ));
     }
     let offline = OfflineBill {
@@ -130,7 +166,7 @@ fn prepare(raw: &Value, staff: &Staff, now: DateTime<Utc>) -> ApiResult<checkout
         customer_id: bill.customer_id,
         note: bill.note,
     };
-    let sale = order.into_sale(staff, Some(offline))?;
+    let sale = order.into_sale(staff, Some(offline));
     checkout::validate(&sale)?;
     Ok(sale)
 }
@@ -150,15 +186,11 @@ fn prepare(raw: &Value, staff: &Staff, now: DateTime<Utc>) -> ApiResult<checkout
 async fn offline_bills(
     staff: &Staff,
     db: TenantDb,
+    app: &State<App>,
     body: Body<Batch>,
 ) -> ApiResult<Json<BatchResult>> {
-    let bills = body.0.bills;
-    if bills.is_empty() || bills.len() > MAX_BILLS {
-        return Err(ApiError::invalid(
-            "bills",
-            format!("must hold 1 to {MAX_BILLS} bills"),
-        ));
-    }
+    let max_age = app.settings.offline_bill_max_age;
+    let bills = body.0.bills.into_inner();
     let now = Utc::now();
     let prepared: Vec<(Option<Uuid>, ApiResult<checkout::Sale>)> = bills
         .iter()
@@ -167,7 +199,7 @@ async fn offline_bills(
                 .get("clientId")
                 .and_then(Value::as_str)
                 .and_then(|s| Uuid::parse_str(s).ok());
-            (client_id, prepare(raw, staff, now))
+            (client_id, prepare(raw, staff, now, max_age))
         })
         .collect();
     let results = db

@@ -5,7 +5,6 @@
 //! computed on the server ([`crate::pos::pricing`]); stock is taken in the
 //! same transaction as the order.
 
-use chrono::{DateTime, Utc};
 use rocket::{FromForm, Route, State, get, http::Status, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -13,8 +12,11 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body, docs,
+    fields::{
+        Amount, LineNo, Note, PositiveAmount, Quantity, ShortText, UnitPrice, list_field, opt,
+    },
     idempotent::{self, Stored},
-    params::{self, IdempotencyKey, Page, opt_text},
+    params::{self, IdempotencyKey, Page},
 };
 use crate::{
     app::App,
@@ -39,68 +41,76 @@ use crate::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LineBody {
     pub product_id: ProductId,
-    pub quantity: i32,
-    /// Defaults to the catalog price; another price needs the manager role.
-    pub unit_price_minor: Option<i64>,
+    pub quantity: Quantity,
+    /// Defaults to the catalog price (for an offline bill, the price in
+    /// effect at the bill's time); another price needs the manager role.
+    pub unit_price_minor: Option<UnitPrice>,
+    /// A discount off the line; needs the manager role.
     #[serde(default)]
-    pub discount_minor: i64,
+    pub discount_minor: Option<Amount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaymentBody {
     pub method: Method,
-    pub amount_minor: i64,
-    pub reference: Option<String>,
+    pub amount_minor: PositiveAmount,
+    pub reference: Option<ShortText>,
 }
+
+list_field!(
+    /// The lines of a sale.
+    #[derive(Clone, Serialize)]
+    pub Lines: LineBody, 1, checkout::MAX_LINES
+);
+list_field!(
+    #[derive(Clone, Serialize)]
+    /// The payments of a sale (none for a sale of nothing to pay).
+    pub Payments: PaymentBody, 0, checkout::MAX_PAYMENTS
+);
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
-    pub lines: Vec<LineBody>,
+    pub lines: Lines,
     #[serde(default)]
-    pub payments: Vec<PaymentBody>,
+    pub payments: Payments,
     pub customer_id: Option<CustomerId>,
-    pub note: Option<String>,
+    pub note: Option<Note>,
 }
 
 impl CreateOrder {
     /// The sale this body asks for, by `staff`.
-    pub fn into_sale(self, staff: &Staff, offline: Option<OfflineBill>) -> ApiResult<Sale> {
-        Ok(Sale {
+    pub fn into_sale(self, staff: &Staff, offline: Option<OfflineBill>) -> Sale {
+        Sale {
             lines: self
                 .lines
+                .into_inner()
                 .into_iter()
                 .map(|l| SaleLine {
                     product_id: l.product_id,
-                    quantity: l.quantity,
-                    unit_price_minor: l.unit_price_minor,
-                    discount_minor: l.discount_minor,
+                    quantity: l.quantity.get(),
+                    unit_price_minor: l.unit_price_minor.map(UnitPrice::get),
+                    discount_minor: l.discount_minor.map_or(0, Amount::get),
                 })
                 .collect(),
             payments: self
                 .payments
+                .into_inner()
                 .into_iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    Ok(Tender {
-                        method: p.method,
-                        amount_minor: p.amount_minor,
-                        reference: opt_text(
-                            &format!("payments[{i}].reference"),
-                            p.reference.as_deref(),
-                            100,
-                        )?,
-                    })
+                .map(|p| Tender {
+                    method: p.method,
+                    amount_minor: p.amount_minor.get(),
+                    reference: opt(p.reference),
                 })
-                .collect::<ApiResult<_>>()?,
+                .collect(),
             customer_id: self.customer_id,
-            note: opt_text("note", self.note.as_deref(), 500)?,
+            note: opt(self.note),
             staff: staff.claims.sub,
             currency: staff.placement.currency.to_string(),
             may_override_price: staff.role() >= Role::Manager,
             offline,
-        })
+        }
     }
 }
 
@@ -131,7 +141,7 @@ async fn create(
     body: Body<CreateOrder>,
 ) -> ApiResult<Stored> {
     let hash = IdempotencyKey::request_hash("POST /orders", &body.0)?;
-    let sale = body.0.into_sale(staff, None)?;
+    let sale = body.0.into_sale(staff, None);
     // A request that fails validation saves nothing under its key.
     checkout::validate(&sale)?;
     idempotent::run(
@@ -152,20 +162,6 @@ struct ListQuery<'r> {
     status: Option<&'r str>,
     limit: Option<&'r str>,
     cursor: Option<&'r str>,
-}
-
-fn instant(field: &str, v: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
-    v.map(|s| {
-        DateTime::parse_from_rfc3339(s.trim())
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::invalid(
-                    field,
-                    "must be an RFC 3339 time such as 2026-11-22T09:00:00Z",
-                )
-            })
-    })
-    .transpose()
 }
 
 /// Orders, newest first.
@@ -199,8 +195,8 @@ async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<J
         }
     };
     let filter = OrderFilter {
-        from: instant("from", query.from)?,
-        to: instant("to", query.to)?,
+        from: params::instant("from", query.from)?,
+        to: params::instant("to", query.to)?,
         status,
         before: params::uuid("cursor", query.cursor)?.map(OrderId),
         limit: params::limit(query.limit)?,
@@ -233,20 +229,26 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: OrderId) -> ApiResult<Json<Or
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RefundLineBody {
-    line_no: i32,
-    quantity: i32,
+    line_no: LineNo,
+    quantity: Quantity,
 }
+
+list_field!(
+    /// The lines of a refund.
+    #[derive(Clone, Serialize)]
+    RefundLines: RefundLineBody, 1, checkout::MAX_LINES
+);
 
 /// Either `lines` (refund these units; `restock` puts them back on the
 /// shelf) or `amountMinor` (an amount not tied to a line).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateRefund {
-    lines: Option<Vec<RefundLineBody>>,
-    amount_minor: Option<i64>,
+    lines: Option<RefundLines>,
+    amount_minor: Option<PositiveAmount>,
     #[serde(default)]
     restock: bool,
-    reason: Option<String>,
+    reason: Option<Note>,
     /// How the money goes back; defaults to the order's main payment method.
     method: Option<Method>,
 }
@@ -276,32 +278,21 @@ async fn create_refund(
     let hash = IdempotencyKey::request_hash(&format!("POST /orders/{id}/refunds"), &body.0)?;
     let b = body.0;
     let what = match (b.lines, b.amount_minor) {
-        (Some(lines), None) => {
-            if lines.is_empty() || lines.len() > checkout::MAX_LINES {
-                return Err(ApiError::invalid(
-                    "lines",
-                    format!("must hold 1 to {} lines", checkout::MAX_LINES),
-                ));
-            }
-            if let Some(i) = lines.iter().position(|l| l.quantity < 1) {
-                return Err(ApiError::invalid(
-                    &format!("lines[{i}].quantity"),
-                    "must be at least 1",
-                ));
-            }
-            RefundWhat::Lines(lines.iter().map(|l| (l.line_no, l.quantity)).collect())
-        }
+        (Some(lines), None) => RefundWhat::Lines(
+            lines
+                .into_inner()
+                .iter()
+                .map(|l| (l.line_no.get(), l.quantity.get()))
+                .collect(),
+        ),
         (None, Some(a)) => {
-            if a < 1 {
-                return Err(ApiError::invalid("amountMinor", "must be positive"));
-            }
             if b.restock {
                 return Err(ApiError::invalid(
                     "restock",
                     "needs lines: an amount is not tied to any stock",
                 ));
             }
-            RefundWhat::Amount(a)
+            RefundWhat::Amount(a.get())
         }
         _ => {
             return Err(ApiError::invalid(
@@ -313,7 +304,7 @@ async fn create_refund(
     let req = RefundRequest {
         what,
         restock: b.restock,
-        reason: opt_text("reason", b.reason.as_deref(), 500)?,
+        reason: opt(b.reason),
         method: b.method,
         staff: m.0.claims.sub,
     };

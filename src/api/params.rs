@@ -1,6 +1,7 @@
 //! Request pieces shared by the POS endpoints: text and paging parameters,
 //! and the `Idempotency-Key` header.
 
+use chrono::{DateTime, NaiveDate, Utc};
 use rocket::{
     Request,
     request::{FromRequest, Outcome},
@@ -28,36 +29,6 @@ impl<T> Page<T> {
         let full = usize::try_from(limit).is_ok_and(|l| items.len() == l);
         let next_cursor = if full { items.last().map(cursor) } else { None };
         Page { items, next_cursor }
-    }
-}
-
-/// Required text: trimmed, not empty, at most `max` characters, no
-/// control characters.
-pub fn text(field: &str, v: &str, max: usize) -> ApiResult<String> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Err(ApiError::invalid(field, "must not be empty"));
-    }
-    if v.chars().count() > max {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(v.to_string())
-}
-
-/// Optional text: like [`text`], but blank means absent.
-pub fn opt_text(field: &str, v: Option<&str>, max: usize) -> ApiResult<Option<String>> {
-    match v.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(v) => text(field, v, max).map(Some),
     }
 }
 
@@ -92,6 +63,50 @@ pub fn search(q: Option<&str>) -> ApiResult<Option<String>> {
         }
         other => Ok(other.map(str::to_string)),
     }
+}
+
+/// The first and last day the API accepts: far enough either way for any
+/// real business, and well inside what PostgreSQL and chrono can hold.
+pub const FIRST_DAY: NaiveDate = ymd(2000, 1, 1);
+pub const LAST_DAY: NaiveDate = ymd(2099, 12, 31);
+
+const fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
+    match NaiveDate::from_ymd_opt(y, m, d) {
+        Some(d) => d,
+        None => NaiveDate::MIN,
+    }
+}
+
+/// A day written `YYYY-MM-DD`, from [`FIRST_DAY`] to [`LAST_DAY`].
+pub fn day(field: &str, v: &str) -> ApiResult<NaiveDate> {
+    NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
+        .ok()
+        .filter(|d| (FIRST_DAY..=LAST_DAY).contains(d))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!("must be a day written YYYY-MM-DD, from {FIRST_DAY} to {LAST_DAY}"),
+            )
+        })
+}
+
+/// An optional RFC 3339 instant, within the days of [`day`].
+pub fn instant(field: &str, v: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
+    v.map(|s| {
+        DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+            .filter(|t| (FIRST_DAY..=LAST_DAY).contains(&t.date_naive()))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    field,
+                    format!(
+                        "must be an RFC 3339 time such as 2026-11-22T09:00:00Z, from {FIRST_DAY} to {LAST_DAY}"
+                    ),
+                )
+            })
+    })
+    .transpose()
 }
 
 /// An optional `true`/`false` in a query string.

@@ -6,8 +6,10 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::{
-    Body, docs, nullable,
-    params::{self, Page, text},
+    Body, docs,
+    fields::{Name, Sku, TaxRateBps, UnitPrice},
+    nullable,
+    params::{self, Page},
 };
 use crate::{
     auth::guards::{Manager, Staff},
@@ -19,16 +21,14 @@ use crate::{
     tenancy::guards::TenantDb,
 };
 
-const MAX_PRICE_MINOR: i64 = 100_000_000_000;
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateProduct {
-    sku: String,
-    name: String,
-    price_minor: i64,
-    #[serde(default)]
-    tax_rate_bps: i32,
+    sku: Sku,
+    name: Name,
+    price_minor: UnitPrice,
+    /// 0 when absent.
+    tax_rate_bps: Option<TaxRateBps>,
     #[serde(default)]
     category_id: Option<Uuid>,
     #[serde(default)]
@@ -45,36 +45,14 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UpdateProduct {
-    sku: Option<String>,
-    name: Option<String>,
-    price_minor: Option<i64>,
-    tax_rate_bps: Option<i32>,
+    sku: Option<Sku>,
+    name: Option<Name>,
+    price_minor: Option<UnitPrice>,
+    tax_rate_bps: Option<TaxRateBps>,
     #[serde(default, deserialize_with = "nullable")]
     category_id: Option<Option<Uuid>>,
     track_stock: Option<bool>,
     active: Option<bool>,
-}
-
-fn price(v: i64) -> ApiResult<i64> {
-    if (0..=MAX_PRICE_MINOR).contains(&v) {
-        Ok(v)
-    } else {
-        Err(ApiError::invalid(
-            "priceMinor",
-            format!("must be between 0 and {MAX_PRICE_MINOR}"),
-        ))
-    }
-}
-
-fn tax(v: i32) -> ApiResult<i32> {
-    if (0..=10_000).contains(&v) {
-        Ok(v)
-    } else {
-        Err(ApiError::invalid(
-            "taxRateBps",
-            "must be between 0 and 10000 (basis points)",
-        ))
-    }
 }
 
 /// A taken sku is 409 `sku_taken`, a category of no one's 422
@@ -182,10 +160,10 @@ async fn create(
 ) -> ApiResult<(Status, Json<Product>)> {
     let b = body.0;
     let new = NewProduct {
-        sku: text("sku", &b.sku, 64)?,
-        name: text("name", &b.name, 200)?,
-        price_minor: price(b.price_minor)?,
-        tax_rate_bps: tax(b.tax_rate_bps)?,
+        sku: b.sku.into_inner(),
+        name: b.name.into_inner(),
+        price_minor: b.price_minor.get(),
+        tax_rate_bps: b.tax_rate_bps.map_or(0, TaxRateBps::get),
         category_id: b.category_id,
         track_stock: b.track_stock,
         active: b.active,
@@ -217,14 +195,10 @@ async fn update(
 ) -> ApiResult<Json<Product>> {
     let b = body.0;
     let changes = ProductChanges {
-        sku: b.sku.as_deref().map(|s| text("sku", s, 64)).transpose()?,
-        name: b
-            .name
-            .as_deref()
-            .map(|s| text("name", s, 200))
-            .transpose()?,
-        price_minor: b.price_minor.map(price).transpose()?,
-        tax_rate_bps: b.tax_rate_bps.map(tax).transpose()?,
+        sku: b.sku.map(Sku::into_inner),
+        name: b.name.map(Name::into_inner),
+        price_minor: b.price_minor.map(UnitPrice::get),
+        tax_rate_bps: b.tax_rate_bps.map(TaxRateBps::get),
         category_id: b.category_id,
         track_stock: b.track_stock,
         active: b.active,

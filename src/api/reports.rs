@@ -1,21 +1,20 @@
 //! `/reports`: manager or owner.
 
-use chrono::NaiveDate;
 use rocket::{Route, get, routes, serde::json::Json};
 use utoipa::OpenApi;
 
-use super::docs;
+use super::{docs, params};
 
 use crate::{
     auth::guards::Manager,
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     pos::report::{self, DailyReport},
     tenancy::guards::TenantDb,
 };
 
 /// The report of one day in the merchant's time zone (today by default).
 #[utoipa::path(get, path = "/reports/daily", tag = "reports", security(("staff" = [])),
-    params(("date" = Option<String>, Query, description = "YYYY-MM-DD; today in the merchant's time zone by default")),
+    params(("date" = Option<NaiveDate>, Query, description = "YYYY-MM-DD, 2000-01-01 to 2099-12-31; today in the merchant's time zone by default")),
     responses(
         (status = 200, body = DailyReport),
         (status = 401, response = docs::Unauthorized),
@@ -29,8 +28,7 @@ async fn daily(m: Manager<'_>, db: TenantDb, date: Option<&str>) -> ApiResult<Js
     let currency = m.0.placement.currency.clone();
     let date = match date {
         None => chrono::Utc::now().with_timezone(&tz).date_naive(),
-        Some(d) => NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
-            .map_err(|_| ApiError::invalid("date", "must be a day written YYYY-MM-DD"))?,
+        Some(d) => params::day("date", d)?,
     };
     db.run(move |tx| report::daily(tx, date, tz, &currency))
         .await

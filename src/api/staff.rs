@@ -10,7 +10,10 @@ use rocket::{Route, State, get, http::Status, patch, post, routes, serde::json::
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use super::{Body, docs};
+use super::{
+    Body, docs,
+    fields::{Email, Password},
+};
 use crate::{
     app::App,
     auth::{Role, guards::Owner, password},
@@ -20,9 +23,6 @@ use crate::{
     },
     error::{ApiError, ApiResult},
 };
-
-const MIN_PASSWORD: usize = 10;
-const MAX_PASSWORD: usize = 1024;
 
 /// A staff user as the API shows it (never the password hash).
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,10 +51,8 @@ impl StaffView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateStaff {
     /// Stored lower-cased; unique per merchant.
-    email: String,
-    /// At least 10 characters.
-    #[schema(format = Password, min_length = 10)]
-    password: String,
+    email: Email,
+    password: Password,
     role: Role,
 }
 
@@ -63,36 +61,6 @@ struct CreateStaff {
 struct UpdateStaff {
     role: Option<Role>,
     active: Option<bool>,
-}
-
-/// A trimmed, lower-cased email address.
-fn email(v: &str) -> ApiResult<String> {
-    let e = v.trim().to_lowercase();
-    let ok = e.len() <= 320
-        && e.split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(e)
-    } else {
-        Err(ApiError::invalid("email", "is not an email address"))
-    }
-}
-
-fn check_password(v: &str) -> ApiResult<()> {
-    if v.chars().count() < MIN_PASSWORD {
-        return Err(ApiError::invalid(
-            "password",
-            format!("must be at least {MIN_PASSWORD} characters"),
-        ));
-    }
-    if v.len() > MAX_PASSWORD {
-        return Err(ApiError::invalid(
-            "password",
-            format!("must be at most {MAX_PASSWORD} bytes"),
-        ));
-    }
-    Ok(())
 }
 
 /// The merchant's staff users, oldest first. Owner only.
@@ -134,10 +102,9 @@ async fn create(
     body: Body<CreateStaff>,
 ) -> ApiResult<(Status, Json<StaffView>)> {
     let b = body.0;
-    let email = email(&b.email)?;
-    check_password(&b.password)?;
+    let email = b.email.into_inner();
     // Argon2 is deliberately slow: keep it off the async workers.
-    let pw = b.password;
+    let pw = b.password.into_inner();
     let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
         .await
         .map_err(ApiError::internal)?

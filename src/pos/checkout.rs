@@ -58,11 +58,13 @@ pub struct Sale {
     pub note: Option<String>,
     pub staff: StaffId,
     pub currency: String,
-    /// Whether the caller may sell at a price other than the catalog's.
+    /// Whether the caller may sell at a price other than the catalog's, or
+    /// give a discount.
     pub may_override_price: bool,
     /// Set for an offline bill: it records a sale that already happened, so
     /// it takes stock below zero (flagging the product for a count) rather
-    /// than fail, and keeps the till's prices and time.
+    /// than fail, keeps the till's time, and is priced as the catalog was
+    /// at that time.
     pub offline: Option<OfflineBill>,
 }
 
@@ -98,24 +100,26 @@ pub fn validate(sale: &Sale) -> ApiResult<()> {
                 format!("must be from 1 to {MAX_QUANTITY}"),
             ));
         }
-        if l.unit_price_minor.is_some_and(|p| p < 0) {
+        if l.unit_price_minor
+            .is_some_and(|p| !(0..=pricing::MAX_UNIT_PRICE).contains(&p))
+        {
             return Err(ApiError::invalid(
                 &format!("lines[{i}].unitPriceMinor"),
-                "must not be negative",
+                format!("must be from 0 to {}", pricing::MAX_UNIT_PRICE),
             ));
         }
-        if l.discount_minor < 0 {
+        if !(0..=pricing::MAX_AMOUNT).contains(&l.discount_minor) {
             return Err(ApiError::invalid(
                 &format!("lines[{i}].discountMinor"),
-                "must not be negative",
+                format!("must be from 0 to {}", pricing::MAX_AMOUNT),
             ));
         }
     }
     for (i, p) in sale.payments.iter().enumerate() {
-        if p.amount_minor <= 0 {
+        if !(1..=pricing::MAX_AMOUNT).contains(&p.amount_minor) {
             return Err(ApiError::invalid(
                 &format!("payments[{i}].amountMinor"),
-                "must be positive",
+                format!("must be from 1 to {}", pricing::MAX_AMOUNT),
             ));
         }
         if p.reference
@@ -134,6 +138,33 @@ pub fn validate(sale: &Sale) -> ApiResult<()> {
     Ok(())
 }
 
+/// The one rule for what a line may cost: the catalog's price (for an
+/// offline bill, the price in effect at the bill's time) and no discount,
+/// unless the seller may change prices. A different price and a discount
+/// are the same permission: both sell below the catalog.
+fn check_price_rule(
+    sale: &Sale,
+    i: usize,
+    unit: i64,
+    catalog: i64,
+    discount: i64,
+) -> ApiResult<()> {
+    if sale.may_override_price || (unit == catalog && discount == 0) {
+        return Ok(());
+    }
+    let field = if unit == catalog {
+        "discountMinor"
+    } else {
+        "unitPriceMinor"
+    };
+    Err(ApiError::forbidden(
+        "price_override_forbidden",
+        format!(
+            "lines[{i}].{field}: a price other than the catalog's ({catalog}) or a discount needs the manager role"
+        ),
+    ))
+}
+
 /// Records `sale` as an order in `tx`. On any error nothing is written
 /// (the caller's transaction rolls back).
 pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
@@ -143,11 +174,13 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
     let now = Utc::now();
     let created_at = sale.offline.map_or(now, |b| b.created_at);
 
+    // An offline bill is priced as the catalog was when the till sold.
     let ids: Vec<Uuid> = sale.lines.iter().map(|l| l.product_id.0).collect();
-    let products: HashMap<ProductId, Product> = Product::find_many(tx, &ids)?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
+    let catalog = match sale.offline {
+        Some(bill) => Product::find_many_at(tx, &ids, bill.created_at)?,
+        None => Product::find_many(tx, &ids)?,
+    };
+    let products: HashMap<ProductId, Product> = catalog.into_iter().map(|p| (p.id, p)).collect();
 
     let mut lines = Vec::with_capacity(sale.lines.len());
     let mut take: BTreeMap<ProductId, i64> = BTreeMap::new();
@@ -158,21 +191,14 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
                 format!("lines[{i}].productId: no such product"),
             )
         })?;
-        if !p.active && sale.offline.is_none() {
+        if !p.active {
             return Err(unprocessable(
                 "product_inactive",
                 format!("lines[{i}].productId: {} is not for sale", p.sku),
             ));
         }
         let unit = l.unit_price_minor.unwrap_or(p.price_minor);
-        if unit != p.price_minor && !sale.may_override_price && sale.offline.is_none() {
-            return Err(ApiError::forbidden(
-                "price_override_forbidden",
-                format!(
-                    "lines[{i}].unitPriceMinor: selling below or above the catalog price needs the manager role"
-                ),
-            ));
-        }
+        check_price_rule(sale, i, unit, p.price_minor, l.discount_minor)?;
         let a = pricing::price_line(l.quantity, unit, l.discount_minor, p.tax_rate_bps)
             .map_err(|e| price_error(i, e))?;
         if p.track_stock {
@@ -200,7 +226,13 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
         lines
             .iter()
             .try_fold(0i64, |s, l| s.checked_add(f(l)))
-            .ok_or_else(|| ApiError::invalid("lines", "the order total is too large"))
+            .filter(|s| *s <= pricing::MAX_AMOUNT)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "lines",
+                    format!("the order comes to more than {}", pricing::MAX_AMOUNT),
+                )
+            })
     };
     let (gross, discount, tax, total) = (
         sum(|l| l.gross_minor)?,

@@ -4,8 +4,19 @@
 //! the line's net amount (quantity × unit price − line discount) and rounded
 //! half up to the minor unit; the order's tax is the sum of its lines' tax.
 //! Nothing is ever computed in floating point.
+//!
+//! Bounds: a unit price is at most [`MAX_UNIT_PRICE`], and every amount the
+//! service stores (a line total, an order total, a payment, a refund) at
+//! most [`MAX_AMOUNT`], so that no sum over one order can overflow; sums
+//! over many orders (reports) are computed in `numeric` and `i128`.
 
 use serde::{Deserialize, Serialize};
+
+/// The highest unit price, in minor units (a billion in major units).
+pub const MAX_UNIT_PRICE: i64 = 100_000_000_000;
+/// The highest amount of a line, an order, a payment or a refund, in minor
+/// units (a hundred billion in major units).
+pub const MAX_AMOUNT: i64 = 10_000_000_000_000;
 
 /// How a customer paid.
 #[derive(
@@ -57,7 +68,7 @@ pub struct LineAmounts {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PriceError {
-    #[error("the amount is too large")]
+    #[error("the line's amount is larger than {MAX_AMOUNT}")]
     Overflow,
     #[error("the discount is larger than the line's amount")]
     DiscountTooLarge,
@@ -78,13 +89,17 @@ pub fn price_line(
 ) -> Result<LineAmounts, PriceError> {
     let gross = unit
         .checked_mul(i64::from(quantity))
+        .filter(|g| *g <= MAX_AMOUNT && unit <= MAX_UNIT_PRICE)
         .ok_or(PriceError::Overflow)?;
     if discount > gross {
         return Err(PriceError::DiscountTooLarge);
     }
     let net = gross - discount;
     let tax = tax_of(net, bps)?;
-    let total = net.checked_add(tax).ok_or(PriceError::Overflow)?;
+    let total = net
+        .checked_add(tax)
+        .filter(|t| *t <= MAX_AMOUNT)
+        .ok_or(PriceError::Overflow)?;
     Ok(LineAmounts {
         gross,
         discount,
@@ -197,6 +212,19 @@ mod tests {
         );
         assert_eq!(
             price_line(i32::MAX, i64::MAX / 2, 0, 0),
+            Err(PriceError::Overflow)
+        );
+        // The largest line is MAX_AMOUNT, tax included.
+        assert_eq!(
+            price_line(100, MAX_UNIT_PRICE, 0, 0).unwrap().total,
+            MAX_AMOUNT
+        );
+        assert_eq!(
+            price_line(100, MAX_UNIT_PRICE, 0, 1),
+            Err(PriceError::Overflow)
+        );
+        assert_eq!(
+            price_line(1, MAX_UNIT_PRICE + 1, 0, 0),
             Err(PriceError::Overflow)
         );
     }

@@ -5,7 +5,10 @@
 //! on the day the order was made; refunds on the day they were given. The
 //! figures are sums over the rows they cover: `salesMinor` = gross −
 //! discounts + tax, `netMinor` = sales − refunds, and the payments per
-//! method add up to the sales.
+//! method add up to the sales. Sums are computed in `numeric` and `i128`,
+//! so no number of orders can overflow them. An offline bill counts on the
+//! day it was made, even when it arrives after the day closed:
+//! `lateOrderCount` says how many of a day's orders did.
 
 use std::collections::BTreeMap;
 
@@ -27,15 +30,27 @@ pub struct DailyReport {
     pub to: DateTime<Utc>,
     pub order_count: i64,
     pub voided_count: i64,
-    pub gross_sales_minor: i64,
-    pub discounts_minor: i64,
-    pub tax_minor: i64,
-    pub sales_minor: i64,
-    pub refunds_minor: i64,
+    /// Orders of the day recorded after it ended (offline bills that
+    /// arrived late): a day's figures can change after it closes, and this
+    /// says by how many orders.
+    pub late_order_count: i64,
+    #[schema(value_type = i64)]
+    pub gross_sales_minor: i128,
+    #[schema(value_type = i64)]
+    pub discounts_minor: i128,
+    #[schema(value_type = i64)]
+    pub tax_minor: i128,
+    #[schema(value_type = i64)]
+    pub sales_minor: i128,
+    #[schema(value_type = i64)]
+    pub refunds_minor: i128,
     pub refund_count: i64,
-    pub net_minor: i64,
-    pub payments_by_method: BTreeMap<String, i64>,
-    pub refunds_by_method: BTreeMap<String, i64>,
+    #[schema(value_type = i64)]
+    pub net_minor: i128,
+    #[schema(value_type = BTreeMap<String, i64>)]
+    pub payments_by_method: BTreeMap<String, i128>,
+    #[schema(value_type = BTreeMap<String, i64>)]
+    pub refunds_by_method: BTreeMap<String, i128>,
 }
 
 /// The first instant of local day `date` in `tz`.
@@ -64,7 +79,7 @@ pub fn daily(
     let s = reports::sales(tx, from, to)?;
     let payments = reports::payments(tx, from, to)?;
     let refunds = reports::refunds(tx, from, to)?;
-    let refunds_minor = refunds.iter().map(|r| r.amount).sum();
+    let refunds_minor: i128 = refunds.iter().map(|r| r.amount.0).sum();
     Ok(DailyReport {
         date,
         timezone: tz.name().to_string(),
@@ -73,14 +88,21 @@ pub fn daily(
         to,
         order_count: s.orders,
         voided_count: s.voided,
-        gross_sales_minor: s.gross,
-        discounts_minor: s.discount,
-        tax_minor: s.tax,
-        sales_minor: s.total,
+        late_order_count: s.late,
+        gross_sales_minor: s.gross.0,
+        discounts_minor: s.discount.0,
+        tax_minor: s.tax.0,
+        sales_minor: s.total.0,
         refunds_minor,
         refund_count: refunds.iter().map(|r| r.count).sum(),
-        net_minor: s.total - refunds_minor,
-        payments_by_method: payments.into_iter().map(|p| (p.method, p.amount)).collect(),
-        refunds_by_method: refunds.into_iter().map(|r| (r.method, r.amount)).collect(),
+        net_minor: s.total.0 - refunds_minor,
+        payments_by_method: payments
+            .into_iter()
+            .map(|p| (p.method, p.amount.0))
+            .collect(),
+        refunds_by_method: refunds
+            .into_iter()
+            .map(|r| (r.method, r.amount.0))
+            .collect(),
     })
 }

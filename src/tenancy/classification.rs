@@ -39,6 +39,7 @@ pub const TENANT: &[&str] = &[
     "refunds",
     "refund_lines",
     "idempotency_keys",
+    "product_versions",
 ];
 
 /// Bookkeeping tables that belong to no plane.

@@ -10,6 +10,7 @@ mod docs;
 mod errors;
 mod export;
 mod faults;
+mod hardening;
 mod isolation;
 mod keys;
 mod metrics;

@@ -24,6 +24,8 @@ async fn orders_on_every_tier() {
             .merchant(&format!("ord-other-{}", tier.as_str()), tier)
             .await;
         let cashier = t.staff_token(m.id, Role::Cashier);
+        // The sale gives a discount: a manager's permission.
+        let manager = t.staff_token(m.id, Role::Manager);
         let coffee = t.stocked_product(&m, "COFFEE", 350, 1000, Some(10)).await;
         let muffin = t.stocked_product(&m, "MUFFIN", 299, 825, None).await;
         let (_, cust) = t
@@ -46,7 +48,7 @@ async fn orders_on_every_tier() {
             ],
             "customerId": cust["id"], "note": "table 4"
         });
-        let (s, o, replayed) = t.post_idem(ORDERS, &cashier, "order-1", body.clone()).await;
+        let (s, o, replayed) = t.post_idem(ORDERS, &manager, "order-1", body.clone()).await;
         assert_eq!(s, Status::Created, "{o}");
         assert!(!replayed);
         assert_eq!(o["grossMinor"], 1597);
@@ -67,13 +69,13 @@ async fn orders_on_every_tier() {
         let id = o["id"].as_str().unwrap().to_string();
 
         // The same key and body: the same answer, marked as a replay, nothing new.
-        let (s, again, replayed) = t.post_idem(ORDERS, &cashier, "order-1", body.clone()).await;
+        let (s, again, replayed) = t.post_idem(ORDERS, &manager, "order-1", body.clone()).await;
         assert_eq!((s, replayed), (Status::Created, true));
         assert_eq!(again, o);
         // The same key with another body: 422, nothing new.
         let mut changed = body.clone();
         changed["note"] = json!("table 5");
-        let (s, e, _) = t.post_idem(ORDERS, &cashier, "order-1", changed).await;
+        let (s, e, _) = t.post_idem(ORDERS, &manager, "order-1", changed).await;
         assert_eq!(
             (s, e["error"]["code"].as_str()),
             (Status::UnprocessableEntity, Some("idempotency_key_reused"))
@@ -208,9 +210,10 @@ async fn bad_orders_are_refused_and_change_nothing() {
                 "payments[0].amountMinor",
             ),
             (
-                json!({ "lines": [{ "productId": p, "quantity": 1, "discountMinor": 1001 }] }),
-                Status::UnprocessableEntity,
-                "validation_failed",
+                // A discount is a price change: a cashier may not give one.
+                json!({ "lines": [{ "productId": p, "quantity": 3, "discountMinor": 1500 }], "payments": [] }),
+                Status::Forbidden,
+                "price_override_forbidden",
                 "lines[0].discountMinor",
             ),
             (
@@ -293,6 +296,23 @@ async fn bad_orders_are_refused_and_change_nothing() {
             .post_idem(ORDERS, &m.token, &key(), json!({ "lines": [{ "productId": t.stocked_product(&m, "TWO", 500, 0, None).await, "quantity": 1, "unitPriceMinor": 400 }], "payments": cash(400) }))
             .await;
         assert_eq!((s, o["totalMinor"].as_i64()), (Status::Created, Some(400)));
+        // Even a manager's discount cannot exceed the line.
+        let (s, e, _) = t
+            .post_idem(
+                ORDERS,
+                &m.token,
+                &key(),
+                json!({ "lines": [{ "productId": p, "quantity": 1, "discountMinor": 1001 }] }),
+            )
+            .await;
+        assert_eq!(s, Status::UnprocessableEntity, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("lines[0].discountMinor"),
+            "{e}"
+        );
     }
 }
 

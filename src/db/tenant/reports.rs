@@ -8,28 +8,52 @@ use diesel::{
 
 use super::TenantTx;
 
+/// A sum of amounts over any number of rows. PostgreSQL sums `bigint` into
+/// `numeric`, which cannot overflow; it crosses as text into an `i128`,
+/// which holds the sum of more rows than a table can have.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Sum(pub i128);
+
+impl diesel::deserialize::FromSql<Text, diesel::pg::Pg> for Sum {
+    fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        let text = <String as diesel::deserialize::FromSql<Text, diesel::pg::Pg>>::from_sql(bytes)?;
+        Ok(Sum(text.parse()?))
+    }
+}
+
+impl diesel::Queryable<Text, diesel::pg::Pg> for Sum {
+    type Row = Self;
+    fn build(row: Self) -> diesel::deserialize::Result<Self> {
+        Ok(row)
+    }
+}
+
 #[derive(Debug, Default, QueryableByName)]
 pub struct SalesTotals {
     #[diesel(sql_type = BigInt)]
     pub orders: i64,
-    #[diesel(sql_type = BigInt)]
-    pub gross: i64,
-    #[diesel(sql_type = BigInt)]
-    pub discount: i64,
-    #[diesel(sql_type = BigInt)]
-    pub tax: i64,
-    #[diesel(sql_type = BigInt)]
-    pub total: i64,
+    #[diesel(sql_type = Text)]
+    pub gross: Sum,
+    #[diesel(sql_type = Text)]
+    pub discount: Sum,
+    #[diesel(sql_type = Text)]
+    pub tax: Sum,
+    #[diesel(sql_type = Text)]
+    pub total: Sum,
     #[diesel(sql_type = BigInt)]
     pub voided: i64,
+    /// Orders made in the period but recorded after it ended (offline
+    /// bills that arrived late).
+    #[diesel(sql_type = BigInt)]
+    pub late: i64,
 }
 
 #[derive(Debug, QueryableByName)]
 pub struct ByMethod {
     #[diesel(sql_type = Text)]
     pub method: String,
-    #[diesel(sql_type = BigInt)]
-    pub amount: i64,
+    #[diesel(sql_type = Text)]
+    pub amount: Sum,
     #[diesel(sql_type = BigInt)]
     pub count: i64,
 }
@@ -43,11 +67,12 @@ pub fn sales(
 ) -> QueryResult<SalesTotals> {
     diesel::sql_query(
         "SELECT count(*) FILTER (WHERE status <> 'voided') AS orders,
-                coalesce(sum(gross_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS gross,
-                coalesce(sum(discount_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS discount,
-                coalesce(sum(tax_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS tax,
-                coalesce(sum(total_minor) FILTER (WHERE status <> 'voided'), 0)::bigint AS total,
-                count(*) FILTER (WHERE status = 'voided') AS voided
+                coalesce(sum(gross_minor) FILTER (WHERE status <> 'voided'), 0)::text AS gross,
+                coalesce(sum(discount_minor) FILTER (WHERE status <> 'voided'), 0)::text AS discount,
+                coalesce(sum(tax_minor) FILTER (WHERE status <> 'voided'), 0)::text AS tax,
+                coalesce(sum(total_minor) FILTER (WHERE status <> 'voided'), 0)::text AS total,
+                count(*) FILTER (WHERE status = 'voided') AS voided,
+                count(*) FILTER (WHERE status <> 'voided' AND recorded_at >= $3) AS late
            FROM orders
           WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3",
     )
@@ -65,7 +90,7 @@ pub fn payments(
     to: DateTime<Utc>,
 ) -> QueryResult<Vec<ByMethod>> {
     diesel::sql_query(
-        "SELECT p.method, sum(p.amount_minor)::bigint AS amount, count(*) AS count
+        "SELECT p.method, sum(p.amount_minor)::text AS amount, count(*) AS count
            FROM payments p
            JOIN orders o ON o.merchant_id = p.merchant_id AND o.id = p.order_id
           WHERE p.merchant_id = $1 AND o.created_at >= $2 AND o.created_at < $3
@@ -85,7 +110,7 @@ pub fn refunds(
     to: DateTime<Utc>,
 ) -> QueryResult<Vec<ByMethod>> {
     diesel::sql_query(
-        "SELECT method, sum(amount_minor)::bigint AS amount, count(*) AS count
+        "SELECT method, sum(amount_minor)::text AS amount, count(*) AS count
            FROM refunds
           WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3
           GROUP BY method ORDER BY method",

@@ -161,6 +161,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    product_versions (merchant_id, product_id, valid_from) {
+        merchant_id -> Uuid,
+        product_id -> Uuid,
+        valid_from -> Timestamptz,
+        price_minor -> Int8,
+        tax_rate_bps -> Int4,
+        active -> Bool,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     products,
     categories,
@@ -173,4 +184,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     refunds,
     refund_lines,
     idempotency_keys,
+    product_versions,
 );
