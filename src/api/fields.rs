@@ -377,6 +377,13 @@ checked_text!(
         .pattern(Some(NO_CONTROLS))
 );
 
+/// No discount: the default of a line's `discountMinor`.
+impl Default for Amount {
+    fn default() -> Self {
+        Amount(0)
+    }
+}
+
 /// An optional text field: blank reads as absent.
 pub fn opt<T: Into<String>>(v: Option<T>) -> Option<String> {
     v.map(Into::into).filter(|s| !s.is_empty())

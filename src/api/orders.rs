@@ -47,7 +47,7 @@ pub struct LineBody {
     pub unit_price_minor: Option<UnitPrice>,
     /// A discount off the line; needs the manager role.
     #[serde(default)]
-    pub discount_minor: Option<Amount>,
+    pub discount_minor: Amount,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -91,7 +91,7 @@ impl CreateOrder {
                     product_id: l.product_id,
                     quantity: l.quantity.get(),
                     unit_price_minor: l.unit_price_minor.map(UnitPrice::get),
-                    discount_minor: l.discount_minor.map_or(0, Amount::get),
+                    discount_minor: l.discount_minor.get(),
                 })
                 .collect(),
             payments: self
