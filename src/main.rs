@@ -85,6 +85,23 @@ enum KeysCmd {
     Rotate,
 }
 
+/// Set by the benchmark suite (`bench/`) on the posd it starts, and by
+/// nothing else.
+const BENCH_SUITE_VAR: &str = "POSD_BENCH_SUITE";
+
+/// A binary built with `--features bench-control` serves an unauthenticated
+/// route that reads any merchant's catalog, bypassing row-level security
+/// (`src/api/bench_control.rs`). Such a binary serves only when the
+/// benchmark suite starts it.
+fn bench_control_check(built_with_bench_control: bool, suite: Option<&str>) -> Result<(), String> {
+    if built_with_bench_control && suite != Some("1") {
+        return Err(format!(
+            "this binary was built with --features bench-control (an unauthenticated route that bypasses row-level security) and serves only under the benchmark suite ({BENCH_SUITE_VAR}=1); build posd with `cargo build --release` to serve"
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -131,6 +148,10 @@ fn configure() -> Result<(Figment, Option<embedded::Cluster>), String> {
 fn run(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Serve => {
+            bench_control_check(
+                cfg!(feature = "bench-control"),
+                std::env::var(BENCH_SUITE_VAR).ok().as_deref(),
+            )?;
             let (figment, cluster) = configure()?;
             let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
             let app = posd::boot(settings).map_err(|e| e.to_string())?;
@@ -226,5 +247,37 @@ fn run(cmd: Cmd) -> Result<(), String> {
             println!("{token}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use super::bench_control_check;
+
+    #[test]
+    fn a_bench_control_binary_serves_only_under_the_benchmark_suite() {
+        let refused = bench_control_check(true, None).expect_err("refused without the variable");
+        assert!(refused.contains("bench-control"), "{refused}");
+        assert!(refused.contains("POSD_BENCH_SUITE=1"), "{refused}");
+        assert!(!refused.contains('\n'), "one line: {refused}");
+        assert!(bench_control_check(true, Some("0")).is_err());
+        assert!(bench_control_check(true, Some("")).is_err());
+        assert!(bench_control_check(true, Some("1")).is_ok());
+    }
+
+    #[test]
+    fn a_normal_binary_ignores_the_variable() {
+        assert!(bench_control_check(false, None).is_ok());
+        assert!(bench_control_check(false, Some("1")).is_ok());
+    }
+
+    #[test]
+    fn this_binary_follows_its_feature() {
+        assert_eq!(
+            bench_control_check(cfg!(feature = "bench-control"), None).is_err(),
+            cfg!(feature = "bench-control")
+        );
     }
 }
