@@ -85,6 +85,46 @@ enum KeysCmd {
     Rotate,
 }
 
+/// posd's own events at INFO (one access line per request among them).
+const DEFAULT_LOG_FILTER: &str = "info,hyper=warn";
+
+/// Logs go to stderr, filtered by `POSD_LOG` (a tracing filter such as
+/// `debug` or `info,posd::access=warn`), by default [`DEFAULT_LOG_FILTER`].
+///
+/// Rocket logs through the `log` crate, and its lines reach this subscriber
+/// too: the launch banner at WARN, and for every refused request a WARN
+/// "data guard failed" and the catcher it chose, none of which is news (the
+/// access line says it, and the answer's JSON says why). Without `POSD_LOG`
+/// only the errors among them are kept; with `POSD_LOG` the filter decides
+/// for them as for posd's own events.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, prelude::*};
+
+    let explicit = std::env::var("POSD_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = explicit
+        .as_deref()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let quiet_log_crate = explicit.is_none();
+    let log_crate = filter_fn(move |meta| {
+        !(quiet_log_crate
+            && meta.fields().field("log.target").is_some()
+            && *meta.level() > tracing::Level::ERROR)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(log_crate),
+        )
+        .init();
+}
+
 /// Set by the benchmark suite (`bench/`) on the posd it starts, and by
 /// nothing else.
 const BENCH_SUITE_VAR: &str = "POSD_BENCH_SUITE";
@@ -103,13 +143,7 @@ fn bench_control_check(built_with_bench_control: bool, suite: Option<&str>) -> R
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POSD_LOG")
-                .unwrap_or_else(|_| "info,rocket=warn,hyper=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ mod export;
 mod faults;
 mod isolation;
 mod keys;
+mod logs;
 mod metrics;
 mod migrations;
 mod offline;
