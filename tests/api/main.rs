@@ -17,6 +17,7 @@ mod metrics;
 mod migrations;
 mod offline;
 mod orders;
+mod pooler;
 mod pools;
 mod products;
 mod provisioning;
