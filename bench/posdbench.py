@@ -88,6 +88,7 @@ class Bench:
         self.steps = [10, 100] if self.quick else [10, 100, 1000]
         self.deadline = Deadline(args.budget or (175 if self.quick else 870))
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        # bench/run sets CARGO_TARGET_DIR to the benchmark's own target directory.
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(HERE), "target", "bench"))
         self.out = os.path.abspath(args.out or os.path.join(target, "results", stamp))
         os.makedirs(self.out, exist_ok=True)

@@ -5,10 +5,10 @@
 #   bench/provisioning.sh                    # uses target/bench/release/posd
 #   POSD_BIN=/path/to/posd bench/provisioning.sh
 #
-# bench/run passes the binary it built. Run alone, the script builds the
-# benchmark binary (release, feature bench-control) in CARGO_TARGET_DIR
-# (default target/bench) when POSD_BIN is not set, as bench/run does: never
-# into target/release, where scripts/run finds the binary it serves.
+# bench/run passes the binary it built. Run alone without POSD_BIN, the
+# script builds the benchmark binary (release, feature bench-control) as
+# bench/run does, in target/bench ($CARGO_TARGET_DIR/bench when that is set):
+# never where scripts/run finds the binary it serves.
 #
 # Knobs (environment): SCHEMA_N (provisionings per schema trial, 50),
 # DEDICATED_N (per dedicated trial, 10), FLEET_N (schema tenants for the
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${POSD_BIN:-}" ]; then
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/bench}"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/bench"
   cargo build --release --locked --features bench-control --bin posd >&2
   POSD_BIN=$CARGO_TARGET_DIR/release/posd
 fi
