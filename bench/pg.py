@@ -199,6 +199,9 @@ class Posd:
             ROCKET_PORT=str(self.port),
             ROCKET_LOG_LEVEL="off",
             POSD_LOG=os.environ.get("POSD_LOG", "warn"),
+            # A binary built with --features bench-control serves only
+            # with this set; only the benchmark suite sets it.
+            POSD_BENCH_SUITE="1",
         )
         e.update(env or {})
         self.env = e

@@ -88,8 +88,9 @@ class Bench:
         self.steps = [10, 100] if self.quick else [10, 100, 1000]
         self.deadline = Deadline(args.budget or (175 if self.quick else 870))
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(HERE), "target"))
-        self.out = os.path.abspath(args.out or os.path.join(target, "bench", stamp))
+        # bench/run sets CARGO_TARGET_DIR to the benchmark's own target directory.
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(HERE), "target", "bench"))
+        self.out = os.path.abspath(args.out or os.path.join(target, "results", stamp))
         os.makedirs(self.out, exist_ok=True)
         self.results = {"mode": "quick" if self.quick else "full", "runs": self.runs,
                         "duration_s": self.dur, "concurrency": self.conc}
@@ -238,7 +239,8 @@ def main():
                     help=f"comma-separated sections among {','.join(SECTIONS)}")
     ap.add_argument("--concurrency", type=int, default=8, help="wrk connections = pgbench clients")
     ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 175)")
-    ap.add_argument("--out", help="result directory (default $CARGO_TARGET_DIR/bench/<time>)")
+    ap.add_argument("--out", help="result directory (default $CARGO_TARGET_DIR/results/<time>, "
+                    "CARGO_TARGET_DIR defaulting to target/bench)")
     args = ap.parse_args()
     only = [s for s in args.only.split(",") if s]
     for s in only:

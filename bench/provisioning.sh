@@ -2,8 +2,13 @@
 # Provisioning and tenant-migration figures, measured on the release binary
 # over HTTP, against a private embedded PostgreSQL in a temporary directory.
 #
-#   bench/provisioning.sh                    # uses target/release/posd
+#   bench/provisioning.sh                    # uses target/bench/release/posd
 #   POSD_BIN=/path/to/posd bench/provisioning.sh
+#
+# bench/run passes the binary it built. Run alone without POSD_BIN, the
+# script builds the benchmark binary (release, feature bench-control) as
+# bench/run does, in target/bench ($CARGO_TARGET_DIR/bench when that is set):
+# never where scripts/run finds the binary it serves.
 #
 # Knobs (environment): SCHEMA_N (provisionings per schema trial, 50),
 # DEDICATED_N (per dedicated trial, 10), FLEET_N (schema tenants for the
@@ -14,18 +19,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${POSD_BIN:-target/release/posd}
+if [ -z "${POSD_BIN:-}" ]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/bench"
+  cargo build --release --locked --features bench-control --bin posd >&2
+  POSD_BIN=$CARGO_TARGET_DIR/release/posd
+fi
+BIN=$POSD_BIN
 SCHEMA_N=${SCHEMA_N:-50}
 DEDICATED_N=${DEDICATED_N:-10}
 FLEET_N=${FLEET_N:-1000}
 CONCURRENCY=${CONCURRENCY:-4}
 TRIALS=${TRIALS:-3}
 HTTP_PORT=${HTTP_PORT:-18080}
-[ -x "$BIN" ] || { echo "no $BIN: build it with cargo build --release" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "no $BIN: run bench/run, or unset POSD_BIN to build it" >&2; exit 1; }
 
 DIR=$(mktemp -d /tmp/posd-bench.XXXXXX)
 chmod 755 "$DIR"   # as root, the cluster runs as postgres and must reach its data
-export POSD_DATA_DIR=$DIR/data ROCKET_PORT=$HTTP_PORT POSD_LOG=warn
+# POSD_BENCH_SUITE: a binary built with --features bench-control serves
+# only with it set; only the benchmark suite sets it.
+export POSD_DATA_DIR=$DIR/data ROCKET_PORT=$HTTP_PORT POSD_LOG=warn POSD_BENCH_SUITE=1
 LOG=$DIR/serve.log
 "$BIN" serve >"$LOG" 2>&1 &
 PID=$!

@@ -162,6 +162,11 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         },
         None,
     );
+    crate::db::pooler::warn_if_proxied(
+        &mut app_conn,
+        &settings.app_database_url,
+        "POSD_APP_DATABASE_URL",
+    );
     let directory = Arc::new(Directory::new(
         global.clone(),
         settings.placement_cache_ttl,

@@ -85,14 +85,65 @@ enum KeysCmd {
     Rotate,
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POSD_LOG")
-                .unwrap_or_else(|_| "info,rocket=warn,hyper=warn".into()),
+/// posd's own events at INFO (one access line per request among them).
+const DEFAULT_LOG_FILTER: &str = "info,hyper=warn";
+
+/// Logs go to stderr, filtered by `POSD_LOG` (a tracing filter such as
+/// `debug` or `info,posd::access=warn`), by default [`DEFAULT_LOG_FILTER`].
+///
+/// Rocket logs through the `log` crate, and its lines reach this subscriber
+/// too: the launch banner at WARN, and for every refused request a WARN
+/// "data guard failed" and the catcher it chose, none of which is news (the
+/// access line says it, and the answer's JSON says why). Without `POSD_LOG`
+/// only the errors among them are kept; with `POSD_LOG` the filter decides
+/// for them as for posd's own events.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, prelude::*};
+
+    let explicit = std::env::var("POSD_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = explicit
+        .as_deref()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let quiet_log_crate = explicit.is_none();
+    let log_crate = filter_fn(move |meta| {
+        !(quiet_log_crate
+            && meta.fields().field("log.target").is_some()
+            && *meta.level() > tracing::Level::ERROR)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(log_crate),
         )
-        .with_writer(std::io::stderr)
         .init();
+}
+
+/// Set by the benchmark suite (`bench/`) on the posd it starts, and by
+/// nothing else.
+const BENCH_SUITE_VAR: &str = "POSD_BENCH_SUITE";
+
+/// A binary built with `--features bench-control` serves an unauthenticated
+/// route that reads any merchant's catalog, bypassing row-level security
+/// (`src/api/bench_control.rs`). Such a binary serves only when the
+/// benchmark suite starts it.
+fn bench_control_check(built_with_bench_control: bool, suite: Option<&str>) -> Result<(), String> {
+    if built_with_bench_control && suite != Some("1") {
+        return Err(format!(
+            "this binary was built with --features bench-control (an unauthenticated route that bypasses row-level security) and serves only under the benchmark suite ({BENCH_SUITE_VAR}=1); build posd with `cargo build --release` to serve"
+        ));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +182,10 @@ fn configure() -> Result<(Figment, Option<embedded::Cluster>), String> {
 fn run(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Serve => {
+            bench_control_check(
+                cfg!(feature = "bench-control"),
+                std::env::var(BENCH_SUITE_VAR).ok().as_deref(),
+            )?;
             let (figment, cluster) = configure()?;
             let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
             let app = posd::boot(settings).map_err(|e| e.to_string())?;
@@ -226,5 +281,37 @@ fn run(cmd: Cmd) -> Result<(), String> {
             println!("{token}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use super::bench_control_check;
+
+    #[test]
+    fn a_bench_control_binary_serves_only_under_the_benchmark_suite() {
+        let refused = bench_control_check(true, None).expect_err("refused without the variable");
+        assert!(refused.contains("bench-control"), "{refused}");
+        assert!(refused.contains("POSD_BENCH_SUITE=1"), "{refused}");
+        assert!(!refused.contains('\n'), "one line: {refused}");
+        assert!(bench_control_check(true, Some("0")).is_err());
+        assert!(bench_control_check(true, Some("")).is_err());
+        assert!(bench_control_check(true, Some("1")).is_ok());
+    }
+
+    #[test]
+    fn a_normal_binary_ignores_the_variable() {
+        assert!(bench_control_check(false, None).is_ok());
+        assert!(bench_control_check(false, Some("1")).is_ok());
+    }
+
+    #[test]
+    fn this_binary_follows_its_feature() {
+        assert_eq!(
+            bench_control_check(cfg!(feature = "bench-control"), None).is_err(),
+            cfg!(feature = "bench-control")
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus text exposition of request counts and
-//! latencies per route, and of the tenant pools. Labels carry route
+//! latencies per route, and of the tenant pools; and the access log. Labels carry route
 //! templates (`/api/v2/POS/orders/<id>`), never ids, so no merchant or
 //! object appears in them and their number stays bounded.
 
@@ -131,7 +131,13 @@ impl Metrics {
     }
 }
 
-/// Records every answered request.
+/// The target of the access log: one INFO line per answered request.
+pub const ACCESS_LOG: &str = "posd::access";
+
+/// Records every answered request in the metrics, and logs it in one line
+/// at INFO (target [`ACCESS_LOG`]): method, path (without the query),
+/// status, milliseconds and the route template. Never a header (so never a
+/// token), a query or a body.
 pub struct Recorder(pub Arc<Metrics>);
 
 struct Started(Instant);
@@ -156,6 +162,14 @@ impl Fairing for Recorder {
             |r| r.uri.origin.path().to_string(),
         );
         let method = req.method().as_str().to_string();
+        let status = res.status().code;
+        tracing::info!(
+            target: ACCESS_LOG,
+            route = %route,
+            "{method} {path} {status} {ms:.1} ms",
+            path = req.uri().path(),
+            ms = elapsed.as_secs_f64() * 1000.0,
+        );
         self.0
             .latency
             .get_or_create(&RouteLabels {
@@ -168,7 +182,7 @@ impl Fairing for Recorder {
             .get_or_create(&RequestLabels {
                 method,
                 route,
-                status: res.status().code,
+                status,
             })
             .inc();
     }

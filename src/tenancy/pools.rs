@@ -181,7 +181,14 @@ impl TenantPools {
         // this instant, the pool starts empty and the request waits for a
         // connection in `checkout`, which frees budget as it can.
         let first = match pool::open(&url, Some(self.budget.clone()), &self.opts) {
-            Ok(c) => Some(c),
+            Ok(mut c) => {
+                crate::db::pooler::warn_once_per_server(
+                    &mut c.conn,
+                    &url,
+                    &format!("the database of dedicated merchant {}", p.merchant),
+                );
+                Some(c)
+            }
             Err(pool::ConnectError::BudgetExhausted) => None,
             Err(e) => {
                 tracing::warn!(merchant = %p.merchant, error = %crate::redact::redact_text(&e.to_string()), "tenant database unreachable");

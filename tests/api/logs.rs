@@ -1,0 +1,146 @@
+//! What `posd serve` writes: one access line per request at INFO, and no
+//! warning for a normal start or for requests it refuses. Runs the real
+//! binary, since logging is set up by `main`.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use crate::common::{JWT_SECRET, Server, TestDb};
+
+/// Sends one HTTP/1.1 request and returns the status code.
+fn request(port: u16, head: &str, body: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+#[test]
+fn serve_logs_an_access_line_per_request_and_no_warning() {
+    let db = TestDb::new();
+    let server = Server::get();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_posd"))
+        .arg("serve")
+        .env_remove("POSD_LOG")
+        .env_remove("ROCKET_LOG_LEVEL")
+        .env("POSD_BENCH_SUITE", "1") // for a build with --features bench-control
+        .env("POSD_DATABASE_URL", server.owner_url(&db.name))
+        .env("POSD_APP_DATABASE_URL", server.app_url(&db.name))
+        .env("POSD_JWT_SECRET", JWT_SECRET)
+        .env("POSD_ENCRYPTION_KEYS", server.keys())
+        .env("ROCKET_ADDRESS", "127.0.0.1")
+        .env("ROCKET_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start posd serve");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    for stream in [
+        Box::new(stdout) as Box<dyn Read + Send>,
+        Box::new(stderr) as Box<dyn Read + Send>,
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    // posd announces itself once Rocket listens.
+    let mut lines = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let up = line.contains("posd serving on");
+                lines.push(line);
+                if up {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("posd did not announce itself ({e}):\n{}", lines.join("\n"));
+            }
+        }
+    }
+
+    let token = "not.a-valid.token-7f3a";
+    let body_marker = "body-marker-9c1e";
+    let statuses = [
+        request(port, "GET /healthz HTTP/1.1", ""),
+        request(
+            port,
+            &format!("GET /api/v2/POS/products HTTP/1.1\r\nAuthorization: Bearer {token}"),
+            "",
+        ),
+        request(
+            port,
+            "POST /api/v2/POS/auth/login HTTP/1.1\r\nContent-Type: application/json",
+            &format!("{{\"merchant\": \"{body_marker}\""),
+        ),
+        request(port, "GET /no/such/route HTTP/1.1", ""),
+    ];
+    assert_eq!(statuses, [200, 401, 422, 404]);
+
+    // Each access line was written before its answer was sent; stopping
+    // posd closes its pipes, which ends the readers.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines.extend(rx.iter());
+    let log = lines.join("\n");
+
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();
+    assert!(warnings.is_empty(), "warnings logged:\n{log}");
+    assert!(!log.contains("Rocket has launched"), "{log}");
+    assert!(!log.contains(token), "a token reached the log:\n{log}");
+    assert!(!log.contains(body_marker), "a body reached the log:\n{log}");
+    let access: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("posd::access"))
+        .collect();
+    assert_eq!(access.len(), 4, "one access line per request:\n{log}");
+    for (line, expected) in access.iter().zip([
+        "GET /healthz 200 ",
+        "GET /api/v2/POS/products 401 ",
+        "POST /api/v2/POS/auth/login 422 ",
+        "GET /no/such/route 404 ",
+    ]) {
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(line.contains(expected), "{line} lacks {expected:?}");
+        assert!(line.contains(" ms"), "{line}");
+    }
+    assert!(
+        access[1].contains("route=/api/v2/POS/products"),
+        "{}",
+        access[1]
+    );
+}
