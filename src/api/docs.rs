@@ -19,7 +19,8 @@ use rocket::{
 use utoipa::{
     Modify, OpenApi, ToResponse, ToSchema,
     openapi::{
-        self,
+        self, Ref,
+        path::{Operation, PathItem},
         security::{Http, HttpAuthScheme, SecurityScheme},
     },
 };
@@ -83,6 +84,19 @@ pub struct Invalid(ErrorEnvelope);
 #[expect(dead_code, reason = "documentation only")]
 pub struct Unavailable(ErrorEnvelope);
 
+/// The body could not be read, for instance because it is not UTF-8
+/// (`bad_request`).
+#[derive(ToResponse)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct BadRequest(ErrorEnvelope);
+
+/// Too many attempts (`too_many_attempts`); retry after the number of
+/// seconds in `Retry-After`.
+#[derive(ToResponse)]
+#[response(headers(("Retry-After" = u64, description = "seconds to wait before retrying")))]
+#[expect(dead_code, reason = "documentation only")]
+pub struct TooManyRequests(ErrorEnvelope);
+
 /// The security schemes: staff and admin tokens are both HS256 JWT bearer
 /// tokens, told apart by their audience.
 struct Security;
@@ -107,6 +121,57 @@ impl Modify for Security {
     }
 }
 
+/// Operations behind a rate limit, as (method, path under
+/// [`super::PREFIX`]).
+const RATE_LIMITED: [(&str, &str); 1] = [("post", "/auth/login")];
+
+/// The methods of a path and their operations.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
+    [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("options", &mut item.options),
+        ("head", &mut item.head),
+        ("patch", &mut item.patch),
+        ("trace", &mut item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.as_mut().map(|op| (method, op)))
+}
+
+/// Responses that come from the shared request handling rather than from
+/// a handler, added here once instead of in every `#[utoipa::path]`: 400
+/// on every operation that reads a body (a body that is not UTF-8 is
+/// refused before it is parsed), and 429 on every operation behind a rate
+/// limit ([`RATE_LIMITED`]). Applied to the whole document, after the
+/// modules' paths are nested.
+struct SharedResponses;
+
+impl Modify for SharedResponses {
+    fn modify(&self, doc: &mut openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                let responses = &mut op.responses.responses;
+                if op.request_body.is_some() {
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| Ref::from_response_name("BadRequest").into());
+                }
+                let limited = RATE_LIMITED
+                    .iter()
+                    .any(|&(m, p)| m == method && path.strip_prefix(super::PREFIX) == Some(p));
+                if limited {
+                    responses
+                        .entry("429".into())
+                        .or_insert_with(|| Ref::from_response_name("TooManyRequests").into());
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -116,7 +181,16 @@ impl Modify for Security {
     modifiers(&Security),
     components(
         schemas(ErrorEnvelope),
-        responses(Unauthorized, Forbidden, NotFound, Conflict, Invalid, Unavailable)
+        responses(
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            Invalid,
+            Unavailable,
+            BadRequest,
+            TooManyRequests
+        )
     ),
     tags(
         (name = "operations", description = "Liveness and readiness"),
@@ -134,10 +208,10 @@ impl Modify for Security {
 struct ApiDoc;
 
 /// The whole document: each module's paths under the prefix it is
-/// mounted at (see [`super::routes`]).
+/// mounted at (see [`super::routes`]), with the [`SharedResponses`].
 pub fn openapi() -> openapi::OpenApi {
     use super::*;
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
         .merge_from(metrics::Doc::openapi())
         .nest(PREFIX, auth::Doc::openapi())
@@ -151,7 +225,9 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, staff::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
         .nest(PREFIX, provisioning::Doc::openapi())
-        .nest(PREFIX, export::Doc::openapi())
+        .nest(PREFIX, export::Doc::openapi());
+    SharedResponses.modify(&mut doc);
+    doc
 }
 
 /// Built per request: a few hundred microseconds, and never stale.

@@ -199,3 +199,55 @@ async fn the_browsable_docs_answer_html() {
     assert_eq!(status, Status::NotFound);
     assert_eq!(err["error"]["code"], "not_found");
 }
+
+#[rocket::async_test]
+async fn shared_responses_are_documented_where_they_apply() {
+    let t = TestApp::new().await;
+    let doc = document(&t).await;
+    let mut with_body = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = &op["responses"];
+            if op.get("requestBody").is_some() {
+                with_body += 1;
+                assert_eq!(
+                    responses["400"]["$ref"], "#/components/responses/BadRequest",
+                    "{method} {path} reads a body: 400"
+                );
+            }
+            if method == "post" && path == "/api/v2/POS/auth/login" {
+                assert_eq!(
+                    responses["429"]["$ref"], "#/components/responses/TooManyRequests",
+                    "login is rate limited: 429"
+                );
+            }
+        }
+    }
+    assert!(with_body >= 15, "{with_body} operations with a body");
+    let components = &doc["components"]["responses"];
+    for name in ["BadRequest", "TooManyRequests"] {
+        assert_eq!(
+            components[name]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error",
+            "{name}"
+        );
+    }
+    assert!(
+        components["TooManyRequests"]["headers"]
+            .get("Retry-After")
+            .is_some()
+    );
+
+    // What the document says is what posd answers: a body that is not UTF-8
+    // is a 400 with the error envelope.
+    let res = t
+        .client
+        .post("/api/v2/POS/auth/login")
+        .header(ContentType::JSON)
+        .body([0xff, 0xfe])
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::BadRequest);
+    let err: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+    assert_eq!(err["error"]["code"], "bad_request");
+}

@@ -1,0 +1,268 @@
+"""Schemathesis hooks for scripts/fuzz.
+
+Generated ids are random UUIDs, so almost every case would answer 404. For
+the parts of a case generated as valid data (positive mode), these hooks
+put in ids of objects that exist: those scripts/fuzz created (listed in the
+JSON file POSD_FUZZ_IDS), or, for operations that use an object up
+(deleting, voiding, refunding, deprovisioning), a fresh one made just
+before the call. A valid Idempotency-Key is made unique, and a valid login
+gets the owner's real credentials. Parts generated as invalid data
+(negative mode) are left as they are.
+
+They also count the answers per operation and write the counts to
+POSD_FUZZ_TALLY when schemathesis exits; scripts/fuzz prints the share of
+2xx from them.
+
+Environment: POSD_FUZZ_IDS (the ids file), POSD_FUZZ_AS (`staff` or
+`admin`: the token this run sends; fresh objects are made only for the
+operations that token may use), POSD_FUZZ_TALLY (where to write the counts).
+"""
+
+import atexit
+import collections
+import json
+import os
+import random
+import threading
+import uuid
+
+import requests
+import schemathesis
+from schemathesis.core.parameters import ParameterLocation
+
+IDS = json.load(open(os.environ["POSD_FUZZ_IDS"]))
+AS = os.environ["POSD_FUZZ_AS"]
+TALLY = os.environ.get("POSD_FUZZ_TALLY")
+API = IDS["api"]
+PREFIX = "/api/v2/POS"
+
+_session = requests.Session()
+_lock = threading.Lock()
+_counts = collections.defaultdict(collections.Counter)
+_examples = {}
+# Not the global generator: Hypothesis warns when strategies touch it.
+_random = random.Random()
+
+
+def _call(method, path, token, body=None, expect=(200, 201)):
+    """A set-up request that must succeed; its JSON answer."""
+    res = _session.request(
+        method,
+        API + path,
+        json=body,
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())},
+        timeout=30,
+    )
+    if res.status_code not in expect:
+        raise RuntimeError(f"fuzz set-up: {method} {path}: {res.status_code} {res.text}")
+    return res.json() if res.content else None
+
+
+def _staff(method, path, body=None, expect=(200, 201)):
+    return _call(method, path, IDS["staffToken"], body, expect)
+
+
+def _admin(method, path, body=None, expect=(200, 201)):
+    return _call(method, path, IDS["adminToken"], body, expect)
+
+
+# Fresh objects, for operations that use one up.
+
+
+def fresh_product(price=100):
+    sku = f"FZ-{uuid.uuid4().hex[:12]}"
+    body = {"sku": sku, "name": "Fuzz fresh", "priceMinor": price}
+    return _staff("POST", "/products", body)["id"]
+
+
+def fresh_category():
+    return _staff("POST", "/categories", {"name": f"fuzz {uuid.uuid4().hex[:12]}"})["id"]
+
+
+# A fresh order's lines: as many lines, of as many units, at as high a
+# price as a till may sell, so that a refund of any size a till may give
+# fits in it.
+ORDER_LINES = 2
+ORDER_QUANTITY = 100_000
+ORDER_PRICE = 100_000
+
+
+def fresh_order():
+    """An order paid in cash, of products of its own: something to refund
+    or void whatever the other cases did to the catalog and the stock."""
+    lines = [
+        {"productId": fresh_product(ORDER_PRICE), "quantity": ORDER_QUANTITY}
+        for _ in range(ORDER_LINES)
+    ]
+    total = ORDER_LINES * ORDER_QUANTITY * ORDER_PRICE
+    body = {"lines": lines, "payments": [{"method": "cash", "amountMinor": total}]}
+    return _staff("POST", "/orders", body)["id"]
+
+
+def spare_on(tier):
+    """The spare merchant, moved to the shared tier (provisioning needs a
+    merchant there) or to a schema of its own (deprovisioning needs one)."""
+    spare = IDS["spareMerchantId"]
+    current = _admin("GET", f"/admin/tenants/{spare}")["tier"]
+    if current != "shared" and tier == "shared":
+        _admin("POST", f"/admin/tenants/{spare}/deprovision", {"force": True})
+    elif current == "shared" and tier != "shared":
+        _admin("POST", "/admin/tenant/provision", {"merchantId": spare, "tier": tier})
+    return spare
+
+
+def _any(key):
+    return _random.choice(IDS[key])
+
+
+# Path ids: (method, path) -> (run that may use it, how to get an id).
+PATH_IDS = {
+    ("GET", "/products/{id}"): ("staff", lambda: _any("productIds")),
+    ("PATCH", "/products/{id}"): ("staff", lambda: IDS["patchProductId"]),
+    ("DELETE", "/products/{id}"): ("staff", fresh_product),
+    ("PATCH", "/categories/{id}"): ("staff", lambda: IDS["categoryId"]),
+    ("DELETE", "/categories/{id}"): ("staff", fresh_category),
+    ("GET", "/customers/{id}"): ("staff", lambda: IDS["customerId"]),
+    ("PATCH", "/customers/{id}"): ("staff", lambda: IDS["customerId"]),
+    ("GET", "/orders/{id}"): ("staff", lambda: IDS["orderId"]),
+    ("POST", "/orders/{id}/refunds"): ("staff", fresh_order),
+    ("POST", "/orders/{id}/void"): ("staff", fresh_order),
+    ("GET", "/inventory/{product}/movements"): ("staff", lambda: _any("productIds")),
+    ("PATCH", "/staff/{id}"): ("staff", lambda: IDS["managerId"]),
+    ("GET", "/admin/tenants/{id}"): ("admin", lambda: IDS["merchantId"]),
+    ("GET", "/admin/tenants/{id}/export"): ("admin", lambda: IDS["merchantId"]),
+    ("POST", "/admin/tenants/{id}/suspend"): ("admin", lambda: IDS["merchantId"]),
+    ("POST", "/admin/tenants/{id}/resume"): ("admin", lambda: IDS["merchantId"]),
+    ("POST", "/admin/tenants/{id}/deprovision"): ("admin", lambda: spare_on("schema")),
+}
+
+TIMEZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Lord_Howe"]
+
+# Query parameters that name an object.
+QUERY_IDS = {
+    "categoryId": lambda: IDS["categoryId"],
+    "productId": lambda: _any("productIds"),
+}
+
+
+def _fill_body(value, ids):
+    """Replaces, at any depth, the fields that name an object."""
+    if isinstance(value, list):
+        return [_fill_body(v, ids) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, v in value.items():
+        if key in ids and v is not None:
+            if isinstance(v, list):
+                out[key] = [ids[key]() for _ in v]
+            else:
+                out[key] = ids[key]()
+        else:
+            out[key] = _fill_body(v, ids)
+    return out
+
+
+def _positive(case, location):
+    meta = case.meta
+    return meta is None or not meta.is_negative_at(location)
+
+
+def _operation(case):
+    """`METHOD /path` under the prefix, or None for a probe with a method
+    the operation does not have."""
+    method = case.operation.method.upper()
+    if case.method.upper() != method:
+        return None
+    return method, case.operation.path.removeprefix(PREFIX)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    op = _operation(case)
+    if op is None:
+        return
+    method, path = op
+
+    # Only for the token that may use the operation: the other one answers
+    # 401 whatever the id.
+    run, make = PATH_IDS.get(op, (None, None))
+    if run == AS and case.path_parameters and _positive(case, ParameterLocation.PATH):
+        name = "product" if "{product}" in path else "id"
+        if name in case.path_parameters:
+            case.path_parameters[name] = make()
+
+    if case.query and _positive(case, ParameterLocation.QUERY):
+        for key, make in QUERY_IDS.items():
+            if case.query.get(key) is not None:
+                case.query[key] = make()
+
+    if case.headers and _positive(case, ParameterLocation.HEADER):
+        for key in list(case.headers):
+            if key.lower() == "idempotency-key":
+                case.headers[key] = str(uuid.uuid4())
+
+    if case.body is None or not _positive(case, ParameterLocation.BODY):
+        return
+    if op == ("POST", "/auth/login") and isinstance(case.body, dict):
+        case.body = dict(case.body, **IDS["login"])
+        return
+    ids = {
+        "productId": lambda: _any("saleProductIds"),
+        "customerId": lambda: IDS["customerId"],
+        "categoryId": lambda: IDS["categoryId"],
+        "merchantId": lambda: IDS["merchantId"],
+        "merchantIds": lambda: IDS["merchantId"],
+        # Not an id, but a name from a list the schema cannot hold.
+        "timezone": lambda: _random.choice(TIMEZONES),
+    }
+    if op == ("POST", "/admin/tenant/provision") and AS == "admin" and isinstance(case.body, dict):
+        # Only a merchant with no data on the shared tier can be provisioned.
+        if case.body.get("tier") in ("schema", "dedicated"):
+            ids["merchantId"] = lambda: spare_on("shared")
+    if op == ("POST", "/orders/{id}/refunds"):
+        ids["lineNo"] = lambda: _random.randint(1, ORDER_LINES)
+    case.body = _fill_body(case.body, ids)
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    op = _operation(case)
+    if op is None:
+        return
+    positive = case.meta is None or not case.meta.generation.mode.is_negative
+    code = message = ""
+    if response.status_code >= 400:
+        try:
+            error = response.json()["error"]
+            code, message = error["code"], error["message"]
+        except (ValueError, KeyError, TypeError):
+            code = "?"
+    key = f"{op[0]} {case.operation.path}"
+    answer = ("positive" if positive else "negative", response.status_code, code)
+    with _lock:
+        _counts[key][answer] += 1
+        _examples.setdefault((key, answer), message)
+
+
+@atexit.register
+def _write_tally():
+    if not TALLY:
+        return
+    rows = []
+    with _lock:
+        for op, counter in sorted(_counts.items()):
+            for (mode, status, code), n in sorted(counter.items()):
+                example = _examples.get((op, (mode, status, code)), "")
+                rows.append(
+                    {
+                        "operation": op,
+                        "mode": mode,
+                        "status": status,
+                        "code": code,
+                        "count": n,
+                        "example": example,
+                    }
+                )
+    with open(TALLY, "w") as f:
+        json.dump(rows, f)
