@@ -216,7 +216,7 @@ fn migrate_tenants_at_boot(settings: &Settings, app_role: &str) -> Result<(), Bo
         app_role,
         "boot",
         &Default::default(),
-        4,
+        settings.migration_concurrency as usize,
         false,
         &|o| {
             if let Some(e) = &o.error {

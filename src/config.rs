@@ -50,6 +50,8 @@ pub struct Settings {
     /// Test hook (debug builds only): provisioning fails once this many of
     /// its steps have completed. See `tenancy::provisioning`.
     pub provision_fail_after_step: Option<u32>,
+    /// How many tenants a fleet migration (API or boot) migrates at once.
+    pub migration_concurrency: u32,
 }
 
 /// The raw, serde-facing shape. Field names are the figment keys; the
@@ -85,6 +87,7 @@ struct Raw {
     #[serde(default, with = "humantime_serde")]
     idempotency_retention: Option<Duration>,
     provision_fail_after_step: Option<u32>,
+    migration_concurrency: Option<u32>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -137,6 +140,7 @@ const KEYS: &[&str] = &[
     "tenant_migrations_at_boot",
     "idempotency_retention",
     "provision_fail_after_step",
+    "migration_concurrency",
 ];
 
 /// Rocket's settings that posd depends on, so that they hold even without
@@ -264,6 +268,10 @@ impl Settings {
                 "idempotency_retention",
             )?,
             provision_fail_after_step: raw.provision_fail_after_step,
+            migration_concurrency: positive(
+                raw.migration_concurrency.unwrap_or(4),
+                "migration_concurrency",
+            )?,
         })
     }
 }

@@ -312,7 +312,7 @@ async fn migrate_tenants(
             &app2.app_role,
             &operator,
             &selection,
-            4,
+            app2.settings.migration_concurrency as usize,
             b.dry_run,
             &|_| {},
         )
