@@ -22,7 +22,7 @@ use crate::{
     error::{ApiError, ApiResult},
     redact::redact_url,
     tenancy::{
-        SHARED_SCHEMA, classification, migrations,
+        SHARED_SCHEMA, classification, fleet, migrations,
         placement::Directory,
         pools::{PoolHandle, TenantPools, TenantPoolsConfig},
     },
@@ -41,6 +41,8 @@ pub struct App {
     pub staff_states: Arc<StaffStates>,
     /// The role requests are served as.
     pub app_role: Arc<str>,
+    /// Tenant migrations started by requests.
+    pub on_demand: Arc<fleet::OnDemand>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,11 +207,12 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         staff_states: Arc::new(StaffStates::default()),
         app_role: Arc::from(app_role),
         settings: Arc::new(settings),
+        on_demand: Arc::default(),
     })
 }
 
 /// Migrates every schema and dedicated tenant; a tenant that fails is
-/// logged and left to the lazy migration before its next request.
+/// logged and left to the on-demand migration its next request starts.
 fn migrate_tenants_at_boot(settings: &Settings, app_role: &str) -> Result<(), BootError> {
     let report = crate::tenancy::fleet::migrate(
         settings,

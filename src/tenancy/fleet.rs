@@ -7,10 +7,16 @@
 //! under its own advisory lock. Every tenant's outcome is recorded in the
 //! control plane as it finishes, so a run that dies half-way is resumed by
 //! running it again; a failing tenant does not stop the others.
+//!
+//! A request that finds its tenant behind does not migrate it: it answers
+//! 503 `tenant_migrating` and [`OnDemand`] starts a run for that tenant in
+//! the background (at most one per merchant at a time; a failed run is
+//! recorded like any other and retried no sooner than [`RETRY_FAILED`]
+//! later).
 
 use std::{
     collections::{HashMap, VecDeque},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use diesel::PgConnection;
@@ -25,6 +31,7 @@ use super::{
     provisioning::url_for_database,
 };
 use crate::{
+    app::App,
     config::Settings,
     db::{
         ids::{MerchantId, RunId},
@@ -36,6 +43,7 @@ use crate::{
         },
         pool,
     },
+    error::ApiError,
     redact::redact_text,
 };
 
@@ -253,35 +261,6 @@ fn record(
     }
 }
 
-/// Brings one merchant's schema up to date before it is served (blocking).
-/// Returns the error of a failed migration.
-pub fn migrate_merchant(
-    settings: &Settings,
-    app_role: &str,
-    merchant: MerchantId,
-) -> Result<(), String> {
-    let mut owner = connect_owner(settings)?;
-    let sel = Selection {
-        merchants: vec![merchant],
-        tier: None,
-    };
-    let Some(t) = targets(&mut Platform::new(&mut owner), &sel)?.pop() else {
-        return Ok(());
-    };
-    if t.is_current() {
-        t.record_if_stale(&mut owner, None);
-        return Ok(());
-    }
-    let o = migrate_target(settings, app_role, &mut owner, &t, None);
-    match o.error {
-        None => {
-            tracing::info!(merchant = %merchant, before = ?o.before, after = ?o.after, "tenant migrated before serving");
-            Ok(())
-        }
-        Some(e) => Err(e),
-    }
-}
-
 /// Runs pending tenant migrations over the selection. `on_outcome` is called
 /// as each tenant finishes (from worker threads).
 pub fn migrate(
@@ -371,4 +350,108 @@ pub fn migrate(
     )
     .map_err(|e| e.to_string())?;
     Ok(Report { run, outcomes })
+}
+
+/// How long a tenant whose on-demand migration failed is answered
+/// `tenant_migration_failed` before a request starts another run.
+pub const RETRY_FAILED: Duration = Duration::from_secs(30);
+
+enum Attempt {
+    Running,
+    Failed(Instant),
+}
+
+/// Migrations started by requests that found their tenant behind.
+#[derive(Default)]
+pub struct OnDemand {
+    attempts: Mutex<HashMap<MerchantId, Attempt>>,
+}
+
+impl OnDemand {
+    /// Whether a run for the merchant is under way in this process.
+    pub fn running(&self, merchant: MerchantId) -> bool {
+        matches!(self.attempts.lock().get(&merchant), Some(Attempt::Running))
+    }
+
+    /// Starts a background run for a behind tenant unless one is running
+    /// or one failed less than [`RETRY_FAILED`] ago; answers what its
+    /// request gets meanwhile (503).
+    pub fn start(&self, app: &App, merchant: MerchantId) -> ApiError {
+        {
+            let mut attempts = self.attempts.lock();
+            match attempts.get(&merchant) {
+                Some(Attempt::Running) => return migrating(),
+                Some(Attempt::Failed(at)) if at.elapsed() < RETRY_FAILED => {
+                    let left = RETRY_FAILED.saturating_sub(at.elapsed());
+                    return ApiError::unavailable(
+                        "tenant_migration_failed",
+                        "upgrading this merchant's data failed; an operator has been alerted, try again later",
+                        left.as_secs() + 1,
+                    );
+                }
+                _ => {}
+            }
+            attempts.insert(merchant, Attempt::Running);
+        }
+        let app = app.clone();
+        rocket::tokio::task::spawn_blocking(move || {
+            let ok = run_on_demand(&app, merchant);
+            // The directory first: a request that sees the run gone must
+            // read the new state, not start another run.
+            app.directory.invalidate(merchant);
+            let mut attempts = app.on_demand.attempts.lock();
+            if ok {
+                attempts.remove(&merchant);
+            } else {
+                attempts.insert(merchant, Attempt::Failed(Instant::now()));
+            }
+        });
+        migrating()
+    }
+}
+
+fn migrating() -> ApiError {
+    ApiError::unavailable(
+        "tenant_migrating",
+        "this merchant's data is being upgraded; try again shortly",
+        2,
+    )
+}
+
+/// One tenant's on-demand run, recorded as a fleet run of one
+/// (`requested_by` = `on-demand`). Whether it succeeded.
+fn run_on_demand(app: &App, merchant: MerchantId) -> bool {
+    let sel = Selection {
+        merchants: vec![merchant],
+        tier: None,
+    };
+    match migrate(
+        &app.settings,
+        &app.app_role,
+        "on-demand",
+        &sel,
+        1,
+        false,
+        &|_| {},
+    ) {
+        Ok(report) => {
+            let mut ok = true;
+            for o in &report.outcomes {
+                match &o.error {
+                    Some(e) => {
+                        ok = false;
+                        tracing::error!(%merchant, run = %report.run.id, error = %e, "on-demand tenant migration failed; not serving the tenant");
+                    }
+                    None => {
+                        tracing::info!(%merchant, run = %report.run.id, before = ?o.before, after = ?o.after, status = o.status, "tenant migrated on demand");
+                    }
+                }
+            }
+            ok
+        }
+        Err(e) => {
+            tracing::error!(%merchant, error = %e, "on-demand tenant migration could not run; not serving the tenant");
+            false
+        }
+    }
 }
