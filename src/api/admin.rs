@@ -181,6 +181,9 @@ struct TenantView {
     migration_error: Option<String>,
     /// A migration of the tenant started by a request is under way.
     migrating: bool,
+    /// Tables that fail the classification check: the tenant is not served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unclassified_tables: Vec<String>,
 }
 
 fn tenant_view(app: &App, m: Merchant, state: Option<MigrationState>) -> TenantView {
@@ -188,6 +191,11 @@ fn tenant_view(app: &App, m: Merchant, state: Option<MigrationState>) -> TenantV
     if !app.directory.routing_enabled() {
         placement.tier = Tier::Shared;
     }
+    let unclassified_tables = app
+        .coverage
+        .blocked(m.id, m.generation)
+        .map(|b| b.tables.clone())
+        .unwrap_or_default();
     let (migration_version, migration_status, migration_error) = match state {
         Some(s) => (s.version, Some(s.status), s.error),
         None => (None, None, None),
@@ -201,6 +209,7 @@ fn tenant_view(app: &App, m: Merchant, state: Option<MigrationState>) -> TenantV
         latest_migration_version: crate::tenancy::migrations::latest_tenant_version(),
         migration_status,
         migration_error,
+        unclassified_tables,
     }
 }
 
@@ -336,15 +345,21 @@ async fn migrate_tenants(
     let operator = admin.operator.clone();
     let dry_run = b.dry_run;
     let report = tokio::task::spawn_blocking(move || {
-        fleet::migrate(
+        let report = fleet::migrate(
             &app2.settings,
             &app2.app_role,
             &operator,
             &selection,
             app2.settings.migration_concurrency as usize,
             dry_run,
-            &|_| {},
-        )
+            &|o| fleet::apply_check(&app2, o),
+        );
+        if let Ok(r) = &report
+            && !dry_run
+        {
+            fleet::recheck_blocked(&app2, &r.outcomes);
+        }
+        report
     })
     .await
     .map_err(ApiError::internal)?

@@ -6,7 +6,9 @@
 //! migrates the rest on a bounded number of worker threads, each tenant
 //! under its own advisory lock. Every tenant's outcome is recorded in the
 //! control plane as it finishes, so a run that dies half-way is resumed by
-//! running it again; a failing tenant does not stop the others.
+//! running it again; a failing tenant does not stop the others. After a
+//! tenant is migrated its tables are checked ([`super::classification`]) on
+//! the same connection, and the problems found are part of its outcome.
 //!
 //! A request that finds its tenant behind does not migrate it: it answers
 //! 503 `tenant_migrating` and [`OnDemand`] starts a run for that tenant in
@@ -25,7 +27,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::{
-    Tier,
+    Tier, classification,
     crypto::Purpose,
     migrations::{latest_tenant_version, migrate_tenant_schema},
     provisioning::url_for_database,
@@ -61,6 +63,8 @@ pub struct Target {
     pub slug: String,
     pub tier: Tier,
     pub schema: String,
+    /// The placement generation it was read at.
+    pub generation: i64,
     /// The database of a dedicated tenant.
     pub database: Option<String>,
     /// The sealed URL of a database the merchant brought (migrated as the
@@ -100,6 +104,13 @@ pub struct Outcome {
     pub status: &'static str,
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// What the table check found after the migration (the tenant is not
+    /// served while this is not empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unclassified: Vec<String>,
+    /// The placement generation the tenant was migrated at.
+    #[serde(skip)]
+    pub generation: i64,
 }
 
 /// The result of a run.
@@ -164,6 +175,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
             slug: m.slug,
             tier,
             schema: m.schema_name,
+            generation: m.generation,
             database,
             brought,
             before,
@@ -183,7 +195,7 @@ pub fn migrate_target(
 ) -> Outcome {
     let started = Instant::now();
     let latest = latest_tenant_version();
-    let result: Result<(), String> = match (&t.database, t.tier) {
+    let result: Result<Vec<String>, String> = match (&t.database, t.tier) {
         (Some(db), Tier::Dedicated) => {
             // A posd-created database is migrated as the owner role and
             // granted to the app role; a brought one as the merchant's role.
@@ -203,13 +215,17 @@ pub fn migrate_target(
             url.and_then(|url| pool::connect(&url).map_err(|e| redact_text(&e.to_string())))
                 .and_then(|mut conn| {
                     migrate_tenant_schema(&mut conn, &t.schema, grant_to)
-                        .map(drop)
-                        .map_err(|e| redact_text(&e.to_string()))
+                        .map_err(|e| redact_text(&e.to_string()))?;
+                    Ok(check_tables(&mut conn, t))
                 })
         }
         _ => migrate_tenant_schema(platform, &t.schema, Some(app_role))
-            .map(drop)
-            .map_err(|e| redact_text(&e.to_string())),
+            .map_err(|e| redact_text(&e.to_string()))
+            .map(|_| check_tables(platform, t)),
+    };
+    let (result, unclassified) = match result {
+        Ok(problems) => (Ok(()), problems),
+        Err(e) => (Err(e), Vec::new()),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let outcome = Outcome {
@@ -225,6 +241,8 @@ pub fn migrate_target(
         status: if result.is_ok() { "migrated" } else { "failed" },
         error: result.err(),
         duration_ms,
+        unclassified,
+        generation: t.generation,
     };
     record(
         platform,
@@ -235,6 +253,16 @@ pub fn migrate_target(
         run,
     );
     outcome
+}
+
+/// The table check of a tenant just migrated, on the connection that
+/// migrated it. A check that cannot run is logged: the next check (pool
+/// build, boot) covers it.
+fn check_tables(conn: &mut PgConnection, t: &Target) -> Vec<String> {
+    classification::check_tenant_schema(conn, &t.schema).unwrap_or_else(|e| {
+        tracing::warn!(merchant = %t.merchant, error = %e, "could not check a migrated tenant's tables");
+        Vec::new()
+    })
 }
 
 fn record(
@@ -300,6 +328,8 @@ pub fn migrate(
                 before: t.before,
                 error: None,
                 duration_ms: 0,
+                unclassified: Vec::new(),
+                generation: t.generation,
             };
             on_outcome(&o);
             outcomes.push(o);
@@ -446,12 +476,78 @@ fn run_on_demand(app: &App, merchant: MerchantId) -> bool {
                         tracing::info!(%merchant, run = %report.run.id, before = ?o.before, after = ?o.after, status = o.status, "tenant migrated on demand");
                     }
                 }
+                apply_check(app, o);
             }
             ok
         }
         Err(e) => {
             tracing::error!(%merchant, error = %e, "on-demand tenant migration could not run; not serving the tenant");
             false
+        }
+    }
+}
+
+/// Records the table check that followed a tenant's migration: a blocked
+/// dedicated tenant's pool is dropped, so that it is checked again when it
+/// is rebuilt.
+pub fn apply_check(app: &App, o: &Outcome) {
+    if o.status != "migrated" {
+        return;
+    }
+    let blocked = app
+        .coverage
+        .record(o.merchant_id, o.generation, o.unclassified.clone());
+    if blocked.is_some() && o.tier == Tier::Dedicated {
+        app.pools.evict(o.merchant_id);
+    }
+}
+
+/// Checks again the tables of the blocked tenants a run found up to date
+/// (a migrated tenant was checked as part of its migration), so that an
+/// operator who fixed a tenant's tables gets it served at once by running a
+/// migration for it: schema tenants in one catalog query, dedicated tenants
+/// by rebuilding their pool (blocking).
+pub fn recheck_blocked(app: &App, outcomes: &[Outcome]) {
+    let placements: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status == "up_to_date" && app.coverage.get(o.merchant_id).is_some())
+        .filter_map(|o| match app.directory.resolve(o.merchant_id) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(merchant = %o.merchant_id, error = %e, "cannot re-check a blocked tenant");
+                None
+            }
+        })
+        .collect();
+    let schemas: Vec<String> = placements
+        .iter()
+        .filter(|p| p.tier == Tier::Schema)
+        .map(|p| p.schema.to_string())
+        .collect();
+    if !schemas.is_empty() {
+        let found = app
+            .platform
+            .pool
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                classification::check_tenant_schemas(&mut c, &schemas).map_err(|e| e.to_string())
+            });
+        match found {
+            Ok(mut found) => {
+                for p in placements.iter().filter(|p| p.tier == Tier::Schema) {
+                    let problems = found.remove(p.schema.as_ref()).unwrap_or_default();
+                    app.coverage.record(p.merchant, p.generation, problems);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot re-check blocked schema tenants"),
+        }
+    }
+    for p in placements.iter().filter(|p| p.tier == Tier::Dedicated) {
+        app.pools.evict(p.merchant);
+        // Building the pool checks the tables and records the result.
+        if let Err(e) = app.pools.get_or_build(p) {
+            tracing::info!(merchant = %p.merchant, error = %e, "blocked dedicated tenant re-checked");
         }
     }
 }

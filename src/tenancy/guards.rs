@@ -7,7 +7,9 @@
 //! binding the merchant and `search_path`.
 //!
 //! The guard has no side effect on the tenant: it never migrates (a behind
-//! tenant is migrated in the background).
+//! tenant is migrated in the background) and consults the in-memory set of
+//! blocked tenants, never the catalog, except for a blocked tenant due for
+//! a re-check.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use rocket::{
 
 use super::{
     Tier,
+    classification::check_tenant_schema,
     migrations::latest_tenant_version,
     placement::Placement,
     pools::{PoolHandle, TenantPools},
@@ -42,11 +45,37 @@ impl TenantDb {
     /// Resolves the pool for a placement (blocking only on a cold dedicated
     /// pool). A tenant that is behind on migrations is not served: its
     /// migration starts in the background ([`super::fleet::OnDemand`]) and
-    /// the request gets 503 `tenant_migrating`.
+    /// the request gets 503 `tenant_migrating`. A tenant whose tables fail
+    /// the classification check gets 503 `tenant_unclassified_table`
+    /// ([`super::classification::Coverage`]).
     pub async fn for_placement(app: &App, placement: Arc<Placement>) -> ApiResult<TenantDb> {
         let merchant = placement.merchant;
         if !placement.migrated && !recorded_current(app, merchant).await? {
             return Err(app.on_demand.start(app, merchant));
+        }
+        if let Some(blocked) = app.coverage.blocked(merchant, placement.generation) {
+            if !blocked.claim_recheck() {
+                return Err(blocked.error());
+            }
+            match placement.tier {
+                // Its pool is not kept while it is blocked: building it
+                // below checks again.
+                Tier::Dedicated => app.pools.evict(merchant),
+                Tier::Shared | Tier::Schema => {
+                    let schema = placement.schema.to_string();
+                    let problems = app
+                        .blocking(&app.platform, move |conn| {
+                            Ok(check_tenant_schema(conn, &schema)?)
+                        })
+                        .await?;
+                    if let Some(b) = app
+                        .coverage
+                        .record(merchant, placement.generation, problems)
+                    {
+                        return Err(b.error());
+                    }
+                }
+            }
         }
         let handle = match placement.tier {
             Tier::Shared | Tier::Schema => app.platform.clone(),
