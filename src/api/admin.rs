@@ -344,7 +344,16 @@ async fn migrate_tenants(
     let app2 = app.inner().clone();
     let operator = admin.operator.clone();
     let dry_run = b.dry_run;
-    let report = tokio::task::spawn_blocking(move || {
+    let mut details = json!({
+        "merchantIds": selection.merchants,
+        "tier": selection.tier,
+        "dryRun": dry_run,
+    });
+    let single = match selection.merchants.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    let result = tokio::task::spawn_blocking(move || {
         let report = fleet::migrate(
             &app2.settings,
             &app2.app_role,
@@ -362,12 +371,52 @@ async fn migrate_tenants(
         report
     })
     .await
-    .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
+    match &result {
+        Ok(r) => {
+            let failed: Vec<MerchantId> = r
+                .outcomes
+                .iter()
+                .filter(|o| o.status == "failed")
+                .map(|o| o.merchant_id)
+                .collect();
+            details["outcome"] = json!(if failed.is_empty() { "ok" } else { "failed" });
+            details["runId"] = json!(r.run.id);
+            details["total"] = json!(r.run.total);
+            details["migrated"] = json!(r.run.migrated);
+            details["upToDate"] = json!(r.run.skipped);
+            details["failedMerchantIds"] = json!(failed);
+        }
+        Err(e) => {
+            details["outcome"] = json!("error");
+            details["error"] = json!(crate::redact::redact_text(e));
+        }
+    }
+    record_audit(app, &admin.operator, "tenants.migrate", single, details).await;
+    let report = result.map_err(ApiError::internal)?;
     for o in report.outcomes.iter().filter(|o| o.status == "migrated") {
         app.directory.invalidate(o.merchant_id);
     }
     Ok(Json(report))
+}
+
+/// Records an operator action that has already taken effect (or was
+/// refused) in the admin audit. A failure to record is logged, not
+/// answered: the action is done.
+pub(crate) async fn record_audit(
+    app: &App,
+    operator: &str,
+    action: &'static str,
+    merchant: Option<MerchantId>,
+    details: Value,
+) {
+    let actor = operator.to_string();
+    let recorded = app
+        .platform(move |p| Ok(audit::record(p, &actor, action, merchant, details)?))
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(%operator, action, merchant = ?merchant, error = %e, "could not record an operator action in the admin audit");
+    }
 }
 
 #[derive(OpenApi)]
