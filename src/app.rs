@@ -5,6 +5,9 @@
 //! shared tier up to date), check table classification, check that the app
 //! role can neither bypass RLS nor own tables, build the pools and the
 //! placement directory. Any failure stops the boot with one clear line.
+//! A classification problem in one tenant's own schema or database does
+//! not: that tenant is not served ([`classification::Coverage`]), the others
+//! are.
 
 use std::sync::Arc;
 
@@ -22,7 +25,7 @@ use crate::{
     error::{ApiError, ApiResult},
     redact::redact_url,
     tenancy::{
-        SHARED_SCHEMA, classification, migrations,
+        SHARED_SCHEMA, Tier, classification, fleet, migrations,
         placement::Directory,
         pools::{PoolHandle, TenantPools, TenantPoolsConfig},
     },
@@ -41,6 +44,10 @@ pub struct App {
     pub staff_states: Arc<StaffStates>,
     /// The role requests are served as.
     pub app_role: Arc<str>,
+    /// Tenants not served because their tables fail the classification check.
+    pub coverage: Arc<classification::Coverage>,
+    /// Tenant migrations started by requests.
+    pub on_demand: Arc<fleet::OnDemand>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,10 +152,12 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
     let mut owner = connect("POSD_DATABASE_URL", &settings.database_url)?;
     migrations::migrate_platform(&mut owner, SHARED_SCHEMA, &app_role)?;
     classification::check(&mut owner, SHARED_SCHEMA).map_err(BootError::Classification)?;
-    drop(owner);
+    let coverage = Arc::new(classification::Coverage::default());
     if settings.tenant_migrations_at_boot {
-        migrate_tenants_at_boot(&settings, &app_role)?;
+        migrate_tenants_at_boot(&settings, &app_role, &coverage)?;
     }
+    check_schema_tenants(&mut owner, &coverage)?;
+    drop(owner);
 
     let global = pool::build(
         &settings.app_database_url,
@@ -200,6 +209,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         },
         settings.keyring.clone(),
         global.clone(),
+        coverage.clone(),
     );
     pools.start_sweeper(settings.pool_sweep_interval);
     Ok(App {
@@ -210,22 +220,55 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         staff_states: Arc::new(StaffStates::default()),
         app_role: Arc::from(app_role),
         settings: Arc::new(settings),
+        coverage,
+        on_demand: Arc::default(),
     })
 }
 
+/// Checks the tables of every schema tenant, in one catalog query; a tenant
+/// that fails is blocked, not the boot. (Dedicated tenants are checked when
+/// their pool is built.)
+fn check_schema_tenants(
+    owner: &mut PgConnection,
+    coverage: &classification::Coverage,
+) -> Result<(), BootError> {
+    let merchants: Vec<Merchant> = Merchant::list(&mut Platform::new(owner))
+        .map_err(|e| BootError::Other(format!("cannot list merchants: {e}")))?
+        .into_iter()
+        .filter(|m| m.tier == Tier::Schema.as_str())
+        .collect();
+    let schemas: Vec<String> = merchants.iter().map(|m| m.schema_name.clone()).collect();
+    let mut found = classification::check_tenant_schemas(owner, &schemas).map_err(|e| {
+        BootError::Classification(vec![format!("could not list the tenants' tables: {e}")])
+    })?;
+    for m in merchants {
+        if let Some(problems) = found.remove(&m.schema_name) {
+            coverage.record(m.id, m.generation, problems);
+        }
+    }
+    Ok(())
+}
+
 /// Migrates every schema and dedicated tenant; a tenant that fails is
-/// logged and left to the lazy migration before its next request.
-fn migrate_tenants_at_boot(settings: &Settings, app_role: &str) -> Result<(), BootError> {
+/// logged and left to the on-demand migration its next request starts.
+fn migrate_tenants_at_boot(
+    settings: &Settings,
+    app_role: &str,
+    coverage: &classification::Coverage,
+) -> Result<(), BootError> {
     let report = crate::tenancy::fleet::migrate(
         settings,
         app_role,
         "boot",
         &Default::default(),
-        4,
+        settings.migration_concurrency as usize,
         false,
         &|o| {
             if let Some(e) = &o.error {
                 tracing::error!(merchant = %o.merchant_id, slug = %o.slug, error = %e, "tenant migration failed");
+            }
+            if o.status == "migrated" {
+                coverage.record(o.merchant_id, o.generation, o.unclassified.clone());
             }
         },
     )

@@ -42,14 +42,17 @@ pub struct Settings {
     pub token_ttl: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
-    /// Migrate every schema and dedicated tenant at boot (otherwise each is
-    /// migrated before its first request).
+    /// Migrate every schema and dedicated tenant at boot (otherwise a tenant
+    /// that is behind is migrated in the background, answering 503 until
+    /// then).
     pub tenant_migrations_at_boot: bool,
     /// How long an `Idempotency-Key` and its stored response are kept.
     pub idempotency_retention: Duration,
     /// Test hook (debug builds only): provisioning fails once this many of
     /// its steps have completed. See `tenancy::provisioning`.
     pub provision_fail_after_step: Option<u32>,
+    /// How many tenants a fleet migration (API or boot) migrates at once.
+    pub migration_concurrency: u32,
     /// How old an offline bill may be when it arrives.
     pub offline_bill_max_age: Duration,
     /// Proxies whose `X-Forwarded-For` / `X-Real-IP` name the client.
@@ -119,6 +122,7 @@ struct Raw {
     #[serde(default, with = "humantime_serde")]
     idempotency_retention: Option<Duration>,
     provision_fail_after_step: Option<u32>,
+    migration_concurrency: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     offline_bill_max_age: Option<Duration>,
     trusted_proxies: Option<String>,
@@ -176,6 +180,7 @@ const KEYS: &[&str] = &[
     "tenant_migrations_at_boot",
     "idempotency_retention",
     "provision_fail_after_step",
+    "migration_concurrency",
     "offline_bill_max_age",
     "trusted_proxies",
     "login_account_limit",
@@ -310,6 +315,10 @@ impl Settings {
                 "idempotency_retention",
             )?,
             provision_fail_after_step: raw.provision_fail_after_step,
+            migration_concurrency: positive(
+                raw.migration_concurrency.unwrap_or(4),
+                "migration_concurrency",
+            )?,
             offline_bill_max_age: nonzero(
                 raw.offline_bill_max_age
                     .unwrap_or(Duration::from_secs(7 * 24 * 3600)),

@@ -22,11 +22,12 @@ use crate::{
         platform::{
             audit,
             merchants::{Merchant, NewMerchant},
+            migration_state::{MigrationState, schema_versions},
             staff::{NewStaffUser, StaffUser},
         },
     },
     error::{ApiError, ApiResult},
-    tenancy::{Tier, fleet, guards::TenantDb, placement::Placement, pools::PoolState},
+    tenancy::{SHARED_SCHEMA, Tier, fleet, placement::Placement, pools::PoolState},
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -116,23 +117,47 @@ struct TenantView {
     #[serde(flatten)]
     merchant: Merchant,
     routed_tier: Tier,
+    /// The live pool of a dedicated merchant, if one is open.
     pool: Option<PoolState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     migration_version: Option<String>,
     latest_migration_version: String,
+    /// The recorded outcome of the tenant's last migration: `ok` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migration_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migration_error: Option<String>,
+    /// A migration of the tenant started by a request is under way.
+    migrating: bool,
+    /// Tables that fail the classification check: the tenant is not served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unclassified_tables: Vec<String>,
 }
 
-fn tenant_view(app: &App, m: Merchant, migration_version: Option<String>) -> TenantView {
+fn tenant_view(app: &App, m: Merchant, state: Option<MigrationState>) -> TenantView {
     let mut placement = Placement::from_merchant(&m);
     if !app.directory.routing_enabled() {
         placement.tier = Tier::Shared;
     }
+    let unclassified_tables = app
+        .coverage
+        .blocked(m.id, m.generation)
+        .map(|b| b.tables.clone())
+        .unwrap_or_default();
+    let (migration_version, migration_status, migration_error) = match state {
+        Some(s) => (s.version, Some(s.status), s.error),
+        None => (None, None, None),
+    };
     TenantView {
         pool: app.pools.state(m.id),
         routed_tier: placement.tier,
+        migrating: app.on_demand.running(m.id),
         merchant: m,
         migration_version,
         latest_migration_version: crate::tenancy::migrations::latest_tenant_version(),
+        migration_status,
+        migration_error,
+        unclassified_tables,
     }
 }
 
@@ -150,11 +175,6 @@ async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json
     ))
 }
 
-async fn find_merchant(app: &App, id: MerchantId) -> ApiResult<Merchant> {
-    app.platform(move |p| Merchant::find(p, id).map_err(ApiError::or_not_found("merchant")))
-        .await
-}
-
 #[utoipa::path(get, path = "/admin/tenants/{id}", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = TenantView), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 404, response = docs::NotFound)))]
 #[get("/admin/tenants/<id>")]
@@ -163,13 +183,30 @@ async fn get_tenant(
     app: &State<App>,
     id: MerchantId,
 ) -> ApiResult<Json<TenantView>> {
-    let m = find_merchant(app, id).await?;
-    let placement = std::sync::Arc::new(Placement::from_merchant(&m));
-    let version = match TenantDb::for_placement(app, placement).await {
-        Ok(db) => db.run(|tx| Ok(tx.schema_version()?)).await.ok().flatten(),
-        Err(_) => None,
-    };
-    Ok(Json(tenant_view(app, m, version)))
+    // A pure read: the placement, the recorded migration state and the pool
+    // as they are. It never builds a pool nor migrates.
+    let (m, state) = app
+        .platform(move |p| {
+            let m = Merchant::find(p, id).map_err(ApiError::or_not_found("merchant"))?;
+            let state = if m.tier == Tier::Shared.as_str() {
+                // The shared tier is migrated at boot; no per-merchant record.
+                schema_versions(p, &[SHARED_SCHEMA.to_string()])?
+                    .pop()
+                    .map(|(_, version)| MigrationState {
+                        merchant_id: id,
+                        version,
+                        status: "ok".into(),
+                        error: None,
+                        duration_ms: 0,
+                        run_id: None,
+                    })
+            } else {
+                MigrationState::find(p, id)?
+            };
+            Ok((m, state))
+        })
+        .await?;
+    Ok(Json(tenant_view(app, m, state)))
 }
 
 async fn set_status(
@@ -254,24 +291,80 @@ async fn migrate_tenants(
     };
     let app2 = app.inner().clone();
     let operator = admin.operator.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        fleet::migrate(
+    let dry_run = b.dry_run;
+    let mut details = json!({
+        "merchantIds": selection.merchants,
+        "tier": selection.tier,
+        "dryRun": dry_run,
+    });
+    let single = match selection.merchants.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let report = fleet::migrate(
             &app2.settings,
             &app2.app_role,
             &operator,
             &selection,
-            4,
-            b.dry_run,
-            &|_| {},
-        )
+            app2.settings.migration_concurrency as usize,
+            dry_run,
+            &|o| fleet::apply_check(&app2, o),
+        );
+        if let Ok(r) = &report
+            && !dry_run
+        {
+            fleet::recheck_blocked(&app2, &r.outcomes);
+        }
+        report
     })
     .await
-    .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
+    match &result {
+        Ok(r) => {
+            let failed: Vec<MerchantId> = r
+                .outcomes
+                .iter()
+                .filter(|o| o.status == "failed")
+                .map(|o| o.merchant_id)
+                .collect();
+            details["outcome"] = json!(if failed.is_empty() { "ok" } else { "failed" });
+            details["runId"] = json!(r.run.id);
+            details["total"] = json!(r.run.total);
+            details["migrated"] = json!(r.run.migrated);
+            details["upToDate"] = json!(r.run.skipped);
+            details["failedMerchantIds"] = json!(failed);
+        }
+        Err(e) => {
+            details["outcome"] = json!("error");
+            details["error"] = json!(crate::redact::redact_text(e));
+        }
+    }
+    record_audit(app, &admin.operator, "tenants.migrate", single, details).await;
+    let report = result.map_err(ApiError::internal)?;
     for o in report.outcomes.iter().filter(|o| o.status == "migrated") {
         app.directory.invalidate(o.merchant_id);
     }
     Ok(Json(report))
+}
+
+/// Records an operator action that has already taken effect (or was
+/// refused) in the admin audit. A failure to record is logged, not
+/// answered: the action is done.
+pub(crate) async fn record_audit(
+    app: &App,
+    operator: &str,
+    action: &'static str,
+    merchant: Option<MerchantId>,
+    details: Value,
+) {
+    let actor = operator.to_string();
+    let recorded = app
+        .platform(move |p| Ok(audit::record(p, &actor, action, merchant, details)?))
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(%operator, action, merchant = ?merchant, error = %e, "could not record an operator action in the admin audit");
+    }
 }
 
 #[derive(OpenApi)]

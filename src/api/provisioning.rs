@@ -4,6 +4,10 @@
 //! placed the merchant, 200 with the run when `runId` names a run that had
 //! already succeeded, and 422 with the run and the failure's code when the
 //! run failed (now or before, for a repeated `runId`).
+//!
+//! Every call that reaches provisioning or deprovisioning is recorded in the
+//! admin audit with the operator, the merchant and the outcome (`ready`,
+//! `failed`, `replayed`, `refused` with the error's code).
 
 use rocket::{Route, State, http::Status, post, response::status::Custom, routes, tokio};
 use secrecy::SecretString;
@@ -97,8 +101,39 @@ async fn provision(
     let app2 = app.inner().clone();
     let outcome = tokio::task::spawn_blocking(move || provisioning::run(&app2, &req))
         .await
-        .map_err(ApiError::internal)??;
-    Ok(match outcome {
+        .map_err(ApiError::internal)?;
+    let mut details = json!({ "tier": tier.as_str(), "byo": b.database_url.is_some() });
+    match &outcome {
+        Ok(Outcome::Ready(run)) => {
+            details["outcome"] = json!("ready");
+            details["runId"] = json!(run.id);
+        }
+        Ok(Outcome::Failed(run)) => {
+            details["outcome"] = json!("failed");
+            details["runId"] = json!(run.id);
+            details["code"] = json!(run.error_code);
+            details["step"] = json!(run.failed_step);
+        }
+        Ok(Outcome::Replayed(run)) => {
+            details["outcome"] = json!("replayed");
+            details["runId"] = json!(run.id);
+            details["runStatus"] = json!(run.status);
+        }
+        Err(e) => {
+            details["outcome"] = json!("refused");
+            details["code"] = json!(e.code);
+            details["status"] = json!(e.status.code);
+        }
+    }
+    super::admin::record_audit(
+        app,
+        &admin.operator,
+        "tenant.provision",
+        Some(b.merchant_id),
+        details,
+    )
+    .await;
+    Ok(match outcome? {
         Outcome::Ready(run) => {
             tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, run = %run.id, "provisioned");
             Custom(
@@ -146,8 +181,20 @@ async fn deprovision(
         tenant_deprovision::deprovision(&app2, id, force, &operator)
     })
     .await
-    .map_err(ApiError::internal)??;
-    Ok(rocket::serde::json::Json(out))
+    .map_err(ApiError::internal)?;
+    // A deprovisioning that happened is recorded with the placement change
+    // (and its drop, if that failed); one that was refused is recorded here.
+    if let Err(e) = &out {
+        super::admin::record_audit(
+            app,
+            &admin.operator,
+            "tenant.deprovision",
+            Some(id),
+            json!({ "outcome": "refused", "force": force, "code": e.code, "status": e.status.code }),
+        )
+        .await;
+    }
+    Ok(rocket::serde::json::Json(out?))
 }
 
 #[derive(utoipa::OpenApi)]

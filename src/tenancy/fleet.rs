@@ -6,11 +6,19 @@
 //! migrates the rest on a bounded number of worker threads, each tenant
 //! under its own advisory lock. Every tenant's outcome is recorded in the
 //! control plane as it finishes, so a run that dies half-way is resumed by
-//! running it again; a failing tenant does not stop the others.
+//! running it again; a failing tenant does not stop the others. After a
+//! tenant is migrated its tables are checked ([`super::classification`]) on
+//! the same connection, and the problems found are part of its outcome.
+//!
+//! A request that finds its tenant behind does not migrate it: it answers
+//! 503 `tenant_migrating` and [`OnDemand`] starts a run for that tenant in
+//! the background (at most one per merchant at a time; a failed run is
+//! recorded like any other and retried no sooner than [`RETRY_FAILED`]
+//! later).
 
 use std::{
     collections::{HashMap, VecDeque},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use diesel::PgConnection;
@@ -19,12 +27,13 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::{
-    Tier,
+    Tier, classification,
     crypto::Purpose,
     migrations::{latest_tenant_version, migrate_tenant_schema},
     provisioning::url_for_database,
 };
 use crate::{
+    app::App,
     config::Settings,
     db::{
         ids::{MerchantId, RunId},
@@ -36,6 +45,7 @@ use crate::{
         },
         pool,
     },
+    error::ApiError,
     redact::redact_text,
 };
 
@@ -53,6 +63,8 @@ pub struct Target {
     pub slug: String,
     pub tier: Tier,
     pub schema: String,
+    /// The placement generation it was read at.
+    pub generation: i64,
     /// The database of a dedicated tenant.
     pub database: Option<String>,
     /// The sealed URL of a database the merchant brought (migrated as the
@@ -92,6 +104,13 @@ pub struct Outcome {
     pub status: &'static str,
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// What the table check found after the migration (the tenant is not
+    /// served while this is not empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unclassified: Vec<String>,
+    /// The placement generation the tenant was migrated at.
+    #[serde(skip)]
+    pub generation: i64,
 }
 
 /// The result of a run.
@@ -156,6 +175,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
             slug: m.slug,
             tier,
             schema: m.schema_name,
+            generation: m.generation,
             database,
             brought,
             before,
@@ -175,7 +195,7 @@ pub fn migrate_target(
 ) -> Outcome {
     let started = Instant::now();
     let latest = latest_tenant_version();
-    let result: Result<(), String> = match (&t.database, t.tier) {
+    let result: Result<Vec<String>, String> = match (&t.database, t.tier) {
         (Some(db), Tier::Dedicated) => {
             // A posd-created database is migrated as the owner role and
             // granted to the app role; a brought one as the merchant's role.
@@ -195,13 +215,17 @@ pub fn migrate_target(
             url.and_then(|url| pool::connect(&url).map_err(|e| redact_text(&e.to_string())))
                 .and_then(|mut conn| {
                     migrate_tenant_schema(&mut conn, &t.schema, grant_to)
-                        .map(drop)
-                        .map_err(|e| redact_text(&e.to_string()))
+                        .map_err(|e| redact_text(&e.to_string()))?;
+                    Ok(check_tables(&mut conn, t))
                 })
         }
         _ => migrate_tenant_schema(platform, &t.schema, Some(app_role))
-            .map(drop)
-            .map_err(|e| redact_text(&e.to_string())),
+            .map_err(|e| redact_text(&e.to_string()))
+            .map(|_| check_tables(platform, t)),
+    };
+    let (result, unclassified) = match result {
+        Ok(problems) => (Ok(()), problems),
+        Err(e) => (Err(e), Vec::new()),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let outcome = Outcome {
@@ -217,6 +241,8 @@ pub fn migrate_target(
         status: if result.is_ok() { "migrated" } else { "failed" },
         error: result.err(),
         duration_ms,
+        unclassified,
+        generation: t.generation,
     };
     record(
         platform,
@@ -227,6 +253,16 @@ pub fn migrate_target(
         run,
     );
     outcome
+}
+
+/// The table check of a tenant just migrated, on the connection that
+/// migrated it. A check that cannot run is logged: the next check (pool
+/// build, boot) covers it.
+fn check_tables(conn: &mut PgConnection, t: &Target) -> Vec<String> {
+    classification::check_tenant_schema(conn, &t.schema).unwrap_or_else(|e| {
+        tracing::warn!(merchant = %t.merchant, error = %e, "could not check a migrated tenant's tables");
+        Vec::new()
+    })
 }
 
 fn record(
@@ -250,35 +286,6 @@ fn record(
     );
     if let Err(e) = recorded {
         tracing::error!(merchant = %t.merchant, error = %e, "could not record a tenant migration outcome");
-    }
-}
-
-/// Brings one merchant's schema up to date before it is served (blocking).
-/// Returns the error of a failed migration.
-pub fn migrate_merchant(
-    settings: &Settings,
-    app_role: &str,
-    merchant: MerchantId,
-) -> Result<(), String> {
-    let mut owner = connect_owner(settings)?;
-    let sel = Selection {
-        merchants: vec![merchant],
-        tier: None,
-    };
-    let Some(t) = targets(&mut Platform::new(&mut owner), &sel)?.pop() else {
-        return Ok(());
-    };
-    if t.is_current() {
-        t.record_if_stale(&mut owner, None);
-        return Ok(());
-    }
-    let o = migrate_target(settings, app_role, &mut owner, &t, None);
-    match o.error {
-        None => {
-            tracing::info!(merchant = %merchant, before = ?o.before, after = ?o.after, "tenant migrated before serving");
-            Ok(())
-        }
-        Some(e) => Err(e),
     }
 }
 
@@ -321,6 +328,8 @@ pub fn migrate(
                 before: t.before,
                 error: None,
                 duration_ms: 0,
+                unclassified: Vec::new(),
+                generation: t.generation,
             };
             on_outcome(&o);
             outcomes.push(o);
@@ -371,4 +380,174 @@ pub fn migrate(
     )
     .map_err(|e| e.to_string())?;
     Ok(Report { run, outcomes })
+}
+
+/// How long a tenant whose on-demand migration failed is answered
+/// `tenant_migration_failed` before a request starts another run.
+pub const RETRY_FAILED: Duration = Duration::from_secs(30);
+
+enum Attempt {
+    Running,
+    Failed(Instant),
+}
+
+/// Migrations started by requests that found their tenant behind.
+#[derive(Default)]
+pub struct OnDemand {
+    attempts: Mutex<HashMap<MerchantId, Attempt>>,
+}
+
+impl OnDemand {
+    /// Whether a run for the merchant is under way in this process.
+    pub fn running(&self, merchant: MerchantId) -> bool {
+        matches!(self.attempts.lock().get(&merchant), Some(Attempt::Running))
+    }
+
+    /// Starts a background run for a behind tenant unless one is running
+    /// or one failed less than [`RETRY_FAILED`] ago; answers what its
+    /// request gets meanwhile (503).
+    pub fn start(&self, app: &App, merchant: MerchantId) -> ApiError {
+        {
+            let mut attempts = self.attempts.lock();
+            match attempts.get(&merchant) {
+                Some(Attempt::Running) => return migrating(),
+                Some(Attempt::Failed(at)) if at.elapsed() < RETRY_FAILED => {
+                    let left = RETRY_FAILED.saturating_sub(at.elapsed());
+                    return ApiError::unavailable(
+                        "tenant_migration_failed",
+                        "upgrading this merchant's data failed; an operator has been alerted, try again later",
+                        left.as_secs() + 1,
+                    );
+                }
+                _ => {}
+            }
+            attempts.insert(merchant, Attempt::Running);
+        }
+        let app = app.clone();
+        rocket::tokio::task::spawn_blocking(move || {
+            let ok = run_on_demand(&app, merchant);
+            // The directory first: a request that sees the run gone must
+            // read the new state, not start another run.
+            app.directory.invalidate(merchant);
+            let mut attempts = app.on_demand.attempts.lock();
+            if ok {
+                attempts.remove(&merchant);
+            } else {
+                attempts.insert(merchant, Attempt::Failed(Instant::now()));
+            }
+        });
+        migrating()
+    }
+}
+
+fn migrating() -> ApiError {
+    ApiError::unavailable(
+        "tenant_migrating",
+        "this merchant's data is being upgraded; try again shortly",
+        2,
+    )
+}
+
+/// One tenant's on-demand run, recorded as a fleet run of one
+/// (`requested_by` = `on-demand`). Whether it succeeded.
+fn run_on_demand(app: &App, merchant: MerchantId) -> bool {
+    let sel = Selection {
+        merchants: vec![merchant],
+        tier: None,
+    };
+    match migrate(
+        &app.settings,
+        &app.app_role,
+        "on-demand",
+        &sel,
+        1,
+        false,
+        &|_| {},
+    ) {
+        Ok(report) => {
+            let mut ok = true;
+            for o in &report.outcomes {
+                match &o.error {
+                    Some(e) => {
+                        ok = false;
+                        tracing::error!(%merchant, run = %report.run.id, error = %e, "on-demand tenant migration failed; not serving the tenant");
+                    }
+                    None => {
+                        tracing::info!(%merchant, run = %report.run.id, before = ?o.before, after = ?o.after, status = o.status, "tenant migrated on demand");
+                    }
+                }
+                apply_check(app, o);
+            }
+            ok
+        }
+        Err(e) => {
+            tracing::error!(%merchant, error = %e, "on-demand tenant migration could not run; not serving the tenant");
+            false
+        }
+    }
+}
+
+/// Records the table check that followed a tenant's migration: a blocked
+/// dedicated tenant's pool is dropped, so that it is checked again when it
+/// is rebuilt.
+pub fn apply_check(app: &App, o: &Outcome) {
+    if o.status != "migrated" {
+        return;
+    }
+    let blocked = app
+        .coverage
+        .record(o.merchant_id, o.generation, o.unclassified.clone());
+    if blocked.is_some() && o.tier == Tier::Dedicated {
+        app.pools.evict(o.merchant_id);
+    }
+}
+
+/// Checks again the tables of the blocked tenants a run found up to date
+/// (a migrated tenant was checked as part of its migration), so that an
+/// operator who fixed a tenant's tables gets it served at once by running a
+/// migration for it: schema tenants in one catalog query, dedicated tenants
+/// by rebuilding their pool (blocking).
+pub fn recheck_blocked(app: &App, outcomes: &[Outcome]) {
+    let placements: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status == "up_to_date" && app.coverage.get(o.merchant_id).is_some())
+        .filter_map(|o| match app.directory.resolve(o.merchant_id) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(merchant = %o.merchant_id, error = %e, "cannot re-check a blocked tenant");
+                None
+            }
+        })
+        .collect();
+    let schemas: Vec<String> = placements
+        .iter()
+        .filter(|p| p.tier == Tier::Schema)
+        .map(|p| p.schema.to_string())
+        .collect();
+    if !schemas.is_empty() {
+        let found = app
+            .platform
+            .pool
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                classification::check_tenant_schemas(&mut c, &schemas).map_err(|e| e.to_string())
+            });
+        match found {
+            Ok(mut found) => {
+                for p in placements.iter().filter(|p| p.tier == Tier::Schema) {
+                    let problems = found.remove(p.schema.as_ref()).unwrap_or_default();
+                    app.coverage.record(p.merchant, p.generation, problems);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot re-check blocked schema tenants"),
+        }
+    }
+    for p in placements.iter().filter(|p| p.tier == Tier::Dedicated) {
+        app.pools.evict(p.merchant);
+        // Building the pool checks the tables and records the result.
+        if let Err(e) = app.pools.get_or_build(p) {
+            tracing::info!(merchant = %p.merchant, error = %e, "blocked dedicated tenant re-checked");
+        }
+    }
 }

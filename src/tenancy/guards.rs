@@ -5,6 +5,11 @@
 //! global pool, dedicated merchants their own pool. [`TenantDb::run`] runs a
 //! closure on a blocking thread inside one transaction that starts by
 //! binding the merchant and `search_path`.
+//!
+//! The guard has no side effect on the tenant: it never migrates (a behind
+//! tenant is migrated in the background) and consults the in-memory set of
+//! blocked tenants, never the catalog, except for a blocked tenant due for
+//! a re-check.
 
 use std::sync::Arc;
 
@@ -16,13 +21,15 @@ use rocket::{
 
 use super::{
     Tier,
+    classification::check_tenant_schema,
+    migrations::latest_tenant_version,
     placement::Placement,
     pools::{PoolHandle, TenantPools},
 };
 use crate::{
     app::App,
     auth::guards::Staff,
-    db::{ids::MerchantId, tenant::TenantTx},
+    db::{ids::MerchantId, platform::migration_state::MigrationState, tenant::TenantTx},
     error::{ApiError, ApiResult, fail},
 };
 
@@ -36,27 +43,39 @@ pub struct TenantDb {
 
 impl TenantDb {
     /// Resolves the pool for a placement (blocking only on a cold dedicated
-    /// pool).
+    /// pool). A tenant that is behind on migrations is not served: its
+    /// migration starts in the background ([`super::fleet::OnDemand`]) and
+    /// the request gets 503 `tenant_migrating`. A tenant whose tables fail
+    /// the classification check gets 503 `tenant_unclassified_table`
+    /// ([`super::classification::Coverage`]).
     pub async fn for_placement(app: &App, placement: Arc<Placement>) -> ApiResult<TenantDb> {
-        if !placement.migrated {
-            // Never serve a tenant whose schema is behind: migrate it first.
-            let settings = app.settings.clone();
-            let role = app.app_role.clone();
-            let merchant = placement.merchant;
-            tokio::task::spawn_blocking(move || {
-                super::fleet::migrate_merchant(&settings, &role, merchant)
-            })
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| {
-                tracing::error!(%merchant, error = %e, "tenant migration failed; not serving the tenant");
-                ApiError::unavailable(
-                    "tenant_migration_failed",
-                    "this merchant's data is being upgraded; try again shortly",
-                    30,
-                )
-            })?;
-            app.directory.invalidate(merchant);
+        let merchant = placement.merchant;
+        if !placement.migrated && !recorded_current(app, merchant).await? {
+            return Err(app.on_demand.start(app, merchant));
+        }
+        if let Some(blocked) = app.coverage.blocked(merchant, placement.generation) {
+            if !blocked.claim_recheck() {
+                return Err(blocked.error());
+            }
+            match placement.tier {
+                // Its pool is not kept while it is blocked: building it
+                // below checks again.
+                Tier::Dedicated => app.pools.evict(merchant),
+                Tier::Shared | Tier::Schema => {
+                    let schema = placement.schema.to_string();
+                    let problems = app
+                        .blocking(&app.platform, move |conn| {
+                            Ok(check_tenant_schema(conn, &schema)?)
+                        })
+                        .await?;
+                    if let Some(b) = app
+                        .coverage
+                        .record(merchant, placement.generation, problems)
+                    {
+                        return Err(b.error());
+                    }
+                }
+            }
         }
         let handle = match placement.tier {
             Tier::Shared | Tier::Schema => app.platform.clone(),
@@ -137,6 +156,23 @@ impl TenantDb {
         .await
         .map_err(ApiError::internal)?
     }
+}
+
+/// Whether the control plane records the merchant at the latest tenant
+/// migration (a placement that says otherwise may be stale, or built
+/// without looking).
+async fn recorded_current(app: &App, merchant: MerchantId) -> ApiResult<bool> {
+    let state = app
+        .platform(move |p| Ok(MigrationState::find(p, merchant)?))
+        .await?;
+    let current = state
+        .and_then(|s| s.version)
+        .is_some_and(|v| v == latest_tenant_version());
+    if current && app.directory.cached(merchant).is_some_and(|p| !p.migrated) {
+        // The cached placement is stale: the next request reads it anew.
+        app.directory.invalidate(merchant);
+    }
+    Ok(current)
 }
 
 #[rocket::async_trait]

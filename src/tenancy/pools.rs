@@ -7,6 +7,11 @@
 //! connection budget shared by every tenant pool (see [`crate::db::pool`]).
 //! A tenant database that keeps failing is put behind a circuit breaker
 //! ([`super::breaker`]).
+//!
+//! Building a pool checks the tenant's tables ([`super::classification`]) on
+//! its first connection: a tenant that fails is recorded as blocked and its
+//! pool is not kept, so the next build (see [`super::classification::RECHECK`])
+//! checks again.
 
 use std::{
     collections::HashMap,
@@ -24,6 +29,7 @@ use serde::Serialize;
 
 use super::{
     breaker::Breakers,
+    classification::{self, Coverage},
     crypto::{Keyring, Purpose},
     placement::Placement,
 };
@@ -94,6 +100,7 @@ pub struct TenantPools {
     evictions: AtomicU64,
     stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     evicted: broadcast::Sender<MerchantId>,
+    coverage: Arc<Coverage>,
 }
 
 /// Knobs for [`TenantPools::new`].
@@ -109,7 +116,12 @@ pub struct TenantPoolsConfig {
 }
 
 impl TenantPools {
-    pub fn new(cfg: TenantPoolsConfig, keyring: Keyring, platform: Pool) -> Arc<Self> {
+    pub fn new(
+        cfg: TenantPoolsConfig,
+        keyring: Keyring,
+        platform: Pool,
+        coverage: Arc<Coverage>,
+    ) -> Arc<Self> {
         // One small thread pool for every tenant pool's background work,
         // instead of r2d2's default of three threads per pool.
         let threads = Arc::new(
@@ -137,6 +149,7 @@ impl TenantPools {
             evictions: AtomicU64::new(0),
             stop: Mutex::new(None),
             evicted: broadcast::channel(256).0,
+            coverage,
         })
     }
 
@@ -204,6 +217,7 @@ impl TenantPools {
         ));
         drop(url);
         self.builds.fetch_add(1, Ordering::Relaxed);
+        self.check_tables(p, &handle)?;
         let mut evicted = Vec::new();
         let mut evicted_ids = Vec::new();
         let handle = {
@@ -251,6 +265,24 @@ impl TenantPools {
         self.evicted(evicted_ids);
         self.breakers.success(p.merchant);
         Ok(handle)
+    }
+
+    /// Checks the tables of a newly built pool's database, on its first
+    /// connection; records the result, and answers the block as an error.
+    fn check_tables(&self, p: &Placement, handle: &PoolHandle) -> Result<(), ApiError> {
+        let mut conn = match self.checkout(p.merchant, &handle.pool, self.opts.connect_timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                self.breakers.failure(p.merchant);
+                return Err(e.into());
+            }
+        };
+        let problems = classification::check_tenant_schema(&mut conn.conn, &p.schema)?;
+        drop(conn);
+        match self.coverage.record(p.merchant, p.generation, problems) {
+            Some(blocked) => Err(blocked.error()),
+            None => Ok(()),
+        }
     }
 
     /// Checks a connection out of a dedicated merchant's pool, waiting at

@@ -108,3 +108,16 @@ fn boot_refuses_an_app_role_that_owns_tables() {
     let err = boot(&db.name, &[]).err().expect("boot must fail");
     assert!(err.contains("owns 1 table"), "{err}");
 }
+
+#[test]
+fn migration_concurrency_is_a_setting_of_at_least_one() {
+    let db = TestDb::new();
+    let err = crate::common::settings(&db.name, &[("migration_concurrency", json!(0))])
+        .expect_err("0 must be refused");
+    assert!(err.contains("POSD_MIGRATION_CONCURRENCY"), "{err}");
+    assert!(err.contains("at least 1"), "{err}");
+    let s = crate::common::settings(&db.name, &[("migration_concurrency", json!(7))]).unwrap();
+    assert_eq!(s.migration_concurrency, 7);
+    let s = crate::common::settings(&db.name, &[]).unwrap();
+    assert_eq!(s.migration_concurrency, 4, "the default");
+}

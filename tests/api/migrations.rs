@@ -1,14 +1,17 @@
-//! Tenant migrations across the fleet, and before a behind tenant's first
-//! request.
+//! Tenant migrations across the fleet, and in the background for a behind
+//! tenant that gets a request.
 
-use std::io::{BufRead, BufReader};
+use std::{
+    io::{BufRead, BufReader},
+    time::Duration,
+};
 
 use diesel::connection::SimpleConnection;
-use rocket::http::Status;
+use rocket::http::{Method, Status};
 use secrecy::ExposeSecret;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::common::{TestApp, unmigrate};
+use crate::common::{Merchant, TestApp, count, unmigrate};
 use posd::{
     db::platform::{Platform, migration_state::schema_versions},
     tenancy::{
@@ -212,12 +215,31 @@ async fn a_killed_run_resumes() {
     );
 }
 
-/// A tenant whose schema is behind is migrated before it is served.
-#[rocket::async_test]
-async fn a_behind_tenant_is_migrated_before_its_first_request() {
-    let t = TestApp::new().await;
-    let schema_m = t.merchant("behind-schema", Tier::Schema).await;
-    let dedicated_m = t.merchant("behind-dedicated", Tier::Dedicated).await;
+/// Waits until `m` is no longer being migrated in the background, and
+/// answers its tenant view.
+pub async fn wait_migration(t: &TestApp, m: &Merchant) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let admin = t.admin_token();
+    loop {
+        let (status, view) = t
+            .get(&format!("/api/v2/POS/admin/tenants/{}", m.id), &admin)
+            .await;
+        assert_eq!(status, Status::Ok, "{view}");
+        if view["migrating"] == json!(false) && view["migrationStatus"].is_string() {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background migration of {} never finished: {view}",
+            m.slug
+        );
+        rocket::tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Takes a schema tenant and a dedicated tenant back to before their tenant
+/// migrations, as if they had been provisioned by an older posd.
+fn put_behind(t: &TestApp, schema_m: &Merchant, dedicated_m: &Merchant) {
     let mut owner = t.db.owner();
     unmigrate(&mut owner, &tenant_schema_name(schema_m.id));
     owner
@@ -235,8 +257,48 @@ async fn a_behind_tenant_is_migrated_before_its_first_request() {
     unmigrate(&mut dedicated, &tenant_schema_name(dedicated_m.id));
     t.app().directory.invalidate_all();
     t.app().pools.evict(dedicated_m.id);
+}
+
+fn on_demand_runs(t: &TestApp) -> i64 {
+    count(
+        &mut t.db.owner(),
+        "SELECT count(*) AS n FROM tenant_migration_runs WHERE requested_by = 'on-demand'",
+    )
+    .unwrap()
+}
+
+/// A tenant whose schema is behind is not served until it is migrated: its
+/// request answers 503 `tenant_migrating` and starts the migration in the
+/// background.
+#[rocket::async_test]
+async fn a_behind_tenant_is_migrated_in_the_background() {
+    let t = TestApp::new().await;
+    let schema_m = t.merchant("behind-schema", Tier::Schema).await;
+    let dedicated_m = t.merchant("behind-dedicated", Tier::Dedicated).await;
+    put_behind(&t, &schema_m, &dedicated_m);
 
     for m in [&schema_m, &dedicated_m] {
+        let res = t
+            .send(
+                Method::Post,
+                "/api/v2/POS/products",
+                Some(&m.token),
+                Some(json!({ "sku": "NEW", "name": "n", "priceMinor": 1 })),
+                &[],
+            )
+            .await;
+        assert_eq!(res.status(), Status::ServiceUnavailable, "{}", m.slug);
+        assert!(res.headers().get_one("Retry-After").is_some());
+        let body: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "tenant_migrating", "{body}");
+
+        let tenant = wait_migration(&t, m).await;
+        assert_eq!(
+            tenant["migrationVersion"],
+            json!(latest_tenant_version()),
+            "{}: {tenant}",
+            m.slug
+        );
         let (status, body) = t
             .post(
                 "/api/v2/POS/products",
@@ -245,19 +307,8 @@ async fn a_behind_tenant_is_migrated_before_its_first_request() {
             )
             .await;
         assert_eq!(status, Status::Created, "{}: {body}", m.slug);
-        let (_, tenant) = t
-            .get(
-                &format!("/api/v2/POS/admin/tenants/{}", m.id),
-                &t.admin_token(),
-            )
-            .await;
-        assert_eq!(
-            tenant["migrationVersion"],
-            json!(latest_tenant_version()),
-            "{}",
-            m.slug
-        );
     }
+    assert_eq!(on_demand_runs(&t), 2, "one run per tenant");
 
     // The admin endpoint reports the fleet as up to date now.
     let (status, report) = t
@@ -277,6 +328,114 @@ async fn a_behind_tenant_is_migrated_before_its_first_request() {
             .all(|o| o["status"] == "up_to_date"),
         "{report}"
     );
+}
+
+/// `GET /admin/tenants/{id}` reports a behind tenant as it is: it neither
+/// migrates it nor builds its pool.
+#[rocket::async_test]
+async fn reading_a_tenant_changes_nothing() {
+    let t = TestApp::new().await;
+    let schema_m = t.merchant("read-schema", Tier::Schema).await;
+    let dedicated_m = t.merchant("read-dedicated", Tier::Dedicated).await;
+    put_behind(&t, &schema_m, &dedicated_m);
+    let builds = t.app().pools.summary().builds;
+    for m in [&schema_m, &dedicated_m] {
+        for _ in 0..2 {
+            let (status, tenant) = t
+                .get(
+                    &format!("/api/v2/POS/admin/tenants/{}", m.id),
+                    &t.admin_token(),
+                )
+                .await;
+            assert_eq!(status, Status::Ok, "{tenant}");
+            assert_eq!(tenant["migrationVersion"], json!(null), "{tenant}");
+            assert_eq!(tenant["pool"], json!(null), "{tenant}");
+            assert_eq!(tenant["migrating"], json!(false), "{tenant}");
+        }
+    }
+    assert_eq!(versions(&t, &[schema_m.id]), vec![None], "not migrated");
+    assert_eq!(t.app().pools.summary().builds, builds, "no pool built");
+    assert_eq!(on_demand_runs(&t), 0);
+    let mut owner = t.db.owner();
+    assert_eq!(
+        count(
+            &mut owner,
+            "SELECT count(*) AS n FROM tenant_migration_runs"
+        )
+        .unwrap(),
+        0
+    );
+}
+
+/// Many requests while a tenant's migration runs start one run; a failed
+/// run is recorded and its tenant answered `tenant_migration_failed`.
+#[rocket::async_test]
+async fn one_background_migration_per_tenant_and_a_failure_is_recorded() {
+    let t = TestApp::new().await;
+    let m = t.merchant("busy", Tier::Schema).await;
+    let broken = t.merchant("broken", Tier::Schema).await;
+    let mut owner = t.db.owner();
+    for x in [&m, &broken] {
+        unmigrate(&mut owner, &tenant_schema_name(x.id));
+    }
+    owner
+        .batch_execute(&format!(
+            "UPDATE tenant_migration_state SET version = NULL WHERE merchant_id IN ('{}', '{}');
+             CREATE TABLE \"{}\".products (x int);",
+            m.id,
+            broken.id,
+            tenant_schema_name(broken.id)
+        ))
+        .unwrap();
+    t.app().directory.invalidate_all();
+
+    // Hold the tenant's migration lock: its run waits until released.
+    let mut blocker = t.db.owner();
+    blocker
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock({}, hashtext('{}'))",
+            posd::tenancy::migrations::LOCK_CLASS,
+            tenant_schema_name(m.id)
+        ))
+        .unwrap();
+    for _ in 0..5 {
+        let (status, body) = rocket::tokio::time::timeout(
+            Duration::from_secs(10),
+            t.get("/api/v2/POS/products", &m.token),
+        )
+        .await
+        .expect("a request does not wait for its tenant's migration");
+        assert_eq!(status, Status::ServiceUnavailable, "{body}");
+        assert_eq!(body["error"]["code"], "tenant_migrating");
+    }
+    let (_, tenant) = t
+        .get(
+            &format!("/api/v2/POS/admin/tenants/{}", m.id),
+            &t.admin_token(),
+        )
+        .await;
+    assert_eq!(tenant["migrating"], json!(true), "{tenant}");
+    drop(blocker);
+    let tenant = wait_migration(&t, &m).await;
+    assert_eq!(tenant["migrationStatus"], "ok", "{tenant}");
+    assert_eq!(on_demand_runs(&t), 1, "one run for five requests");
+    let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
+    assert_eq!(status, Status::Ok, "{body}");
+
+    let (status, body) = t.get("/api/v2/POS/products", &broken.token).await;
+    assert_eq!(status, Status::ServiceUnavailable, "{body}");
+    let tenant = wait_migration(&t, &broken).await;
+    assert_eq!(tenant["migrationStatus"], "failed", "{tenant}");
+    assert!(
+        tenant["migrationError"]
+            .as_str()
+            .is_some_and(|e| e.contains("products")),
+        "{tenant}"
+    );
+    let (status, body) = t.get("/api/v2/POS/products", &broken.token).await;
+    assert_eq!(status, Status::ServiceUnavailable, "{body}");
+    assert_eq!(body["error"]["code"], "tenant_migration_failed", "{body}");
+    assert_eq!(on_demand_runs(&t), 2, "a failure is not retried at once");
 }
 
 /// Every tenant migration can be reverted and applied again, leaving

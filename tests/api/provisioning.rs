@@ -381,3 +381,123 @@ async fn deprovisioning_needs_an_export_or_force_and_returns_the_merchant_to_the
     assert_eq!(status, Status::Created, "{body}");
     t.product(&schema_m, "BACK").await;
 }
+
+/// The admin audit entries of `action` for merchant `m` (or for no
+/// merchant), oldest first: `(actor, details)`.
+fn audit_of(t: &TestApp, action: &str, m: Option<MerchantId>) -> Vec<(String, Value)> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        actor: String,
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        details: Value,
+    }
+    let filter = match m {
+        Some(m) => format!("merchant_id = '{m}'"),
+        None => "merchant_id IS NULL".to_string(),
+    };
+    let rows: Vec<Row> = diesel::RunQueryDsl::load(
+        diesel::sql_query(format!(
+            "SELECT actor, details FROM admin_audit WHERE action = '{action}' AND {filter} ORDER BY id"
+        )),
+        &mut t.db.owner(),
+    )
+    .unwrap();
+    rows.into_iter().map(|r| (r.actor, r.details)).collect()
+}
+
+#[rocket::async_test]
+async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
+    let t = TestApp::with(&[("provision_fail_after_step", json!(3))]).await;
+    let admin = t
+        .app()
+        .jwt
+        .issue_admin("ops-alice", std::time::Duration::from_secs(600))
+        .unwrap();
+    let m = t.shared_merchant("audited").await;
+    let failing = t.shared_merchant("audited-fails").await;
+
+    // Schema provisioning has three steps: the fault hook fails the third.
+    let (status, body) = t
+        .post(
+            PROVISION,
+            &admin,
+            json!({ "merchantId": failing.id.to_string(), "tier": "schema" }),
+        )
+        .await;
+    assert_eq!(status, Status::UnprocessableEntity, "{body}");
+    let rows = audit_of(&t, "tenant.provision", Some(failing.id));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "ops-alice");
+    assert_eq!(rows[0].1["outcome"], "failed");
+    assert_eq!(rows[0].1["code"], "injected_fault");
+    assert_eq!(rows[0].1["runId"], body["run"]["id"]);
+
+    // Without the fault hook from here on.
+    let TestApp { client, db } = t;
+    drop(client);
+    let t = TestApp::on(db, &[]).await;
+    let (status, body) = t
+        .post(
+            PROVISION,
+            &admin,
+            json!({ "merchantId": m.id.to_string(), "tier": "schema" }),
+        )
+        .await;
+    assert_eq!(status, Status::Created, "{body}");
+    let (status, _) = t
+        .post(
+            PROVISION,
+            &admin,
+            json!({ "merchantId": m.id.to_string(), "tier": "schema" }),
+        )
+        .await;
+    assert_eq!(status, Status::Conflict);
+    let rows = audit_of(&t, "tenant.provision", Some(m.id));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|(actor, _)| actor == "ops-alice"));
+    assert_eq!(rows[0].1["outcome"], "ready");
+    assert_eq!(rows[0].1["tier"], "schema");
+    assert_eq!(rows[0].1["runId"], body["run"]["id"]);
+    assert_eq!(rows[1].1["outcome"], "refused");
+    assert_eq!(rows[1].1["code"], "already_provisioned");
+
+    let (status, report) = t
+        .post(
+            "/api/v2/POS/admin/tenants/migrate",
+            &admin,
+            json!({ "merchantIds": [m.id] }),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{report}");
+    let rows = audit_of(&t, "tenants.migrate", Some(m.id));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "ops-alice");
+    assert_eq!(rows[0].1["outcome"], "ok");
+    assert_eq!(rows[0].1["runId"], report["run"]["id"]);
+    assert_eq!(rows[0].1["upToDate"], 1);
+    let (status, _) = t
+        .post(
+            "/api/v2/POS/admin/tenants/migrate",
+            &admin,
+            json!({ "dryRun": true }),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    let rows = audit_of(&t, "tenants.migrate", None);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].1["dryRun"], true);
+
+    let path = deprovision_path(m.id);
+    let (status, _) = t.post(&path, &admin, json!({})).await;
+    assert_eq!(status, Status::Conflict);
+    let (status, body) = t.post(&path, &admin, json!({ "force": true })).await;
+    assert_eq!(status, Status::Ok, "{body}");
+    let rows = audit_of(&t, "tenant.deprovision", Some(m.id));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|(actor, _)| actor == "ops-alice"));
+    assert_eq!(rows[0].1["outcome"], "refused");
+    assert_eq!(rows[0].1["code"], "export_required");
+    assert_eq!(rows[1].1["outcome"], "deprovisioned");
+    assert_eq!(rows[1].1["force"], true);
+}

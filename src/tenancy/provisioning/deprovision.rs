@@ -7,7 +7,9 @@
 //! operator forces it. A database the merchant brought is never dropped:
 //! posd forgets its credentials and leaves it as it is. The placement flips
 //! first (so nothing is routed to what is about to go), then the schema or
-//! database is dropped; a failed drop is reported, not hidden.
+//! database is dropped; a failed drop is reported, not hidden. The admin
+//! audit records the placement change in the same transaction, and a failed
+//! drop as a second entry.
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -120,6 +122,7 @@ fn deprovision_locked(
             "tenant.deprovision",
             Some(merchant),
             json!({
+                "outcome": "deprovisioned",
                 "fromTier": m.tier,
                 "force": force,
                 "byo": byo,
@@ -167,6 +170,16 @@ fn deprovision_locked(
         }
         Err(e) => {
             tracing::error!(%merchant, %what, error = %redact_text(&e), "deprovisioned, but the drop failed; drop it by hand");
+            let recorded = audit::record(
+                &mut Platform::new(owner),
+                operator,
+                "tenant.deprovision",
+                Some(merchant),
+                json!({ "outcome": "left_behind", "leftBehind": what, "error": redact_text(&e) }),
+            );
+            if let Err(e) = recorded {
+                tracing::error!(%merchant, error = %e, "could not record a failed drop in the admin audit");
+            }
             out.left_behind = Some(what);
         }
     }
