@@ -12,7 +12,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body, docs,
-    fields::{CurrencyCode, Email, Name, Password, Slug, TimeZone, Token64},
+    fields::{CurrencyCode, Email, Name, OwnTier, Password, Slug, TimeZone, Token64},
 };
 use crate::{
     app::App,
@@ -262,7 +262,7 @@ async fn resume(
 struct MigrateTenants {
     #[serde(default)]
     merchant_ids: Vec<MerchantId>,
-    tier: Option<String>,
+    tier: Option<OwnTier>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -278,13 +278,7 @@ async fn migrate_tenants(
     body: Body<MigrateTenants>,
 ) -> ApiResult<Json<fleet::Report>> {
     let b = body.0;
-    let tier = match b.tier.as_deref() {
-        None => None,
-        Some(t) => match Tier::parse(t) {
-            Some(t @ (Tier::Schema | Tier::Dedicated)) => Some(t),
-            _ => return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`")),
-        },
-    };
+    let tier = b.tier.map(Tier::from);
     let selection = fleet::Selection {
         merchants: b.merchant_ids,
         tier,

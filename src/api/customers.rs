@@ -6,7 +6,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body, docs,
-    fields::{LongNote, Name, OptionalEmail, Phone, opt},
+    fields::{LongNote, Name, OptionalEmail, PageLimit, Phone, SearchText, opt},
     nullable,
     params::{self, Page},
 };
@@ -55,9 +55,9 @@ struct ListQuery<'r> {
 
 #[utoipa::path(get, path = "/customers", tag = "customers", security(("staff" = [])),
     params(
-        ("q" = Option<String>, Query, description = "search in name, email and phone"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("q" = inline(Option<SearchText>), Query, description = "search in name, email and phone"),
+        ("limit" = inline(Option<PageLimit>), Query, description = "default 50"),
+        ("cursor" = Option<Uuid>, Query, description = "`nextCursor` of the previous page"),
     ),
     responses(
         (status = 200, body = Page<Customer>),

@@ -95,6 +95,37 @@ macro_rules! text_field {
     };
 }
 
+/// A JSON number that is a whole number. JSON Schema counts `12.0` as an
+/// integer, so the server does too; `12.5` is a type error.
+struct Integral;
+
+impl de::Visitor<'_> for Integral {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a whole number")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| invalid(format_args!("{v} is out of range")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+        // Exact up to 2^53, far beyond every bound here.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if v.fract() == 0.0 && v.abs() <= EXACT {
+            #[expect(clippy::cast_possible_truncation, reason = "whole and within 2^53")]
+            Ok(v as i64)
+        } else {
+            Err(de::Error::invalid_type(de::Unexpected::Float(v), &self))
+        }
+    }
+}
+
 /// Defines an integer field type with an inclusive range.
 macro_rules! int_field {
     ($(#[$doc:meta])* $name:ident: $t:ty, $format:ident, $min:expr, $max:expr) => {
@@ -110,11 +141,17 @@ macro_rules! int_field {
             pub fn get(self) -> $t {
                 self.0
             }
+
+            /// `v` if it is within the bounds.
+            pub fn new(v: $t) -> Option<Self> {
+                (Self::MIN..=Self::MAX).contains(&v).then_some($name(v))
+            }
         }
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let v = <$t>::deserialize(d)?;
+                let v = <$t>::try_from(d.deserialize_any(Integral)?)
+                    .map_err(|_| invalid::<D::Error>("is out of range"))?;
                 if (Self::MIN..=Self::MAX).contains(&v) {
                     Ok($name(v))
                 } else {
@@ -214,8 +251,59 @@ int_field!(
     StockDelta: i64, Int64, -1_000_000_000, 1_000_000_000
 );
 int_field!(
+    /// Units received: a positive change of stock.
+    Received: i64, Int64, 1, 1_000_000_000
+);
+int_field!(
+    /// Units lost: a negative change of stock.
+    Removed: i64, Int64, -1_000_000_000, -1
+);
+int_field!(
     /// A counted stock level in units.
     StockCount: i64, Int64, 0, 1_000_000_000
+);
+int_field!(
+    /// How many items a page holds.
+    PageLimit: i64, Int64, 1, crate::api::params::MAX_LIMIT
+);
+
+/// A query parameter's schema only: the parameter is parsed in
+/// [`crate::api::params`], beside the bounds this describes.
+macro_rules! param_schema {
+    ($(#[$doc:meta])* $name:ident, $schema:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                $schema.into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+param_schema!(
+    /// A day, `YYYY-MM-DD`, from 2000-01-01 to 2099-12-31.
+    Day,
+    string()
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+        .pattern(Some(crate::api::params::DAY_PATTERN))
+);
+param_schema!(
+    /// An RFC 3339 time from 2000 to 2099.
+    Instant,
+    string()
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .pattern(Some(crate::api::params::INSTANT_PATTERN))
+);
+param_schema!(
+    /// A search text: at most 100 characters.
+    SearchText,
+    string()
+        .max_length(Some(crate::api::params::MAX_SEARCH))
+        .pattern(Some(NO_CONTROLS))
 );
 
 /// Defines a text type checked by `$check` (a `fn(&str) -> Result<String,
@@ -287,9 +375,10 @@ checked_text!(
         Some(c) => Ok(c.code().to_string()),
         None => Err("must be an ISO 4217 currency code such as USD"),
     },
-    string()
-        .pattern(Some("^[A-Z]{3}$"))
-        .examples(["EUR", "USD"])
+    string().enum_values(Some(
+        <iso_currency::Currency as iso_currency::IntoEnumIterator>::iter()
+            .map(|c| c.code())
+    ))
 );
 
 checked_text!(
@@ -381,6 +470,24 @@ checked_text!(
 impl Default for Amount {
     fn default() -> Self {
         Amount(0)
+    }
+}
+
+/// A tier a merchant can be provisioned onto (every merchant starts on
+/// the shared tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnTier {
+    Schema,
+    Dedicated,
+}
+
+impl From<OwnTier> for crate::tenancy::Tier {
+    fn from(t: OwnTier) -> Self {
+        match t {
+            OwnTier::Schema => crate::tenancy::Tier::Schema,
+            OwnTier::Dedicated => crate::tenancy::Tier::Dedicated,
+        }
     }
 }
 
@@ -491,6 +598,10 @@ mod tests {
         let q = |s: &str| serde_json::from_str::<Quantity>(s).map_err(|e| e.to_string());
         assert_eq!(q("1").unwrap().get(), 1);
         assert!(q("0").unwrap_err().starts_with("invalid value:"));
+        assert_eq!(q("12.0").unwrap().get(), 12);
+        assert!(q("1.5").unwrap_err().starts_with("invalid type:"));
+        assert!(q("\"1\"").unwrap_err().starts_with("invalid type:"));
+        assert!(q("1e300").is_err());
         assert!(q("100001").is_err());
         let schema = serde_json::to_value(Quantity::schema()).unwrap();
         assert_eq!(schema["minimum"], 1.0);

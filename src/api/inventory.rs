@@ -10,7 +10,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body, docs,
-    fields::{Note, StockCount, StockDelta, opt},
+    fields::{Note, PageLimit, Received, Removed, StockCount, StockDelta, opt},
     params::{self, Page},
 };
 use crate::{
@@ -43,8 +43,8 @@ struct ListQuery<'r> {
     params(
         ("needsCount" = Option<bool>, Query, description = "only products flagged for a count"),
         ("productId" = Option<Uuid>, Query),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("limit" = inline(Option<PageLimit>), Query, description = "default 50"),
+        ("cursor" = Option<Uuid>, Query, description = "`nextCursor` of the previous page"),
     ),
     responses(
         (status = 200, body = Page<Level>),
@@ -92,7 +92,7 @@ async fn movements(
     .map(Json)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum AdjustReason {
     Receive,
@@ -101,18 +101,111 @@ enum AdjustReason {
     Correction,
 }
 
-/// `delta` changes the level by that much; a count may instead give
+/// A stock adjustment; `reason` says which kind and what it takes. `delta`
+/// changes the level by that much; a count may instead give
 /// `countedQuantity`, what is on the shelf, and clears the "needs a count"
-/// flag.
+/// flag. The body is read flat (so that errors name their field) and then
+/// checked into this shape, which is also what the contract describes.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "reason", rename_all = "snake_case", try_from = "FlatAdjustment")]
+enum Adjustment {
+    /// Stock received.
+    #[serde(rename_all = "camelCase")]
+    Receive {
+        product_id: ProductId,
+        delta: Received,
+        note: Option<Note>,
+    },
+    /// Stock damaged or lost.
+    #[serde(rename_all = "camelCase")]
+    Damage {
+        product_id: ProductId,
+        delta: Removed,
+        note: Option<Note>,
+    },
+    /// A correction either way; `delta` is not zero.
+    #[serde(rename_all = "camelCase")]
+    Correction {
+        product_id: ProductId,
+        delta: StockDelta,
+        note: Option<Note>,
+    },
+    /// A count: either `countedQuantity` or `delta`, not both.
+    #[serde(rename_all = "camelCase")]
+    Count {
+        product_id: ProductId,
+        delta: Option<StockDelta>,
+        counted_quantity: Option<StockCount>,
+        note: Option<Note>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Adjustment {
+struct FlatAdjustment {
     product_id: ProductId,
-    /// Non-zero.
     delta: Option<StockDelta>,
     counted_quantity: Option<StockCount>,
     reason: AdjustReason,
     note: Option<Note>,
+}
+
+impl TryFrom<FlatAdjustment> for Adjustment {
+    type Error = String;
+
+    fn try_from(b: FlatAdjustment) -> Result<Self, String> {
+        let invalid = |m: &str| Err(format!("invalid value: {m}"));
+        let FlatAdjustment {
+            product_id,
+            delta,
+            counted_quantity,
+            reason,
+            note,
+        } = b;
+        let d = delta.map(StockDelta::get);
+        if counted_quantity.is_some() && reason != AdjustReason::Count {
+            return invalid("countedQuantity: is only for reason `count`");
+        }
+        match reason {
+            AdjustReason::Count => match (d, counted_quantity) {
+                (Some(_), Some(_)) | (None, None) => {
+                    invalid("delta: give either delta or countedQuantity")
+                }
+                (Some(0), None) => invalid("delta: must not be zero"),
+                _ => Ok(Adjustment::Count {
+                    product_id,
+                    delta,
+                    counted_quantity,
+                    note,
+                }),
+            },
+            _ => match (reason, delta) {
+                (_, None) => invalid("delta: is required"),
+                (_, Some(d)) if d.get() == 0 => invalid("delta: must not be zero"),
+                (AdjustReason::Receive, Some(d)) => match Received::new(d.get()) {
+                    Some(delta) => Ok(Adjustment::Receive {
+                        product_id,
+                        delta,
+                        note,
+                    }),
+                    None => invalid("delta: a receipt adds stock: it must be positive"),
+                },
+                (AdjustReason::Damage, Some(d)) => match Removed::new(d.get()) {
+                    Some(delta) => Ok(Adjustment::Damage {
+                        product_id,
+                        delta,
+                        note,
+                    }),
+                    None => invalid("delta: damage removes stock: it must be negative"),
+                },
+                (_, Some(delta)) => Ok(Adjustment::Correction {
+                    product_id,
+                    delta,
+                    note,
+                }),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -141,57 +234,44 @@ async fn adjust(
     db: TenantDb,
     body: Body<Adjustment>,
 ) -> ApiResult<(Status, Json<Adjusted>)> {
-    let b = body.0;
-    let note = opt(b.note);
-    let (delta, counted) = (
-        b.delta.map(StockDelta::get),
-        b.counted_quantity.map(StockCount::get),
-    );
-    let reason = match b.reason {
-        AdjustReason::Receive => Reason::Receive,
-        AdjustReason::Count => Reason::Count,
-        AdjustReason::Damage => Reason::Damage,
-        AdjustReason::Correction => Reason::Correction,
+    let (product, reason, delta, counted, note) = match body.0 {
+        Adjustment::Receive {
+            product_id,
+            delta,
+            note,
+        } => (product_id, Reason::Receive, delta.get(), None, note),
+        Adjustment::Damage {
+            product_id,
+            delta,
+            note,
+        } => (product_id, Reason::Damage, delta.get(), None, note),
+        Adjustment::Correction {
+            product_id,
+            delta,
+            note,
+        } => (product_id, Reason::Correction, delta.get(), None, note),
+        Adjustment::Count {
+            product_id,
+            delta,
+            counted_quantity,
+            note,
+        } => (
+            product_id,
+            Reason::Count,
+            delta.map_or(0, StockDelta::get),
+            counted_quantity.map(StockCount::get),
+            note,
+        ),
     };
-    match (delta, counted) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(ApiError::invalid(
-                "delta",
-                "give either delta or countedQuantity",
-            ));
-        }
-        (None, Some(_)) if reason != Reason::Count => {
-            return Err(ApiError::invalid(
-                "countedQuantity",
-                "is only for reason `count`",
-            ));
-        }
-        (Some(0), None) => {
-            return Err(ApiError::invalid("delta", "must not be zero"));
-        }
-        (Some(d), None) if reason == Reason::Receive && d < 0 => {
-            return Err(ApiError::invalid(
-                "delta",
-                "a receipt adds stock: it must be positive",
-            ));
-        }
-        (Some(d), None) if reason == Reason::Damage && d > 0 => {
-            return Err(ApiError::invalid(
-                "delta",
-                "damage removes stock: it must be negative",
-            ));
-        }
-        _ => {}
-    }
+    let note = opt(note);
     let staff = m.0.claims.sub;
-    let product = b.product_id;
     let out = db
         .run(move |tx| {
             Product::find(tx, product).map_err(ApiError::or_not_found("product"))?;
             let current = inventory::level_for_update(tx, product)?;
             let delta = match counted {
                 Some(c) => c - current,
-                None => delta.unwrap_or(0),
+                None => delta,
             };
             let on_hand = if delta == 0 {
                 current

@@ -13,7 +13,8 @@ use utoipa::{OpenApi, ToSchema};
 use super::{
     Body, docs,
     fields::{
-        Amount, LineNo, Note, PositiveAmount, Quantity, ShortText, UnitPrice, list_field, opt,
+        Amount, Instant, LineNo, Note, PageLimit, PositiveAmount, Quantity, ShortText, UnitPrice,
+        list_field, opt,
     },
     idempotent::{self, Stored},
     params::{self, IdempotencyKey, Page},
@@ -155,6 +156,34 @@ async fn create(
     .await
 }
 
+/// An order's status, as the list filters by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum OrderStatus {
+    Completed,
+    PartiallyRefunded,
+    Refunded,
+    Voided,
+}
+
+impl OrderStatus {
+    const ALL: [OrderStatus; 4] = [
+        OrderStatus::Completed,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+        OrderStatus::Voided,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Completed => "completed",
+            OrderStatus::PartiallyRefunded => "partially_refunded",
+            OrderStatus::Refunded => "refunded",
+            OrderStatus::Voided => "voided",
+        }
+    }
+}
+
 #[derive(Debug, FromForm)]
 struct ListQuery<'r> {
     from: Option<&'r str>,
@@ -167,11 +196,11 @@ struct ListQuery<'r> {
 /// Orders, newest first.
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("staff" = [])),
     params(
-        ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
-        ("status" = Option<String>, Query, description = "completed, partially_refunded, refunded or voided"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("from" = inline(Option<Instant>), Query, description = "RFC 3339, inclusive"),
+        ("to" = inline(Option<Instant>), Query, description = "RFC 3339, exclusive"),
+        ("status" = inline(Option<OrderStatus>), Query),
+        ("limit" = inline(Option<PageLimit>), Query, description = "default 50"),
+        ("cursor" = Option<Uuid>, Query, description = "`nextCursor` of the previous page"),
     ),
     responses(
         (status = 200, body = Page<Order>),
@@ -182,18 +211,21 @@ struct ListQuery<'r> {
     ))]
 #[get("/orders?<query..>")]
 async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<Json<Page<Order>>> {
-    let status = match query.status {
-        None => None,
-        Some(s @ ("completed" | "partially_refunded" | "refunded" | "voided")) => {
-            Some(s.to_string())
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "status",
-                "must be completed, partially_refunded, refunded or voided",
-            ));
-        }
-    };
+    let status = query
+        .status
+        .map(|s| {
+            OrderStatus::ALL
+                .into_iter()
+                .find(|o| o.as_str() == s)
+                .map(|o| o.as_str().to_string())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "status",
+                        "must be completed, partially_refunded, refunded or voided",
+                    )
+                })
+        })
+        .transpose()?;
     let filter = OrderFilter {
         from: params::instant("from", query.from)?,
         to: params::instant("to", query.to)?,

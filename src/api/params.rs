@@ -58,9 +58,10 @@ pub fn uuid(field: &str, v: Option<&str>) -> ApiResult<Option<Uuid>> {
 /// An optional search string (`?q=`), at most 100 characters.
 pub fn search(q: Option<&str>) -> ApiResult<Option<String>> {
     match q.map(str::trim).filter(|q| !q.is_empty()) {
-        Some(q) if q.chars().count() > 100 => {
-            Err(ApiError::invalid("q", "must be at most 100 characters"))
-        }
+        Some(q) if q.chars().count() > MAX_SEARCH => Err(ApiError::invalid(
+            "q",
+            format!("must be at most {MAX_SEARCH} characters"),
+        )),
         other => Ok(other.map(str::to_string)),
     }
 }
@@ -69,6 +70,12 @@ pub fn search(q: Option<&str>) -> ApiResult<Option<String>> {
 /// real business, and well inside what PostgreSQL and chrono can hold.
 pub const FIRST_DAY: NaiveDate = ymd(2000, 1, 1);
 pub const LAST_DAY: NaiveDate = ymd(2099, 12, 31);
+/// The days from [`FIRST_DAY`] to [`LAST_DAY`], as the contract's pattern.
+pub const DAY_PATTERN: &str = "^20[0-9]{2}-[0-9]{2}-[0-9]{2}$";
+/// The instants of those days, as the contract's pattern.
+pub const INSTANT_PATTERN: &str = "^20[0-9]{2}-";
+/// The longest search text.
+pub const MAX_SEARCH: usize = 100;
 
 const fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
     match NaiveDate::from_ymd_opt(y, m, d) {
@@ -161,5 +168,21 @@ impl<'r> FromRequest<'r> for IdempotencyKey {
             }
             Some(k) => Outcome::Success(IdempotencyKey(k.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Datelike;
+
+    use super::*;
+
+    #[test]
+    fn the_contract_patterns_say_what_the_bounds_do() {
+        // Both patterns pin the years to 20xx: the bounds must be that century.
+        assert_eq!((FIRST_DAY.year(), LAST_DAY.year()), (2000, 2099));
+        assert_eq!(FIRST_DAY.ordinal(), 1);
+        assert_eq!(LAST_DAY.succ_opt().map(|d| d.year()), Some(2100));
+        assert!(DAY_PATTERN.starts_with(INSTANT_PATTERN));
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{
     Body, docs,
-    fields::{Name, Sku, TaxRateBps, UnitPrice},
+    fields::{Name, PageLimit, SearchText, Sku, TaxRateBps, UnitPrice},
     nullable,
     params::{self, Page},
 };
@@ -100,11 +100,11 @@ impl ListQuery<'_> {
 /// The catalog, in creation order.
 #[utoipa::path(get, path = "/products", tag = "catalog", security(("staff" = [])),
     params(
-        ("q" = Option<String>, Query, description = "search in sku and name"),
+        ("q" = inline(Option<SearchText>), Query, description = "search in sku and name"),
         ("categoryId" = Option<Uuid>, Query),
         ("active" = Option<bool>, Query),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+        ("limit" = inline(Option<PageLimit>), Query, description = "default 50"),
+        ("cursor" = Option<Uuid>, Query, description = "`nextCursor` of the previous page"),
     ),
     responses(
         (status = 200, body = Page<Product>),

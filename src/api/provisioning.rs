@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Body;
+use super::{Body, fields::OwnTier};
 use crate::{
     app::App,
     auth::guards::PlatformAdmin,
@@ -37,7 +37,7 @@ use crate::{
 struct Provision {
     merchant_id: MerchantId,
     /// `schema` or `dedicated`.
-    tier: String,
+    tier: OwnTier,
     /// A client run id: repeating it answers the same run.
     run_id: Option<RunId>,
     /// Bring your own database (dedicated tier only); never echoed back.
@@ -82,10 +82,7 @@ async fn provision(
     body: Body<Provision>,
 ) -> Result<Custom<Json>, ApiError> {
     let b = body.0;
-    let tier = match Tier::parse(&b.tier) {
-        Some(t @ (Tier::Schema | Tier::Dedicated)) => t,
-        _ => return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`")),
-    };
+    let tier = Tier::from(b.tier);
     let database_url = match &b.database_url {
         Some(raw) => Some(provisioning::parse_database_url(
             secrecy::ExposeSecret::expose_secret(raw),

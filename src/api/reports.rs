@@ -3,7 +3,7 @@
 use rocket::{Route, get, routes, serde::json::Json};
 use utoipa::OpenApi;
 
-use super::{docs, params};
+use super::{docs, fields::Day, params};
 
 use crate::{
     auth::guards::Manager,
@@ -14,7 +14,7 @@ use crate::{
 
 /// The report of one day in the merchant's time zone (today by default).
 #[utoipa::path(get, path = "/reports/daily", tag = "reports", security(("staff" = [])),
-    params(("date" = Option<NaiveDate>, Query, description = "YYYY-MM-DD, 2000-01-01 to 2099-12-31; today in the merchant's time zone by default")),
+    params(("date" = inline(Option<Day>), Query, description = "today in the merchant's time zone by default")),
     responses(
         (status = 200, body = DailyReport),
         (status = 401, response = docs::Unauthorized),

@@ -490,6 +490,12 @@ async fn the_contract_carries_the_limits_the_server_enforces() {
     assert_eq!(at("Sku")["maxLength"], 64);
     assert!(at("Note")["pattern"].is_string());
     assert_eq!(at("Bills")["maxItems"], 100);
+    // Query parameters carry their bounds too.
+    let params = doc["paths"]["/api/v2/POS/orders"]["get"]["parameters"].to_string();
+    assert!(params.contains("\"maximum\":200"), "{params}");
+    assert!(params.contains("\"partially_refunded\""), "{params}");
+    let params = doc["paths"]["/api/v2/POS/reports/daily"]["get"]["parameters"].to_string();
+    assert!(params.contains("^20[0-9]{2}-"), "{params}");
     // Every reference resolves.
     let text = doc.to_string();
     for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
