@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use diesel::{PgConnection, QueryableByName, RunQueryDsl, sql_types::Bool};
-use rocket::tokio::{self, time::timeout};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
@@ -22,32 +21,31 @@ use crate::{
         platform::{Platform, merchants::Merchant},
         pool::{self, PoolOptions},
     },
-    error::{ApiError, ApiResult},
     redact::redact_url,
     tenancy::{
-        SHARED_SCHEMA, Tier, classification, fleet, migrations,
+        SHARED_SCHEMA, Tenancy, Tier, classification, migrations,
         placement::Directory,
         pools::{PoolHandle, TenantPools, TenantPoolsConfig},
     },
 };
 
-/// Shared state of a running posd; cheap to clone.
+/// Shared state of a running posd; cheap to clone. It composes the
+/// tenancy context (settings, pools, directory...), which it derefs to,
+/// with what only requests need (tokens, staff states).
 #[derive(Clone)]
 pub struct App {
-    pub settings: Arc<Settings>,
-    /// The app-role pool on the platform database.
-    pub platform: PoolHandle,
-    pub directory: Arc<Directory>,
-    pub pools: Arc<TenantPools>,
+    pub tenancy: Tenancy,
     pub jwt: Arc<JwtKeys>,
     /// Staff states checked by the `Staff` guard.
     pub staff_states: Arc<StaffStates>,
-    /// The role requests are served as.
-    pub app_role: Arc<str>,
-    /// Tenants not served because their tables fail the classification check.
-    pub coverage: Arc<classification::Coverage>,
-    /// Tenant migrations started by requests.
-    pub on_demand: Arc<fleet::OnDemand>,
+}
+
+impl std::ops::Deref for App {
+    type Target = Tenancy;
+
+    fn deref(&self) -> &Tenancy {
+        &self.tenancy
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,14 +212,16 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
     pools.start_sweeper(settings.pool_sweep_interval);
     Ok(App {
         jwt: Arc::new(JwtKeys::new(&settings.jwt_secret)),
-        platform: PoolHandle::new(global),
-        directory,
-        pools,
         staff_states: Arc::new(StaffStates::default()),
-        app_role: Arc::from(app_role),
-        settings: Arc::new(settings),
-        coverage,
-        on_demand: Arc::default(),
+        tenancy: Tenancy {
+            platform: PoolHandle::new(global),
+            directory,
+            pools,
+            app_role: Arc::from(app_role),
+            settings: Arc::new(settings),
+            coverage,
+            on_demand: Arc::default(),
+        },
     })
 }
 
@@ -282,40 +282,4 @@ fn migrate_tenants_at_boot(
         "tenant migrations at boot"
     );
     Ok(())
-}
-
-impl App {
-    /// Runs `f` on a pooled connection of `handle` on a blocking thread,
-    /// waiting at most the pool's connect timeout for a permit.
-    pub async fn blocking<T, F>(&self, handle: &PoolHandle, f: F) -> ApiResult<T>
-    where
-        F: FnOnce(&mut PgConnection) -> ApiResult<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let permit = timeout(
-            self.settings.pool_connect_timeout,
-            handle.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| ApiError::unavailable("database_busy", "the database is busy", 1))?
-        .map_err(|_| ApiError::unavailable("shutting_down", "posd is shutting down", 5))?;
-        let pool = handle.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut conn = pool.get()?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(ApiError::internal)?
-    }
-
-    /// Runs `f` on the control plane (app role).
-    pub async fn platform<T, F>(&self, f: F) -> ApiResult<T>
-    where
-        F: FnOnce(&mut Platform<'_>) -> ApiResult<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        self.blocking(&self.platform, move |conn| f(&mut Platform::new(conn)))
-            .await
-    }
 }

@@ -15,7 +15,7 @@ use rocket::figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::tenancy::crypto::Keyring;
+use crate::crypto::Keyring;
 
 /// Everything posd needs to run, validated.
 #[derive(Debug, Clone)]

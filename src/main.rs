@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
-mod tenants;
+mod cli;
 use posd::{config, embedded};
 use rocket::figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
@@ -205,7 +205,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
             let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
             posd::app::migrate(&settings).map_err(|e| e.to_string())?;
             match command {
-                TenantsCmd::List => tenants::list(&settings),
+                TenantsCmd::List => cli::tenants::list(&settings),
                 TenantsCmd::Migrate {
                     merchant_ids,
                     tier,
@@ -223,15 +223,15 @@ fn run(cmd: Cmd) -> Result<(), String> {
                             .collect(),
                         tier: tier.as_deref().and_then(posd::tenancy::Tier::parse),
                     };
-                    tenants::migrate(&settings, &selection, concurrency, dry_run)
+                    cli::tenants::migrate(&settings, &selection, concurrency, dry_run)
                 }
             }
         }
         Cmd::Keys {
             command: KeysCmd::Generate { id },
         } => {
-            let spec = posd::tenancy::crypto::Keyring::generate_spec(&id);
-            posd::tenancy::crypto::Keyring::parse(&spec)?;
+            let spec = posd::crypto::Keyring::generate_spec(&id);
+            posd::crypto::Keyring::parse(&spec)?;
             println!("{spec}");
             Ok(())
         }

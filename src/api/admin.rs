@@ -15,8 +15,9 @@ use super::{
     fields::{CurrencyCode, Email, Name, OwnTier, Password, Slug, TimeZone, Token64},
 };
 use crate::{
+    api::guards::PlatformAdmin,
     app::App,
-    auth::{guards::PlatformAdmin, password},
+    auth::password,
     db::{
         ids::{MerchantId, StaffId},
         platform::{

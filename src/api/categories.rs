@@ -9,13 +9,13 @@ use super::{
     fields::{CategoryName, SortOrder},
 };
 use crate::{
-    auth::guards::{Manager, Staff},
+    api::guards::{Manager, Staff},
     db::{
         ids::CategoryId,
         tenant::categories::{Category, CategoryChanges, NewCategory},
     },
     error::{ApiError, ApiResult},
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]

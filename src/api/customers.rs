@@ -11,13 +11,13 @@ use super::{
     params::{self, Page},
 };
 use crate::{
-    auth::guards::Staff,
+    api::guards::Staff,
     db::{
         ids::CustomerId,
         tenant::customers::{Customer, CustomerChanges, CustomerFilter, NewCustomer},
     },
     error::{ApiError, ApiResult},
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -18,14 +18,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
+    api::guards::PlatformAdmin,
     app::App,
-    auth::guards::PlatformAdmin,
     db::{
         ids::MerchantId,
         platform::{audit, exports::TenantExport, merchants::Merchant},
     },
     error::{ApiError, ApiResult},
-    tenancy::{guards::TenantDb, placement::Placement},
+    tenancy::{classification, placement::Placement, tenant_db::TenantDb},
 };
 
 #[derive(Serialize)]
@@ -73,7 +73,12 @@ async fn export(admin: PlatformAdmin, app: &State<App>, id: MerchantId) -> ApiRe
     let placement = std::sync::Arc::new(Placement::from_merchant(&m));
     let db = TenantDb::for_placement(app, placement).await?;
     let (tables, schema_version) = db
-        .run(|tx| Ok((crate::db::tenant::export::tables(tx)?, tx.schema_version()?)))
+        .run(|tx| {
+            Ok((
+                crate::db::tenant::export::tables(tx, classification::TENANT)?,
+                tx.schema_version()?,
+            ))
+        })
         .await?;
     let (tier, operator) = (m.tier.clone(), admin.operator);
     let record = app

@@ -16,7 +16,7 @@ use crate::{
         idempotency::{self, Claim},
     },
     error::{ApiError, ApiResult},
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 /// A response stored under an idempotency key; a replay carries

@@ -14,7 +14,7 @@ use super::{
     params::{self, Page},
 };
 use crate::{
-    auth::guards::{Manager, Staff},
+    api::guards::{Manager, Staff},
     db::{
         ids::ProductId,
         tenant::{
@@ -23,7 +23,7 @@ use crate::{
         },
     },
     error::{ApiError, ApiResult},
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 /// Largest single adjustment, either way.

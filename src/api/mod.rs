@@ -11,6 +11,7 @@ pub mod customers;
 pub mod docs;
 pub mod export;
 pub mod fields;
+pub mod guards;
 pub mod health;
 pub mod idempotent;
 pub mod inventory;

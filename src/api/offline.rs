@@ -22,15 +22,15 @@ use super::{
     parse,
 };
 use crate::{
+    api::guards::Staff,
     app::App,
-    auth::guards::Staff,
     db::{
         ids::{CustomerId, OrderId},
         tenant::orders::Order,
     },
     error::{ApiError, ApiResult},
     pos::checkout::{self, OfflineBill},
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 pub const MAX_BILLS: usize = 100;

@@ -20,11 +20,9 @@ use super::{
     params::{self, IdempotencyKey, Page},
 };
 use crate::{
+    api::guards::{Manager, Staff},
     app::App,
-    auth::{
-        Role,
-        guards::{Manager, Staff},
-    },
+    auth::Role,
     db::{
         ids::{CustomerId, OrderId, ProductId},
         tenant::orders::{Order, OrderFilter, OrderView},
@@ -35,7 +33,7 @@ use crate::{
         pricing::Method,
         refund::{self, RefundRequest, RefundWhat},
     },
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

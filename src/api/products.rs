@@ -12,13 +12,13 @@ use super::{
     params::{self, Page},
 };
 use crate::{
-    auth::guards::{Manager, Staff},
+    api::guards::{Manager, Staff},
     db::{
         ids::ProductId,
         tenant::products::{NewProduct, Product, ProductChanges, ProductFilter},
     },
     error::{ApiError, ApiResult},
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]

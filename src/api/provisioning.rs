@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::{Body, fields::OwnTier};
 use crate::{
+    api::guards::PlatformAdmin,
     app::App,
-    auth::guards::PlatformAdmin,
     db::{
         ids::{MerchantId, RunId},
         platform::runs::ProvisioningRun,

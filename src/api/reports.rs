@@ -6,10 +6,10 @@ use utoipa::OpenApi;
 use super::{docs, fields::Day, params};
 
 use crate::{
-    auth::guards::Manager,
+    api::guards::Manager,
     error::ApiResult,
     pos::report::{self, DailyReport},
-    tenancy::guards::TenantDb,
+    tenancy::tenant_db::TenantDb,
 };
 
 /// The report of one day in the merchant's time zone (today by default).

@@ -15,8 +15,9 @@ use super::{
     fields::{Email, Password},
 };
 use crate::{
+    api::guards::Owner,
     app::App,
-    auth::{Role, guards::Owner, password},
+    auth::{Role, password},
     db::{
         ids::{MerchantId, StaffId},
         platform::staff::{NewStaffUser, StaffChanges, StaffUser},

@@ -2,7 +2,6 @@
 //! and the request guards that carry the caller (`Staff` → role guards;
 //! `PlatformAdmin`).
 
-pub mod guards;
 pub mod jwt;
 pub mod password;
 pub mod revocation;

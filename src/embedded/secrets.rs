@@ -14,7 +14,7 @@ use rocket::figment::{Profile, providers::Serialized, value::Dict};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{EmbeddedError, err};
-use crate::tenancy::crypto::Keyring;
+use crate::crypto::Keyring;
 
 /// Generated secrets, kept in `secrets.env`.
 #[derive(Clone)]

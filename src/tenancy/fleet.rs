@@ -27,14 +27,13 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::{
-    Tier, classification,
-    crypto::Purpose,
+    Tenancy, Tier, classification,
     migrations::{latest_tenant_version, migrate_tenant_schema},
     provisioning::url_for_database,
 };
 use crate::{
-    app::App,
     config::Settings,
+    crypto::Purpose,
     db::{
         ids::{MerchantId, RunId},
         platform::{
@@ -406,7 +405,7 @@ impl OnDemand {
     /// Starts a background run for a behind tenant unless one is running
     /// or one failed less than [`RETRY_FAILED`] ago; answers what its
     /// request gets meanwhile (503).
-    pub fn start(&self, app: &App, merchant: MerchantId) -> ApiError {
+    pub fn start(&self, app: &Tenancy, merchant: MerchantId) -> ApiError {
         {
             let mut attempts = self.attempts.lock();
             match attempts.get(&merchant) {
@@ -450,7 +449,7 @@ fn migrating() -> ApiError {
 
 /// One tenant's on-demand run, recorded as a fleet run of one
 /// (`requested_by` = `on-demand`). Whether it succeeded.
-fn run_on_demand(app: &App, merchant: MerchantId) -> bool {
+fn run_on_demand(app: &Tenancy, merchant: MerchantId) -> bool {
     let sel = Selection {
         merchants: vec![merchant],
         tier: None,
@@ -490,7 +489,7 @@ fn run_on_demand(app: &App, merchant: MerchantId) -> bool {
 /// Records the table check that followed a tenant's migration: a blocked
 /// dedicated tenant's pool is dropped, so that it is checked again when it
 /// is rebuilt.
-pub fn apply_check(app: &App, o: &Outcome) {
+pub fn apply_check(app: &Tenancy, o: &Outcome) {
     if o.status != "migrated" {
         return;
     }
@@ -507,7 +506,7 @@ pub fn apply_check(app: &App, o: &Outcome) {
 /// operator who fixed a tenant's tables gets it served at once by running a
 /// migration for it: schema tenants in one catalog query, dedicated tenants
 /// by rebuilding their pool (blocking).
-pub fn recheck_blocked(app: &App, outcomes: &[Outcome]) {
+pub fn recheck_blocked(app: &Tenancy, outcomes: &[Outcome]) {
     let placements: Vec<_> = outcomes
         .iter()
         .filter(|o| o.status == "up_to_date" && app.coverage.get(o.merchant_id).is_some())
@@ -527,12 +526,10 @@ pub fn recheck_blocked(app: &App, outcomes: &[Outcome]) {
     if !schemas.is_empty() {
         let found = app
             .platform
-            .pool
-            .get()
-            .map_err(|e| e.to_string())
-            .and_then(|mut c| {
-                classification::check_tenant_schemas(&mut c, &schemas).map_err(|e| e.to_string())
-            });
+            .run_blocking(app.settings.pool_connect_timeout, |c| {
+                Ok(classification::check_tenant_schemas(c, &schemas)?)
+            })
+            .map_err(|e| e.to_string());
         match found {
             Ok(mut found) => {
                 for p in placements.iter().filter(|p| p.tier == Tier::Schema) {

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::crypto::{Keyring, Purpose};
+use crate::crypto::{Keyring, Purpose};
 use crate::{
     config::Settings,
     db::{

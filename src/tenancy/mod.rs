@@ -7,22 +7,71 @@
 //!   LISTEN/NOTIFY invalidation and the kill switch;
 //! - [`pools`]: the global pool and the per-merchant pools of dedicated
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
-//! - [`guards`]: the request guard that hands a handler a bound connection;
+//! - [`tenant_db`]: a merchant's data plane as a handler or job gets it, a
+//!   bound transaction at a time;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
-//!   [`crypto`] and [`keys`] (rotation).
+//!   [`crate::crypto`] and [`keys`] (rotation).
 
 pub mod breaker;
 pub mod classification;
-pub mod crypto;
 pub mod fleet;
-pub mod guards;
 pub mod keys;
 pub mod migrations;
 pub mod placement;
 pub mod pools;
 pub mod provisioning;
+pub mod tenant_db;
+
+use std::sync::Arc;
 
 use serde::Serialize;
+
+use crate::{config::Settings, db::platform::Platform, error::ApiResult};
+
+/// What tenancy needs of the running service, and nothing more: the
+/// settings, the platform pool, the placement directory, the tenant pools
+/// and the state kept about tenants. The composition root builds it
+/// (`crate::app::App` holds one); handlers, jobs and the CLI hand it down.
+#[derive(Clone)]
+pub struct Tenancy {
+    pub settings: Arc<Settings>,
+    /// The app-role pool on the platform database.
+    pub platform: pools::PoolHandle,
+    pub directory: Arc<placement::Directory>,
+    pub pools: Arc<pools::TenantPools>,
+    /// The role requests are served as.
+    pub app_role: Arc<str>,
+    /// Tenants not served because their tables fail the classification check.
+    pub coverage: Arc<classification::Coverage>,
+    /// Tenant migrations started by requests.
+    pub on_demand: Arc<fleet::OnDemand>,
+}
+
+impl Tenancy {
+    /// Runs `f` on the control plane (app role), through the executor.
+    pub async fn platform<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut Platform<'_>) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.platform
+            .run(self.settings.pool_connect_timeout, None, move |conn| {
+                f(&mut Platform::new(conn))
+            })
+            .await
+    }
+
+    /// [`Tenancy::platform`] for code already on a thread that may block.
+    pub fn platform_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Platform<'_>) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        self.platform
+            .run_blocking(self.settings.pool_connect_timeout, |conn| {
+                f(&mut Platform::new(conn))
+            })
+    }
+}
 
 /// The shared tier's schema in the platform database.
 pub const SHARED_SCHEMA: &str = "tenant_shared";

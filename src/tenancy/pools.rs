@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use diesel::PgConnection;
 use parking_lot::Mutex;
 use rocket::tokio::sync::{Semaphore, broadcast};
 use secrecy::SecretString;
@@ -30,10 +31,10 @@ use serde::Serialize;
 use super::{
     breaker::Breakers,
     classification::{self, Coverage},
-    crypto::{Keyring, Purpose},
     placement::Placement,
 };
 use crate::{
+    crypto::{Keyring, Purpose},
     db::{
         ids::MerchantId,
         platform::{Platform, tenant_databases::TenantDatabase},
@@ -45,17 +46,87 @@ use crate::{
 /// A pool and the semaphore that bounds how many requests wait on it: one
 /// permit per connection, so waiting happens on the async side and a slow
 /// database cannot pin blocking threads.
+///
+/// This is posd's one database executor: every use of a pooled connection
+/// goes through [`PoolHandle::run`] (or [`PoolHandle::run_blocking`] on a
+/// thread that may block): a permit (waiting at most the given time, then
+/// 503 `database_busy`), a connection, the work, on a blocking thread. The
+/// pool itself is private, so nothing can go around the semaphore.
 #[derive(Clone)]
 pub struct PoolHandle {
-    pub pool: Pool,
-    pub permits: Arc<Semaphore>,
+    pool: Pool,
+    permits: Arc<Semaphore>,
 }
+
+/// How a connection is taken from a pool (the dedicated pools' checkout
+/// keeps their breaker and budget; the global pool's is `Pool::get`).
+pub type Checkout = Box<dyn FnOnce(&Pool) -> Result<pool::PooledConn, ApiError> + Send>;
 
 impl PoolHandle {
     pub fn new(pool: Pool) -> Self {
         let permits = Arc::new(Semaphore::new(pool.max_size() as usize));
         PoolHandle { pool, permits }
     }
+
+    /// The pool's state, for operators.
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+
+    /// Runs `f` on a connection of this pool, on a blocking thread, once a
+    /// permit is free (waiting at most `wait`). `checkout` takes the
+    /// connection (`None`: the pool's own `get`).
+    pub async fn run<T, F>(
+        &self,
+        wait: Duration,
+        checkout: Option<Checkout>,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| shutting_down())?;
+        let pool = self.pool.clone();
+        rocket::tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = match checkout {
+                Some(c) => c(&pool)?,
+                None => pool.get()?,
+            };
+            f(&mut conn)
+        })
+        .await
+        .map_err(ApiError::internal)?
+    }
+
+    /// [`PoolHandle::run`] for code already on a thread that may block
+    /// (provisioning, fleet runs): the permit is awaited on this thread.
+    pub fn run_blocking<T>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce(&mut PgConnection) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let acquire = rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned());
+        let _permit = rocket::tokio::runtime::Handle::try_current()
+            .map_err(|_| ApiError::internal("database work outside the runtime"))?
+            .block_on(acquire)
+            .map_err(|_| busy())?
+            .map_err(|_| shutting_down())?;
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+}
+
+fn busy() -> ApiError {
+    ApiError::unavailable("database_busy", "the database is busy", 1)
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::unavailable("shutting_down", "posd is shutting down", 5)
 }
 
 struct Entry {

@@ -96,7 +96,7 @@ impl Server {
             owner,
             app,
             template: format!("posd_tpl_{}", Uuid::new_v4().simple()),
-            keys: posd::tenancy::crypto::Keyring::generate_spec("test1"),
+            keys: posd::crypto::Keyring::generate_spec("test1"),
         };
         s.prepare();
         s

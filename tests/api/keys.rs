@@ -10,7 +10,7 @@ use crate::{
     common::{Server, TestApp},
     provisioning::provision,
 };
-use posd::tenancy::{Tier, crypto::Keyring};
+use posd::{crypto::Keyring, tenancy::Tier};
 
 fn rotate_cli(t: &TestApp, keys: &str) -> (bool, String) {
     let s = &t.app().settings;

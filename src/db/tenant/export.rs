@@ -6,7 +6,6 @@ use diesel::{
 };
 
 use super::{TenantTx, quote_ident};
-use crate::tenancy::classification::TENANT;
 
 #[derive(QueryableByName)]
 struct Document {
@@ -14,11 +13,12 @@ struct Document {
     tables: serde_json::Value,
 }
 
-/// Every TENANT table's rows of the merchant, `{table: [row, ...]}`, each
-/// table in primary-key order. One statement, so one snapshot: the tables
-/// are consistent with each other.
-pub fn tables(tx: &mut TenantTx<'_>) -> QueryResult<serde_json::Value> {
-    let parts: Vec<String> = TENANT
+/// The merchant's rows of each of `tables` (the data plane's: the caller
+/// passes the TENANT list), `{table: [row, ...]}`, each table in
+/// primary-key order. One statement, so one snapshot: the tables are
+/// consistent with each other.
+pub fn tables(tx: &mut TenantTx<'_>, tables: &[&str]) -> QueryResult<serde_json::Value> {
+    let parts: Vec<String> = tables
         .iter()
         .map(|t| {
             format!(

@@ -143,9 +143,9 @@ struct Version {
 }
 
 impl TenantTx<'_> {
-    /// Whether the merchant has any row in any TENANT table here.
-    pub fn has_data(&mut self) -> diesel::QueryResult<bool> {
-        for table in crate::tenancy::classification::TENANT {
+    /// Whether the merchant has any row in any of `tables` here.
+    pub fn has_data(&mut self, tables: &[&str]) -> diesel::QueryResult<bool> {
+        for table in tables {
             let q = format!(
                 "SELECT EXISTS (SELECT 1 FROM {} WHERE merchant_id = $1) AS present",
                 quote_ident(table)

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::with_lock;
+use crate::tenancy::Tenancy;
 use crate::{
-    app::App,
     db::{
         ids::MerchantId,
         platform::{
@@ -56,7 +56,7 @@ pub struct Deprovisioned {
 
 /// Deprovisions `merchant` (blocking).
 pub fn deprovision(
-    app: &App,
+    app: &Tenancy,
     merchant: MerchantId,
     force: bool,
     operator: &str,
@@ -67,7 +67,7 @@ pub fn deprovision(
 }
 
 fn deprovision_locked(
-    app: &App,
+    app: &Tenancy,
     owner: &mut PgConnection,
     merchant: MerchantId,
     force: bool,
@@ -186,7 +186,7 @@ fn deprovision_locked(
     Ok(out)
 }
 
-fn drop_database(app: &App, name: &str) -> Result<(), String> {
+fn drop_database(app: &Tenancy, name: &str) -> Result<(), String> {
     let mut conn = pool::connect(&app.settings.dedicated_server_url).map_err(|e| e.to_string())?;
     diesel::sql_query(format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",

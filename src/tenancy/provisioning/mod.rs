@@ -32,9 +32,8 @@ use rocket::http::Status;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use self::byo::ByoUrl;
-use super::{SHARED_SCHEMA, Tier};
+use super::{SHARED_SCHEMA, Tenancy, Tier};
 use crate::{
-    app::App,
     db::{
         ids::{MerchantId, RunId},
         platform::{Platform, merchants::Merchant, runs::ProvisioningRun},
@@ -77,7 +76,7 @@ struct Locked {
 }
 
 /// Provisions `merchant` onto `target` with a new run (blocking).
-pub fn provision(app: &App, merchant: MerchantId, target: Tier) -> ApiResult<Outcome> {
+pub fn provision(app: &Tenancy, merchant: MerchantId, target: Tier) -> ApiResult<Outcome> {
     run(
         app,
         &Request {
@@ -122,7 +121,7 @@ fn in_progress() -> ApiError {
 /// Runs `f` holding the merchant's provisioning lock on a fresh owner
 /// connection to the platform database; 409 when the lock is held.
 fn with_lock<T>(
-    app: &App,
+    app: &Tenancy,
     merchant: MerchantId,
     f: impl FnOnce(&mut PgConnection) -> ApiResult<T>,
 ) -> ApiResult<T> {
@@ -157,7 +156,7 @@ fn check_same(run: &ProvisioningRun, req: &Request) -> ApiResult<()> {
 }
 
 /// Provisions as `req` says (blocking).
-pub fn run(app: &App, req: &Request) -> ApiResult<Outcome> {
+pub fn run(app: &Tenancy, req: &Request) -> ApiResult<Outcome> {
     if req.tier == Tier::Shared {
         return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`"));
     }
@@ -169,9 +168,7 @@ pub fn run(app: &App, req: &Request) -> ApiResult<Outcome> {
     }
     // A finished run is answered again without waiting for the lock.
     if let Some(id) = req.run_id {
-        let mut conn = app.platform.pool.get()?;
-        let existing = ProvisioningRun::find(&mut Platform::new(&mut conn), id)?;
-        drop(conn);
+        let existing = app.platform_blocking(|p| Ok(ProvisioningRun::find(p, id)?))?;
         if let Some(r) = existing {
             check_same(&r, req)?;
             if r.is_terminal() {
@@ -182,7 +179,7 @@ pub fn run(app: &App, req: &Request) -> ApiResult<Outcome> {
     with_lock(app, req.merchant, |owner| provision_locked(app, owner, req))
 }
 
-fn provision_locked(app: &App, owner: &mut PgConnection, req: &Request) -> ApiResult<Outcome> {
+fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> ApiResult<Outcome> {
     let merchant = req.merchant;
     let mut platform = Platform::new(owner);
     let resumed = match req.run_id {
@@ -206,7 +203,9 @@ fn provision_locked(app: &App, owner: &mut PgConnection, req: &Request) -> ApiRe
         }
         return Err(e);
     }
-    let has_data = TenantTx::transaction(owner, merchant, SHARED_SCHEMA, |tx| tx.has_data())?;
+    let has_data = TenantTx::transaction(owner, merchant, SHARED_SCHEMA, |tx| {
+        tx.has_data(super::classification::TENANT)
+    })?;
     let mut platform = Platform::new(owner);
     if has_data {
         return Err(ApiError::conflict(

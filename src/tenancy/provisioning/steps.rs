@@ -16,8 +16,9 @@ use diesel::{Connection, PgConnection, RunQueryDsl, sql_types::Text};
 use secrecy::ExposeSecret;
 
 use super::{Request, byo, url_for_database};
+use crate::tenancy::Tenancy;
 use crate::{
-    app::App,
+    crypto::Purpose,
     db::{
         ids::{DatabaseId, MerchantId, RunId},
         platform::{
@@ -31,10 +32,7 @@ use crate::{
         tenant::quote_ident,
     },
     redact::redact_text,
-    tenancy::{
-        Tier, crypto::Purpose, migrations::migrate_tenant_schema, tenant_database_name,
-        tenant_schema_name,
-    },
+    tenancy::{Tier, migrations::migrate_tenant_schema, tenant_database_name, tenant_schema_name},
 };
 
 /// A failed step, a stable code and why (passwords redacted).
@@ -85,7 +83,7 @@ fn database_exists(server: &mut PgConnection, name: &str) -> diesel::QueryResult
 
 /// Progress of one run: records each step and fires the test hook.
 struct Steps<'a> {
-    app: &'a App,
+    app: &'a Tenancy,
     run: RunId,
     merchant: MerchantId,
     schema: String,
@@ -179,7 +177,7 @@ impl Steps<'_> {
 
 /// Runs every step of `req`; on failure, drops what the run created.
 pub(super) fn run(
-    app: &App,
+    app: &Tenancy,
     owner: &mut PgConnection,
     run: &ProvisioningRun,
     req: &Request,

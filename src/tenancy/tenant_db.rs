@@ -1,36 +1,31 @@
 //! `TenantDb`: the only way a handler reaches the data plane.
 //!
-//! Built from a verified [`Staff`] (so from the token, never from the body)
-//! and the merchant's placement: shared and schema merchants ride the
+//! Built from a merchant's placement (for a request, the verified staff
+//! member's: so from the token, never from the body; the request guard is
+//! in `crate::api::guards`): shared and schema merchants ride the
 //! global pool, dedicated merchants their own pool. [`TenantDb::run`] runs a
 //! closure on a blocking thread inside one transaction that starts by
 //! binding the merchant and `search_path`.
 //!
-//! The guard has no side effect on the tenant: it never migrates (a behind
+//! Resolving it has no side effect on the tenant: it never migrates (a behind
 //! tenant is migrated in the background) and consults the in-memory set of
 //! blocked tenants, never the catalog, except for a blocked tenant due for
 //! a re-check.
 
 use std::sync::Arc;
 
-use rocket::{
-    Request,
-    request::{FromRequest, Outcome},
-    tokio::{self, time::timeout},
-};
+use rocket::tokio;
 
 use super::{
-    Tier,
+    Tenancy, Tier,
     classification::check_tenant_schema,
     migrations::latest_tenant_version,
     placement::Placement,
     pools::{PoolHandle, TenantPools},
 };
 use crate::{
-    app::App,
-    auth::guards::Staff,
     db::{ids::MerchantId, platform::migration_state::MigrationState, tenant::TenantTx},
-    error::{ApiError, ApiResult, fail},
+    error::{ApiError, ApiResult},
 };
 
 /// A handle on one merchant's data plane.
@@ -48,7 +43,7 @@ impl TenantDb {
     /// the request gets 503 `tenant_migrating`. A tenant whose tables fail
     /// the classification check gets 503 `tenant_unclassified_table`
     /// ([`super::classification::Coverage`]).
-    pub async fn for_placement(app: &App, placement: Arc<Placement>) -> ApiResult<TenantDb> {
+    pub async fn for_placement(app: &Tenancy, placement: Arc<Placement>) -> ApiResult<TenantDb> {
         let merchant = placement.merchant;
         if !placement.migrated && !recorded_current(app, merchant).await? {
             return Err(app.on_demand.start(app, merchant));
@@ -64,7 +59,8 @@ impl TenantDb {
                 Tier::Shared | Tier::Schema => {
                     let schema = placement.schema.to_string();
                     let problems = app
-                        .blocking(&app.platform, move |conn| {
+                        .platform
+                        .run(app.settings.pool_connect_timeout, None, move |conn| {
                             Ok(check_tenant_schema(conn, &schema)?)
                         })
                         .await?;
@@ -101,7 +97,7 @@ impl TenantDb {
 
     /// For background jobs, which have no request: resolves the merchant
     /// through the same directory and pools.
-    pub async fn for_job(app: &App, merchant: Option<MerchantId>) -> ApiResult<TenantDb> {
+    pub async fn for_job(app: &Tenancy, merchant: Option<MerchantId>) -> ApiResult<TenantDb> {
         let merchant = merchant.ok_or_else(|| {
             ApiError::internal("a background job asked for tenant data without a merchant id")
         })?;
@@ -123,45 +119,39 @@ impl TenantDb {
         F: FnOnce(&mut TenantTx<'_>) -> ApiResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = timeout(self.wait, self.handle.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| ApiError::unavailable("database_busy", "the database is busy", 1))?
-            .map_err(|_| ApiError::unavailable("shutting_down", "posd is shutting down", 5))?;
-        let pool = self.handle.pool.clone();
         let placement = self.placement.clone();
-        let pools = self.pools.clone();
-        let wait = self.wait;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let dedicated = placement.tier == Tier::Dedicated;
-            let checkout = if dedicated {
-                pools.checkout(placement.merchant, &pool, wait)
-            } else {
-                pool.get()
-            };
-            let mut conn = match checkout {
-                Ok(c) => c,
-                Err(e) => {
-                    if dedicated {
-                        pools.breakers.failure(placement.merchant);
+        let checkout: Option<super::pools::Checkout> = match placement.tier {
+            Tier::Shared | Tier::Schema => None,
+            // A dedicated pool's checkout keeps its budget and breaker.
+            Tier::Dedicated => {
+                let pools = self.pools.clone();
+                let (merchant, wait) = (placement.merchant, self.wait);
+                Some(Box::new(move |pool| {
+                    match pools.checkout(merchant, pool, wait) {
+                        Ok(c) => {
+                            pools.breakers.success(merchant);
+                            Ok(c)
+                        }
+                        Err(e) => {
+                            pools.breakers.failure(merchant);
+                            Err(e.into())
+                        }
                     }
-                    return Err(e.into());
-                }
-            };
-            if dedicated {
-                pools.breakers.success(placement.merchant);
+                }))
             }
-            TenantTx::transaction(&mut conn.conn, placement.merchant, &placement.schema, f)
-        })
-        .await
-        .map_err(ApiError::internal)?
+        };
+        self.handle
+            .run(self.wait, checkout, move |conn| {
+                TenantTx::transaction(conn, placement.merchant, &placement.schema, f)
+            })
+            .await
     }
 }
 
 /// Whether the control plane records the merchant at the latest tenant
 /// migration (a placement that says otherwise may be stale, or built
 /// without looking).
-async fn recorded_current(app: &App, merchant: MerchantId) -> ApiResult<bool> {
+async fn recorded_current(app: &Tenancy, merchant: MerchantId) -> ApiResult<bool> {
     let state = app
         .platform(move |p| Ok(MigrationState::find(p, merchant)?))
         .await?;
@@ -173,24 +163,4 @@ async fn recorded_current(app: &App, merchant: MerchantId) -> ApiResult<bool> {
         app.directory.invalidate(merchant);
     }
     Ok(current)
-}
-
-#[rocket::async_trait]
-impl<'r> FromRequest<'r> for TenantDb {
-    type Error = ApiError;
-
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
-        let staff = match req.guard::<&Staff>().await {
-            Outcome::Success(s) => s,
-            Outcome::Error(e) => return Outcome::Error(e),
-            Outcome::Forward(s) => return Outcome::Forward(s),
-        };
-        let Some(app) = req.rocket().state::<App>() else {
-            return fail(req, ApiError::internal("application state is not managed"));
-        };
-        match TenantDb::for_placement(app, staff.placement.clone()).await {
-            Ok(db) => Outcome::Success(db),
-            Err(e) => fail(req, e),
-        }
-    }
 }

@@ -1,10 +1,12 @@
-//! Request guards for the caller.
+//! Every Rocket request guard of posd.
 //!
 //! `StaffClaims` (a verified staff JWT) → `Staff` (plus the merchant's
-//! placement: unknown merchant 401, suspended 403; a deactivated staff user
-//! 401, a demoted one acts with the current role, see [`super::revocation`])
-//! → `Manager` / `Owner` (role checks, 403). `PlatformAdmin` verifies an operator token. Every
-//! failure is an error outcome with a JSON body, never a forward.
+//! placement: unknown merchant 401, suspended 403; a deactivated, deleted or
+//! foreign staff user 401, a demoted one acts with the current role, see
+//! [`crate::auth::revocation`]) → `Manager` / `Owner` (role checks, 403) and
+//! `TenantDb` (the merchant's data plane). `PlatformAdmin` verifies an
+//! operator token. Every failure is an error outcome with a JSON body, never
+//! a forward.
 
 use std::sync::Arc;
 
@@ -15,16 +17,16 @@ use rocket::{
     tokio,
 };
 
-use super::{
-    Role,
-    jwt::{AdminClaims, StaffClaims},
-    revocation::StaffState,
-};
 use crate::{
     app::App,
+    auth::{
+        Role,
+        jwt::{AdminClaims, StaffClaims},
+        revocation::StaffState,
+    },
     db::{ids::StaffId, platform::staff::StaffUser},
     error::{ApiError, fail},
-    tenancy::placement::Placement,
+    tenancy::{placement::Placement, tenant_db::TenantDb},
 };
 
 fn app<'r>(req: &'r Request<'_>) -> Result<&'r App, ApiError> {
@@ -236,6 +238,28 @@ impl<'r> FromRequest<'r> for PlatformAdmin {
         });
         match result {
             Ok(a) => Outcome::Success(a),
+            Err(e) => fail(req, e),
+        }
+    }
+}
+
+/// The verified staff member's data plane.
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for TenantDb {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let staff = match req.guard::<&Staff>().await {
+            Outcome::Success(s) => s,
+            Outcome::Error(e) => return Outcome::Error(e),
+            Outcome::Forward(s) => return Outcome::Forward(s),
+        };
+        let result = match app(req) {
+            Ok(app) => TenantDb::for_placement(app, staff.placement.clone()).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(db) => Outcome::Success(db),
             Err(e) => fail(req, e),
         }
     }
