@@ -235,7 +235,7 @@ fn check_schema_tenants(
     let merchants: Vec<Merchant> = Merchant::list(&mut Platform::new(owner))
         .map_err(|e| BootError::Other(format!("cannot list merchants: {e}")))?
         .into_iter()
-        .filter(|m| m.tier == Tier::Schema.as_str())
+        .filter(|m| m.tier == Tier::Schema)
         .collect();
     let schemas: Vec<String> = merchants.iter().map(|m| m.schema_name.clone()).collect();
     let mut found = classification::check_tenant_schemas(owner, &schemas).map_err(|e| {

@@ -20,6 +20,7 @@ use crate::{
     auth::password,
     db::{
         ids::{MerchantId, StaffId},
+        kinds::MerchantStatus,
         platform::{
             audit,
             merchants::{Merchant, NewMerchant},
@@ -189,7 +190,7 @@ async fn get_tenant(
     let (m, state) = app
         .platform(move |p| {
             let m = Merchant::find(p, id).map_err(ApiError::or_not_found("merchant"))?;
-            let state = if m.tier == Tier::Shared.as_str() {
+            let state = if m.tier == Tier::Shared {
                 // The shared tier is migrated at boot; no per-merchant record.
                 schema_versions(p, &[SHARED_SCHEMA.to_string()])?
                     .pop()
@@ -214,7 +215,7 @@ async fn set_status(
     app: &App,
     admin: PlatformAdmin,
     id: MerchantId,
-    status: &'static str,
+    status: MerchantStatus,
 ) -> ApiResult<Json<Merchant>> {
     let m = app
         .platform(move |p| {
@@ -244,7 +245,7 @@ async fn suspend(
     app: &State<App>,
     id: MerchantId,
 ) -> ApiResult<Json<Merchant>> {
-    set_status(app, admin, id, "suspended").await
+    set_status(app, admin, id, MerchantStatus::Suspended).await
 }
 
 #[utoipa::path(post, path = "/admin/tenants/{id}/resume", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
@@ -255,7 +256,7 @@ async fn resume(
     app: &State<App>,
     id: MerchantId,
 ) -> ApiResult<Json<Merchant>> {
-    set_status(app, admin, id, "active").await
+    set_status(app, admin, id, MerchantStatus::Active).await
 }
 
 #[derive(Deserialize, Default, ToSchema)]

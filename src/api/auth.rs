@@ -24,7 +24,7 @@ use crate::{
     app::App,
     auth::{Role, password},
     config::{RateLimit, Settings},
-    db::{ids::MerchantId, platform::staff::StaffUser},
+    db::{ids::MerchantId, kinds::MerchantStatus, platform::staff::StaffUser},
     error::{ApiError, ApiResult},
 };
 
@@ -147,7 +147,7 @@ async fn login(
         .await
         .map_err(ApiError::internal)?;
     let user = match user {
-        Some((_, status)) if ok && status != "active" => {
+        Some((_, status)) if ok && status != MerchantStatus::Active => {
             return Err(ApiError::forbidden(
                 "merchant_suspended",
                 "this merchant is suspended",

@@ -25,7 +25,7 @@ use crate::{
         platform::{audit, exports::TenantExport, merchants::Merchant},
     },
     error::{ApiError, ApiResult},
-    tenancy::{classification, placement::Placement, tenant_db::TenantDb},
+    tenancy::{Tier, classification, placement::Placement, tenant_db::TenantDb},
 };
 
 #[derive(Serialize)]
@@ -33,7 +33,7 @@ use crate::{
 struct Export {
     merchant_id: MerchantId,
     slug: String,
-    tier: String,
+    tier: Tier,
     schema_version: Option<String>,
     exported_at: DateTime<Utc>,
     export_id: uuid::Uuid,
@@ -80,11 +80,11 @@ async fn export(admin: PlatformAdmin, app: &State<App>, id: MerchantId) -> ApiRe
             ))
         })
         .await?;
-    let (tier, operator) = (m.tier.clone(), admin.operator);
+    let (tier, operator) = (m.tier, admin.operator);
     let record = app
         .platform(move |p| {
             p.transaction(|p| {
-                let r = TenantExport::record(p, id, &tier, &operator)?;
+                let r = TenantExport::record(p, id, tier, &operator)?;
                 audit::record(
                     p,
                     &operator,

@@ -38,7 +38,7 @@ pub fn list(settings: &Settings) -> Result<(), String> {
         "SLUG", "MERCHANT ID", "TIER", "STATUS", "VERSION"
     );
     for m in merchants {
-        let version = if m.tier == "shared" {
+        let version = if m.tier == posd::tenancy::Tier::Shared {
             shared.clone()
         } else {
             targets

@@ -4,6 +4,7 @@
 //! which notices a proxy or pooler between posd and PostgreSQL.
 
 pub mod ids;
+pub mod kinds;
 pub mod platform;
 pub mod pool;
 pub mod pooler;

@@ -137,8 +137,8 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
         .map_err(err)?
         .into_iter()
         .filter(|m| sel.merchants.is_empty() || sel.merchants.contains(&m.id))
-        .filter(|m| m.tier != Tier::Shared.as_str())
-        .filter(|m| sel.tier.is_none_or(|t| t.as_str() == m.tier))
+        .filter(|m| m.tier != Tier::Shared)
+        .filter(|m| sel.tier.is_none_or(|t| t == m.tier))
         .collect();
     let states: HashMap<MerchantId, MigrationState> = MigrationState::all(p)
         .map_err(err)?
@@ -147,7 +147,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
         .collect();
     let schemas: Vec<String> = merchants
         .iter()
-        .filter(|m| m.tier == Tier::Schema.as_str())
+        .filter(|m| m.tier == Tier::Schema)
         .map(|m| m.schema_name.clone())
         .collect();
     let live: HashMap<String, Option<String>> = schema_versions(p, &schemas)
@@ -156,7 +156,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
         .collect();
     let mut out = Vec::with_capacity(merchants.len());
     for m in merchants {
-        let tier = Tier::parse(&m.tier).unwrap_or(Tier::Schema);
+        let tier = m.tier;
         let (database, brought, before) = match (tier, m.database_id) {
             (Tier::Dedicated, Some(db)) => {
                 let db = TenantDatabase::find(p, db).map_err(err)?;

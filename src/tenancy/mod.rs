@@ -24,8 +24,6 @@ pub mod tenant_db;
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::{config::Settings, db::platform::Platform, error::ApiResult};
 
 /// What tenancy needs of the running service, and nothing more: the
@@ -76,33 +74,7 @@ impl Tenancy {
 /// The shared tier's schema in the platform database.
 pub const SHARED_SCHEMA: &str = "tenant_shared";
 
-/// Where a merchant's data plane lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Shared,
-    Schema,
-    Dedicated,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Shared => "shared",
-            Tier::Schema => "schema",
-            Tier::Dedicated => "dedicated",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Tier> {
-        match s {
-            "shared" => Some(Tier::Shared),
-            "schema" => Some(Tier::Schema),
-            "dedicated" => Some(Tier::Dedicated),
-            _ => None,
-        }
-    }
-}
+pub use crate::db::kinds::Tier;
 
 /// The schema that holds a schema-tier or dedicated merchant's tables:
 /// generated from the merchant id, never from user input.

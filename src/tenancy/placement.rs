@@ -22,6 +22,7 @@ use rocket::tokio::sync::{broadcast, watch};
 use super::{SHARED_SCHEMA, Tier};
 use crate::db::{
     ids::{DatabaseId, MerchantId},
+    kinds::MerchantStatus,
     platform::{Platform, merchants::Merchant, migration_state::MigrationState},
     pool::Pool,
 };
@@ -48,12 +49,12 @@ impl Placement {
     pub fn from_merchant(m: &Merchant) -> Self {
         Placement {
             merchant: m.id,
-            tier: Tier::parse(&m.tier).unwrap_or(Tier::Shared),
+            tier: m.tier,
             schema: Arc::from(m.schema_name.as_str()),
             database_id: m.database_id,
             generation: m.generation,
-            suspended: m.status != "active",
-            migrated: m.tier == Tier::Shared.as_str(),
+            suspended: m.status != MerchantStatus::Active,
+            migrated: m.tier == Tier::Shared,
             timezone: m.timezone.parse().unwrap_or(chrono_tz::UTC),
             currency: Arc::from(m.currency.as_str()),
         }

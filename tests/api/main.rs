@@ -14,6 +14,7 @@ mod faults;
 mod hardening;
 mod isolation;
 mod keys;
+mod kinds;
 mod logs;
 mod metrics;
 mod migrations;

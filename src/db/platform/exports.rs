@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::{Platform, schema::tenant_exports};
-use crate::db::ids::MerchantId;
+use crate::db::{ids::MerchantId, kinds::Tier};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
 #[diesel(table_name = tenant_exports, check_for_backend(diesel::pg::Pg))]
@@ -14,7 +14,7 @@ use crate::db::ids::MerchantId;
 pub struct TenantExport {
     pub id: uuid::Uuid,
     pub merchant_id: MerchantId,
-    pub tier: String,
+    pub tier: Tier,
     pub requested_by: String,
     pub created_at: DateTime<Utc>,
 }
@@ -24,7 +24,7 @@ impl TenantExport {
     pub fn record(
         p: &mut Platform<'_>,
         merchant: MerchantId,
-        tier: &str,
+        tier: Tier,
         requested_by: &str,
     ) -> QueryResult<TenantExport> {
         diesel::insert_into(tenant_exports::table)
@@ -43,7 +43,7 @@ impl TenantExport {
     pub fn latest_since(
         p: &mut Platform<'_>,
         merchant: MerchantId,
-        tier: &str,
+        tier: Tier,
         since: DateTime<Utc>,
     ) -> QueryResult<Option<TenantExport>> {
         tenant_exports::table

@@ -5,7 +5,10 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::{Platform, schema::merchants};
-use crate::db::ids::{DatabaseId, MerchantId};
+use crate::db::{
+    ids::{DatabaseId, MerchantId},
+    kinds::{MerchantStatus, Tier},
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = merchants, check_for_backend(diesel::pg::Pg))]
@@ -17,8 +20,8 @@ pub struct Merchant {
     pub timezone: String,
     pub currency: String,
     pub plan: String,
-    pub status: String,
-    pub tier: String,
+    pub status: MerchantStatus,
+    pub tier: Tier,
     pub schema_name: String,
     pub database_id: Option<DatabaseId>,
     pub generation: i64,
@@ -40,7 +43,7 @@ pub struct NewMerchant<'a> {
 /// A new placement, written in one statement that also bumps the generation.
 #[derive(Debug)]
 pub struct NewPlacement<'a> {
-    pub tier: &'a str,
+    pub tier: Tier,
     pub schema_name: &'a str,
     pub database_id: Option<DatabaseId>,
 }
@@ -63,7 +66,7 @@ impl Merchant {
     /// Merchants whose data is not on the shared tier.
     pub fn list_placed_elsewhere(p: &mut Platform<'_>) -> QueryResult<Vec<Merchant>> {
         merchants::table
-            .filter(merchants::tier.ne("shared"))
+            .filter(merchants::tier.ne(Tier::Shared))
             .order(merchants::slug.asc())
             .select(Merchant::as_select())
             .load(p.conn)
@@ -81,7 +84,7 @@ impl Merchant {
     pub fn set_placement(
         p: &mut Platform<'_>,
         id: MerchantId,
-        from_tier: &str,
+        from_tier: Tier,
         to: &NewPlacement<'_>,
     ) -> QueryResult<Merchant> {
         diesel::update(
@@ -100,7 +103,11 @@ impl Merchant {
         .get_result(p.conn)
     }
 
-    pub fn set_status(p: &mut Platform<'_>, id: MerchantId, status: &str) -> QueryResult<Merchant> {
+    pub fn set_status(
+        p: &mut Platform<'_>,
+        id: MerchantId,
+        status: MerchantStatus,
+    ) -> QueryResult<Merchant> {
         diesel::update(merchants::table.find(id))
             .set((
                 merchants::status.eq(status),

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::{Platform, schema::staff_users};
-use crate::db::ids::{MerchantId, StaffId};
+use crate::db::{
+    ids::{MerchantId, StaffId},
+    kinds::MerchantStatus,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = staff_users, check_for_backend(diesel::pg::Pg))]
@@ -35,7 +38,7 @@ impl StaffUser {
         p: &mut Platform<'_>,
         merchant_slug: &str,
         email: &str,
-    ) -> QueryResult<Option<(StaffUser, String)>> {
+    ) -> QueryResult<Option<(StaffUser, MerchantStatus)>> {
         use super::schema::merchants;
         staff_users::table
             .inner_join(merchants::table)

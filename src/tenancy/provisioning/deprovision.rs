@@ -43,7 +43,7 @@ pub struct Deprovisioned {
     /// The merchant, back on the shared tier.
     pub merchant: Merchant,
     /// The tier it was on.
-    pub from_tier: String,
+    pub from_tier: Tier,
     /// `schema m_…` or `database posd_m_…`, when dropped.
     pub dropped: Option<String>,
     /// A database the merchant brought: forgotten, left intact.
@@ -75,7 +75,7 @@ fn deprovision_locked(
 ) -> ApiResult<Deprovisioned> {
     let mut p = Platform::new(owner);
     let m = Merchant::find(&mut p, merchant).map_err(ApiError::or_not_found("merchant"))?;
-    if m.tier == Tier::Shared.as_str() {
+    if m.tier == Tier::Shared {
         return Err(ApiError::conflict(
             "not_provisioned",
             "the merchant is on the shared tier; there is nothing to deprovision",
@@ -89,7 +89,7 @@ fn deprovision_locked(
     let placed_at = ProvisioningRun::latest_ready(&mut p, merchant)?
         .map(|r| r.updated_at)
         .unwrap_or(m.created_at);
-    let export = TenantExport::latest_since(&mut p, merchant, &m.tier, placed_at)?;
+    let export = TenantExport::latest_since(&mut p, merchant, m.tier, placed_at)?;
     if !byo && !force && export.is_none() {
         return Err(ApiError::conflict(
             "export_required",
@@ -105,9 +105,9 @@ fn deprovision_locked(
         let after = Merchant::set_placement(
             &mut p,
             merchant,
-            &m.tier,
+            m.tier,
             &NewPlacement {
-                tier: Tier::Shared.as_str(),
+                tier: Tier::Shared,
                 schema_name: SHARED_SCHEMA,
                 database_id: None,
             },
@@ -136,7 +136,7 @@ fn deprovision_locked(
 
     let mut out = Deprovisioned {
         merchant: after,
-        from_tier: m.tier.clone(),
+        from_tier: m.tier,
         dropped: None,
         forgotten: None,
         left_behind: None,

@@ -190,7 +190,7 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
         None => None,
     };
     let m = Merchant::find(&mut platform, merchant).map_err(ApiError::or_not_found("merchant"))?;
-    if m.tier != Tier::Shared.as_str() {
+    if m.tier != Tier::Shared {
         let e = ApiError::conflict(
             "already_provisioned",
             format!(

@@ -150,9 +150,9 @@ impl Steps<'_> {
             Merchant::set_placement(
                 &mut p,
                 self.merchant,
-                Tier::Shared.as_str(),
+                Tier::Shared,
                 &NewPlacement {
-                    tier: tier.as_str(),
+                    tier,
                     schema_name: &self.schema,
                     database_id: database.as_ref().map(|d| d.id),
                 },

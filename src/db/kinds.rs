@@ -1,0 +1,90 @@
+//! The closed sets of values the control plane stores as text: a
+//! merchant's tier and status. Each maps to and from its column with
+//! Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
+//! of the set is an error when it is read, never a quiet default (an
+//! unknown tier must not route a merchant to the shared tier).
+
+use diesel::{
+    deserialize::{self, FromSql, FromSqlRow},
+    expression::AsExpression,
+    pg::{Pg, PgValue},
+    serialize::{self, Output, ToSql},
+    sql_types::Text,
+};
+use serde::{Deserialize, Serialize};
+
+/// Defines a text enum: its variants and their stored names.
+macro_rules! text_kind {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow,
+            Serialize, Deserialize, utoipa::ToSchema,
+        )]
+        #[diesel(sql_type = Text)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql<Text, Pg> for $name {
+            fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+                <str as ToSql<Text, Pg>>::to_sql(self.as_str(), &mut out.reborrow())
+            }
+        }
+
+        impl FromSql<Text, Pg> for $name {
+            fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+                let s = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+                $name::parse(&s).ok_or_else(|| {
+                    format!(concat!("unknown ", stringify!($name), " `{}` in the database"), s).into()
+                })
+            }
+        }
+    };
+}
+
+text_kind!(
+    /// Where a merchant's data plane lives.
+    Tier {
+        /// Schema `tenant_shared` of the platform database, rows scoped by
+        /// `merchant_id`.
+        Shared = "shared",
+        /// The merchant's own schema in the platform database.
+        Schema = "schema",
+        /// The merchant's own database.
+        Dedicated = "dedicated",
+    }
+);
+
+text_kind!(
+    /// Whether a merchant's staff may work.
+    MerchantStatus {
+        Active = "active",
+        /// Its staff get 403 `merchant_suspended`.
+        Suspended = "suspended",
+    }
+);
