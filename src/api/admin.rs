@@ -17,7 +17,7 @@ use super::{
 use crate::{
     api::guards::PlatformAdmin,
     app::App,
-    auth::password,
+    auth::{Role, password},
     db::{
         ids::{MerchantId, StaffId},
         kinds::MerchantStatus,
@@ -95,7 +95,7 @@ async fn create_merchant(
                         merchant_id: m.id,
                         email: b.owner.email.as_str(),
                         password_hash: &hash,
-                        role: "owner",
+                        role: Role::Owner,
                     },
                 )?;
                 audit::record(

@@ -156,7 +156,7 @@ async fn login(
         Some((u, _)) if ok => u,
         _ => return Err(bad_credentials()),
     };
-    let role = Role::parse(&user.role).ok_or_else(|| ApiError::internal("unknown role"))?;
+    let role = user.role;
     let (token, exp) = app
         .jwt
         .issue_staff(user.id, user.merchant_id, role, app.settings.token_ttl)

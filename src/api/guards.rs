@@ -151,10 +151,7 @@ async fn staff_state(app: &App, id: StaffId) -> Result<StaffState, ApiError> {
     let state = match app.platform(move |p| Ok(StaffUser::status(p, id)?)).await? {
         None => StaffState::Unknown,
         Some((false, _, _)) => StaffState::Inactive,
-        Some((true, role, merchant)) => match Role::parse(&role) {
-            Some(r) => StaffState::Active(r, merchant),
-            None => return Err(ApiError::internal("unknown staff role")),
-        },
+        Some((true, role, merchant)) => StaffState::Active(role, merchant),
     };
     states.put(id, state);
     Ok(state)

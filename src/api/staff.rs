@@ -37,14 +37,14 @@ pub struct StaffView {
 }
 
 impl StaffView {
-    fn new(u: StaffUser) -> ApiResult<Self> {
-        Ok(StaffView {
+    fn new(u: StaffUser) -> Self {
+        StaffView {
             id: u.id,
-            role: Role::parse(&u.role).ok_or_else(|| ApiError::internal("unknown staff role"))?,
+            role: u.role,
             email: u.email,
             active: u.active,
             created_at: u.created_at,
-        })
+        }
     }
 }
 
@@ -78,11 +78,7 @@ async fn list(owner: Owner<'_>, app: &State<App>) -> ApiResult<Json<Vec<StaffVie
     let users = app
         .platform(move |p| Ok(StaffUser::list(p, merchant)?))
         .await?;
-    users
-        .into_iter()
-        .map(StaffView::new)
-        .collect::<ApiResult<_>>()
-        .map(Json)
+    Ok(Json(users.into_iter().map(StaffView::new).collect()))
 }
 
 /// Adds a staff user to the owner's merchant (409 `email_taken`).
@@ -120,7 +116,7 @@ async fn create(
                     merchant_id: merchant,
                     email: &email,
                     password_hash: &hash,
-                    role: b.role.as_str(),
+                    role: b.role,
                 },
             )
             .map_err(ApiError::or_taken(
@@ -131,7 +127,7 @@ async fn create(
         })
         .await?;
     tracing::info!(merchant = %merchant, staff = %user.id, by = %owner.0.claims.sub, "staff user created");
-    Ok((Status::Created, Json(StaffView::new(user)?)))
+    Ok((Status::Created, Json(StaffView::new(user))))
 }
 
 /// Changes a staff user's role or deactivates them; their tokens follow
@@ -169,7 +165,7 @@ async fn update(
             p.transaction(|p| {
                 StaffUser::lock_active_owners(p, merchant)?;
                 let changes = StaffChanges {
-                    role: b.role.map(Role::as_str),
+                    role: b.role,
                     active: b.active,
                 };
                 let user = StaffUser::update(p, merchant, id, &changes)
@@ -186,7 +182,7 @@ async fn update(
         .await?;
     app.staff_states.invalidate(id);
     tracing::info!(merchant = %merchant, staff = %id, by = %me, "staff user updated");
-    Ok(Json(StaffView::new(user)?))
+    Ok(Json(StaffView::new(user)))
 }
 
 #[derive(OpenApi)]

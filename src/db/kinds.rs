@@ -1,5 +1,5 @@
 //! The closed sets of values the control plane stores as text: a
-//! merchant's tier and status. Each maps to and from its column with
+//! merchant's tier and status, a staff member's role. Each maps to and from its column with
 //! Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
 //! of the set is an error when it is read, never a quiet default (an
 //! unknown tier must not route a merchant to the shared tier).
@@ -18,7 +18,7 @@ macro_rules! text_kind {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow,
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, AsExpression, FromSqlRow,
             Serialize, Deserialize, utoipa::ToSchema,
         )]
         #[diesel(sql_type = Text)]
@@ -86,5 +86,14 @@ text_kind!(
         Active = "active",
         /// Its staff get 403 `merchant_suspended`.
         Suspended = "suspended",
+    }
+);
+
+text_kind!(
+    /// A staff member's role at a merchant, in increasing order of power.
+    Role {
+        Cashier = "cashier",
+        Manager = "manager",
+        Owner = "owner",
     }
 );

@@ -2,7 +2,7 @@
 //! enums: an unknown one is an error, never a quiet default.
 
 use diesel::{IntoSql, RunQueryDsl, sql_types::Text};
-use posd::db::kinds::{MerchantStatus, Tier};
+use posd::db::kinds::{MerchantStatus, Role, Tier};
 
 use crate::common::TestDb;
 
@@ -26,4 +26,12 @@ fn an_unknown_tier_or_status_is_an_error_not_a_default() {
             .unwrap_err()
     );
     assert!(err.contains("unknown MerchantStatus `closed`"), "{err}");
+    let err = format!(
+        "{:?}",
+        diesel::select("boss".into_sql::<Text>())
+            .get_result::<Role>(&mut c)
+            .unwrap_err()
+    );
+    assert!(err.contains("unknown Role `boss`"), "{err}");
+    assert!(Role::Cashier < Role::Manager && Role::Manager < Role::Owner);
 }

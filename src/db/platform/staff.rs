@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use super::{Platform, schema::staff_users};
 use crate::db::{
     ids::{MerchantId, StaffId},
-    kinds::MerchantStatus,
+    kinds::{MerchantStatus, Role},
 };
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -16,7 +16,7 @@ pub struct StaffUser {
     pub merchant_id: MerchantId,
     pub email: String,
     pub password_hash: String,
-    pub role: String,
+    pub role: Role,
     pub active: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -28,7 +28,7 @@ pub struct NewStaffUser<'a> {
     pub merchant_id: MerchantId,
     pub email: &'a str,
     pub password_hash: &'a str,
-    pub role: &'a str,
+    pub role: Role,
 }
 
 impl StaffUser {
@@ -83,7 +83,7 @@ impl StaffUser {
     ) -> QueryResult<Vec<StaffId>> {
         staff_users::table
             .filter(staff_users::merchant_id.eq(merchant))
-            .filter(staff_users::role.eq("owner"))
+            .filter(staff_users::role.eq(Role::Owner))
             .filter(staff_users::active.eq(true))
             .select(staff_users::id)
             .for_update()
@@ -95,7 +95,7 @@ impl StaffUser {
         p: &mut Platform<'_>,
         merchant: MerchantId,
         id: StaffId,
-        changes: &StaffChanges<'_>,
+        changes: &StaffChanges,
     ) -> QueryResult<StaffUser> {
         let target = staff_users::table
             .filter(staff_users::merchant_id.eq(merchant))
@@ -114,7 +114,7 @@ impl StaffUser {
     pub fn status(
         p: &mut Platform<'_>,
         id: StaffId,
-    ) -> QueryResult<Option<(bool, String, MerchantId)>> {
+    ) -> QueryResult<Option<(bool, Role, MerchantId)>> {
         staff_users::table
             .filter(staff_users::id.eq(id))
             .select((
@@ -129,7 +129,7 @@ impl StaffUser {
 
 #[derive(Debug, Default, AsChangeset)]
 #[diesel(table_name = staff_users)]
-pub struct StaffChanges<'a> {
-    pub role: Option<&'a str>,
+pub struct StaffChanges {
+    pub role: Option<Role>,
     pub active: Option<bool>,
 }
