@@ -173,23 +173,29 @@ impl From<r2d2::Error> for ApiError {
     }
 }
 
+/// The envelope every error is answered in.
 #[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+struct Envelope {
+    error: ErrorBody,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+/// An error as a client reads it: `{"code", "message"}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, snake_case: clients branch on it.
+    #[schema(example = "insufficient_role")]
+    pub code: String,
+    /// A human sentence; for validation errors it starts with the field.
+    #[schema(example = "this action needs the manager role or higher")]
+    pub message: String,
 }
 
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         let body = Json(Envelope {
-            error: Body {
-                code: &self.code,
-                message: &self.message,
+            error: ErrorBody {
+                code: self.code.to_string(),
+                message: self.message.clone(),
             },
         });
         let mut res = Response::build_from(body.respond_to(req)?);

@@ -29,7 +29,11 @@ use crate::{
         },
     },
     error::{ApiError, ApiResult},
-    tenancy::{SHARED_SCHEMA, Tier, fleet, placement::Placement, pools::PoolState},
+    tenancy::{
+        SHARED_SCHEMA, Tier, fleet,
+        placement::Placement,
+        pools::{PoolState, PoolsSummary},
+    },
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -163,18 +167,26 @@ fn tenant_view(app: &App, m: Merchant, state: Option<MigrationState>) -> TenantV
     }
 }
 
+/// Every tenant, and the state of the tenant pools.
+#[derive(Serialize, ToSchema)]
+struct TenantList {
+    items: Vec<TenantView>,
+    pools: PoolsSummary,
+}
+
 #[utoipa::path(get, path = "/admin/tenants", tag = "admin", security(("admin" = [])),
-    responses((status = 200, description = "`{items: [tenant], pools}`", body = Object), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable)))]
+    responses((status = 200, body = TenantList), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable)))]
 #[get("/admin/tenants")]
-async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json<Value>> {
+async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json<TenantList>> {
     let merchants = app.platform(|p| Ok(Merchant::list(p)?)).await?;
     let items: Vec<TenantView> = merchants
         .into_iter()
         .map(|m| tenant_view(app, m, None))
         .collect();
-    Ok(Json(
-        json!({ "items": items, "pools": app.pools.summary() }),
-    ))
+    Ok(Json(TenantList {
+        items,
+        pools: app.pools.summary(),
+    }))
 }
 
 #[utoipa::path(get, path = "/admin/tenants/{id}", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),

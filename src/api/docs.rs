@@ -35,18 +35,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
 #[schema(as = Error)]
 #[expect(dead_code, reason = "documents the shape crate::error writes")]
 pub struct ErrorEnvelope {
-    error: ErrorDetail,
-}
-
-#[derive(ToSchema)]
-#[expect(dead_code, reason = "documents the shape crate::error writes")]
-pub struct ErrorDetail {
-    /// Stable, snake_case: clients branch on it.
-    #[schema(example = "insufficient_role")]
-    code: String,
-    /// A human sentence; for validation errors it starts with the field.
-    #[schema(example = "this action needs the manager role or higher")]
-    message: String,
+    error: crate::error::ErrorBody,
 }
 
 /// Missing, malformed or expired token, or a token of the other audience

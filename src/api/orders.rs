@@ -7,7 +7,6 @@
 
 use rocket::{FromForm, Route, State, get, http::Status, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 
 use super::{
@@ -25,7 +24,7 @@ use crate::{
     auth::Role,
     db::{
         ids::{CustomerId, OrderId, ProductId},
-        tenant::orders::{Order, OrderFilter, OrderView},
+        tenant::orders::{Order, OrderFilter, OrderView, RefundView},
     },
     error::{ApiError, ApiResult},
     pos::{
@@ -283,12 +282,19 @@ struct CreateRefund {
     method: Option<Method>,
 }
 
+/// A refund and the order after it.
+#[derive(Debug, Serialize, ToSchema)]
+struct Refunded {
+    refund: RefundView,
+    order: OrderView,
+}
+
 /// Manager or owner. Partial or full; never more than was paid.
 #[utoipa::path(post, path = "/orders/{id}/refunds", tag = "orders", security(("staff" = [])),
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "Required: a key unique to the operation (a UUID). The same key and body answer the stored response again (`Idempotent-Replayed: true`); the same key with another body is 422 `idempotency_key_reused`; a key still in flight is 409 `idempotency_key_in_use`")),
     request_body = CreateRefund,
     responses(
-        (status = 201, description = "`{refund, order}`: the refund and the order after it", body = Object),
+        (status = 201, description = "The refund and the order after it", body = Refunded),
         (status = 401, response = docs::Unauthorized),
         (status = 403, response = docs::Forbidden),
         (status = 404, response = docs::NotFound),
@@ -346,7 +352,7 @@ async fn create_refund(
         Status::Created,
         move |tx| {
             let (refund, order) = refund::refund(tx, id, &req)?;
-            Ok(json!({ "refund": to_json(&refund)?, "order": to_json(&order)? }))
+            to_json(&Refunded { refund, order })
         },
     )
     .await

@@ -9,10 +9,11 @@
 //! admin audit with the operator, the merchant and the outcome (`ready`,
 //! `failed`, `replayed`, `refused` with the error's code).
 
+use rocket::serde::json::Json;
 use rocket::{Route, State, http::Status, post, response::status::Custom, routes, tokio};
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{Body, fields::OwnTier};
 use crate::{
@@ -22,7 +23,7 @@ use crate::{
         ids::{MerchantId, RunId},
         platform::runs::ProvisioningRun,
     },
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     tenancy::{
         Tier,
         provisioning::{
@@ -45,34 +46,54 @@ struct Provision {
     database_url: Option<SecretString>,
 }
 
-fn failed(status: Status, run: ProvisioningRun) -> Custom<Json> {
-    Custom(
-        status,
-        rocket::serde::json::Json(json!({
-            "error": {
-                "code": run.error_code.clone().unwrap_or_else(|| "provisioning_failed".into()),
-                "message": format!(
-                    "provisioning failed at step {}: {}",
-                    run.failed_step.clone().unwrap_or_default(),
-                    run.error.clone().unwrap_or_default()
-                ),
-            },
-            "run": run,
-        })),
-    )
+/// A provisioning run, as the answer carries it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RunAnswer {
+    run: ProvisioningRun,
 }
 
-type Json = rocket::serde::json::Json<Value>;
+/// The error envelope of a failed run, with the run (which step failed and
+/// why).
+#[derive(Serialize, utoipa::ToSchema)]
+struct FailedRun {
+    error: ErrorBody,
+    run: ProvisioningRun,
+}
+
+/// What `POST /admin/tenant/provision` answers.
+#[derive(rocket::Responder)]
+enum Provisioned {
+    Run(Custom<Json<RunAnswer>>),
+    Failed(Custom<Json<FailedRun>>),
+}
+
+fn failed(run: ProvisioningRun) -> Provisioned {
+    let error = ErrorBody {
+        code: run
+            .error_code
+            .clone()
+            .unwrap_or_else(|| "provisioning_failed".into()),
+        message: format!(
+            "provisioning failed at step {}: {}",
+            run.failed_step.clone().unwrap_or_default(),
+            run.error.clone().unwrap_or_default()
+        ),
+    };
+    Provisioned::Failed(Custom(
+        Status::UnprocessableEntity,
+        Json(FailedRun { error, run }),
+    ))
+}
 
 /// Provisions a merchant onto its own schema or database, as one durable run.
 #[utoipa::path(post, path = "/admin/tenant/provision", tag = "admin", security(("admin" = [])), request_body = Provision,
     responses(
-        (status = 201, description = "`{run}`: the run that provisioned the merchant", body = Object),
-        (status = 200, description = "`{run}`: a ready run answered again for its `runId`", body = Object),
+        (status = 201, description = "The run that provisioned the merchant", body = RunAnswer),
+        (status = 200, description = "A ready run answered again for its `runId`", body = RunAnswer),
         (status = 401, response = super::docs::Unauthorized),
         (status = 404, response = super::docs::NotFound),
         (status = 409, response = super::docs::Conflict),
-        (status = 422, description = "a failed run (with `run`: the failed step and why), a bad database URL or an invalid body", body = super::docs::ErrorEnvelope),
+        (status = 422, description = "A failed run (the envelope with `run`: the failed step and why), a bad database URL or an invalid body", body = FailedRun),
         (status = 503, response = super::docs::Unavailable),
     ))]
 #[post("/admin/tenant/provision", data = "<body>")]
@@ -80,7 +101,7 @@ async fn provision(
     admin: PlatformAdmin,
     app: &State<App>,
     body: Body<Provision>,
-) -> Result<Custom<Json>, ApiError> {
+) -> Result<Provisioned, ApiError> {
     let b = body.0;
     let tier = Tier::from(b.tier);
     let database_url = match &b.database_url {
@@ -133,15 +154,12 @@ async fn provision(
     Ok(match outcome? {
         Outcome::Ready(run) => {
             tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, run = %run.id, "provisioned");
-            Custom(
-                Status::Created,
-                rocket::serde::json::Json(json!({ "run": run })),
-            )
+            Provisioned::Run(Custom(Status::Created, Json(RunAnswer { run })))
         }
         Outcome::Replayed(run) if run.status == "ready" => {
-            Custom(Status::Ok, rocket::serde::json::Json(json!({ "run": run })))
+            Provisioned::Run(Custom(Status::Ok, Json(RunAnswer { run })))
         }
-        Outcome::Failed(run) | Outcome::Replayed(run) => failed(Status::UnprocessableEntity, run),
+        Outcome::Failed(run) | Outcome::Replayed(run) => failed(run),
     })
 }
 
@@ -170,7 +188,7 @@ async fn deprovision(
     app: &State<App>,
     id: MerchantId,
     body: Body<Deprovision>,
-) -> Result<rocket::serde::json::Json<Deprovisioned>, ApiError> {
+) -> Result<Json<Deprovisioned>, ApiError> {
     let force = body.0.force;
     let app2 = app.inner().clone();
     let operator = admin.operator.clone();
@@ -191,7 +209,7 @@ async fn deprovision(
         )
         .await;
     }
-    Ok(rocket::serde::json::Json(out?))
+    Ok(Json(out?))
 }
 
 #[derive(utoipa::OpenApi)]

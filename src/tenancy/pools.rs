@@ -146,7 +146,7 @@ pub struct PoolState {
 }
 
 /// What an operator sees of all tenant pools.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolsSummary {
     pub live_pools: usize,

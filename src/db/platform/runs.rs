@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{Platform, schema::provisioning_runs};
 use crate::db::ids::{MerchantId, RunId};
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = provisioning_runs, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisioningRun {
