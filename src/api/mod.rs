@@ -203,9 +203,19 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Answers with the error a guard left, or the generic one for the status.
+/// A 422 no guard explains is a path parameter Rocket could not parse (a
+/// malformed id: every body and query error is explained): it answers 404,
+/// like an id that names nothing.
 #[rocket::catch(default)]
 fn default_catcher(status: Status, req: &Request<'_>) -> ApiError {
-    GuardError::take(req).unwrap_or_else(|| ApiError::from_status(status))
+    GuardError::take(req).unwrap_or_else(|| {
+        if status == Status::UnprocessableEntity {
+            ApiError::from_status(Status::NotFound)
+        } else {
+            ApiError::from_status(status)
+        }
+    })
 }
 
 pub fn catchers() -> Vec<Catcher> {

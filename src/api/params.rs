@@ -15,6 +15,33 @@ use crate::error::{ApiError, ApiResult, fail};
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
+/// An id in a path. A malformed one fails here, before any lookup; Rocket
+/// then forwards the request with 422, which the catcher answers 404 like
+/// any unknown id (see [`super::catchers`]).
+macro_rules! id_params {
+    ($($name:ident),* $(,)?) => {$(
+        impl<'a> rocket::request::FromParam<'a> for crate::db::ids::$name {
+            type Error = uuid::Error;
+
+            fn from_param(param: &'a str) -> Result<Self, Self::Error> {
+                Uuid::parse_str(param).map(crate::db::ids::$name)
+            }
+        }
+    )*};
+}
+
+id_params!(
+    MerchantId,
+    StaffId,
+    ProductId,
+    CategoryId,
+    CustomerId,
+    OrderId,
+    RefundId,
+    DatabaseId,
+    RunId
+);
+
 /// One page of a list; `nextCursor` is null on the last page.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -2,7 +2,6 @@
 //! and a malformed id in a path is a 404, never a 500.
 
 use diesel_derive_newtype::DieselNewType;
-use rocket::request::FromParam;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,14 +18,6 @@ macro_rules! id_type {
             }
         }
 
-        /// A malformed id is looked up as the nil id, which never exists,
-        /// so it answers 404 like any other unknown id.
-        impl<'a> FromParam<'a> for $name {
-            type Error = std::convert::Infallible;
-            fn from_param(param: &'a str) -> Result<Self, Self::Error> {
-                Ok($name(Uuid::parse_str(param).unwrap_or(Uuid::nil())))
-            }
-        }
     )*};
 }
 
