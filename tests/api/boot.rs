@@ -121,3 +121,44 @@ fn migration_concurrency_is_a_setting_of_at_least_one() {
     let s = crate::common::settings(&db.name, &[]).unwrap();
     assert_eq!(s.migration_concurrency, 4, "the default");
 }
+
+/// A misspelt `POSD_*` variable stops posd with one line naming it instead
+/// of being ignored; the same run with the name spelt right goes through.
+#[test]
+fn an_unknown_posd_variable_is_refused() {
+    let db = TestDb::new();
+    let server = Server::get();
+    let migrate = |name: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_posd"))
+            .arg("migrate")
+            .env("POSD_DATABASE_URL", server.owner_url(&db.name))
+            .env("POSD_APP_DATABASE_URL", server.app_url(&db.name))
+            .env("POSD_JWT_SECRET", crate::common::JWT_SECRET)
+            .env("POSD_ENCRYPTION_KEYS", server.keys())
+            .env("POSD_LOG", "error")
+            .env(name, "2")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for misspelt in ["POSD_MIGRATON_CONCURRENCY", "posd_pool_sise"] {
+        let (ok, err) = migrate(misspelt);
+        assert!(!ok, "{misspelt} was ignored: {err}");
+        assert_eq!(
+            err,
+            format!("posd: configuration: {misspelt}: is not a setting\n"),
+            "one line naming it"
+        );
+    }
+    for known in [
+        "POSD_MIGRATION_CONCURRENCY",
+        "POSD_FUZZ_WORKERS",
+        "ROCKET_WORKERS",
+    ] {
+        let (ok, err) = migrate(known);
+        assert!(ok, "{known}: {err}");
+    }
+}
