@@ -142,26 +142,21 @@ impl Server {
             self.template, self.owner.0
         ))
         .expect("create the template");
-        let settings = Settings::from_figment(&self.figment(&self.template.clone(), &[]))
+        let settings = Settings::from_figment(&self.figment(&self.template.clone()))
             .expect("template settings");
         posd::app::migrate(&settings).expect("migrate the template");
     }
 
-    /// Configuration for database `db`, with overrides.
-    pub fn figment(&self, db: &str, overrides: &[(&str, Value)]) -> Figment {
-        let mut f = posd::config::figment()
+    /// The configuration posd reads for database `db`: the settings it
+    /// requires, and Rocket's (quiet). Tests change the rest through
+    /// [`settings_with`] and [`TestApp::with_config`], typed.
+    pub fn figment(&self, db: &str) -> Figment {
+        posd::config::figment()
             .merge(("log_level", "off"))
             .merge(("database_url", self.owner_url(db)))
             .merge(("app_database_url", self.app_url(db)))
             .merge(("jwt_secret", JWT_SECRET))
             .merge(("encryption_keys", self.keys.clone()))
-            .merge(("pool_size", 4))
-            .merge(("tenant_pool_size", 2))
-            .merge(("pool_connect_timeout", "2s"));
-        for (k, v) in overrides {
-            f = f.merge((*k, v.clone()));
-        }
-        f
     }
 }
 
@@ -244,40 +239,78 @@ pub struct Merchant {
     pub tier: Tier,
 }
 
-pub fn settings(db: &str, overrides: &[(&str, Value)]) -> Result<Settings, String> {
-    Settings::from_figment(&Server::get().figment(db, overrides)).map_err(|e| e.to_string())
+/// Settings parsed from keys, as an operator sets them, over the
+/// harness's configuration for database `db`. Only for tests of parsing
+/// itself (a refused value, a default): everywhere else use
+/// [`settings_with`] or [`TestApp::with_config`], where a misspelt setting
+/// does not compile.
+pub fn settings_from_keys(db: &str, keys: &[(&str, Value)]) -> Result<Settings, String> {
+    let mut figment = Server::get().figment(db);
+    for (k, v) in keys {
+        figment = figment.merge((*k, v.clone()));
+    }
+    Settings::from_figment(&figment).map_err(|e| e.to_string())
 }
 
-pub fn boot(db: &str, overrides: &[(&str, Value)]) -> Result<App, String> {
-    let settings = settings(db, overrides)?;
-    posd::boot(settings).map_err(|e| e.to_string())
+/// The harness's own choices, applied to every booted posd before a
+/// test's: small pools, and a short connect timeout so that an unreachable
+/// database fails a test quickly.
+fn test_defaults(s: &mut Settings) {
+    s.pool_size = 4;
+    s.tenant_pool_size = 2;
+    s.pool_connect_timeout = Duration::from_secs(2);
+}
+
+/// posd's validated settings for database `db`, with the harness's
+/// defaults, then changed by `configure`. The change is applied after
+/// validation: it can set what parsing would refuse (tests of refusals
+/// use [`settings_from_keys`]).
+pub fn settings_with(db: &str, configure: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = Settings::from_figment(&Server::get().figment(db)).expect("the harness's settings");
+    test_defaults(&mut s);
+    configure(&mut s);
+    s
+}
+
+/// Boots posd (without serving) over database `db`, configured by
+/// `configure`.
+pub fn boot_with(db: &str, configure: impl FnOnce(&mut Settings)) -> Result<App, String> {
+    posd::boot(settings_with(db, configure)).map_err(|e| e.to_string())
+}
+
+/// Boots posd (without serving) over database `db`.
+pub fn boot(db: &str) -> Result<App, String> {
+    boot_with(db, |_| {})
 }
 
 impl TestApp {
     pub async fn new() -> TestApp {
-        Self::with(&[]).await
+        Self::with_config(|_| {}).await
     }
 
-    pub async fn with(overrides: &[(&str, Value)]) -> TestApp {
-        let db = TestDb::new();
-        Self::on(db, overrides).await
+    /// posd over a new test database, its settings changed by `configure`,
+    /// e.g. `TestApp::with_config(|s| s.pool_size = 1)`.
+    pub async fn with_config(configure: impl FnOnce(&mut Settings) + Send + 'static) -> TestApp {
+        Self::on_with(TestDb::new(), configure).await
     }
 
     /// Boots posd over an existing test database.
-    pub async fn on(db: TestDb, overrides: &[(&str, Value)]) -> TestApp {
+    pub async fn on(db: TestDb) -> TestApp {
+        Self::on_with(db, |_| {}).await
+    }
+
+    /// Boots posd over an existing test database, its settings changed by
+    /// `configure`.
+    pub async fn on_with(
+        db: TestDb,
+        configure: impl FnOnce(&mut Settings) + Send + 'static,
+    ) -> TestApp {
         let name = db.name.clone();
-        let ov: Vec<(String, Value)> = overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let app = rocket::tokio::task::spawn_blocking(move || {
-            let ov: Vec<(&str, Value)> = ov.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            boot(&name, &ov)
-        })
-        .await
-        .expect("boot task")
-        .expect("boot");
-        let figment = Server::get().figment(&db.name, overrides);
+        let app = rocket::tokio::task::spawn_blocking(move || boot_with(&name, configure))
+            .await
+            .expect("boot task")
+            .expect("boot");
+        let figment = Server::get().figment(&db.name);
         let client = Client::tracked(posd::rocket(app, figment))
             .await
             .expect("rocket client");

@@ -59,7 +59,7 @@ async fn assert_served(t: &TestApp, m: &Merchant) {
 async fn reboot(t: TestApp) -> TestApp {
     let TestApp { client, db } = t;
     drop(client);
-    TestApp::on(db, &[]).await
+    TestApp::on(db).await
 }
 
 #[rocket::async_test]

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::common::{TIERS, TestApp, count};
-use posd::auth::Role;
+use posd::{auth::Role, config::RateLimit};
 
 const BILLS: &str = "/api/v2/POS/offline-bills";
 const ORDERS: &str = "/api/v2/POS/orders";
@@ -182,7 +182,9 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
 
 #[rocket::async_test]
 async fn offline_bills_older_than_the_window_are_refused() {
-    let t = TestApp::with(&[("offline_bill_max_age", json!("2h"))]).await;
+    let t =
+        TestApp::with_config(|s| s.offline_bill_max_age = std::time::Duration::from_secs(2 * 3600))
+            .await;
     let m = t.shared_merchant("old-bills").await;
     let p = t.stocked_product(&m, "OLD", 100, 0, None).await;
     let line = json!({ "productId": p, "quantity": 1 });
@@ -291,10 +293,16 @@ async fn the_login_limit_trusts_forwarded_addresses_only_from_proxies() {
         }
         req.dispatch().await.status()
     }
+    fn three_an_hour() -> RateLimit {
+        RateLimit {
+            burst: 3,
+            interval: std::time::Duration::from_secs(3600),
+        }
+    }
 
     // No trusted proxy: X-Real-IP and X-Forwarded-For are ignored, so
     // rotating them does not escape the per-address limit.
-    let t = TestApp::with(&[("login_address_limit", json!("3/1h"))]).await;
+    let t = TestApp::with_config(|s| s.login_address_limit = three_an_hour()).await;
     let mut statuses = Vec::new();
     for i in 0..6 {
         let spoof = format!("198.51.100.{i}");
@@ -311,10 +319,10 @@ async fn the_login_limit_trusts_forwarded_addresses_only_from_proxies() {
     assert_eq!(&statuses[3..], [Status::TooManyRequests; 3]);
 
     // Behind a trusted proxy, each forwarded client has its own budget.
-    let t = TestApp::with(&[
-        ("login_address_limit", json!("3/1h")),
-        ("trusted_proxies", json!("10.0.0.0/8")),
-    ])
+    let t = TestApp::with_config(|s| {
+        s.login_address_limit = three_an_hour();
+        s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
     .await;
     for client in ["198.51.100.1", "198.51.100.2"] {
         for n in 0..4 {

@@ -76,7 +76,11 @@ async fn break_in(t: &TestApp, a: &Merchant, b: &Merchant) {
 
 async fn pair(x: Tier, y: Tier) {
     // One connection per pool: A's and B's requests share connections.
-    let t = TestApp::with(&[("pool_size", json!(1)), ("tenant_pool_size", json!(1))]).await;
+    let t = TestApp::with_config(|s| {
+        s.pool_size = 1;
+        s.tenant_pool_size = 1;
+    })
+    .await;
     let a = t.merchant(&format!("a-{}", x.as_str()), x).await;
     let b = t.merchant(&format!("b-{}", y.as_str()), y).await;
     break_in(&t, &a, &b).await;

@@ -4,17 +4,16 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use rocket::http::Status;
-use serde_json::json;
 
 use crate::common::{Server, TestApp};
 use posd::tenancy::{Tier, tenant_database_name};
 
 #[rocket::async_test]
 async fn idle_pools_are_swept_and_rebuilt_on_demand() {
-    let t = TestApp::with(&[
-        ("pool_idle_timeout", json!("50ms")),
-        ("pool_sweep_interval", json!("20ms")),
-    ])
+    let t = TestApp::with_config(|s| {
+        s.pool_idle_timeout = Duration::from_millis(50);
+        s.pool_sweep_interval = Duration::from_millis(20);
+    })
     .await;
     let m = t.merchant("sweep-shop", Tier::Dedicated).await;
     let mut evictions = t.app().pools.subscribe_evictions();
@@ -39,7 +38,7 @@ async fn idle_pools_are_swept_and_rebuilt_on_demand() {
 #[rocket::async_test]
 async fn the_lru_cap_bounds_live_pools() {
     const CAP: usize = 2;
-    let t = TestApp::with(&[("max_tenant_pools", json!(CAP))]).await;
+    let t = TestApp::with_config(|s| s.max_tenant_pools = CAP).await;
     let mut merchants = Vec::new();
     for i in 0..=CAP {
         merchants.push(t.merchant(&format!("lru-{i}"), Tier::Dedicated).await);
@@ -61,10 +60,10 @@ async fn the_lru_cap_bounds_live_pools() {
 
 #[rocket::async_test]
 async fn connections_never_exceed_the_budget() {
-    let t = TestApp::with(&[
-        ("connection_budget", json!(2)),
-        ("tenant_pool_size", json!(2)),
-    ])
+    let t = TestApp::with_config(|s| {
+        s.connection_budget = 2;
+        s.tenant_pool_size = 2;
+    })
     .await;
     let mut merchants = Vec::new();
     for i in 0..3 {
@@ -84,10 +83,10 @@ async fn connections_never_exceed_the_budget() {
 /// breaker so later requests do not even try, and nobody else notices.
 #[rocket::async_test]
 async fn an_unreachable_tenant_database_fails_fast_and_alone() {
-    let t = TestApp::with(&[
-        ("breaker_threshold", json!(1)),
-        ("breaker_cooldown", json!("30s")),
-    ])
+    let t = TestApp::with_config(|s| {
+        s.breaker_threshold = 1;
+        s.breaker_cooldown = Duration::from_secs(30);
+    })
     .await;
     let down = t.merchant("down-shop", Tier::Dedicated).await;
     let up = t.merchant("up-shop", Tier::Dedicated).await;

@@ -134,7 +134,7 @@ async fn a_client_run_id_is_answered_again_and_cannot_be_reused_for_another_prov
 
 #[rocket::async_test]
 async fn a_failed_run_is_answered_again_as_it_failed() {
-    let t = TestApp::with(&[("provision_fail_after_step", json!(2))]).await;
+    let t = TestApp::with_config(|s| s.provision_fail_after_step = Some(2)).await;
     let m = t.shared_merchant("failed-replay").await;
     let body = json!({ "merchantId": m.id.to_string(), "tier": "schema", "runId": Uuid::new_v4() });
     let (status, first) = provision(&t, body.clone()).await;
@@ -408,7 +408,7 @@ fn audit_of(t: &TestApp, action: &str, m: Option<MerchantId>) -> Vec<(String, Va
 
 #[rocket::async_test]
 async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
-    let t = TestApp::with(&[("provision_fail_after_step", json!(3))]).await;
+    let t = TestApp::with_config(|s| s.provision_fail_after_step = Some(3)).await;
     let admin = t
         .app()
         .jwt
@@ -436,7 +436,7 @@ async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
     // Without the fault hook from here on.
     let TestApp { client, db } = t;
     drop(client);
-    let t = TestApp::on(db, &[]).await;
+    let t = TestApp::on(db).await;
     let (status, body) = t
         .post(
             PROVISION,

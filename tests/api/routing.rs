@@ -14,7 +14,7 @@ use posd::tenancy::{Tier, tenant_schema_name};
 /// reaches this instance through NOTIFY, long before the cache TTL.
 #[rocket::async_test]
 async fn placement_changes_are_seen_at_once_through_notify() {
-    let t = TestApp::with(&[("placement_cache_ttl", json!("1h"))]).await;
+    let t = TestApp::with_config(|s| s.placement_cache_ttl = Duration::from_secs(3600)).await;
     let m = t.shared_merchant("notify-shop").await;
     let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
     assert_eq!(status, Status::Ok);
@@ -101,7 +101,7 @@ async fn kill_switch_routes_every_merchant_to_the_shared_tier() {
     drop(t.client);
     let db = t.db;
 
-    let off = TestApp::on(db, &[("use_tenant_db_routing", json!(false))]).await;
+    let off = TestApp::on_with(db, |s| s.use_tenant_db_routing = false).await;
     assert!(!off.app().directory.routing_enabled());
     for (m, sku) in [(&schema_m, "IN-SCHEMA"), (&dedicated_m, "IN-DEDICATED")] {
         let (status, list) = off.get("/api/v2/POS/products", &m.token).await;
