@@ -4,10 +4,8 @@
 use rocket::http::Status;
 use serde_json::json;
 
-use crate::common::{TIERS, TestApp, stock_and_movements};
+use crate::common::{API, TIERS, TestApp, stock_and_movements};
 use posd::auth::Role;
-
-const API: &str = "/api/v2/POS";
 
 #[rocket::async_test]
 async fn categories_on_every_tier() {

@@ -23,6 +23,17 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// A POS route, `api!("/products")`: a `&'static str`, usable in constants.
+macro_rules! api {
+    ($path:literal) => {
+        concat!("/api/v2/POS", $path)
+    };
+}
+pub(crate) use api;
+
+/// The prefix of every POS route, for `format!("{API}/products/{id}")`.
+pub const API: &str = api!("");
+
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
 /// The database server the tests run against.
@@ -436,7 +447,7 @@ impl TestApp {
         let admin = self.admin_token();
         let (status, body) = self
             .post(
-                "/api/v2/POS/admin/merchants",
+                api!("/admin/merchants"),
                 &admin,
                 json!({
                     "slug": slug, "name": format!("{slug} store"), "timezone": "Europe/Paris",
@@ -455,7 +466,7 @@ impl TestApp {
         let (status, login) = self
             .request(
                 rocket::http::Method::Post,
-                "/api/v2/POS/auth/login",
+                api!("/auth/login"),
                 None,
                 Some(json!({ "merchant": slug, "email": format!("owner@{slug}.test"), "password": "correct horse battery" })),
             )
@@ -475,7 +486,7 @@ impl TestApp {
         if tier != Tier::Shared {
             let (status, body) = self
                 .post(
-                    "/api/v2/POS/admin/tenant/provision",
+                    api!("/admin/tenant/provision"),
                     &self.admin_token(),
                     json!({ "merchantId": m.id.to_string(), "tier": tier.as_str() }),
                 )
@@ -495,7 +506,7 @@ impl TestApp {
     pub async fn product(&self, m: &Merchant, sku: &str) -> String {
         let (status, body) = self
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": sku, "name": format!("{sku} item"), "priceMinor": 250, "taxRateBps": 2000 }),
             )
@@ -627,7 +638,7 @@ impl TestApp {
     ) -> String {
         let (status, body) = self
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": sku, "name": format!("{sku} item"), "priceMinor": price,
                         "taxRateBps": tax_bps, "trackStock": stock.is_some() }),
@@ -638,7 +649,7 @@ impl TestApp {
         if let Some(n) = stock.filter(|n| *n > 0) {
             let (status, body) = self
                 .post(
-                    "/api/v2/POS/inventory/adjustments",
+                    api!("/inventory/adjustments"),
                     &m.token,
                     json!({ "productId": id, "delta": n, "reason": "receive" }),
                 )
@@ -652,7 +663,7 @@ impl TestApp {
     pub async fn sell(&self, m: &Merchant, product: &str, qty: i64, cash: i64) -> Value {
         let (status, body, _) = self
             .post_idem(
-                "/api/v2/POS/orders",
+                api!("/orders"),
                 &m.token,
                 &Uuid::new_v4().to_string(),
                 json!({ "lines": [{ "productId": product, "quantity": qty }],

@@ -6,7 +6,7 @@ use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
 
-use crate::common::{Merchant, Server, TestApp};
+use crate::common::{API, Merchant, Server, TestApp, api};
 use posd::tenancy::{Tier, tenant_database_name, tenant_schema_name};
 
 /// A superuser connection to the database that holds `m`'s schema.
@@ -21,13 +21,7 @@ fn superuser_on(t: &TestApp, m: &Merchant) -> PgConnection {
 /// Lists products as `m`: the status, the body and `Retry-After`.
 async fn list(t: &TestApp, m: &Merchant) -> (Status, Value, Option<String>) {
     let res = t
-        .send(
-            Method::Get,
-            "/api/v2/POS/products",
-            Some(&m.token),
-            None,
-            &[],
-        )
+        .send(Method::Get, api!("/products"), Some(&m.token), None, &[])
         .await;
     let status = res.status();
     let retry = res.headers().get_one("Retry-After").map(str::to_string);
@@ -107,10 +101,7 @@ async fn a_tenant_with_an_unsafe_table_is_not_served_and_the_others_are() {
 
     let admin = t.admin_token();
     let (status, view) = t
-        .get(
-            &format!("/api/v2/POS/admin/tenants/{}", bad_schema.id),
-            &admin,
-        )
+        .get(&format!("{API}/admin/tenants/{}", bad_schema.id), &admin)
         .await;
     assert_eq!(status, Status::Ok);
     assert_eq!(
@@ -133,7 +124,7 @@ async fn a_tenant_with_an_unsafe_table_is_not_served_and_the_others_are() {
     }
     let (status, report) = t
         .post(
-            "/api/v2/POS/admin/tenants/migrate",
+            api!("/admin/tenants/migrate"),
             &admin,
             json!({ "merchantIds": [bad_schema.id, bad_dedicated.id, unforced.id] }),
         )

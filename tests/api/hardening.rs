@@ -9,12 +9,12 @@ use rocket::http::{ContentType, Header, Method, Status};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{TIERS, TestApp, count};
+use crate::common::{API, TIERS, TestApp, api, count};
 use posd::{auth::Role, config::RateLimit};
 
-const BILLS: &str = "/api/v2/POS/offline-bills";
-const ORDERS: &str = "/api/v2/POS/orders";
-const PRODUCTS: &str = "/api/v2/POS/products";
+const BILLS: &str = api!("/offline-bills");
+const ORDERS: &str = api!("/orders");
+const PRODUCTS: &str = api!("/products");
 
 fn bill(line: Value, paid: i64, created_at: chrono::DateTime<Utc>) -> Value {
     json!({
@@ -269,7 +269,7 @@ async fn amounts_are_bounded_and_reports_cannot_overflow() {
         .unwrap();
     }
     let date = today.with_timezone(&chrono_tz::Europe::Paris).date_naive();
-    let path = format!("/api/v2/POS/reports/daily?date={date}");
+    let path = format!("{API}/reports/daily?date={date}");
     let res = t.send(Method::Get, &path, Some(&m.token), None, &[]).await;
     assert_eq!(res.status(), Status::Ok);
     let text = res.into_string().await.unwrap();
@@ -284,7 +284,7 @@ async fn the_login_limit_trusts_forwarded_addresses_only_from_proxies() {
     async fn attempt(t: &TestApp, peer: &str, headers: Vec<(&'static str, String)>) -> Status {
         let mut req = t
             .client
-            .post("/api/v2/POS/auth/login")
+            .post(api!("/auth/login"))
             .remote(peer.parse::<SocketAddr>().unwrap())
             .header(ContentType::JSON)
             .body(json!({ "merchant": "nobody", "email": format!("{}@x.test", Uuid::new_v4()), "password": "wrong password" }).to_string());
@@ -393,7 +393,7 @@ async fn control_characters_are_refused_naming_the_field() {
     let (s, b) = t
         .request(
             Method::Post,
-            "/api/v2/POS/auth/login",
+            api!("/auth/login"),
             None,
             Some(json!({ "merchant": "sa\u{0}", "email": "a@b.test", "password": "x" })),
         )
@@ -401,7 +401,7 @@ async fn control_characters_are_refused_naming_the_field() {
     check(s, &b, "merchant");
     for (path, field) in [
         (format!("{PRODUCTS}?q=%00"), "q"),
-        ("/api/v2/POS/customers?q=a%00b".to_string(), "q"),
+        (api!("/customers?q=a%00b").to_string(), "q"),
         (format!("{ORDERS}?status=%01"), "status"),
     ] {
         let (s, b) = t.get(&path, &m.token).await;
@@ -427,7 +427,7 @@ async fn control_characters_are_refused_naming_the_field() {
             "name",
         ),
     ] {
-        let (s, b) = t.post("/api/v2/POS/admin/merchants", &admin, body).await;
+        let (s, b) = t.post(api!("/admin/merchants"), &admin, body).await;
         check(s, &b, field);
     }
     let (s, b) = t
@@ -446,7 +446,7 @@ async fn dates_and_currencies_are_checked() {
     let m = t.shared_merchant("dates").await;
     for date in ["-4714-11-23", "1999-12-31", "2100-01-01", "99999-01-01"] {
         let (s, b) = t
-            .get(&format!("/api/v2/POS/reports/daily?date={date}"), &m.token)
+            .get(&format!("{API}/reports/daily?date={date}"), &m.token)
             .await;
         assert_eq!(s, Status::UnprocessableEntity, "{date}: {b}");
         assert!(
@@ -455,7 +455,7 @@ async fn dates_and_currencies_are_checked() {
         );
     }
     let (s, _) = t
-        .get("/api/v2/POS/reports/daily?date=2000-01-01", &m.token)
+        .get(api!("/reports/daily?date=2000-01-01"), &m.token)
         .await;
     assert_eq!(s, Status::Ok);
     let (s, b) = t
@@ -467,7 +467,7 @@ async fn dates_and_currencies_are_checked() {
     for currency in ["ZZZ", "usd", "EURO"] {
         let (s, b) = t
             .post(
-                "/api/v2/POS/admin/merchants",
+                api!("/admin/merchants"),
                 &admin,
                 json!({ "slug": "cur", "name": "C", "timezone": "UTC", "currency": currency,
                         "owner": { "email": "o@cur.test", "password": "correct horse battery" } }),
@@ -499,10 +499,10 @@ async fn the_contract_carries_the_limits_the_server_enforces() {
     assert!(at("Note")["pattern"].is_string());
     assert_eq!(at("Bills")["maxItems"], 100);
     // Query parameters carry their bounds too.
-    let params = doc["paths"]["/api/v2/POS/orders"]["get"]["parameters"].to_string();
+    let params = doc["paths"][api!("/orders")]["get"]["parameters"].to_string();
     assert!(params.contains("\"maximum\":200"), "{params}");
     assert!(params.contains("\"partially_refunded\""), "{params}");
-    let params = doc["paths"]["/api/v2/POS/reports/daily"]["get"]["parameters"].to_string();
+    let params = doc["paths"][api!("/reports/daily")]["get"]["parameters"].to_string();
     assert!(params.contains("^20[0-9]{2}-"), "{params}");
     // Every reference resolves.
     let text = doc.to_string();

@@ -11,7 +11,7 @@ use rocket::http::{Method, Status};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::common::{Merchant, TestApp, count, unmigrate};
+use crate::common::{API, Merchant, TestApp, api, count, unmigrate};
 use posd::{
     db::platform::{Platform, migration_state::schema_versions},
     tenancy::{
@@ -222,7 +222,7 @@ pub async fn wait_migration(t: &TestApp, m: &Merchant) -> Value {
     let admin = t.admin_token();
     loop {
         let (status, view) = t
-            .get(&format!("/api/v2/POS/admin/tenants/{}", m.id), &admin)
+            .get(&format!("{API}/admin/tenants/{}", m.id), &admin)
             .await;
         assert_eq!(status, Status::Ok, "{view}");
         if view["migrating"] == json!(false) && view["migrationStatus"].is_string() {
@@ -281,7 +281,7 @@ async fn a_behind_tenant_is_migrated_in_the_background() {
         let res = t
             .send(
                 Method::Post,
-                "/api/v2/POS/products",
+                api!("/products"),
                 Some(&m.token),
                 Some(json!({ "sku": "NEW", "name": "n", "priceMinor": 1 })),
                 &[],
@@ -301,7 +301,7 @@ async fn a_behind_tenant_is_migrated_in_the_background() {
         );
         let (status, body) = t
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": "NEW", "name": "n", "priceMinor": 1 }),
             )
@@ -313,7 +313,7 @@ async fn a_behind_tenant_is_migrated_in_the_background() {
     // The admin endpoint reports the fleet as up to date now.
     let (status, report) = t
         .post(
-            "/api/v2/POS/admin/tenants/migrate",
+            api!("/admin/tenants/migrate"),
             &t.admin_token(),
             json!({ "dryRun": true }),
         )
@@ -342,10 +342,7 @@ async fn reading_a_tenant_changes_nothing() {
     for m in [&schema_m, &dedicated_m] {
         for _ in 0..2 {
             let (status, tenant) = t
-                .get(
-                    &format!("/api/v2/POS/admin/tenants/{}", m.id),
-                    &t.admin_token(),
-                )
+                .get(&format!("{API}/admin/tenants/{}", m.id), &t.admin_token())
                 .await;
             assert_eq!(status, Status::Ok, "{tenant}");
             assert_eq!(tenant["migrationVersion"], json!(null), "{tenant}");
@@ -401,7 +398,7 @@ async fn one_background_migration_per_tenant_and_a_failure_is_recorded() {
     for _ in 0..5 {
         let (status, body) = rocket::tokio::time::timeout(
             Duration::from_secs(10),
-            t.get("/api/v2/POS/products", &m.token),
+            t.get(api!("/products"), &m.token),
         )
         .await
         .expect("a request does not wait for its tenant's migration");
@@ -409,20 +406,17 @@ async fn one_background_migration_per_tenant_and_a_failure_is_recorded() {
         assert_eq!(body["error"]["code"], "tenant_migrating");
     }
     let (_, tenant) = t
-        .get(
-            &format!("/api/v2/POS/admin/tenants/{}", m.id),
-            &t.admin_token(),
-        )
+        .get(&format!("{API}/admin/tenants/{}", m.id), &t.admin_token())
         .await;
     assert_eq!(tenant["migrating"], json!(true), "{tenant}");
     drop(blocker);
     let tenant = wait_migration(&t, &m).await;
     assert_eq!(tenant["migrationStatus"], "ok", "{tenant}");
     assert_eq!(on_demand_runs(&t), 1, "one run for five requests");
-    let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
+    let (status, body) = t.get(api!("/products"), &m.token).await;
     assert_eq!(status, Status::Ok, "{body}");
 
-    let (status, body) = t.get("/api/v2/POS/products", &broken.token).await;
+    let (status, body) = t.get(api!("/products"), &broken.token).await;
     assert_eq!(status, Status::ServiceUnavailable, "{body}");
     let tenant = wait_migration(&t, &broken).await;
     assert_eq!(tenant["migrationStatus"], "failed", "{tenant}");
@@ -432,7 +426,7 @@ async fn one_background_migration_per_tenant_and_a_failure_is_recorded() {
             .is_some_and(|e| e.contains("products")),
         "{tenant}"
     );
-    let (status, body) = t.get("/api/v2/POS/products", &broken.token).await;
+    let (status, body) = t.get(api!("/products"), &broken.token).await;
     assert_eq!(status, Status::ServiceUnavailable, "{body}");
     assert_eq!(body["error"]["code"], "tenant_migration_failed", "{body}");
     assert_eq!(on_demand_runs(&t), 2, "a failure is not retried at once");

@@ -6,10 +6,10 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{TIERS, TestApp, count, stock_and_movements};
+use crate::common::{TIERS, TestApp, api, count, stock_and_movements};
 use posd::auth::Role;
 
-const ORDERS: &str = "/api/v2/POS/orders";
+const ORDERS: &str = api!("/orders");
 
 fn key() -> String {
     Uuid::new_v4().to_string()
@@ -29,11 +29,7 @@ async fn orders_on_every_tier() {
         let coffee = t.stocked_product(&m, "COFFEE", 350, 1000, Some(10)).await;
         let muffin = t.stocked_product(&m, "MUFFIN", 299, 825, None).await;
         let (_, cust) = t
-            .post(
-                "/api/v2/POS/customers",
-                &cashier,
-                json!({ "name": "Walk In" }),
-            )
+            .post(api!("/customers"), &cashier, json!({ "name": "Walk In" }))
             .await;
 
         // 2 × 3.50 at 10% = 7.00 + 0.70; 3 × 2.99 − 0.50 at 8.25% = 8.47 + 0.70 (0.698775 rounds up).

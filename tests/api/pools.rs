@@ -5,7 +5,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use rocket::http::Status;
 
-use crate::common::{Server, TestApp};
+use crate::common::{Server, TestApp, api};
 use posd::tenancy::{Tier, tenant_database_name};
 
 #[rocket::async_test]
@@ -17,7 +17,7 @@ async fn idle_pools_are_swept_and_rebuilt_on_demand() {
     .await;
     let m = t.merchant("sweep-shop", Tier::Dedicated).await;
     let mut evictions = t.app().pools.subscribe_evictions();
-    let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
+    let (status, _) = t.get(api!("/products"), &m.token).await;
     assert_eq!(status, Status::Ok);
     let builds = t.app().pools.summary().builds;
     rocket::tokio::time::timeout(Duration::from_secs(10), async {
@@ -30,7 +30,7 @@ async fn idle_pools_are_swept_and_rebuilt_on_demand() {
     .await
     .expect("the sweeper never evicted the idle pool");
     assert!(t.app().pools.state(m.id).is_none(), "the pool is gone");
-    let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
+    let (status, _) = t.get(api!("/products"), &m.token).await;
     assert_eq!(status, Status::Ok, "the next request rebuilds it");
     assert_eq!(t.app().pools.summary().builds, builds + 1);
 }
@@ -45,7 +45,7 @@ async fn the_lru_cap_bounds_live_pools() {
     }
     for round in 0..2 {
         for m in &merchants {
-            let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
+            let (status, body) = t.get(api!("/products"), &m.token).await;
             assert_eq!(status, Status::Ok, "round {round}, {}: {body}", m.slug);
             let live = t.app().pools.summary().live_pools;
             assert!(live <= CAP, "{live} live pools over a cap of {CAP}");
@@ -71,7 +71,7 @@ async fn connections_never_exceed_the_budget() {
     }
     for round in 0..3 {
         for m in &merchants {
-            let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
+            let (status, body) = t.get(api!("/products"), &m.token).await;
             assert_eq!(status, Status::Ok, "round {round}, {}: {body}", m.slug);
             let used = t.app().pools.summary().budget_used;
             assert!(used <= 2, "{used} tenant connections over a budget of 2");
@@ -104,7 +104,7 @@ async fn an_unreachable_tenant_database_fails_fast_and_alone() {
     let res = t
         .send(
             rocket::http::Method::Get,
-            "/api/v2/POS/products",
+            api!("/products"),
             Some(&down.token),
             None,
             &[],
@@ -124,15 +124,15 @@ async fn an_unreachable_tenant_database_fails_fast_and_alone() {
 
     // With the breaker open, the next request is refused without a connection attempt.
     let builds = t.app().pools.summary().builds;
-    let (status, _) = t.get("/api/v2/POS/products", &down.token).await;
+    let (status, _) = t.get(api!("/products"), &down.token).await;
     assert_eq!(status, Status::ServiceUnavailable);
     assert_eq!(t.app().pools.summary().builds, builds);
 
     // Everyone else is served meanwhile, concurrently with the failing tenant.
     let (a, b, c) = rocket::tokio::join!(
-        t.get("/api/v2/POS/products", &up.token),
-        t.get("/api/v2/POS/products", &shared.token),
-        t.get("/api/v2/POS/products", &down.token),
+        t.get(api!("/products"), &up.token),
+        t.get(api!("/products"), &shared.token),
+        t.get(api!("/products"), &down.token),
     );
     assert_eq!(a.0, Status::Ok);
     assert_eq!(b.0, Status::Ok);

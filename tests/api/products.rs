@@ -3,13 +3,13 @@
 use rocket::http::Status;
 use serde_json::json;
 
-use crate::common::TestApp;
+use crate::common::{TestApp, api};
 use posd::{auth::Role, tenancy::Tier};
 
 async fn crud(tier: Tier) {
     let t = TestApp::new().await;
     let m = t.merchant("crud-shop", tier).await;
-    let base = "/api/v2/POS/products";
+    let base = api!("/products");
 
     let (status, created) = t
         .post(
@@ -123,7 +123,7 @@ async fn crud_on_dedicated_tier() {
 async fn validation_errors_name_the_field() {
     let t = TestApp::new().await;
     let m = t.shared_merchant("valid-shop").await;
-    let base = "/api/v2/POS/products";
+    let base = api!("/products");
     let cases = [
         (json!({ "sku": "", "name": "x", "priceMinor": 1 }), "sku"),
         (
@@ -179,7 +179,7 @@ async fn cashiers_read_but_do_not_write() {
     let m = t.shared_merchant("role-shop").await;
     let id = t.product(&m, "R-1").await;
     let cashier = t.staff_token(m.id, Role::Cashier);
-    let base = "/api/v2/POS/products";
+    let base = api!("/products");
     let (status, _) = t.get(base, &cashier).await;
     assert_eq!(status, Status::Ok);
     let (status, err) = t

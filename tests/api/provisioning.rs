@@ -6,13 +6,13 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{Merchant, Server, TestApp, count};
+use crate::common::{API, Merchant, Server, TestApp, api, count};
 use posd::{
     db::ids::MerchantId,
     tenancy::{Tier, provisioning::PROVISION_LOCK_CLASS, tenant_database_name, tenant_schema_name},
 };
 
-pub const PROVISION: &str = "/api/v2/POS/admin/tenant/provision";
+pub const PROVISION: &str = api!("/admin/tenant/provision");
 
 pub async fn provision(t: &TestApp, body: Value) -> (Status, Value) {
     t.post(PROVISION, &t.admin_token(), body).await
@@ -65,7 +65,7 @@ pub async fn assert_still_shared(t: &TestApp, m: &Merchant) {
     );
     let (status, body) = t
         .post(
-            "/api/v2/POS/products",
+            api!("/products"),
             &m.token,
             json!({ "sku": "AFTER", "name": "after", "priceMinor": 1 }),
         )
@@ -193,7 +193,7 @@ async fn a_run_cut_short_resumes_with_its_id() {
         assert_eq!(runs_of(&t, m.id), 1);
         let (status, _) = t
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": "R", "name": "r", "priceMinor": 1 }),
             )
@@ -276,7 +276,7 @@ async fn two_provisionings_at_once_one_wins() {
 }
 
 fn deprovision_path(m: MerchantId) -> String {
-    format!("/api/v2/POS/admin/tenants/{m}/deprovision")
+    format!("{API}/admin/tenants/{m}/deprovision")
 }
 
 #[rocket::async_test]
@@ -369,7 +369,7 @@ async fn deprovisioning_needs_an_export_or_force_and_returns_the_merchant_to_the
 
     // Both are back on the shared tier, empty, and can be provisioned again.
     for m in [&schema_m, &dedicated_m] {
-        let (status, list) = t.get("/api/v2/POS/products", &m.token).await;
+        let (status, list) = t.get(api!("/products"), &m.token).await;
         assert_eq!(status, Status::Ok, "{list}");
         assert_eq!(list["items"], json!([]));
     }
@@ -464,7 +464,7 @@ async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
 
     let (status, report) = t
         .post(
-            "/api/v2/POS/admin/tenants/migrate",
+            api!("/admin/tenants/migrate"),
             &admin,
             json!({ "merchantIds": [m.id] }),
         )
@@ -478,7 +478,7 @@ async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
     assert_eq!(rows[0].1["upToDate"], 1);
     let (status, _) = t
         .post(
-            "/api/v2/POS/admin/tenants/migrate",
+            api!("/admin/tenants/migrate"),
             &admin,
             json!({ "dryRun": true }),
         )

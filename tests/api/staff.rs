@@ -6,17 +6,17 @@ use diesel::connection::SimpleConnection;
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
 
-use crate::common::{Merchant, TestApp};
+use crate::common::{Merchant, TestApp, api};
 use posd::{auth::Role, db::ids::StaffId};
 use uuid::Uuid;
 
-const STAFF: &str = "/api/v2/POS/staff";
+const STAFF: &str = api!("/staff");
 const PASSWORD: &str = "a long enough password";
 
 async fn login(t: &TestApp, m: &Merchant, email: &str, password: &str) -> (Status, Value) {
     t.request(
         Method::Post,
-        "/api/v2/POS/auth/login",
+        api!("/auth/login"),
         None,
         Some(json!({ "merchant": m.slug, "email": email, "password": password })),
     )
@@ -312,7 +312,7 @@ async fn an_owner_keeps_their_own_role_and_the_merchant_an_owner() {
     let (status, err) = t.get(STAFF, &m.token).await;
     assert_eq!(status, Status::Forbidden, "{err}");
     assert_eq!(err["error"]["code"], "insufficient_role");
-    let (status, _) = t.get("/api/v2/POS/reports/daily", &m.token).await;
+    let (status, _) = t.get(api!("/reports/daily"), &m.token).await;
     assert_eq!(status, Status::Ok, "still a manager");
     let (status, _) = t.get(STAFF, &token2).await;
     assert_eq!(status, Status::Ok);
@@ -327,7 +327,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     let (status, body) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Ok, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
-    let (status, _) = t.get("/api/v2/POS/products", &token).await;
+    let (status, _) = t.get(api!("/products"), &token).await;
     assert_eq!(status, Status::Ok, "an active cashier's token works");
 
     let (status, off) = t
@@ -343,7 +343,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     let (status, err) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Unauthorized, "{err}");
     assert_eq!(err["error"]["code"], "invalid_credentials");
-    let (status, err) = t.get("/api/v2/POS/products", &token).await;
+    let (status, err) = t.get(api!("/products"), &token).await;
     assert_eq!(status, Status::Unauthorized, "{err}");
     assert_eq!(err["error"]["code"], "staff_inactive");
 
@@ -355,7 +355,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
         )
         .await;
     assert_eq!(status, Status::Ok);
-    let (status, _) = t.get("/api/v2/POS/products", &token).await;
+    let (status, _) = t.get(api!("/products"), &token).await;
     assert_eq!(status, Status::Ok, "reactivated");
     let (status, _) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Ok);
@@ -373,7 +373,7 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
     let (status, body) = login(&t, &m, "far@staff-far.test", PASSWORD).await;
     assert_eq!(status, Status::Ok, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
-    let (status, _) = t.get("/api/v2/POS/reports/daily", &token).await;
+    let (status, _) = t.get(api!("/reports/daily"), &token).await;
     assert_eq!(
         status,
         Status::Ok,
@@ -383,13 +383,13 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
     for (change, path, expect, code) in [
         (
             "role = 'cashier'",
-            "/api/v2/POS/reports/daily",
+            api!("/reports/daily"),
             Status::Forbidden,
             None,
         ),
         (
             "active = false",
-            "/api/v2/POS/products",
+            api!("/products"),
             Status::Unauthorized,
             Some("staff_inactive"),
         ),

@@ -13,7 +13,7 @@ use diesel::connection::SimpleConnection;
 use posd::{auth::Role, db::ids::StaffId};
 use uuid::Uuid;
 
-use crate::common::{JWT_SECRET, TestApp};
+use crate::common::{JWT_SECRET, TestApp, api};
 
 fn sign(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(
@@ -39,8 +39,8 @@ async fn assert_401(t: &TestApp, path: &str, token: Option<&str>, why: &str) {
 async fn bad_tokens_are_refused() {
     let t = TestApp::new().await;
     let m = t.shared_merchant("token-shop").await;
-    let products = "/api/v2/POS/products";
-    let admin = "/api/v2/POS/admin/tenants";
+    let products = api!("/products");
+    let admin = api!("/admin/tenants");
     let now = Utc::now().timestamp();
     let owner = t.staff_user(m.id, posd::auth::Role::Owner);
     let staff = |overrides: Value| {
@@ -173,7 +173,7 @@ async fn login_gives_one_answer_for_every_wrong_credential() {
         ),
     ] {
         let (status, err) = t
-            .request(Method::Post, "/api/v2/POS/auth/login", None, Some(body))
+            .request(Method::Post, api!("/auth/login"), None, Some(body))
             .await;
         assert_eq!(status, Status::Unauthorized);
         answers.push(err);
@@ -183,7 +183,7 @@ async fn login_gives_one_answer_for_every_wrong_credential() {
     let (status, ok) = t
         .request(
             Method::Post,
-            "/api/v2/POS/auth/login",
+            api!("/auth/login"),
             None,
             Some(login(
                 "login-shop",
@@ -210,7 +210,7 @@ async fn login_attempts_are_rate_limited_per_account() {
         let (status, _) = t
             .request(
                 Method::Post,
-                "/api/v2/POS/auth/login",
+                api!("/auth/login"),
                 None,
                 Some(login("brute-shop", &format!("guess {i} guess"))),
             )
@@ -220,7 +220,7 @@ async fn login_attempts_are_rate_limited_per_account() {
     let res = t
         .send(
             Method::Post,
-            "/api/v2/POS/auth/login",
+            api!("/auth/login"),
             None,
             Some(login("BRUTE-SHOP", "correct horse battery")),
             &[],
@@ -239,7 +239,7 @@ async fn login_attempts_are_rate_limited_per_account() {
     let (status, _) = t
         .request(
             Method::Post,
-            "/api/v2/POS/auth/login",
+            api!("/auth/login"),
             None,
             Some(login("calm-shop", "correct horse battery")),
         )
@@ -254,7 +254,7 @@ async fn tokens_are_bound_to_live_staff_of_their_merchant() {
     let t = TestApp::new().await;
     let m = t.shared_merchant("bound-shop").await;
     let other = t.shared_merchant("bound-other").await;
-    let staff = "/api/v2/POS/staff";
+    let staff = api!("/staff");
     let refused = |status: Status, body: &Value, why: &str| {
         assert_eq!(status, Status::Unauthorized, "{why}: {body}");
         assert_eq!(body["error"]["code"], "staff_unknown", "{why}: {body}");
