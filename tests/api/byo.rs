@@ -7,7 +7,7 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{API, api};
+use crate::common::{API, api, assert_error};
 use crate::{
     common::{Server, TestApp, count, unmigrate},
     provisioning::{assert_still_shared, provision, schema_exists},
@@ -218,8 +218,7 @@ async fn an_unfit_database_is_refused_before_anything_changes() {
     for (i, (db, code)) in cases.into_iter().enumerate() {
         let m = t.shared_merchant(&format!("byo-refused-{i}")).await;
         let (status, body) = provision_byo(&t, &m, &db.url()).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{code}: {body}");
-        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_error((status, &body), Status::UnprocessableEntity, code);
         assert_eq!(body["run"]["failedStep"], "check");
         assert_eq!(body["run"]["errorCode"], code);
         assert!(!schema_exists(
@@ -259,8 +258,7 @@ async fn a_password_never_comes_back() {
     for (i, (url, code)) in cases.into_iter().enumerate() {
         let m = t.shared_merchant(&format!("byo-secret-{i}")).await;
         let (status, body) = provision_byo(&t, &m, &url).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{body}");
-        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_error((status, &body), Status::UnprocessableEntity, code);
         assert!(!body.to_string().contains(secret), "{body}");
         let stored = count(
             &mut t.db.owner(),

@@ -516,6 +516,75 @@ impl TestApp {
     }
 }
 
+/// An answer as tests read it: its status and JSON body.
+pub trait Answer {
+    fn parts(&self) -> (Status, &Value);
+}
+
+impl Answer for (Status, Value) {
+    fn parts(&self) -> (Status, &Value) {
+        (self.0, &self.1)
+    }
+}
+
+impl Answer for (Status, &Value) {
+    fn parts(&self) -> (Status, &Value) {
+        (self.0, self.1)
+    }
+}
+
+impl<A: Answer> Answer for &A {
+    fn parts(&self) -> (Status, &Value) {
+        (**self).parts()
+    }
+}
+
+/// Reads a response as an [`Answer`]; its body must be JSON.
+pub async fn read(res: LocalResponse<'_>) -> (Status, Value) {
+    let status = res.status();
+    let text = res.into_string().await.unwrap_or_default();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("a {status} answer whose body is not JSON: {text}"));
+    (status, body)
+}
+
+/// Asserts that `answer` is posd's error `code` with `status`, in its
+/// envelope `{"error": {"code", "message"}}` with a message; returns the
+/// message.
+#[track_caller]
+pub fn assert_error(answer: impl Answer, status: Status, code: &str) -> String {
+    assert_error_about("", answer, status, code)
+}
+
+/// [`assert_error`], saying what was asked when it fails (say, the case
+/// of a loop).
+#[track_caller]
+pub fn assert_error_about(
+    about: impl std::fmt::Display,
+    answer: impl Answer,
+    status: Status,
+    code: &str,
+) -> String {
+    let (got, body) = answer.parts();
+    let about = about.to_string();
+    let about = if about.is_empty() {
+        String::new()
+    } else {
+        format!("{about}: ")
+    };
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{about}expected the error {code} ({status}), got {got}: {body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.is_empty(),
+        "{about}an error without a message: {body}"
+    );
+    message.to_string()
+}
+
 pub const TIERS: [Tier; 3] = [Tier::Shared, Tier::Schema, Tier::Dedicated];
 
 /// Rows of a query's single bigint column.

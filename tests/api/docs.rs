@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use rocket::http::{ContentType, Method, Status};
 use serde_json::Value;
 
-use crate::common::{TestApp, api};
+use crate::common::{TestApp, api, assert_error, read};
 
 /// Routes that serve the documentation itself.
 const DOC_ROUTES: [&str; 3] = ["/openapi.json", "/docs", "/docs/{file}"];
@@ -188,8 +188,7 @@ async fn the_browsable_docs_answer_html() {
     let (status, err) = t
         .request(Method::Get, "/docs/no-such-file.js", None, None)
         .await;
-    assert_eq!(status, Status::NotFound);
-    assert_eq!(err["error"]["code"], "not_found");
+    assert_error((status, &err), Status::NotFound, "not_found");
 }
 
 #[rocket::async_test]
@@ -239,7 +238,5 @@ async fn shared_responses_are_documented_where_they_apply() {
         .body([0xff, 0xfe])
         .dispatch()
         .await;
-    assert_eq!(res.status(), Status::BadRequest);
-    let err: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
-    assert_eq!(err["error"]["code"], "bad_request");
+    assert_error(read(res).await, Status::BadRequest, "bad_request");
 }

@@ -4,7 +4,7 @@
 use rocket::http::{ContentType, Header, Status};
 use serde_json::{Value, json};
 
-use crate::common::{API, TestApp, api};
+use crate::common::{API, TestApp, api, assert_error};
 
 async fn json_error(res: rocket::local::asynchronous::LocalResponse<'_>) -> (Status, Value) {
     let status = res.status();
@@ -22,10 +22,7 @@ async fn errors_are_json() {
     let auth = Header::new("Authorization", format!("Bearer {}", m.token));
 
     let (s, b) = json_error(t.client.get("/no/such/route").dispatch().await).await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (Status::NotFound, Some("not_found"))
-    );
+    assert_error((s, &b), Status::NotFound, "not_found");
 
     let (s, _) = json_error(
         t.client
@@ -58,10 +55,7 @@ async fn errors_are_json() {
             .await,
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (Status::PayloadTooLarge, Some("payload_too_large"))
-    );
+    assert_error((s, &b), Status::PayloadTooLarge, "payload_too_large");
 
     let (s, b) = json_error(
         t.client
@@ -73,10 +67,7 @@ async fn errors_are_json() {
             .await,
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (Status::UnprocessableEntity, Some("invalid_body"))
-    );
+    assert_error((s, &b), Status::UnprocessableEntity, "invalid_body");
 
     let (s, _) = json_error(
         t.client
@@ -130,8 +121,7 @@ async fn admin_validation_and_conflicts() {
     let (status, _) = t.post(path, &admin, good.clone()).await;
     assert_eq!(status, Status::Created);
     let (status, err) = t.post(path, &admin, good).await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(err["error"]["code"], "slug_taken");
+    assert_error((status, &err), Status::Conflict, "slug_taken");
 
     let (status, err) = t
         .post(
@@ -164,8 +154,7 @@ async fn provisioning_refuses_merchants_with_shared_data_and_reprovisioning() {
             json!({ "merchantId": m.id, "tier": "schema" }),
         )
         .await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(err["error"]["code"], "tenant_has_data");
+    assert_error((status, &err), Status::Conflict, "tenant_has_data");
     assert!(err["error"]["message"].as_str().unwrap().contains("/move"));
     let (_, list) = t.get(api!("/products"), &m.token).await;
     assert_eq!(
@@ -181,8 +170,7 @@ async fn provisioning_refuses_merchants_with_shared_data_and_reprovisioning() {
             json!({ "merchantId": s.id, "tier": "dedicated" }),
         )
         .await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(err["error"]["code"], "already_provisioned");
+    assert_error((status, &err), Status::Conflict, "already_provisioned");
 
     let (status, tenant) = t
         .get(&format!("{API}/admin/tenants/{}", s.id), &admin)

@@ -4,7 +4,7 @@
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
 
-use crate::common::{API, TIERS, TestApp, api};
+use crate::common::{API, TIERS, TestApp, api, assert_error};
 use posd::tenancy::{Tier, classification::TENANT};
 
 #[rocket::async_test]
@@ -89,11 +89,7 @@ async fn deprovisioning_without_force_needs_an_export() {
     let (s, e) = t
         .post(&deprovision, &admin, json!({ "force": false }))
         .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (Status::Conflict, Some("export_required")),
-        "{e}"
-    );
+    assert_error((s, &e), Status::Conflict, "export_required");
     let (s, _) = t
         .get(&format!("{API}/admin/tenants/{}/export", m.id), &admin)
         .await;

@@ -6,7 +6,7 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{API, TIERS, TestApp, api, count, stock_and_movements};
+use crate::common::{API, TIERS, TestApp, api, assert_error, count, stock_and_movements};
 use posd::auth::Role;
 
 const BILLS: &str = api!("/offline-bills");
@@ -201,14 +201,8 @@ async fn batches_have_a_larger_body_limit() {
     let huge =
         json!({ "lines": [{ "productId": p, "quantity": 1 }], "note": "n".repeat(100 * 1024) });
     let (s, e, _) = t.post_idem(api!("/orders"), &m.token, "big", huge).await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (Status::PayloadTooLarge, Some("payload_too_large"))
-    );
+    assert_error((s, &e), Status::PayloadTooLarge, "payload_too_large");
     let too_big = json!({ "bills": [{ "note": "n".repeat(1024 * 1024 + 1) }] });
     let (s, e) = t.post(BILLS, &m.token, too_big).await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (Status::PayloadTooLarge, Some("payload_too_large"))
-    );
+    assert_error((s, &e), Status::PayloadTooLarge, "payload_too_large");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use rocket::http::Status;
 
-use crate::common::{Server, TestApp, api};
+use crate::common::{Server, TestApp, api, assert_error, read};
 use posd::tenancy::{Tier, tenant_database_name};
 
 #[rocket::async_test]
@@ -110,7 +110,6 @@ async fn an_unreachable_tenant_database_fails_fast_and_alone() {
             &[],
         )
         .await;
-    assert_eq!(res.status(), Status::ServiceUnavailable);
     let retry: u64 = res
         .headers()
         .get_one("Retry-After")
@@ -118,8 +117,11 @@ async fn an_unreachable_tenant_database_fails_fast_and_alone() {
         .parse()
         .unwrap();
     assert!(retry >= 1);
-    let body: serde_json::Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
-    assert_eq!(body["error"]["code"], "tenant_database_unavailable");
+    assert_error(
+        read(res).await,
+        Status::ServiceUnavailable,
+        "tenant_database_unavailable",
+    );
     assert_eq!(t.app().pools.summary().open_breakers, 1);
 
     // With the breaker open, the next request is refused without a connection attempt.

@@ -3,7 +3,7 @@
 use rocket::http::Status;
 use serde_json::json;
 
-use crate::common::{TestApp, api};
+use crate::common::{TestApp, api, assert_error, assert_error_about};
 use posd::{auth::Role, tenancy::Tier};
 
 async fn crud(tier: Tier) {
@@ -56,8 +56,7 @@ async fn crud(tier: Tier) {
             json!({ "sku": "ESP-1", "name": "Again", "priceMinor": 1 }),
         )
         .await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(dup["error"]["code"], "sku_taken");
+    assert_error((status, &dup), Status::Conflict, "sku_taken");
 
     for i in 0..5 {
         t.product(&m, &format!("BULK-{i}")).await;
@@ -98,8 +97,7 @@ async fn crud(tier: Tier) {
     let (status, _) = t.delete(&format!("{base}/{id}"), &m.token).await;
     assert_eq!(status, Status::NoContent);
     let (status, gone) = t.get(&format!("{base}/{id}"), &m.token).await;
-    assert_eq!(status, Status::NotFound);
-    assert_eq!(gone["error"]["code"], "not_found");
+    assert_error((status, &gone), Status::NotFound, "not_found");
     let (status, _) = t.delete(&format!("{base}/{id}"), &m.token).await;
     assert_eq!(status, Status::NotFound);
 }
@@ -162,8 +160,12 @@ async fn validation_errors_name_the_field() {
         "active=maybe",
     ] {
         let (status, err) = t.get(&format!("{base}?{bad}"), &m.token).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{bad}: {err}");
-        assert_eq!(err["error"]["code"], "validation_failed");
+        assert_error_about(
+            bad,
+            (status, &err),
+            Status::UnprocessableEntity,
+            "validation_failed",
+        );
     }
     let (_, list) = t.get(base, &m.token).await;
     assert_eq!(
@@ -189,8 +191,7 @@ async fn cashiers_read_but_do_not_write() {
             json!({ "sku": "C", "name": "c", "priceMinor": 1 }),
         )
         .await;
-    assert_eq!(status, Status::Forbidden);
-    assert_eq!(err["error"]["code"], "insufficient_role");
+    assert_error((status, &err), Status::Forbidden, "insufficient_role");
     let (status, _) = t
         .patch(&format!("{base}/{id}"), &cashier, json!({ "name": "x" }))
         .await;

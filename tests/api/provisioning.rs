@@ -6,7 +6,7 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{API, Merchant, Server, TestApp, api, count};
+use crate::common::{API, Merchant, Server, TestApp, api, assert_error, count};
 use posd::{
     db::ids::MerchantId,
     tenancy::{Tier, provisioning::PROVISION_LOCK_CLASS, tenant_database_name, tenant_schema_name},
@@ -119,8 +119,11 @@ async fn a_client_run_id_is_answered_again_and_cannot_be_reused_for_another_prov
         json!({ "merchantId": other.id.to_string(), "tier": "schema", "runId": run_id }),
     ] {
         let (status, body) = provision(&t, wrong).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{body}");
-        assert_eq!(body["error"]["code"], "run_id_mismatch");
+        assert_error(
+            (status, &body),
+            Status::UnprocessableEntity,
+            "run_id_mismatch",
+        );
     }
     assert_eq!(runs_of(&t, other.id), 0);
     let (status, body) = provision(
@@ -128,8 +131,7 @@ async fn a_client_run_id_is_answered_again_and_cannot_be_reused_for_another_prov
         json!({ "merchantId": m.id.to_string(), "tier": "schema", "runId": "nope" }),
     )
     .await;
-    assert_eq!(status, Status::UnprocessableEntity);
-    assert_eq!(body["error"]["code"], "invalid_body");
+    assert_error((status, &body), Status::UnprocessableEntity, "invalid_body");
 }
 
 #[rocket::async_test]
@@ -138,8 +140,11 @@ async fn a_failed_run_is_answered_again_as_it_failed() {
     let m = t.shared_merchant("failed-replay").await;
     let body = json!({ "merchantId": m.id.to_string(), "tier": "schema", "runId": Uuid::new_v4() });
     let (status, first) = provision(&t, body.clone()).await;
-    assert_eq!(status, Status::UnprocessableEntity, "{first}");
-    assert_eq!(first["error"]["code"], "injected_fault");
+    assert_error(
+        (status, &first),
+        Status::UnprocessableEntity,
+        "injected_fault",
+    );
     assert_eq!(first["run"]["status"], "failed");
     assert_eq!(first["run"]["failedStep"], "migrate");
     let (status, again) = provision(&t, body).await;
@@ -218,8 +223,11 @@ async fn a_second_provisioning_of_a_merchant_gets_409() {
         ))
         .unwrap();
     let (status, held) = provision(&t, body.clone()).await;
-    assert_eq!(status, Status::Conflict, "{held}");
-    assert_eq!(held["error"]["code"], "provisioning_in_progress");
+    assert_error(
+        (status, &held),
+        Status::Conflict,
+        "provisioning_in_progress",
+    );
     assert_eq!(runs_of(&t, m.id), 0);
     assert!(!schema_exists(&mut t.db.owner(), &tenant_schema_name(m.id)));
     drop(holder);
@@ -227,8 +235,7 @@ async fn a_second_provisioning_of_a_merchant_gets_409() {
     let (status, won) = provision(&t, body.clone()).await;
     assert_eq!(status, Status::Created, "{won}");
     let (status, late) = provision(&t, body).await;
-    assert_eq!(status, Status::Conflict, "{late}");
-    assert_eq!(late["error"]["code"], "already_provisioned");
+    assert_error((status, &late), Status::Conflict, "already_provisioned");
     assert_eq!(runs_of(&t, m.id), 1);
 }
 
@@ -291,10 +298,7 @@ async fn deprovisioning_needs_an_export_or_force_and_returns_the_merchant_to_the
     let (status, body) = t
         .post(&deprovision_path(shared_m.id), &admin, json!({}))
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (Status::Conflict, json!("not_provisioned"))
-    );
+    assert_error((status, &body), Status::Conflict, "not_provisioned");
     let (status, _) = t
         .post(
             &deprovision_path(MerchantId(Uuid::new_v4())),
@@ -306,8 +310,7 @@ async fn deprovisioning_needs_an_export_or_force_and_returns_the_merchant_to_the
 
     for m in [&schema_m, &dedicated_m] {
         let (status, body) = t.post(&deprovision_path(m.id), &admin, json!({})).await;
-        assert_eq!(status, Status::Conflict, "{body}");
-        assert_eq!(body["error"]["code"], "export_required");
+        assert_error((status, &body), Status::Conflict, "export_required");
     }
     let mut owner = t.db.owner();
     assert!(schema_exists(&mut owner, &tenant_schema_name(schema_m.id)));
