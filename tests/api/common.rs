@@ -169,6 +169,17 @@ impl Server {
             .merge(("jwt_secret", JWT_SECRET))
             .merge(("encryption_keys", self.keys.clone()))
     }
+
+    /// The role posd serves requests as, in the platform database and in
+    /// the databases it creates for dedicated tenants.
+    pub fn app_role(&self) -> &str {
+        &self.app.0
+    }
+
+    /// The role of migrations, provisioning and fleet runs.
+    pub fn owner_role(&self) -> &str {
+        &self.owner.0
+    }
 }
 
 /// A database of its own for one test, dropped (with every dedicated
@@ -627,6 +638,66 @@ impl TestApp {
         })
         .await
         .unwrap()
+    }
+}
+
+/// The server-side id of `conn`'s backend.
+pub fn backend_pid(conn: &mut PgConnection) -> i32 {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn)
+        .expect("backend pid")
+        .pid
+}
+
+/// The client connections PostgreSQL has open to `databases` as `role`,
+/// as the server counts them (`pg_stat_activity`), not as posd does;
+/// `except` are backends of the test's own. `su` is a superuser
+/// connection (it sees every session), to a database not counted.
+pub fn server_connections(
+    su: &mut PgConnection,
+    databases: &[String],
+    role: &str,
+    except: &[i32],
+) -> i64 {
+    // Arrays rather than IN lists: `pid NOT IN ()` cannot be written, and
+    // `NOT IN (NULL)` is never true.
+    let databases: Vec<String> = databases.iter().map(|d| format!("'{d}'")).collect();
+    let except: Vec<String> = except.iter().map(i32::to_string).collect();
+    count(
+        su,
+        &format!(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND usename = '{role}' \
+               AND datname = ANY (ARRAY[{}]::text[]) AND pid <> ALL (ARRAY[{}]::int[])",
+            databases.join(", "),
+            except.join(", "),
+        ),
+    )
+    .expect("count connections in pg_stat_activity")
+}
+
+/// [`server_connections`] once it is at most `limit`, or after 5 s. A
+/// backend whose client has just closed it leaves `pg_stat_activity` a
+/// moment after the close, so right after posd closes a connection the
+/// server may still list it; a connection posd keeps stays listed (for its
+/// pool's idle timeout, minutes), so an excess that lasts is posd's.
+pub fn settled_server_connections(
+    su: &mut PgConnection,
+    databases: &[String],
+    role: &str,
+    limit: i64,
+) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = server_connections(su, databases, role, &[]);
+        if n <= limit || std::time::Instant::now() >= deadline {
+            return n;
+        }
     }
 }
 

@@ -3,6 +3,10 @@
 
 use std::{
     io::{BufRead, BufReader},
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
@@ -12,7 +16,8 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::common::{
-    API, Merchant, TestApp, api, assert_error, assert_error_about, count, read, unmigrate,
+    API, Merchant, Server, TestApp, api, assert_error, assert_error_about, backend_pid, count,
+    read, server_connections, unmigrate,
 };
 use posd::{
     db::platform::{Platform, migration_state::schema_versions},
@@ -48,10 +53,47 @@ fn run(t: &TestApp, sel: &Selection, concurrency: usize) -> fleet::Report {
     .unwrap()
 }
 
+/// [`run`], with the most connections PostgreSQL listed to the platform
+/// database as the owner role while it ran, sampled as each tenant's
+/// outcome is reported (by the worker, on its connection); `except` are the
+/// test's own.
+fn run_watched(
+    t: &TestApp,
+    sel: &Selection,
+    concurrency: usize,
+    except: &[i32],
+) -> (fleet::Report, i64) {
+    let server = Server::get();
+    let su = Mutex::new(server.superuser());
+    let peak = AtomicI64::new(0);
+    let databases = [t.db.name.clone()];
+    let app = t.app();
+    let report = fleet::migrate(
+        &app.settings,
+        &app.app_role,
+        "test",
+        sel,
+        concurrency,
+        false,
+        &|_| {
+            let n = server_connections(
+                &mut su.lock().unwrap(),
+                &databases,
+                server.owner_role(),
+                except,
+            );
+            peak.fetch_max(n, Ordering::Relaxed);
+        },
+    )
+    .unwrap();
+    (report, peak.into_inner())
+}
+
 #[rocket::async_test]
 async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
     const N: usize = 200;
-    let t = TestApp::new().await;
+    const BUDGET: u32 = 3;
+    let t = TestApp::with_config(|s| s.connection_budget = BUDGET).await;
     let ids = t.schema_tenants("fleet", N).await;
     let latest = latest_tenant_version();
     let mut owner = t.db.owner();
@@ -93,7 +135,18 @@ async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
         "a dry run changes nothing"
     );
 
-    let report = run(&t, &Selection::default(), 4);
+    // Asked for 4 at once, the run takes no more than the budget: 3
+    // workers, each on its own connection, and the run's own connection.
+    let mine = backend_pid(&mut owner);
+    let (report, peak) = run_watched(&t, &Selection::default(), 4, &[mine]);
+    assert!(
+        peak <= i64::from(BUDGET) + 1,
+        "PostgreSQL listed {peak} owner connections during a run with a budget of {BUDGET}"
+    );
+    assert!(
+        peak >= 2,
+        "the count missed the run's connections (it saw {peak})"
+    );
     assert_eq!(report.run.total as usize, N);
     assert_eq!(report.run.migrated as usize, N - 1);
     assert_eq!(report.run.failed, 1);

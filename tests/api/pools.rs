@@ -5,7 +5,9 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use rocket::http::Status;
 
-use crate::common::{Server, TestApp, api, assert_error, read};
+use crate::common::{
+    Server, TestApp, api, assert_error, read, server_connections, settled_server_connections,
+};
 use posd::tenancy::{Tier, tenant_database_name};
 
 #[rocket::async_test]
@@ -69,12 +71,38 @@ async fn connections_never_exceed_the_budget() {
     for i in 0..3 {
         merchants.push(t.merchant(&format!("budget-{i}"), Tier::Dedicated).await);
     }
+    let server = Server::get();
+    let mut su = server.superuser();
+    let databases: Vec<String> = merchants
+        .iter()
+        .map(|m| tenant_database_name(m.id))
+        .collect();
     for round in 0..3 {
         for m in &merchants {
             let (status, body) = t.get(api!("/products"), &m.token).await;
             assert_eq!(status, Status::Ok, "round {round}, {}: {body}", m.slug);
             let used = t.app().pools.summary().budget_used;
-            assert!(used <= 2, "{used} tenant connections over a budget of 2");
+            assert!(
+                used <= 2,
+                "posd counts {used} tenant connections over a budget of 2"
+            );
+            // What the database server sees, whatever posd's counter says.
+            let open = settled_server_connections(&mut su, &databases, server.app_role(), 2);
+            assert!(
+                open <= 2,
+                "PostgreSQL has {open} connections to the tenant databases, over a budget of 2"
+            );
+            let serving = server_connections(
+                &mut su,
+                &[tenant_database_name(m.id)],
+                server.app_role(),
+                &[],
+            );
+            assert!(
+                serving >= 1,
+                "{} was just served, yet PostgreSQL lists no connection of posd's to its database",
+                m.slug
+            );
         }
     }
 }
