@@ -187,6 +187,45 @@ const KEYS: &[&str] = &[
     "login_address_limit",
 ];
 
+/// `POSD_*` variables that are not settings but are read elsewhere: by posd
+/// itself (logging, the embedded cluster) or by the project's own test,
+/// benchmark and fuzzing tooling, whose prefixes are reserved.
+const OTHER_VARS: &[&str] = &["LOG", "DATA_DIR", "PG_BINDIR", "BIN"];
+const TOOLING_PREFIXES: &[&str] = &["TEST_", "BENCH_", "FUZZ_"];
+
+/// Refuses a `POSD_*` variable that posd does not read (a misspelt setting
+/// would otherwise be ignored without a word). Names are compared as the
+/// figment reads them, ignoring case.
+fn refuse_unknown_variables(
+    vars: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<(), ConfigError> {
+    for name in vars {
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name
+            .get(..5)
+            .filter(|p| p.eq_ignore_ascii_case("POSD_"))
+            .and_then(|_| name.get(5..))
+        else {
+            continue;
+        };
+        let known = KEYS
+            .iter()
+            .chain(OTHER_VARS)
+            .any(|k| rest.eq_ignore_ascii_case(k))
+            || TOOLING_PREFIXES.iter().any(|p| {
+                rest.get(..p.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(p))
+            });
+        if !known {
+            return Err(ConfigError {
+                setting: name.to_string(),
+                reason: "is not a setting".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Rocket's settings that posd depends on, so that they hold even without
 /// a `Rocket.toml`: JSON bodies of at most 64 KiB, and a shutdown grace
 /// longer than the statement timeout.
@@ -231,6 +270,7 @@ pub fn has_database_url(figment: &Figment) -> bool {
 impl Settings {
     /// Extracts and validates every setting.
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        refuse_unknown_variables(std::env::vars_os().map(|(name, _)| name))?;
         let raw: Raw = figment.extract().map_err(|e| {
             let key = e.path.last().cloned().unwrap_or_else(|| "config".into());
             ConfigError::new(&key, e.kind.to_string())
@@ -393,4 +433,42 @@ fn validate_url(v: &SecretString, key: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::refuse_unknown_variables;
+
+    fn check(names: &[&str]) -> Result<(), String> {
+        refuse_unknown_variables(names.iter().map(Into::into)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_posd_variable_is_named() {
+        assert_eq!(
+            check(&["PATH", "POSD_POOL_SIZE", "POSD_MIGRATON_CONCURRENCY"]).unwrap_err(),
+            "configuration: POSD_MIGRATON_CONCURRENCY: is not a setting"
+        );
+        assert!(check(&["posd_pool_sise"]).is_err(), "case does not hide it");
+        assert!(check(&["POSD_"]).is_err());
+    }
+
+    #[test]
+    fn settings_and_the_variables_read_elsewhere_pass() {
+        check(&[
+            "POSD_MIGRATION_CONCURRENCY",
+            "posd_pool_size",
+            "POSD_LOG",
+            "POSD_DATA_DIR",
+            "POSD_PG_BINDIR",
+            "POSD_TEST_DATABASE_URL",
+            "POSD_FUZZ_SEED",
+            "POSD_BENCH_SUITE",
+            "ROCKET_PORT",
+            "USE_TENANT_DB_ROUTING",
+        ])
+        .unwrap();
+    }
 }

@@ -7,6 +7,7 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::{API, api, assert_error};
 use crate::{
     common::{Server, TestApp, count, unmigrate},
     provisioning::{assert_still_shared, provision, schema_exists},
@@ -104,7 +105,7 @@ async fn a_brought_database_is_served_and_migrated_as_the_merchants_role() {
     assert_eq!(body["run"]["byo"], true);
     let schema = tenant_schema_name(m.id);
     let id = t.product(&m, "OWN-DB").await;
-    let (status, got) = t.get(&format!("/api/v2/POS/products/{id}"), &m.token).await;
+    let (status, got) = t.get(&format!("{API}/products/{id}"), &m.token).await;
     assert_eq!(status, Status::Ok, "{got}");
 
     // The row is in the merchant's database; the tables are the role's own,
@@ -176,7 +177,7 @@ async fn a_brought_database_is_served_and_migrated_as_the_merchants_role() {
     // Deprovisioning forgets it and leaves it intact, without an export.
     let (status, body) = t
         .post(
-            &format!("/api/v2/POS/admin/tenants/{}/deprovision", m.id),
+            &format!("{API}/admin/tenants/{}/deprovision", m.id),
             &t.admin_token(),
             json!({}),
         )
@@ -217,8 +218,7 @@ async fn an_unfit_database_is_refused_before_anything_changes() {
     for (i, (db, code)) in cases.into_iter().enumerate() {
         let m = t.shared_merchant(&format!("byo-refused-{i}")).await;
         let (status, body) = provision_byo(&t, &m, &db.url()).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{code}: {body}");
-        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_error((status, &body), Status::UnprocessableEntity, code);
         assert_eq!(body["run"]["failedStep"], "check");
         assert_eq!(body["run"]["errorCode"], code);
         assert!(!schema_exists(
@@ -258,8 +258,7 @@ async fn a_password_never_comes_back() {
     for (i, (url, code)) in cases.into_iter().enumerate() {
         let m = t.shared_merchant(&format!("byo-secret-{i}")).await;
         let (status, body) = provision_byo(&t, &m, &url).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{body}");
-        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_error((status, &body), Status::UnprocessableEntity, code);
         assert!(!body.to_string().contains(secret), "{body}");
         let stored = count(
             &mut t.db.owner(),
@@ -272,6 +271,6 @@ async fn a_password_never_comes_back() {
         .unwrap();
         assert_eq!(stored, 0);
     }
-    let (_, tenants) = t.get("/api/v2/POS/admin/tenants", &t.admin_token()).await;
+    let (_, tenants) = t.get(api!("/admin/tenants"), &t.admin_token()).await;
     assert!(!tenants.to_string().contains(secret));
 }

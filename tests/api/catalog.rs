@@ -4,10 +4,8 @@
 use rocket::http::Status;
 use serde_json::json;
 
-use crate::common::{TIERS, TestApp, stock_and_movements};
+use crate::common::{API, TIERS, TestApp, assert_error, stock_and_movements};
 use posd::auth::Role;
-
-const API: &str = "/api/v2/POS";
 
 #[rocket::async_test]
 async fn categories_on_every_tier() {
@@ -42,10 +40,7 @@ async fn categories_on_every_tier() {
                 json!({ "name": "drinks" }),
             )
             .await;
-        assert_eq!(
-            (s, dup["error"]["code"].as_str()),
-            (Status::Conflict, Some("category_name_taken"))
-        );
+        assert_error((s, &dup), Status::Conflict, "category_name_taken");
         let (s, bad) = t
             .post(
                 &format!("{API}/categories"),
@@ -99,10 +94,7 @@ async fn categories_on_every_tier() {
                 json!({ "sku": "X", "name": "X", "priceMinor": 1, "categoryId": drinks_id }),
             )
             .await;
-        assert_eq!(
-            (s, err["error"]["code"].as_str()),
-            (Status::UnprocessableEntity, Some("unknown_category"))
-        );
+        assert_error((s, &err), Status::UnprocessableEntity, "unknown_category");
         // Nor renamed or deleted: 404, and it is still there.
         let (s, _) = t
             .patch(
@@ -225,10 +217,7 @@ async fn inventory_levels_equal_their_movements() {
                 json!({ "productId": p, "delta": -16, "reason": "correction" }),
             )
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::Conflict, Some("insufficient_stock"))
-        );
+        assert_error((s, &e), Status::Conflict, "insufficient_stock");
         let (s, _) = t
             .post(
                 &adj,
@@ -308,10 +297,7 @@ async fn customers_on_every_tier() {
                 json!({ "name": "Other Ada", "email": "ada@example.com" }),
             )
             .await;
-        assert_eq!(
-            (s, dup["error"]["code"].as_str()),
-            (Status::Conflict, Some("email_taken"))
-        );
+        assert_error((s, &dup), Status::Conflict, "email_taken");
         for (bad, field) in [
             (json!({ "name": "" }), "name"),
             (json!({ "name": "X", "email": "not-an-email" }), "email"),

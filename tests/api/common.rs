@@ -23,6 +23,17 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// A POS route, `api!("/products")`: a `&'static str`, usable in constants.
+macro_rules! api {
+    ($path:literal) => {
+        concat!("/api/v2/POS", $path)
+    };
+}
+pub(crate) use api;
+
+/// The prefix of every POS route, for `format!("{API}/products/{id}")`.
+pub const API: &str = api!("");
+
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 
 /// The database server the tests run against.
@@ -142,26 +153,32 @@ impl Server {
             self.template, self.owner.0
         ))
         .expect("create the template");
-        let settings = Settings::from_figment(&self.figment(&self.template.clone(), &[]))
+        let settings = Settings::from_figment(&self.figment(&self.template.clone()))
             .expect("template settings");
         posd::app::migrate(&settings).expect("migrate the template");
     }
 
-    /// Configuration for database `db`, with overrides.
-    pub fn figment(&self, db: &str, overrides: &[(&str, Value)]) -> Figment {
-        let mut f = posd::config::figment()
+    /// The configuration posd reads for database `db`: the settings it
+    /// requires, and Rocket's (quiet). Tests change the rest through
+    /// [`settings_with`] and [`TestApp::with_config`], typed.
+    pub fn figment(&self, db: &str) -> Figment {
+        posd::config::figment()
             .merge(("log_level", "off"))
             .merge(("database_url", self.owner_url(db)))
             .merge(("app_database_url", self.app_url(db)))
             .merge(("jwt_secret", JWT_SECRET))
             .merge(("encryption_keys", self.keys.clone()))
-            .merge(("pool_size", 4))
-            .merge(("tenant_pool_size", 2))
-            .merge(("pool_connect_timeout", "2s"));
-        for (k, v) in overrides {
-            f = f.merge((*k, v.clone()));
-        }
-        f
+    }
+
+    /// The role posd serves requests as, in the platform database and in
+    /// the databases it creates for dedicated tenants.
+    pub fn app_role(&self) -> &str {
+        &self.app.0
+    }
+
+    /// The role of migrations, provisioning and fleet runs.
+    pub fn owner_role(&self) -> &str {
+        &self.owner.0
     }
 }
 
@@ -244,40 +261,78 @@ pub struct Merchant {
     pub tier: Tier,
 }
 
-pub fn settings(db: &str, overrides: &[(&str, Value)]) -> Result<Settings, String> {
-    Settings::from_figment(&Server::get().figment(db, overrides)).map_err(|e| e.to_string())
+/// Settings parsed from keys, as an operator sets them, over the
+/// harness's configuration for database `db`. Only for tests of parsing
+/// itself (a refused value, a default): everywhere else use
+/// [`settings_with`] or [`TestApp::with_config`], where a misspelt setting
+/// does not compile.
+pub fn settings_from_keys(db: &str, keys: &[(&str, Value)]) -> Result<Settings, String> {
+    let mut figment = Server::get().figment(db);
+    for (k, v) in keys {
+        figment = figment.merge((*k, v.clone()));
+    }
+    Settings::from_figment(&figment).map_err(|e| e.to_string())
 }
 
-pub fn boot(db: &str, overrides: &[(&str, Value)]) -> Result<App, String> {
-    let settings = settings(db, overrides)?;
-    posd::boot(settings).map_err(|e| e.to_string())
+/// The harness's own choices, applied to every booted posd before a
+/// test's: small pools, and a short connect timeout so that an unreachable
+/// database fails a test quickly.
+fn test_defaults(s: &mut Settings) {
+    s.pool_size = 4;
+    s.tenant_pool_size = 2;
+    s.pool_connect_timeout = Duration::from_secs(2);
+}
+
+/// posd's validated settings for database `db`, with the harness's
+/// defaults, then changed by `configure`. The change is applied after
+/// validation: it can set what parsing would refuse (tests of refusals
+/// use [`settings_from_keys`]).
+pub fn settings_with(db: &str, configure: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = Settings::from_figment(&Server::get().figment(db)).expect("the harness's settings");
+    test_defaults(&mut s);
+    configure(&mut s);
+    s
+}
+
+/// Boots posd (without serving) over database `db`, configured by
+/// `configure`.
+pub fn boot_with(db: &str, configure: impl FnOnce(&mut Settings)) -> Result<App, String> {
+    posd::boot(settings_with(db, configure)).map_err(|e| e.to_string())
+}
+
+/// Boots posd (without serving) over database `db`.
+pub fn boot(db: &str) -> Result<App, String> {
+    boot_with(db, |_| {})
 }
 
 impl TestApp {
     pub async fn new() -> TestApp {
-        Self::with(&[]).await
+        Self::with_config(|_| {}).await
     }
 
-    pub async fn with(overrides: &[(&str, Value)]) -> TestApp {
-        let db = TestDb::new();
-        Self::on(db, overrides).await
+    /// posd over a new test database, its settings changed by `configure`,
+    /// e.g. `TestApp::with_config(|s| s.pool_size = 1)`.
+    pub async fn with_config(configure: impl FnOnce(&mut Settings) + Send + 'static) -> TestApp {
+        Self::on_with(TestDb::new(), configure).await
     }
 
     /// Boots posd over an existing test database.
-    pub async fn on(db: TestDb, overrides: &[(&str, Value)]) -> TestApp {
+    pub async fn on(db: TestDb) -> TestApp {
+        Self::on_with(db, |_| {}).await
+    }
+
+    /// Boots posd over an existing test database, its settings changed by
+    /// `configure`.
+    pub async fn on_with(
+        db: TestDb,
+        configure: impl FnOnce(&mut Settings) + Send + 'static,
+    ) -> TestApp {
         let name = db.name.clone();
-        let ov: Vec<(String, Value)> = overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let app = rocket::tokio::task::spawn_blocking(move || {
-            let ov: Vec<(&str, Value)> = ov.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            boot(&name, &ov)
-        })
-        .await
-        .expect("boot task")
-        .expect("boot");
-        let figment = Server::get().figment(&db.name, overrides);
+        let app = rocket::tokio::task::spawn_blocking(move || boot_with(&name, configure))
+            .await
+            .expect("boot task")
+            .expect("boot");
+        let figment = Server::get().figment(&db.name);
         let client = Client::tracked(posd::rocket(app, figment))
             .await
             .expect("rocket client");
@@ -403,7 +458,7 @@ impl TestApp {
         let admin = self.admin_token();
         let (status, body) = self
             .post(
-                "/api/v2/POS/admin/merchants",
+                api!("/admin/merchants"),
                 &admin,
                 json!({
                     "slug": slug, "name": format!("{slug} store"), "timezone": "Europe/Paris",
@@ -422,7 +477,7 @@ impl TestApp {
         let (status, login) = self
             .request(
                 rocket::http::Method::Post,
-                "/api/v2/POS/auth/login",
+                api!("/auth/login"),
                 None,
                 Some(json!({ "merchant": slug, "email": format!("owner@{slug}.test"), "password": "correct horse battery" })),
             )
@@ -442,7 +497,7 @@ impl TestApp {
         if tier != Tier::Shared {
             let (status, body) = self
                 .post(
-                    "/api/v2/POS/admin/tenant/provision",
+                    api!("/admin/tenant/provision"),
                     &self.admin_token(),
                     json!({ "merchantId": m.id.to_string(), "tier": tier.as_str() }),
                 )
@@ -462,7 +517,7 @@ impl TestApp {
     pub async fn product(&self, m: &Merchant, sku: &str) -> String {
         let (status, body) = self
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": sku, "name": format!("{sku} item"), "priceMinor": 250, "taxRateBps": 2000 }),
             )
@@ -470,6 +525,75 @@ impl TestApp {
         assert_eq!(status, Status::Created, "create product: {body}");
         body["id"].as_str().expect("product id").to_string()
     }
+}
+
+/// An answer as tests read it: its status and JSON body.
+pub trait Answer {
+    fn parts(&self) -> (Status, &Value);
+}
+
+impl Answer for (Status, Value) {
+    fn parts(&self) -> (Status, &Value) {
+        (self.0, &self.1)
+    }
+}
+
+impl Answer for (Status, &Value) {
+    fn parts(&self) -> (Status, &Value) {
+        (self.0, self.1)
+    }
+}
+
+impl<A: Answer> Answer for &A {
+    fn parts(&self) -> (Status, &Value) {
+        (**self).parts()
+    }
+}
+
+/// Reads a response as an [`Answer`]; its body must be JSON.
+pub async fn read(res: LocalResponse<'_>) -> (Status, Value) {
+    let status = res.status();
+    let text = res.into_string().await.unwrap_or_default();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("a {status} answer whose body is not JSON: {text}"));
+    (status, body)
+}
+
+/// Asserts that `answer` is posd's error `code` with `status`, in its
+/// envelope `{"error": {"code", "message"}}` with a message; returns the
+/// message.
+#[track_caller]
+pub fn assert_error(answer: impl Answer, status: Status, code: &str) -> String {
+    assert_error_about("", answer, status, code)
+}
+
+/// [`assert_error`], saying what was asked when it fails (say, the case
+/// of a loop).
+#[track_caller]
+pub fn assert_error_about(
+    about: impl std::fmt::Display,
+    answer: impl Answer,
+    status: Status,
+    code: &str,
+) -> String {
+    let (got, body) = answer.parts();
+    let about = about.to_string();
+    let about = if about.is_empty() {
+        String::new()
+    } else {
+        format!("{about}: ")
+    };
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{about}expected the error {code} ({status}), got {got}: {body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.is_empty(),
+        "{about}an error without a message: {body}"
+    );
+    message.to_string()
 }
 
 pub const TIERS: [Tier; 3] = [Tier::Shared, Tier::Schema, Tier::Dedicated];
@@ -514,6 +638,66 @@ impl TestApp {
         })
         .await
         .unwrap()
+    }
+}
+
+/// The server-side id of `conn`'s backend.
+pub fn backend_pid(conn: &mut PgConnection) -> i32 {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<Pid>(conn)
+        .expect("backend pid")
+        .pid
+}
+
+/// The client connections PostgreSQL has open to `databases` as `role`,
+/// as the server counts them (`pg_stat_activity`), not as posd does;
+/// `except` are backends of the test's own. `su` is a superuser
+/// connection (it sees every session), to a database not counted.
+pub fn server_connections(
+    su: &mut PgConnection,
+    databases: &[String],
+    role: &str,
+    except: &[i32],
+) -> i64 {
+    // Arrays rather than IN lists: `pid NOT IN ()` cannot be written, and
+    // `NOT IN (NULL)` is never true.
+    let databases: Vec<String> = databases.iter().map(|d| format!("'{d}'")).collect();
+    let except: Vec<String> = except.iter().map(i32::to_string).collect();
+    count(
+        su,
+        &format!(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND usename = '{role}' \
+               AND datname = ANY (ARRAY[{}]::text[]) AND pid <> ALL (ARRAY[{}]::int[])",
+            databases.join(", "),
+            except.join(", "),
+        ),
+    )
+    .expect("count connections in pg_stat_activity")
+}
+
+/// [`server_connections`] once it is at most `limit`, or after 5 s. A
+/// backend whose client has just closed it leaves `pg_stat_activity` a
+/// moment after the close, so right after posd closes a connection the
+/// server may still list it; a connection posd keeps stays listed (for its
+/// pool's idle timeout, minutes), so an excess that lasts is posd's.
+pub fn settled_server_connections(
+    su: &mut PgConnection,
+    databases: &[String],
+    role: &str,
+    limit: i64,
+) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = server_connections(su, databases, role, &[]);
+        if n <= limit || std::time::Instant::now() >= deadline {
+            return n;
+        }
     }
 }
 
@@ -594,7 +778,7 @@ impl TestApp {
     ) -> String {
         let (status, body) = self
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": sku, "name": format!("{sku} item"), "priceMinor": price,
                         "taxRateBps": tax_bps, "trackStock": stock.is_some() }),
@@ -605,7 +789,7 @@ impl TestApp {
         if let Some(n) = stock.filter(|n| *n > 0) {
             let (status, body) = self
                 .post(
-                    "/api/v2/POS/inventory/adjustments",
+                    api!("/inventory/adjustments"),
                     &m.token,
                     json!({ "productId": id, "delta": n, "reason": "receive" }),
                 )
@@ -619,7 +803,7 @@ impl TestApp {
     pub async fn sell(&self, m: &Merchant, product: &str, qty: i64, cash: i64) -> Value {
         let (status, body, _) = self
             .post_idem(
-                "/api/v2/POS/orders",
+                api!("/orders"),
                 &m.token,
                 &Uuid::new_v4().to_string(),
                 json!({ "lines": [{ "productId": product, "quantity": qty }],

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use rocket::http::{ContentType, Method, Status};
 use serde_json::Value;
 
-use crate::common::TestApp;
+use crate::common::{TestApp, api, assert_error, read};
 
 /// Routes that serve the documentation itself.
 const DOC_ROUTES: [&str; 3] = ["/openapi.json", "/docs", "/docs/{file}"];
@@ -71,20 +71,20 @@ async fn every_route_is_documented_with_its_method() {
     for path in [
         "/healthz",
         "/readyz",
-        "/api/v2/POS/auth/login",
-        "/api/v2/POS/categories/{id}",
-        "/api/v2/POS/products/{id}",
-        "/api/v2/POS/inventory/adjustments",
-        "/api/v2/POS/customers/{id}",
-        "/api/v2/POS/orders/{id}/refunds",
-        "/api/v2/POS/orders/{id}/void",
-        "/api/v2/POS/reports/daily",
-        "/api/v2/POS/offline-bills",
-        "/api/v2/POS/staff/{id}",
-        "/api/v2/POS/admin/merchants",
-        "/api/v2/POS/admin/tenants/{id}",
-        "/api/v2/POS/admin/tenant/provision",
-        "/api/v2/POS/admin/tenants/migrate",
+        api!("/auth/login"),
+        api!("/categories/{id}"),
+        api!("/products/{id}"),
+        api!("/inventory/adjustments"),
+        api!("/customers/{id}"),
+        api!("/orders/{id}/refunds"),
+        api!("/orders/{id}/void"),
+        api!("/reports/daily"),
+        api!("/offline-bills"),
+        api!("/staff/{id}"),
+        api!("/admin/merchants"),
+        api!("/admin/tenants/{id}"),
+        api!("/admin/tenant/provision"),
+        api!("/admin/tenants/migrate"),
     ] {
         assert!(paths.contains_key(path), "{path} is missing");
     }
@@ -102,23 +102,19 @@ async fn security_idempotency_and_errors_are_described() {
     }
     let op = |path: &str, method: &str| doc["paths"][path][method].clone();
     assert_eq!(
-        op("/api/v2/POS/products", "get")["security"][0]["staff"],
+        op(api!("/products"), "get")["security"][0]["staff"],
         serde_json::json!([])
     );
     assert_eq!(
-        op("/api/v2/POS/admin/merchants", "post")["security"][0]["admin"],
+        op(api!("/admin/merchants"), "post")["security"][0]["admin"],
         serde_json::json!([])
     );
-    assert!(
-        op("/api/v2/POS/auth/login", "post")
-            .get("security")
-            .is_none()
-    );
+    assert!(op(api!("/auth/login"), "post").get("security").is_none());
 
     for path in [
-        "/api/v2/POS/orders",
-        "/api/v2/POS/orders/{id}/refunds",
-        "/api/v2/POS/orders/{id}/void",
+        api!("/orders"),
+        api!("/orders/{id}/refunds"),
+        api!("/orders/{id}/void"),
     ] {
         let params = op(path, "post")["parameters"].clone();
         let key = params
@@ -142,7 +138,7 @@ async fn security_idempotency_and_errors_are_described() {
         .map(String::as_str)
         .collect();
     documented.sort_unstable();
-    let (status, real) = t.get("/api/v2/POS/products", &t.admin_token()).await;
+    let (status, real) = t.get(api!("/products"), &t.admin_token()).await;
     assert_eq!(status, Status::Unauthorized);
     let mut actual: Vec<&str> = real["error"]
         .as_object()
@@ -155,7 +151,7 @@ async fn security_idempotency_and_errors_are_described() {
     assert_eq!(real.as_object().unwrap().len(), 1);
 
     // Error responses point at it; status codes follow the contract.
-    let create = op("/api/v2/POS/orders", "post");
+    let create = op(api!("/orders"), "post");
     for code in ["201", "401", "403", "409", "422"] {
         assert!(
             create["responses"].get(code).is_some(),
@@ -167,11 +163,7 @@ async fn security_idempotency_and_errors_are_described() {
         unauthorized["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/Error"
     );
-    assert!(
-        op("/api/v2/POS/staff", "post")["responses"]
-            .get("201")
-            .is_some()
-    );
+    assert!(op(api!("/staff"), "post")["responses"].get("201").is_some());
     let price = &doc["components"]["schemas"]["Product"]["properties"]["priceMinor"];
     assert_eq!(price["type"], "integer", "money is integer minor units");
 }
@@ -196,8 +188,7 @@ async fn the_browsable_docs_answer_html() {
     let (status, err) = t
         .request(Method::Get, "/docs/no-such-file.js", None, None)
         .await;
-    assert_eq!(status, Status::NotFound);
-    assert_eq!(err["error"]["code"], "not_found");
+    assert_error((status, &err), Status::NotFound, "not_found");
 }
 
 #[rocket::async_test]
@@ -215,7 +206,7 @@ async fn shared_responses_are_documented_where_they_apply() {
                     "{method} {path} reads a body: 400"
                 );
             }
-            if method == "post" && path == "/api/v2/POS/auth/login" {
+            if method == "post" && path == api!("/auth/login") {
                 assert_eq!(
                     responses["429"]["$ref"], "#/components/responses/TooManyRequests",
                     "login is rate limited: 429"
@@ -242,12 +233,10 @@ async fn shared_responses_are_documented_where_they_apply() {
     // is a 400 with the error envelope.
     let res = t
         .client
-        .post("/api/v2/POS/auth/login")
+        .post(api!("/auth/login"))
         .header(ContentType::JSON)
         .body([0xff, 0xfe])
         .dispatch()
         .await;
-    assert_eq!(res.status(), Status::BadRequest);
-    let err: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
-    assert_eq!(err["error"]["code"], "bad_request");
+    assert_error(read(res).await, Status::BadRequest, "bad_request");
 }

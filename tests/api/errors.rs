@@ -4,7 +4,7 @@
 use rocket::http::{ContentType, Header, Status};
 use serde_json::{Value, json};
 
-use crate::common::TestApp;
+use crate::common::{API, TestApp, api, assert_error};
 
 async fn json_error(res: rocket::local::asynchronous::LocalResponse<'_>) -> (Status, Value) {
     let status = res.status();
@@ -22,14 +22,11 @@ async fn errors_are_json() {
     let auth = Header::new("Authorization", format!("Bearer {}", m.token));
 
     let (s, b) = json_error(t.client.get("/no/such/route").dispatch().await).await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (Status::NotFound, Some("not_found"))
-    );
+    assert_error((s, &b), Status::NotFound, "not_found");
 
     let (s, _) = json_error(
         t.client
-            .put("/api/v2/POS/products")
+            .put(api!("/products"))
             .header(auth.clone())
             .dispatch()
             .await,
@@ -39,7 +36,7 @@ async fn errors_are_json() {
 
     let (s, _) = json_error(
         t.client
-            .get("/api/v2/POS/products/not-a-uuid")
+            .get(api!("/products/not-a-uuid"))
             .header(auth.clone())
             .dispatch()
             .await,
@@ -50,7 +47,7 @@ async fn errors_are_json() {
     let big = json!({ "sku": "X", "name": "x".repeat(70 * 1024), "priceMinor": 1 }).to_string();
     let (s, b) = json_error(
         t.client
-            .post("/api/v2/POS/products")
+            .post(api!("/products"))
             .header(auth.clone())
             .header(ContentType::JSON)
             .body(big)
@@ -58,14 +55,11 @@ async fn errors_are_json() {
             .await,
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (Status::PayloadTooLarge, Some("payload_too_large"))
-    );
+    assert_error((s, &b), Status::PayloadTooLarge, "payload_too_large");
 
     let (s, b) = json_error(
         t.client
-            .post("/api/v2/POS/products")
+            .post(api!("/products"))
             .header(auth.clone())
             .header(ContentType::JSON)
             .body("{\"sku\":")
@@ -73,14 +67,11 @@ async fn errors_are_json() {
             .await,
     )
     .await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (Status::UnprocessableEntity, Some("invalid_body"))
-    );
+    assert_error((s, &b), Status::UnprocessableEntity, "invalid_body");
 
     let (s, _) = json_error(
         t.client
-            .post("/api/v2/POS/products")
+            .post(api!("/products"))
             .header(auth.clone())
             .header(ContentType::Form)
             .body("sku=x")
@@ -90,7 +81,7 @@ async fn errors_are_json() {
     .await;
     assert_eq!(s, Status::UnsupportedMediaType);
 
-    let (_, list) = t.get("/api/v2/POS/products", &m.token).await;
+    let (_, list) = t.get(api!("/products"), &m.token).await;
     assert_eq!(
         list["items"].as_array().unwrap().len(),
         0,
@@ -107,7 +98,7 @@ async fn errors_are_json() {
 async fn admin_validation_and_conflicts() {
     let t = TestApp::new().await;
     let admin = t.admin_token();
-    let path = "/api/v2/POS/admin/merchants";
+    let path = api!("/admin/merchants");
     let good = json!({
         "slug": "adm-shop", "name": "Shop", "timezone": "Europe/Paris", "currency": "EUR",
         "owner": { "email": "o@adm.test", "password": "correct horse battery" }
@@ -130,12 +121,11 @@ async fn admin_validation_and_conflicts() {
     let (status, _) = t.post(path, &admin, good.clone()).await;
     assert_eq!(status, Status::Created);
     let (status, err) = t.post(path, &admin, good).await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(err["error"]["code"], "slug_taken");
+    assert_error((status, &err), Status::Conflict, "slug_taken");
 
     let (status, err) = t
         .post(
-            "/api/v2/POS/admin/tenant/provision",
+            api!("/admin/tenant/provision"),
             &admin,
             json!({ "merchantId": uuid::Uuid::new_v4(), "tier": "schema" }),
         )
@@ -143,7 +133,7 @@ async fn admin_validation_and_conflicts() {
     assert_eq!(status, Status::NotFound, "{err}");
     let (status, _) = t
         .post(
-            "/api/v2/POS/admin/tenant/provision",
+            api!("/admin/tenant/provision"),
             &admin,
             json!({ "merchantId": uuid::Uuid::new_v4(), "tier": "moon" }),
         )
@@ -159,15 +149,14 @@ async fn provisioning_refuses_merchants_with_shared_data_and_reprovisioning() {
     t.product(&m, "KEEP-ME").await;
     let (status, err) = t
         .post(
-            "/api/v2/POS/admin/tenant/provision",
+            api!("/admin/tenant/provision"),
             &admin,
             json!({ "merchantId": m.id, "tier": "schema" }),
         )
         .await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(err["error"]["code"], "tenant_has_data");
+    assert_error((status, &err), Status::Conflict, "tenant_has_data");
     assert!(err["error"]["message"].as_str().unwrap().contains("/move"));
-    let (_, list) = t.get("/api/v2/POS/products", &m.token).await;
+    let (_, list) = t.get(api!("/products"), &m.token).await;
     assert_eq!(
         list["items"][0]["sku"], "KEEP-ME",
         "the merchant still works where it was"
@@ -176,16 +165,15 @@ async fn provisioning_refuses_merchants_with_shared_data_and_reprovisioning() {
     let s = t.merchant("already", posd::tenancy::Tier::Schema).await;
     let (status, err) = t
         .post(
-            "/api/v2/POS/admin/tenant/provision",
+            api!("/admin/tenant/provision"),
             &admin,
             json!({ "merchantId": s.id, "tier": "dedicated" }),
         )
         .await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(err["error"]["code"], "already_provisioned");
+    assert_error((status, &err), Status::Conflict, "already_provisioned");
 
     let (status, tenant) = t
-        .get(&format!("/api/v2/POS/admin/tenants/{}", s.id), &admin)
+        .get(&format!("{API}/admin/tenants/{}", s.id), &admin)
         .await;
     assert_eq!(status, Status::Ok);
     assert_eq!(tenant["tier"], "schema");

@@ -9,12 +9,12 @@ use rocket::http::{ContentType, Header, Method, Status};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{TIERS, TestApp, count};
-use posd::auth::Role;
+use crate::common::{API, TIERS, TestApp, api, assert_error_about, count, read};
+use posd::{auth::Role, config::RateLimit};
 
-const BILLS: &str = "/api/v2/POS/offline-bills";
-const ORDERS: &str = "/api/v2/POS/orders";
-const PRODUCTS: &str = "/api/v2/POS/products";
+const BILLS: &str = api!("/offline-bills");
+const ORDERS: &str = api!("/orders");
+const PRODUCTS: &str = api!("/products");
 
 fn bill(line: Value, paid: i64, created_at: chrono::DateTime<Utc>) -> Value {
     json!({
@@ -182,7 +182,9 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
 
 #[rocket::async_test]
 async fn offline_bills_older_than_the_window_are_refused() {
-    let t = TestApp::with(&[("offline_bill_max_age", json!("2h"))]).await;
+    let t =
+        TestApp::with_config(|s| s.offline_bill_max_age = std::time::Duration::from_secs(2 * 3600))
+            .await;
     let m = t.shared_merchant("old-bills").await;
     let p = t.stocked_product(&m, "OLD", 100, 0, None).await;
     let line = json!({ "productId": p, "quantity": 1 });
@@ -267,7 +269,7 @@ async fn amounts_are_bounded_and_reports_cannot_overflow() {
         .unwrap();
     }
     let date = today.with_timezone(&chrono_tz::Europe::Paris).date_naive();
-    let path = format!("/api/v2/POS/reports/daily?date={date}");
+    let path = format!("{API}/reports/daily?date={date}");
     let res = t.send(Method::Get, &path, Some(&m.token), None, &[]).await;
     assert_eq!(res.status(), Status::Ok);
     let text = res.into_string().await.unwrap();
@@ -282,7 +284,7 @@ async fn the_login_limit_trusts_forwarded_addresses_only_from_proxies() {
     async fn attempt(t: &TestApp, peer: &str, headers: Vec<(&'static str, String)>) -> Status {
         let mut req = t
             .client
-            .post("/api/v2/POS/auth/login")
+            .post(api!("/auth/login"))
             .remote(peer.parse::<SocketAddr>().unwrap())
             .header(ContentType::JSON)
             .body(json!({ "merchant": "nobody", "email": format!("{}@x.test", Uuid::new_v4()), "password": "wrong password" }).to_string());
@@ -291,10 +293,16 @@ async fn the_login_limit_trusts_forwarded_addresses_only_from_proxies() {
         }
         req.dispatch().await.status()
     }
+    fn three_an_hour() -> RateLimit {
+        RateLimit {
+            burst: 3,
+            interval: std::time::Duration::from_secs(3600),
+        }
+    }
 
     // No trusted proxy: X-Real-IP and X-Forwarded-For are ignored, so
     // rotating them does not escape the per-address limit.
-    let t = TestApp::with(&[("login_address_limit", json!("3/1h"))]).await;
+    let t = TestApp::with_config(|s| s.login_address_limit = three_an_hour()).await;
     let mut statuses = Vec::new();
     for i in 0..6 {
         let spoof = format!("198.51.100.{i}");
@@ -311,10 +319,10 @@ async fn the_login_limit_trusts_forwarded_addresses_only_from_proxies() {
     assert_eq!(&statuses[3..], [Status::TooManyRequests; 3]);
 
     // Behind a trusted proxy, each forwarded client has its own budget.
-    let t = TestApp::with(&[
-        ("login_address_limit", json!("3/1h")),
-        ("trusted_proxies", json!("10.0.0.0/8")),
-    ])
+    let t = TestApp::with_config(|s| {
+        s.login_address_limit = three_an_hour();
+        s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    })
     .await;
     for client in ["198.51.100.1", "198.51.100.2"] {
         for n in 0..4 {
@@ -357,13 +365,12 @@ async fn form_bodies_are_refused_everywhere() {
             .body("_method=DELETE")
             .dispatch()
             .await;
-        assert_eq!(
-            res.status(),
+        assert_error_about(
+            format!("{method} {path} {ct}"),
+            read(res).await,
             Status::UnsupportedMediaType,
-            "{method} {path} {ct}"
+            "unsupported_media_type",
         );
-        let body: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
-        assert_eq!(body["error"]["code"], "unsupported_media_type");
     }
     let (s, _) = t.get(&format!("{PRODUCTS}/{p}"), &m.token).await;
     assert_eq!(s, Status::Ok, "the product is still there");
@@ -375,8 +382,12 @@ async fn control_characters_are_refused_naming_the_field() {
     let m = t.shared_merchant("nul-shop").await;
     let admin = t.admin_token();
     let check = |s: Status, b: &Value, field: &str| {
-        assert_eq!(s, Status::UnprocessableEntity, "{field}: {b}");
-        assert_eq!(b["error"]["code"], "validation_failed", "{field}: {b}");
+        assert_error_about(
+            field,
+            (s, b),
+            Status::UnprocessableEntity,
+            "validation_failed",
+        );
         assert!(
             b["error"]["message"].as_str().unwrap().starts_with(field),
             "{field}: {b}"
@@ -385,7 +396,7 @@ async fn control_characters_are_refused_naming_the_field() {
     let (s, b) = t
         .request(
             Method::Post,
-            "/api/v2/POS/auth/login",
+            api!("/auth/login"),
             None,
             Some(json!({ "merchant": "sa\u{0}", "email": "a@b.test", "password": "x" })),
         )
@@ -393,7 +404,7 @@ async fn control_characters_are_refused_naming_the_field() {
     check(s, &b, "merchant");
     for (path, field) in [
         (format!("{PRODUCTS}?q=%00"), "q"),
-        ("/api/v2/POS/customers?q=a%00b".to_string(), "q"),
+        (api!("/customers?q=a%00b").to_string(), "q"),
         (format!("{ORDERS}?status=%01"), "status"),
     ] {
         let (s, b) = t.get(&path, &m.token).await;
@@ -419,7 +430,7 @@ async fn control_characters_are_refused_naming_the_field() {
             "name",
         ),
     ] {
-        let (s, b) = t.post("/api/v2/POS/admin/merchants", &admin, body).await;
+        let (s, b) = t.post(api!("/admin/merchants"), &admin, body).await;
         check(s, &b, field);
     }
     let (s, b) = t
@@ -438,7 +449,7 @@ async fn dates_and_currencies_are_checked() {
     let m = t.shared_merchant("dates").await;
     for date in ["-4714-11-23", "1999-12-31", "2100-01-01", "99999-01-01"] {
         let (s, b) = t
-            .get(&format!("/api/v2/POS/reports/daily?date={date}"), &m.token)
+            .get(&format!("{API}/reports/daily?date={date}"), &m.token)
             .await;
         assert_eq!(s, Status::UnprocessableEntity, "{date}: {b}");
         assert!(
@@ -447,7 +458,7 @@ async fn dates_and_currencies_are_checked() {
         );
     }
     let (s, _) = t
-        .get("/api/v2/POS/reports/daily?date=2000-01-01", &m.token)
+        .get(api!("/reports/daily?date=2000-01-01"), &m.token)
         .await;
     assert_eq!(s, Status::Ok);
     let (s, b) = t
@@ -459,7 +470,7 @@ async fn dates_and_currencies_are_checked() {
     for currency in ["ZZZ", "usd", "EURO"] {
         let (s, b) = t
             .post(
-                "/api/v2/POS/admin/merchants",
+                api!("/admin/merchants"),
                 &admin,
                 json!({ "slug": "cur", "name": "C", "timezone": "UTC", "currency": currency,
                         "owner": { "email": "o@cur.test", "password": "correct horse battery" } }),
@@ -491,10 +502,10 @@ async fn the_contract_carries_the_limits_the_server_enforces() {
     assert!(at("Note")["pattern"].is_string());
     assert_eq!(at("Bills")["maxItems"], 100);
     // Query parameters carry their bounds too.
-    let params = doc["paths"]["/api/v2/POS/orders"]["get"]["parameters"].to_string();
+    let params = doc["paths"][api!("/orders")]["get"]["parameters"].to_string();
     assert!(params.contains("\"maximum\":200"), "{params}");
     assert!(params.contains("\"partially_refunded\""), "{params}");
-    let params = doc["paths"]["/api/v2/POS/reports/daily"]["get"]["parameters"].to_string();
+    let params = doc["paths"][api!("/reports/daily")]["get"]["parameters"].to_string();
     assert!(params.contains("^20[0-9]{2}-"), "{params}");
     // Every reference resolves.
     let text = doc.to_string();

@@ -5,6 +5,7 @@ use rocket::http::Status;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::common::api;
 use crate::{
     byo::ByoDb,
     common::{Server, TestApp},
@@ -49,10 +50,11 @@ async fn after_rotation_every_dedicated_tenant_connects_with_only_the_new_key() 
     // Before rotation, a posd with only the new key cannot open them.
     let crate::common::TestApp { client, db } = t;
     drop(client);
-    let only_new = [("encryption_keys", json!(new.clone()))];
-    let t = TestApp::on(db, &only_new).await;
+    let only_new = Keyring::parse(&new).unwrap();
+    let keyring = only_new.clone();
+    let t = TestApp::on_with(db, move |s| s.keyring = keyring).await;
     for m in [&created, &brought] {
-        let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
+        let (status, _) = t.get(api!("/products"), &m.token).await;
         assert_ne!(status, Status::Ok, "{}", m.slug);
     }
 
@@ -76,11 +78,11 @@ async fn after_rotation_every_dedicated_tenant_connects_with_only_the_new_key() 
 
     let crate::common::TestApp { client, db } = t;
     drop(client);
-    let t = TestApp::on(db, &only_new).await;
+    let t = TestApp::on_with(db, move |s| s.keyring = only_new).await;
     for m in [&created, &brought] {
         let (status, body) = t
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": "ROT", "name": "rotated", "priceMinor": 5 }),
             )

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{JWT_SECRET, Server, TestDb};
+use crate::common::{API, JWT_SECRET, Server, TestDb, api};
 
 /// Sends one HTTP/1.1 request and returns the status code.
 fn request(port: u16, head: &str, body: &str) -> u16 {
@@ -99,12 +99,12 @@ fn serve_logs_an_access_line_per_request_and_no_warning() {
         request(port, "GET /healthz HTTP/1.1", ""),
         request(
             port,
-            &format!("GET /api/v2/POS/products HTTP/1.1\r\nAuthorization: Bearer {token}"),
+            &format!("GET {API}/products HTTP/1.1\r\nAuthorization: Bearer {token}"),
             "",
         ),
         request(
             port,
-            "POST /api/v2/POS/auth/login HTTP/1.1\r\nContent-Type: application/json",
+            &format!("POST {API}/auth/login HTTP/1.1\r\nContent-Type: application/json"),
             &format!("{{\"merchant\": \"{body_marker}\""),
         ),
         request(port, "GET /no/such/route HTTP/1.1", ""),
@@ -130,8 +130,8 @@ fn serve_logs_an_access_line_per_request_and_no_warning() {
     assert_eq!(access.len(), 4, "one access line per request:\n{log}");
     for (line, expected) in access.iter().zip([
         "GET /healthz 200 ",
-        "GET /api/v2/POS/products 401 ",
-        "POST /api/v2/POS/auth/login 422 ",
+        concat!("GET ", api!("/products"), " 401 "),
+        concat!("POST ", api!("/auth/login"), " 422 "),
         "GET /no/such/route 404 ",
     ]) {
         assert!(line.contains(" INFO "), "{line}");
@@ -139,7 +139,7 @@ fn serve_logs_an_access_line_per_request_and_no_warning() {
         assert!(line.contains(" ms"), "{line}");
     }
     assert!(
-        access[1].contains("route=/api/v2/POS/products"),
+        access[1].contains(concat!("route=", api!("/products"))),
         "{}",
         access[1]
     );

@@ -6,6 +6,7 @@ mod common;
 mod boot;
 mod byo;
 mod catalog;
+mod contract;
 mod coverage;
 mod docs;
 mod errors;

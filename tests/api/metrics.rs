@@ -3,7 +3,7 @@
 
 use rocket::http::Status;
 
-use crate::common::TestApp;
+use crate::common::{API, TestApp, api};
 use posd::tenancy::Tier;
 
 #[rocket::async_test]
@@ -12,12 +12,12 @@ async fn metrics_count_requests_by_route_template() {
     let m = t.merchant("metrics-shop", Tier::Dedicated).await;
     let id = t.product(&m, "M-1").await;
     for _ in 0..3 {
-        let (s, _) = t.get(&format!("/api/v2/POS/products/{id}"), &m.token).await;
+        let (s, _) = t.get(&format!("{API}/products/{id}"), &m.token).await;
         assert_eq!(s, Status::Ok);
     }
     let (s, _) = t
         .get(
-            "/api/v2/POS/products/00000000-0000-0000-0000-000000000000",
+            api!("/products/00000000-0000-0000-0000-000000000000"),
             &m.token,
         )
         .await;
@@ -38,17 +38,17 @@ async fn metrics_count_requests_by_route_template() {
             .unwrap_or_else(|| panic!("no `{needle}` in:\n{text}"))
             .to_string()
     };
-    let ok = line(
-        r#"posd_http_requests_total{method="GET",route="/api/v2/POS/products/<id>",status="200"}"#,
-    );
+    let ok = line(&format!(
+        r#"posd_http_requests_total{{method="GET",route="{API}/products/<id>",status="200"}}"#
+    ));
     assert!(ok.ends_with(" 3"), "{ok}");
-    let missing = line(
-        r#"posd_http_requests_total{method="GET",route="/api/v2/POS/products/<id>",status="404"}"#,
-    );
+    let missing = line(&format!(
+        r#"posd_http_requests_total{{method="GET",route="{API}/products/<id>",status="404"}}"#
+    ));
     assert!(missing.ends_with(" 1"), "{missing}");
-    let count = line(
-        r#"posd_http_request_duration_seconds_count{method="GET",route="/api/v2/POS/products/<id>"}"#,
-    );
+    let count = line(&format!(
+        r#"posd_http_request_duration_seconds_count{{method="GET",route="{API}/products/<id>"}}"#
+    ));
     assert!(count.ends_with(" 4"), "{count}");
     assert!(!text.contains(&id), "ids never appear in labels");
     assert!(!text.contains(&m.id.to_string()));

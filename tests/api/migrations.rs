@@ -3,6 +3,10 @@
 
 use std::{
     io::{BufRead, BufReader},
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
@@ -11,7 +15,10 @@ use rocket::http::{Method, Status};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::common::{Merchant, TestApp, count, unmigrate};
+use crate::common::{
+    API, Merchant, Server, TestApp, api, assert_error, assert_error_about, backend_pid, count,
+    read, server_connections, unmigrate,
+};
 use posd::{
     db::platform::{Platform, migration_state::schema_versions},
     tenancy::{
@@ -46,10 +53,47 @@ fn run(t: &TestApp, sel: &Selection, concurrency: usize) -> fleet::Report {
     .unwrap()
 }
 
+/// [`run`], with the most connections PostgreSQL listed to the platform
+/// database as the owner role while it ran, sampled as each tenant's
+/// outcome is reported (by the worker, on its connection); `except` are the
+/// test's own.
+fn run_watched(
+    t: &TestApp,
+    sel: &Selection,
+    concurrency: usize,
+    except: &[i32],
+) -> (fleet::Report, i64) {
+    let server = Server::get();
+    let su = Mutex::new(server.superuser());
+    let peak = AtomicI64::new(0);
+    let databases = [t.db.name.clone()];
+    let app = t.app();
+    let report = fleet::migrate(
+        &app.settings,
+        &app.app_role,
+        "test",
+        sel,
+        concurrency,
+        false,
+        &|_| {
+            let n = server_connections(
+                &mut su.lock().unwrap(),
+                &databases,
+                server.owner_role(),
+                except,
+            );
+            peak.fetch_max(n, Ordering::Relaxed);
+        },
+    )
+    .unwrap();
+    (report, peak.into_inner())
+}
+
 #[rocket::async_test]
 async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
     const N: usize = 200;
-    let t = TestApp::new().await;
+    const BUDGET: u32 = 3;
+    let t = TestApp::with_config(|s| s.connection_budget = BUDGET).await;
     let ids = t.schema_tenants("fleet", N).await;
     let latest = latest_tenant_version();
     let mut owner = t.db.owner();
@@ -91,7 +135,18 @@ async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
         "a dry run changes nothing"
     );
 
-    let report = run(&t, &Selection::default(), 4);
+    // Asked for 4 at once, the run takes no more than the budget: 3
+    // workers, each on its own connection, and the run's own connection.
+    let mine = backend_pid(&mut owner);
+    let (report, peak) = run_watched(&t, &Selection::default(), 4, &[mine]);
+    assert!(
+        peak <= i64::from(BUDGET) + 1,
+        "PostgreSQL listed {peak} owner connections during a run with a budget of {BUDGET}"
+    );
+    assert!(
+        peak >= 2,
+        "the count missed the run's connections (it saw {peak})"
+    );
     assert_eq!(report.run.total as usize, N);
     assert_eq!(report.run.migrated as usize, N - 1);
     assert_eq!(report.run.failed, 1);
@@ -222,7 +277,7 @@ pub async fn wait_migration(t: &TestApp, m: &Merchant) -> Value {
     let admin = t.admin_token();
     loop {
         let (status, view) = t
-            .get(&format!("/api/v2/POS/admin/tenants/{}", m.id), &admin)
+            .get(&format!("{API}/admin/tenants/{}", m.id), &admin)
             .await;
         assert_eq!(status, Status::Ok, "{view}");
         if view["migrating"] == json!(false) && view["migrationStatus"].is_string() {
@@ -281,16 +336,19 @@ async fn a_behind_tenant_is_migrated_in_the_background() {
         let res = t
             .send(
                 Method::Post,
-                "/api/v2/POS/products",
+                api!("/products"),
                 Some(&m.token),
                 Some(json!({ "sku": "NEW", "name": "n", "priceMinor": 1 })),
                 &[],
             )
             .await;
-        assert_eq!(res.status(), Status::ServiceUnavailable, "{}", m.slug);
-        assert!(res.headers().get_one("Retry-After").is_some());
-        let body: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
-        assert_eq!(body["error"]["code"], "tenant_migrating", "{body}");
+        assert!(res.headers().get_one("Retry-After").is_some(), "{}", m.slug);
+        assert_error_about(
+            &m.slug,
+            read(res).await,
+            Status::ServiceUnavailable,
+            "tenant_migrating",
+        );
 
         let tenant = wait_migration(&t, m).await;
         assert_eq!(
@@ -301,7 +359,7 @@ async fn a_behind_tenant_is_migrated_in_the_background() {
         );
         let (status, body) = t
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": "NEW", "name": "n", "priceMinor": 1 }),
             )
@@ -313,7 +371,7 @@ async fn a_behind_tenant_is_migrated_in_the_background() {
     // The admin endpoint reports the fleet as up to date now.
     let (status, report) = t
         .post(
-            "/api/v2/POS/admin/tenants/migrate",
+            api!("/admin/tenants/migrate"),
             &t.admin_token(),
             json!({ "dryRun": true }),
         )
@@ -342,10 +400,7 @@ async fn reading_a_tenant_changes_nothing() {
     for m in [&schema_m, &dedicated_m] {
         for _ in 0..2 {
             let (status, tenant) = t
-                .get(
-                    &format!("/api/v2/POS/admin/tenants/{}", m.id),
-                    &t.admin_token(),
-                )
+                .get(&format!("{API}/admin/tenants/{}", m.id), &t.admin_token())
                 .await;
             assert_eq!(status, Status::Ok, "{tenant}");
             assert_eq!(tenant["migrationVersion"], json!(null), "{tenant}");
@@ -401,28 +456,28 @@ async fn one_background_migration_per_tenant_and_a_failure_is_recorded() {
     for _ in 0..5 {
         let (status, body) = rocket::tokio::time::timeout(
             Duration::from_secs(10),
-            t.get("/api/v2/POS/products", &m.token),
+            t.get(api!("/products"), &m.token),
         )
         .await
         .expect("a request does not wait for its tenant's migration");
-        assert_eq!(status, Status::ServiceUnavailable, "{body}");
-        assert_eq!(body["error"]["code"], "tenant_migrating");
+        assert_error(
+            (status, &body),
+            Status::ServiceUnavailable,
+            "tenant_migrating",
+        );
     }
     let (_, tenant) = t
-        .get(
-            &format!("/api/v2/POS/admin/tenants/{}", m.id),
-            &t.admin_token(),
-        )
+        .get(&format!("{API}/admin/tenants/{}", m.id), &t.admin_token())
         .await;
     assert_eq!(tenant["migrating"], json!(true), "{tenant}");
     drop(blocker);
     let tenant = wait_migration(&t, &m).await;
     assert_eq!(tenant["migrationStatus"], "ok", "{tenant}");
     assert_eq!(on_demand_runs(&t), 1, "one run for five requests");
-    let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
+    let (status, body) = t.get(api!("/products"), &m.token).await;
     assert_eq!(status, Status::Ok, "{body}");
 
-    let (status, body) = t.get("/api/v2/POS/products", &broken.token).await;
+    let (status, body) = t.get(api!("/products"), &broken.token).await;
     assert_eq!(status, Status::ServiceUnavailable, "{body}");
     let tenant = wait_migration(&t, &broken).await;
     assert_eq!(tenant["migrationStatus"], "failed", "{tenant}");
@@ -432,9 +487,12 @@ async fn one_background_migration_per_tenant_and_a_failure_is_recorded() {
             .is_some_and(|e| e.contains("products")),
         "{tenant}"
     );
-    let (status, body) = t.get("/api/v2/POS/products", &broken.token).await;
-    assert_eq!(status, Status::ServiceUnavailable, "{body}");
-    assert_eq!(body["error"]["code"], "tenant_migration_failed", "{body}");
+    let (status, body) = t.get(api!("/products"), &broken.token).await;
+    assert_error(
+        (status, &body),
+        Status::ServiceUnavailable,
+        "tenant_migration_failed",
+    );
     assert_eq!(on_demand_runs(&t), 2, "a failure is not retried at once");
 }
 

@@ -6,10 +6,10 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{TIERS, TestApp, count, stock_and_movements};
+use crate::common::{API, TIERS, TestApp, api, assert_error, count, stock_and_movements};
 use posd::auth::Role;
 
-const BILLS: &str = "/api/v2/POS/offline-bills";
+const BILLS: &str = api!("/offline-bills");
 
 fn bill(product: &str, qty: i64, paid: i64, minutes_ago: i64) -> Value {
     json!({
@@ -131,29 +131,23 @@ async fn a_batch_sent_twice_is_applied_once() {
             3
         );
         assert_eq!(stock_and_movements(&mut conn, &bread), (-2, -2));
-        let (_, flagged) = t
-            .get("/api/v2/POS/inventory?needsCount=true", &cashier)
-            .await;
+        let (_, flagged) = t.get(api!("/inventory?needsCount=true"), &cashier).await;
         assert_eq!(flagged["items"][0]["productId"], bread.as_str());
         // The sale keeps the till's time, not the upload's.
         let order = first["results"][0]["orderId"].as_str().unwrap();
-        let (_, o) = t
-            .get(&format!("/api/v2/POS/orders/{order}"), &cashier)
-            .await;
+        let (_, o) = t.get(&format!("{API}/orders/{order}"), &cashier).await;
         assert_eq!(o["source"], "offline");
         assert!(o["createdAt"].as_str().unwrap() < o["recordedAt"].as_str().unwrap());
         // A count clears the flag.
         let (s, _) = t
             .post(
-                "/api/v2/POS/inventory/adjustments",
+                api!("/inventory/adjustments"),
                 &m.token,
                 json!({ "productId": bread, "countedQuantity": 0, "reason": "count" }),
             )
             .await;
         assert_eq!(s, Status::Created);
-        let (_, flagged) = t
-            .get("/api/v2/POS/inventory?needsCount=true", &cashier)
-            .await;
+        let (_, flagged) = t.get(api!("/inventory?needsCount=true"), &cashier).await;
         assert_eq!(flagged["items"].as_array().unwrap().len(), 0);
 
         // Batch-level validation.
@@ -206,17 +200,9 @@ async fn batches_have_a_larger_body_limit() {
     // The same size is too large for an order.
     let huge =
         json!({ "lines": [{ "productId": p, "quantity": 1 }], "note": "n".repeat(100 * 1024) });
-    let (s, e, _) = t
-        .post_idem("/api/v2/POS/orders", &m.token, "big", huge)
-        .await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (Status::PayloadTooLarge, Some("payload_too_large"))
-    );
+    let (s, e, _) = t.post_idem(api!("/orders"), &m.token, "big", huge).await;
+    assert_error((s, &e), Status::PayloadTooLarge, "payload_too_large");
     let too_big = json!({ "bills": [{ "note": "n".repeat(1024 * 1024 + 1) }] });
     let (s, e) = t.post(BILLS, &m.token, too_big).await;
-    assert_eq!(
-        (s, e["error"]["code"].as_str()),
-        (Status::PayloadTooLarge, Some("payload_too_large"))
-    );
+    assert_error((s, &e), Status::PayloadTooLarge, "payload_too_large");
 }

@@ -6,10 +6,12 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{TIERS, TestApp, count, stock_and_movements};
+use crate::common::{
+    TIERS, TestApp, api, assert_error, assert_error_about, count, stock_and_movements,
+};
 use posd::auth::Role;
 
-const ORDERS: &str = "/api/v2/POS/orders";
+const ORDERS: &str = api!("/orders");
 
 fn key() -> String {
     Uuid::new_v4().to_string()
@@ -29,11 +31,7 @@ async fn orders_on_every_tier() {
         let coffee = t.stocked_product(&m, "COFFEE", 350, 1000, Some(10)).await;
         let muffin = t.stocked_product(&m, "MUFFIN", 299, 825, None).await;
         let (_, cust) = t
-            .post(
-                "/api/v2/POS/customers",
-                &cashier,
-                json!({ "name": "Walk In" }),
-            )
+            .post(api!("/customers"), &cashier, json!({ "name": "Walk In" }))
             .await;
 
         // 2 × 3.50 at 10% = 7.00 + 0.70; 3 × 2.99 − 0.50 at 8.25% = 8.47 + 0.70 (0.698775 rounds up).
@@ -76,9 +74,10 @@ async fn orders_on_every_tier() {
         let mut changed = body.clone();
         changed["note"] = json!("table 5");
         let (s, e, _) = t.post_idem(ORDERS, &manager, "order-1", changed).await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::UnprocessableEntity, Some("idempotency_key_reused"))
+        assert_error(
+            (s, &e),
+            Status::UnprocessableEntity,
+            "idempotency_key_reused",
         );
         // Keys are per merchant: the other merchant's "order-1" is its own.
         let theirs = t.stocked_product(&other, "TEA", 100, 0, None).await;
@@ -143,17 +142,11 @@ async fn orders_on_every_tier() {
         let (s, e, _) = t
             .post_idem(ORDERS, &other.token, &key(), json!({ "lines": [{ "productId": coffee, "quantity": 1 }], "payments": [{ "method": "cash", "amountMinor": 1000 }] }))
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::UnprocessableEntity, Some("unknown_product"))
-        );
+        assert_error((s, &e), Status::UnprocessableEntity, "unknown_product");
         let (s, e, _) = t
             .post_idem(ORDERS, &other.token, &key(), json!({ "lines": [{ "productId": theirs, "quantity": 1 }], "payments": [{ "method": "cash", "amountMinor": 100 }], "customerId": cust["id"] }))
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::UnprocessableEntity, Some("unknown_customer"))
-        );
+        assert_error((s, &e), Status::UnprocessableEntity, "unknown_customer");
         assert_eq!(stock_and_movements(&mut conn, &coffee), (8, 8), "untouched");
     }
 }
@@ -239,8 +232,7 @@ async fn bad_orders_are_refused_and_change_nothing() {
             let (s, e, _) = t
                 .post_idem(ORDERS, &cashier, "same-key", body.clone())
                 .await;
-            assert_eq!(s, status, "{body} -> {e}");
-            assert_eq!(e["error"]["code"], code, "{body} -> {e}");
+            assert_error_about(&body, (s, &e), status, code);
             assert!(
                 e["error"]["message"].as_str().unwrap().contains(field),
                 "{body} -> {e}"
@@ -268,12 +260,10 @@ async fn bad_orders_are_refused_and_change_nothing() {
                 json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": cash(1000) }),
             )
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (
-                Status::UnprocessableEntity,
-                Some("idempotency_key_required")
-            )
+        assert_error(
+            (s, &e),
+            Status::UnprocessableEntity,
+            "idempotency_key_required",
         );
         // Nothing was written, and a failed request left its key free.
         let (mut conn, _) = t.data_conn(&m);
@@ -338,8 +328,7 @@ async fn one_key_sent_twenty_times_at_once_makes_one_order() {
                     "a replay is the original ({replayed})"
                 );
             } else {
-                assert_eq!(*s, Status::Conflict, "{b}");
-                assert_eq!(b["error"]["code"], "idempotency_key_in_use");
+                assert_error((*s, b), Status::Conflict, "idempotency_key_in_use");
             }
         }
         let (mut conn, _) = t.data_conn(&m);
@@ -412,17 +401,15 @@ async fn refunds_never_exceed_what_was_paid() {
                 json!({ "lines": [{ "lineNo": 1, "quantity": 4 }] }),
             )
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::UnprocessableEntity, Some("refund_exceeds_quantity"))
+        assert_error(
+            (s, &e),
+            Status::UnprocessableEntity,
+            "refund_exceeds_quantity",
         );
         let (s, e, _) = t
             .post_idem(&refunds, &m.token, &key(), json!({ "amountMinor": 3001 }))
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::UnprocessableEntity, Some("refund_exceeds_paid"))
-        );
+        assert_error((s, &e), Status::UnprocessableEntity, "refund_exceeds_paid");
         let (s, e, _) = t
             .post_idem(
                 &refunds,
@@ -509,10 +496,7 @@ async fn refunds_never_exceed_what_was_paid() {
                 json!(null),
             )
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::Conflict, Some("order_refunded"))
-        );
+        assert_error((s, &e), Status::Conflict, "order_refunded");
     }
 }
 
@@ -537,10 +521,7 @@ async fn voids_restock_and_only_before_settlement() {
         let (s, again, replayed) = t.post_idem(&void, &m.token, "void-1", json!(null)).await;
         assert_eq!((s, replayed, &again), (Status::Ok, true, &v));
         let (s, e, _) = t.post_idem(&void, &m.token, &key(), json!(null)).await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::Conflict, Some("order_voided"))
-        );
+        assert_error((s, &e), Status::Conflict, "order_voided");
         let (mut conn, _) = t.data_conn(&m);
         assert_eq!(stock_and_movements(&mut conn, &p), (4, 4));
 
@@ -562,10 +543,7 @@ async fn voids_restock_and_only_before_settlement() {
                 json!(null),
             )
             .await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::Conflict, Some("order_settled"))
-        );
+        assert_error((s, &e), Status::Conflict, "order_settled");
     }
 }
 
@@ -607,10 +585,7 @@ async fn expired_keys_and_abandoned_claims_are_taken_over() {
         diesel::RunQueryDsl::execute(diesel::sql_query(lock("pg_advisory_lock")), &mut conn)
             .unwrap();
         let (s, e, _) = t.post_idem(ORDERS, &m.token, "k-busy", body(1)).await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::Conflict, Some("idempotency_key_in_use"))
-        );
+        assert_error((s, &e), Status::Conflict, "idempotency_key_in_use");
         diesel::RunQueryDsl::execute(diesel::sql_query(lock("pg_advisory_unlock")), &mut conn)
             .unwrap();
         let (s, _, replayed) = t.post_idem(ORDERS, &m.token, "k-busy", body(1)).await;
@@ -629,10 +604,11 @@ async fn expired_keys_and_abandoned_claims_are_taken_over() {
         )
         .unwrap();
         let (s, e, _) = t.post_idem(ORDERS, &m.token, "k-stale", body(1)).await;
-        assert_eq!(
-            (s, e["error"]["code"].as_str()),
-            (Status::UnprocessableEntity, Some("idempotency_key_reused")),
-            "another body is refused"
+        assert_error_about(
+            "another body is refused",
+            (s, &e),
+            Status::UnprocessableEntity,
+            "idempotency_key_reused",
         );
         let (s, _, replayed) = t.post_idem(ORDERS, &m.token, "k-stale", body(2)).await;
         assert_eq!((s, replayed), (Status::Created, false));

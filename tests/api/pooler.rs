@@ -11,9 +11,8 @@ use std::{
 use diesel::{Connection, PgConnection};
 use posd::db::pooler::{self, Mismatch};
 use secrecy::SecretString;
-use serde_json::json;
 
-use crate::common::{Server, TestDb, boot};
+use crate::common::{Server, TestDb, boot_with};
 
 /// Relays every connection on a port of its own to `to`; returns that port.
 fn forwarder(to: (String, u16)) -> u16 {
@@ -114,7 +113,7 @@ fn boot_warns_once_behind_a_forwarder_without_the_password() {
             .with_writer(move || writer.clone())
             .finish();
         let app = tracing::subscriber::with_default(subscriber, || {
-            boot(&db.name, &[("app_database_url", json!(app_url))])
+            boot_with(&db.name, |s| s.app_database_url = app_url.into())
         })
         .expect("boot");
         app.pools.close_all();

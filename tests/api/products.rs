@@ -3,13 +3,13 @@
 use rocket::http::Status;
 use serde_json::json;
 
-use crate::common::TestApp;
+use crate::common::{TestApp, api, assert_error, assert_error_about};
 use posd::{auth::Role, tenancy::Tier};
 
 async fn crud(tier: Tier) {
     let t = TestApp::new().await;
     let m = t.merchant("crud-shop", tier).await;
-    let base = "/api/v2/POS/products";
+    let base = api!("/products");
 
     let (status, created) = t
         .post(
@@ -56,8 +56,7 @@ async fn crud(tier: Tier) {
             json!({ "sku": "ESP-1", "name": "Again", "priceMinor": 1 }),
         )
         .await;
-    assert_eq!(status, Status::Conflict);
-    assert_eq!(dup["error"]["code"], "sku_taken");
+    assert_error((status, &dup), Status::Conflict, "sku_taken");
 
     for i in 0..5 {
         t.product(&m, &format!("BULK-{i}")).await;
@@ -98,8 +97,7 @@ async fn crud(tier: Tier) {
     let (status, _) = t.delete(&format!("{base}/{id}"), &m.token).await;
     assert_eq!(status, Status::NoContent);
     let (status, gone) = t.get(&format!("{base}/{id}"), &m.token).await;
-    assert_eq!(status, Status::NotFound);
-    assert_eq!(gone["error"]["code"], "not_found");
+    assert_error((status, &gone), Status::NotFound, "not_found");
     let (status, _) = t.delete(&format!("{base}/{id}"), &m.token).await;
     assert_eq!(status, Status::NotFound);
 }
@@ -123,7 +121,7 @@ async fn crud_on_dedicated_tier() {
 async fn validation_errors_name_the_field() {
     let t = TestApp::new().await;
     let m = t.shared_merchant("valid-shop").await;
-    let base = "/api/v2/POS/products";
+    let base = api!("/products");
     let cases = [
         (json!({ "sku": "", "name": "x", "priceMinor": 1 }), "sku"),
         (
@@ -162,8 +160,12 @@ async fn validation_errors_name_the_field() {
         "active=maybe",
     ] {
         let (status, err) = t.get(&format!("{base}?{bad}"), &m.token).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{bad}: {err}");
-        assert_eq!(err["error"]["code"], "validation_failed");
+        assert_error_about(
+            bad,
+            (status, &err),
+            Status::UnprocessableEntity,
+            "validation_failed",
+        );
     }
     let (_, list) = t.get(base, &m.token).await;
     assert_eq!(
@@ -179,7 +181,7 @@ async fn cashiers_read_but_do_not_write() {
     let m = t.shared_merchant("role-shop").await;
     let id = t.product(&m, "R-1").await;
     let cashier = t.staff_token(m.id, Role::Cashier);
-    let base = "/api/v2/POS/products";
+    let base = api!("/products");
     let (status, _) = t.get(base, &cashier).await;
     assert_eq!(status, Status::Ok);
     let (status, err) = t
@@ -189,8 +191,7 @@ async fn cashiers_read_but_do_not_write() {
             json!({ "sku": "C", "name": "c", "priceMinor": 1 }),
         )
         .await;
-    assert_eq!(status, Status::Forbidden);
-    assert_eq!(err["error"]["code"], "insufficient_role");
+    assert_error((status, &err), Status::Forbidden, "insufficient_role");
     let (status, _) = t
         .patch(&format!("{base}/{id}"), &cashier, json!({ "name": "x" }))
         .await;

@@ -6,13 +6,13 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{Merchant, Server, TestApp, count};
+use crate::common::{API, Merchant, Server, TestApp, api, assert_error, count};
 use posd::{
     db::ids::MerchantId,
     tenancy::{Tier, provisioning::PROVISION_LOCK_CLASS, tenant_database_name, tenant_schema_name},
 };
 
-pub const PROVISION: &str = "/api/v2/POS/admin/tenant/provision";
+pub const PROVISION: &str = api!("/admin/tenant/provision");
 
 pub async fn provision(t: &TestApp, body: Value) -> (Status, Value) {
     t.post(PROVISION, &t.admin_token(), body).await
@@ -65,7 +65,7 @@ pub async fn assert_still_shared(t: &TestApp, m: &Merchant) {
     );
     let (status, body) = t
         .post(
-            "/api/v2/POS/products",
+            api!("/products"),
             &m.token,
             json!({ "sku": "AFTER", "name": "after", "priceMinor": 1 }),
         )
@@ -119,8 +119,11 @@ async fn a_client_run_id_is_answered_again_and_cannot_be_reused_for_another_prov
         json!({ "merchantId": other.id.to_string(), "tier": "schema", "runId": run_id }),
     ] {
         let (status, body) = provision(&t, wrong).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{body}");
-        assert_eq!(body["error"]["code"], "run_id_mismatch");
+        assert_error(
+            (status, &body),
+            Status::UnprocessableEntity,
+            "run_id_mismatch",
+        );
     }
     assert_eq!(runs_of(&t, other.id), 0);
     let (status, body) = provision(
@@ -128,18 +131,20 @@ async fn a_client_run_id_is_answered_again_and_cannot_be_reused_for_another_prov
         json!({ "merchantId": m.id.to_string(), "tier": "schema", "runId": "nope" }),
     )
     .await;
-    assert_eq!(status, Status::UnprocessableEntity);
-    assert_eq!(body["error"]["code"], "invalid_body");
+    assert_error((status, &body), Status::UnprocessableEntity, "invalid_body");
 }
 
 #[rocket::async_test]
 async fn a_failed_run_is_answered_again_as_it_failed() {
-    let t = TestApp::with(&[("provision_fail_after_step", json!(2))]).await;
+    let t = TestApp::with_config(|s| s.provision_fail_after_step = Some(2)).await;
     let m = t.shared_merchant("failed-replay").await;
     let body = json!({ "merchantId": m.id.to_string(), "tier": "schema", "runId": Uuid::new_v4() });
     let (status, first) = provision(&t, body.clone()).await;
-    assert_eq!(status, Status::UnprocessableEntity, "{first}");
-    assert_eq!(first["error"]["code"], "injected_fault");
+    assert_error(
+        (status, &first),
+        Status::UnprocessableEntity,
+        "injected_fault",
+    );
     assert_eq!(first["run"]["status"], "failed");
     assert_eq!(first["run"]["failedStep"], "migrate");
     let (status, again) = provision(&t, body).await;
@@ -193,7 +198,7 @@ async fn a_run_cut_short_resumes_with_its_id() {
         assert_eq!(runs_of(&t, m.id), 1);
         let (status, _) = t
             .post(
-                "/api/v2/POS/products",
+                api!("/products"),
                 &m.token,
                 json!({ "sku": "R", "name": "r", "priceMinor": 1 }),
             )
@@ -218,8 +223,11 @@ async fn a_second_provisioning_of_a_merchant_gets_409() {
         ))
         .unwrap();
     let (status, held) = provision(&t, body.clone()).await;
-    assert_eq!(status, Status::Conflict, "{held}");
-    assert_eq!(held["error"]["code"], "provisioning_in_progress");
+    assert_error(
+        (status, &held),
+        Status::Conflict,
+        "provisioning_in_progress",
+    );
     assert_eq!(runs_of(&t, m.id), 0);
     assert!(!schema_exists(&mut t.db.owner(), &tenant_schema_name(m.id)));
     drop(holder);
@@ -227,8 +235,7 @@ async fn a_second_provisioning_of_a_merchant_gets_409() {
     let (status, won) = provision(&t, body.clone()).await;
     assert_eq!(status, Status::Created, "{won}");
     let (status, late) = provision(&t, body).await;
-    assert_eq!(status, Status::Conflict, "{late}");
-    assert_eq!(late["error"]["code"], "already_provisioned");
+    assert_error((status, &late), Status::Conflict, "already_provisioned");
     assert_eq!(runs_of(&t, m.id), 1);
 }
 
@@ -276,7 +283,7 @@ async fn two_provisionings_at_once_one_wins() {
 }
 
 fn deprovision_path(m: MerchantId) -> String {
-    format!("/api/v2/POS/admin/tenants/{m}/deprovision")
+    format!("{API}/admin/tenants/{m}/deprovision")
 }
 
 #[rocket::async_test]
@@ -291,10 +298,7 @@ async fn deprovisioning_needs_an_export_or_force_and_returns_the_merchant_to_the
     let (status, body) = t
         .post(&deprovision_path(shared_m.id), &admin, json!({}))
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (Status::Conflict, json!("not_provisioned"))
-    );
+    assert_error((status, &body), Status::Conflict, "not_provisioned");
     let (status, _) = t
         .post(
             &deprovision_path(MerchantId(Uuid::new_v4())),
@@ -306,8 +310,7 @@ async fn deprovisioning_needs_an_export_or_force_and_returns_the_merchant_to_the
 
     for m in [&schema_m, &dedicated_m] {
         let (status, body) = t.post(&deprovision_path(m.id), &admin, json!({})).await;
-        assert_eq!(status, Status::Conflict, "{body}");
-        assert_eq!(body["error"]["code"], "export_required");
+        assert_error((status, &body), Status::Conflict, "export_required");
     }
     let mut owner = t.db.owner();
     assert!(schema_exists(&mut owner, &tenant_schema_name(schema_m.id)));
@@ -369,7 +372,7 @@ async fn deprovisioning_needs_an_export_or_force_and_returns_the_merchant_to_the
 
     // Both are back on the shared tier, empty, and can be provisioned again.
     for m in [&schema_m, &dedicated_m] {
-        let (status, list) = t.get("/api/v2/POS/products", &m.token).await;
+        let (status, list) = t.get(api!("/products"), &m.token).await;
         assert_eq!(status, Status::Ok, "{list}");
         assert_eq!(list["items"], json!([]));
     }
@@ -408,7 +411,7 @@ fn audit_of(t: &TestApp, action: &str, m: Option<MerchantId>) -> Vec<(String, Va
 
 #[rocket::async_test]
 async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
-    let t = TestApp::with(&[("provision_fail_after_step", json!(3))]).await;
+    let t = TestApp::with_config(|s| s.provision_fail_after_step = Some(3)).await;
     let admin = t
         .app()
         .jwt
@@ -436,7 +439,7 @@ async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
     // Without the fault hook from here on.
     let TestApp { client, db } = t;
     drop(client);
-    let t = TestApp::on(db, &[]).await;
+    let t = TestApp::on(db).await;
     let (status, body) = t
         .post(
             PROVISION,
@@ -464,7 +467,7 @@ async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
 
     let (status, report) = t
         .post(
-            "/api/v2/POS/admin/tenants/migrate",
+            api!("/admin/tenants/migrate"),
             &admin,
             json!({ "merchantIds": [m.id] }),
         )
@@ -478,7 +481,7 @@ async fn provisioning_deprovisioning_and_fleet_migrations_are_audited() {
     assert_eq!(rows[0].1["upToDate"], 1);
     let (status, _) = t
         .post(
-            "/api/v2/POS/admin/tenants/migrate",
+            api!("/admin/tenants/migrate"),
             &admin,
             json!({ "dryRun": true }),
         )

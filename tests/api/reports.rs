@@ -6,7 +6,7 @@ use rocket::http::Status;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{TIERS, TestApp, count};
+use crate::common::{API, TIERS, TestApp, api, count};
 use posd::auth::Role;
 
 /// 25 October 2026: clocks go back in Paris, so the day lasts 25 hours.
@@ -47,7 +47,7 @@ async fn daily_report_equals_the_sum_of_its_orders() {
             async move {
                 let (s, o, _) = t
                     .post_idem(
-                        "/api/v2/POS/orders",
+                        api!("/orders"),
                         &token,
                         &Uuid::new_v4().to_string(),
                         json!({ "lines": lines, "payments": payments }),
@@ -90,7 +90,7 @@ async fn daily_report_equals_the_sum_of_its_orders() {
         .await;
         let (s, _, _) = t
             .post_idem(
-                &format!("/api/v2/POS/orders/{voided}/void"),
+                &format!("{API}/orders/{voided}/void"),
                 &m.token,
                 "v",
                 json!(null),
@@ -103,7 +103,7 @@ async fn daily_report_equals_the_sum_of_its_orders() {
             async move {
                 let (s, r, _) = t
                     .post_idem(
-                        &format!("/api/v2/POS/orders/{id}/refunds"),
+                        &format!("{API}/orders/{id}/refunds"),
                         &token,
                         &Uuid::new_v4().to_string(),
                         body,
@@ -141,7 +141,7 @@ async fn daily_report_equals_the_sum_of_its_orders() {
         at(&mut conn, "refunds", &r_next, "2026-10-26 00:05");
 
         let (s, r) = t
-            .get(&format!("/api/v2/POS/reports/daily?date={DAY}"), &m.token)
+            .get(&format!("{API}/reports/daily?date={DAY}"), &m.token)
             .await;
         assert_eq!(s, Status::Ok, "{r}");
         let live = "AND status <> 'voided'";
@@ -202,20 +202,17 @@ async fn daily_report_equals_the_sum_of_its_orders() {
         // Managers only; bad dates are 422; another merchant sees none of it.
         let (s, _) = t
             .get(
-                &format!("/api/v2/POS/reports/daily?date={DAY}"),
+                &format!("{API}/reports/daily?date={DAY}"),
                 &t.staff_token(m.id, Role::Cashier),
             )
             .await;
         assert_eq!(s, Status::Forbidden);
         let (s, e) = t
-            .get("/api/v2/POS/reports/daily?date=25/10/2026", &m.token)
+            .get(api!("/reports/daily?date=25/10/2026"), &m.token)
             .await;
         assert_eq!(s, Status::UnprocessableEntity, "{e}");
         let (s, theirs) = t
-            .get(
-                &format!("/api/v2/POS/reports/daily?date={DAY}"),
-                &other.token,
-            )
+            .get(&format!("{API}/reports/daily?date={DAY}"), &other.token)
             .await;
         assert_eq!(
             (

@@ -7,16 +7,16 @@ use diesel::connection::SimpleConnection;
 use rocket::http::Status;
 use serde_json::json;
 
-use crate::common::{TestApp, count};
+use crate::common::{API, TestApp, api, assert_error, assert_error_about, count};
 use posd::tenancy::{Tier, tenant_schema_name};
 
 /// A change made by another instance (here: straight in the control plane)
 /// reaches this instance through NOTIFY, long before the cache TTL.
 #[rocket::async_test]
 async fn placement_changes_are_seen_at_once_through_notify() {
-    let t = TestApp::with(&[("placement_cache_ttl", json!("1h"))]).await;
+    let t = TestApp::with_config(|s| s.placement_cache_ttl = Duration::from_secs(3600)).await;
     let m = t.shared_merchant("notify-shop").await;
-    let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
+    let (status, _) = t.get(api!("/products"), &m.token).await;
     assert_eq!(status, Status::Ok);
     assert!(
         t.app().directory.cached(m.id).is_some(),
@@ -41,20 +41,19 @@ async fn placement_changes_are_seen_at_once_through_notify() {
     })
     .await
     .expect("no NOTIFY arrived");
-    let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
-    assert_eq!(status, Status::Forbidden);
-    assert_eq!(body["error"]["code"], "merchant_suspended");
+    let (status, body) = t.get(api!("/products"), &m.token).await;
+    assert_error((status, &body), Status::Forbidden, "merchant_suspended");
 
     // Resume through the admin API.
     let (status, _) = t
         .post(
-            &format!("/api/v2/POS/admin/tenants/{}/resume", m.id),
+            &format!("{API}/admin/tenants/{}/resume", m.id),
             &t.admin_token(),
             json!({}),
         )
         .await;
     assert_eq!(status, Status::Ok);
-    let (status, _) = t.get("/api/v2/POS/products", &m.token).await;
+    let (status, _) = t.get(api!("/products"), &m.token).await;
     assert_eq!(status, Status::Ok);
 }
 
@@ -64,29 +63,28 @@ async fn suspended_merchants_get_403() {
     let m = t.merchant("sus-shop", Tier::Schema).await;
     let (status, _) = t
         .post(
-            &format!("/api/v2/POS/admin/tenants/{}/suspend", m.id),
+            &format!("{API}/admin/tenants/{}/suspend", m.id),
             &t.admin_token(),
             json!({}),
         )
         .await;
     assert_eq!(status, Status::Ok);
-    let (status, body) = t.get("/api/v2/POS/products", &m.token).await;
-    assert_eq!(status, Status::Forbidden);
-    assert_eq!(body["error"]["code"], "merchant_suspended");
+    let (status, body) = t.get(api!("/products"), &m.token).await;
+    assert_error((status, &body), Status::Forbidden, "merchant_suspended");
     let (status, body) = t
         .request(
             rocket::http::Method::Post,
-            "/api/v2/POS/auth/login",
+            api!("/auth/login"),
             None,
             Some(json!({ "merchant": "sus-shop", "email": "owner@sus-shop.test", "password": "correct horse battery" })),
         )
         .await;
-    assert_eq!(
-        status,
+    assert_error_about(
+        "no new tokens for a suspended merchant",
+        (status, &body),
         Status::Forbidden,
-        "no new tokens for a suspended merchant"
+        "merchant_suspended",
     );
-    assert_eq!(body["error"]["code"], "merchant_suspended");
 }
 
 /// With USE_TENANT_DB_ROUTING=false every merchant is served from the shared
@@ -101,10 +99,10 @@ async fn kill_switch_routes_every_merchant_to_the_shared_tier() {
     drop(t.client);
     let db = t.db;
 
-    let off = TestApp::on(db, &[("use_tenant_db_routing", json!(false))]).await;
+    let off = TestApp::on_with(db, |s| s.use_tenant_db_routing = false).await;
     assert!(!off.app().directory.routing_enabled());
     for (m, sku) in [(&schema_m, "IN-SCHEMA"), (&dedicated_m, "IN-DEDICATED")] {
-        let (status, list) = off.get("/api/v2/POS/products", &m.token).await;
+        let (status, list) = off.get(api!("/products"), &m.token).await;
         assert_eq!(status, Status::Ok);
         assert!(
             list["items"]
@@ -143,9 +141,7 @@ async fn kill_switch_routes_every_merchant_to_the_shared_tier() {
         "its own schema keeps only its original row"
     );
     owner.batch_execute("ROLLBACK").unwrap();
-    let (_, tenants) = off
-        .get("/api/v2/POS/admin/tenants", &off.admin_token())
-        .await;
+    let (_, tenants) = off.get(api!("/admin/tenants"), &off.admin_token()).await;
     let routed: Vec<&str> = tenants["items"]
         .as_array()
         .unwrap()

@@ -6,17 +6,17 @@ use diesel::connection::SimpleConnection;
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
 
-use crate::common::{Merchant, TestApp};
+use crate::common::{Merchant, TestApp, api, assert_error, assert_error_about};
 use posd::{auth::Role, db::ids::StaffId};
 use uuid::Uuid;
 
-const STAFF: &str = "/api/v2/POS/staff";
+const STAFF: &str = api!("/staff");
 const PASSWORD: &str = "a long enough password";
 
 async fn login(t: &TestApp, m: &Merchant, email: &str, password: &str) -> (Status, Value) {
     t.request(
         Method::Post,
-        "/api/v2/POS/auth/login",
+        api!("/auth/login"),
         None,
         Some(json!({ "merchant": m.slug, "email": email, "password": password })),
     )
@@ -108,8 +108,7 @@ async fn owner_creates_lists_and_updates_staff() {
             json!({ "email": "CARA.CASHIER@staff-shop.test", "password": PASSWORD, "role": "owner" }),
         )
         .await;
-    assert_eq!(status, Status::Conflict, "{dup}");
-    assert_eq!(dup["error"]["code"], "email_taken");
+    assert_error((status, &dup), Status::Conflict, "email_taken");
 }
 
 #[rocket::async_test]
@@ -145,8 +144,7 @@ async fn invalid_bodies_are_422_naming_the_field() {
     ];
     for (body, code, field) in cases {
         let (status, err) = t.post(STAFF, &m.token, body.clone()).await;
-        assert_eq!(status, Status::UnprocessableEntity, "{body} -> {err}");
-        assert_eq!(err["error"]["code"], code, "{body} -> {err}");
+        assert_error_about(&body, (status, &err), Status::UnprocessableEntity, code);
         let message = err["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{body} -> {message}");
     }
@@ -198,14 +196,17 @@ async fn only_owners_manage_staff() {
             t.patch(&format!("{STAFF}/{id}"), &token, json!({ "active": false }))
                 .await,
         ] {
-            assert_eq!(status, Status::Forbidden, "{role:?}: {err}");
-            assert_eq!(err["error"]["code"], "insufficient_role");
+            assert_error_about(
+                format!("{role:?}"),
+                (status, &err),
+                Status::Forbidden,
+                "insufficient_role",
+            );
         }
     }
     let admin = t.admin_token();
     let (status, err) = t.get(STAFF, &admin).await;
-    assert_eq!(status, Status::Unauthorized, "{err}");
-    assert_eq!(err["error"]["code"], "unauthorized");
+    assert_error((status, &err), Status::Unauthorized, "unauthorized");
     let (status, _) = t.post(STAFF, &admin, body.clone()).await;
     assert_eq!(status, Status::Unauthorized);
     let (status, _) = t.request(Method::Get, STAFF, None, None).await;
@@ -243,8 +244,7 @@ async fn another_merchants_staff_are_not_found() {
                 json!({ "active": false }),
             )
             .await;
-        assert_eq!(status, Status::NotFound, "{err}");
-        assert_eq!(err["error"]["code"], "not_found");
+        assert_error((status, &err), Status::NotFound, "not_found");
     }
     for path in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
         let (status, _) = t
@@ -270,8 +270,7 @@ async fn an_owner_keeps_their_own_role_and_the_merchant_an_owner() {
     let me = owner_id(&list);
     for body in [json!({ "role": "manager" }), json!({ "active": false })] {
         let (status, err) = t.patch(&format!("{STAFF}/{me}"), &m.token, body).await;
-        assert_eq!(status, Status::Conflict, "{err}");
-        assert_eq!(err["error"]["code"], "cannot_change_self");
+        assert_error((status, &err), Status::Conflict, "cannot_change_self");
     }
     let (status, _) = t
         .patch(
@@ -291,8 +290,7 @@ async fn an_owner_keeps_their_own_role_and_the_merchant_an_owner() {
             json!({ "active": false }),
         )
         .await;
-    assert_eq!(status, Status::Unauthorized, "{err}");
-    assert_eq!(err["error"]["code"], "staff_unknown");
+    assert_error((status, &err), Status::Unauthorized, "staff_unknown");
     let (_, after) = t.get(STAFF, &m.token).await;
     assert_eq!(after, list, "the refused change was rolled back");
 
@@ -310,9 +308,8 @@ async fn an_owner_keeps_their_own_role_and_the_merchant_an_owner() {
         .await;
     assert_eq!(status, Status::Ok, "{demoted}");
     let (status, err) = t.get(STAFF, &m.token).await;
-    assert_eq!(status, Status::Forbidden, "{err}");
-    assert_eq!(err["error"]["code"], "insufficient_role");
-    let (status, _) = t.get("/api/v2/POS/reports/daily", &m.token).await;
+    assert_error((status, &err), Status::Forbidden, "insufficient_role");
+    let (status, _) = t.get(api!("/reports/daily"), &m.token).await;
     assert_eq!(status, Status::Ok, "still a manager");
     let (status, _) = t.get(STAFF, &token2).await;
     assert_eq!(status, Status::Ok);
@@ -327,7 +324,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     let (status, body) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Ok, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
-    let (status, _) = t.get("/api/v2/POS/products", &token).await;
+    let (status, _) = t.get(api!("/products"), &token).await;
     assert_eq!(status, Status::Ok, "an active cashier's token works");
 
     let (status, off) = t
@@ -341,11 +338,9 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     assert_eq!(off["active"], false);
 
     let (status, err) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
-    assert_eq!(status, Status::Unauthorized, "{err}");
-    assert_eq!(err["error"]["code"], "invalid_credentials");
-    let (status, err) = t.get("/api/v2/POS/products", &token).await;
-    assert_eq!(status, Status::Unauthorized, "{err}");
-    assert_eq!(err["error"]["code"], "staff_inactive");
+    assert_error((status, &err), Status::Unauthorized, "invalid_credentials");
+    let (status, err) = t.get(api!("/products"), &token).await;
+    assert_error((status, &err), Status::Unauthorized, "staff_inactive");
 
     let (status, _) = t
         .patch(
@@ -355,7 +350,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
         )
         .await;
     assert_eq!(status, Status::Ok);
-    let (status, _) = t.get("/api/v2/POS/products", &token).await;
+    let (status, _) = t.get(api!("/products"), &token).await;
     assert_eq!(status, Status::Ok, "reactivated");
     let (status, _) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Ok);
@@ -373,7 +368,7 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
     let (status, body) = login(&t, &m, "far@staff-far.test", PASSWORD).await;
     assert_eq!(status, Status::Ok, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
-    let (status, _) = t.get("/api/v2/POS/reports/daily", &token).await;
+    let (status, _) = t.get(api!("/reports/daily"), &token).await;
     assert_eq!(
         status,
         Status::Ok,
@@ -383,13 +378,13 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
     for (change, path, expect, code) in [
         (
             "role = 'cashier'",
-            "/api/v2/POS/reports/daily",
+            api!("/reports/daily"),
             Status::Forbidden,
             None,
         ),
         (
             "active = false",
-            "/api/v2/POS/products",
+            api!("/products"),
             Status::Unauthorized,
             Some("staff_inactive"),
         ),
@@ -412,9 +407,11 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
         .await
         .expect("no NOTIFY arrived");
         let (status, err) = t.get(path, &token).await;
-        assert_eq!(status, expect, "after {change}: {err}");
-        if let Some(code) = code {
-            assert_eq!(err["error"]["code"], code);
+        match code {
+            Some(code) => {
+                assert_error_about(format!("after {change}"), (status, &err), expect, code);
+            }
+            None => assert_eq!(status, expect, "after {change}: {err}"),
         }
     }
 }
