@@ -11,8 +11,8 @@ import time
 import urllib.request
 import uuid
 
-import pg
-from posdbench import PRICE, TIERS, log, staff_token, stats
+import report
+from common import PRICE, TIERS, log, staff_token, stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WRK = os.path.join(HERE, "wrk", "targets.lua")
@@ -500,7 +500,6 @@ def run(b, only):
     b.results["elapsed_s"] = round(time.monotonic() - b.started, 1)
     with open(os.path.join(b.out, "results.json"), "w") as f:
         json.dump(b.results, f, indent=2)
-    import report
     text = report.render(b.results)
     with open(os.path.join(b.out, "results.md"), "w") as f:
         f.write(text)
