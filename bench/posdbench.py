@@ -38,7 +38,7 @@ class Bench:
         self.conc = args.concurrency
         self.fleet = 100 if self.quick else 1000
         self.steps = [10, 100] if self.quick else [10, 100, 1000]
-        self.deadline = Deadline(args.budget or (175 if self.quick else 870))
+        self.deadline = Deadline(args.budget or (190 if self.quick else 870))
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         # bench/run sets CARGO_TARGET_DIR to the benchmark's own target directory.
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(HERE), "target", "bench"))
@@ -201,7 +201,7 @@ def main():
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections among {','.join(SECTIONS)}")
     ap.add_argument("--concurrency", type=int, default=8, help="wrk connections = pgbench clients")
-    ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 175)")
+    ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 190)")
     ap.add_argument("--out", help="result directory (default $CARGO_TARGET_DIR/results/<time>, "
                     "CARGO_TARGET_DIR defaulting to target/bench)")
     args = ap.parse_args()
