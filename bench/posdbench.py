@@ -10,71 +10,23 @@ count and time.
 
 import argparse
 import atexit
-import base64
-import concurrent.futures as cf
 import datetime
-import hashlib
-import hmac
-import json
 import os
 import platform
-import re
 import secrets
+import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pg  # noqa: E402
+import sections  # noqa: E402
+import server  # noqa: E402
+from common import OWNER_PASSWORD, PRICE, PRODUCTS, SECTIONS, TIERS, Deadline, log  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TIERS = ("shared", "schema", "dedicated")
-SECTIONS = ("reads", "orders", "routing", "growth")
-PRODUCTS = 30  # per benchmark merchant; orders take 3 of them
-PRICE = 250
-
-
-def log(msg):
-    print(f"bench [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def stats(values):
-    v = [x for x in values if x is not None]
-    if not v:
-        return None
-    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
-
-
-def b64url(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def staff_token(secret, staff_id, merchant_id, ttl=6 * 3600):
-    """An HS256 staff token, as `POST /auth/login` issues (same claims)."""
-    now = int(time.time())
-    header = b64url(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
-    claims = b64url(json.dumps({
-        "sub": str(staff_id), "mid": str(merchant_id), "role": "owner",
-        "iss": "posd", "aud": "posd", "exp": now + ttl, "iat": now,
-    }).encode())
-    sig = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
-    return f"{header}.{claims}.{b64url(sig)}"
-
-
-class Deadline:
-    def __init__(self, seconds):
-        self.end = time.monotonic() + seconds
-
-    def left(self):
-        return self.end - time.monotonic()
-
-    def check(self, what):
-        if self.left() <= 0:
-            raise TimeoutError(f"time budget exhausted during {what}")
 
 
 class Bench:
@@ -86,7 +38,7 @@ class Bench:
         self.conc = args.concurrency
         self.fleet = 100 if self.quick else 1000
         self.steps = [10, 100] if self.quick else [10, 100, 1000]
-        self.deadline = Deadline(args.budget or (175 if self.quick else 870))
+        self.deadline = Deadline(args.budget or (190 if self.quick else 870))
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         # bench/run sets CARGO_TARGET_DIR to the benchmark's own target directory.
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(HERE), "target", "bench"))
@@ -94,7 +46,7 @@ class Bench:
         os.makedirs(self.out, exist_ok=True)
         self.results = {"mode": "quick" if self.quick else "full", "runs": self.runs,
                         "duration_s": self.dur, "concurrency": self.conc}
-        self.cluster = None
+        self.data = None
         self.posd = None
         self.started = time.monotonic()
 
@@ -118,31 +70,27 @@ class Bench:
         wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         pgb = subprocess.run(["pgbench", "--version"], capture_output=True, text=True).stdout.strip()
         return {"nproc": os.cpu_count(), "memory_mib": mem, "cpu": model,
-                "kernel": platform.release(), "postgres": self.cluster.version,
+                "kernel": platform.release(), "postgres": self.version,
                 "wrk": wrk.strip(), "pgbench": pgb}
 
     def setup(self):
-        self.cluster = pg.Cluster(self.out, max_connections=100, log=log)
-        self.cluster.start()
-        log(f"PostgreSQL ({self.cluster.version}) on 127.0.0.1:{self.cluster.port}, data in {self.cluster.dir}")
-        self.pw = {r: secrets.token_hex(16) for r in ("owner", "app", "control")}
-        self.cluster.psql(f"""
-            CREATE ROLE posd_owner LOGIN CREATEDB PASSWORD '{self.pw["owner"]}';
-            CREATE ROLE posd_app LOGIN PASSWORD '{self.pw["app"]}';
-            CREATE ROLE posd_bench_control LOGIN BYPASSRLS PASSWORD '{self.pw["control"]}';
-            CREATE DATABASE posd OWNER posd_owner;
-            CREATE EXTENSION pg_stat_statements;
-        """)
-        self.jwt_secret = secrets.token_urlsafe(48)
-        c = self.cluster
-        self.creds = {
-            "POSD_DATABASE_URL": c.url("posd_owner", self.pw["owner"], "posd"),
-            "POSD_APP_DATABASE_URL": c.url("posd_app", self.pw["app"], "posd"),
-            "POSD_JWT_SECRET": self.jwt_secret,
-            "POSD_ENCRYPTION_KEYS": pg.encryption_key_spec(),
-            "POSD_BENCH_CONTROL_URL": c.url("posd_bench_control", self.pw["control"], "posd"),
+        # posd initialises its embedded PostgreSQL on first use (initdb, its
+        # roles and database, generated secrets); `posd migrate` does that,
+        # applies the platform migrations and stops it. The suite then starts
+        # it with its settings and keeps it running (see server.DataDir).
+        if os.geteuid() == 0:
+            # As root posd runs the cluster as `postgres`, which must reach it.
+            os.chmod(self.out, 0o755)
+        self.data = server.DataDir(tempfile.mkdtemp(prefix="posd-data-", dir=self.out))
+        server.command(self.args.posd, self.data, "migrate")
+        self.data.configure(server.PG_SETTINGS)
+        self.data.start()
+        # The control route's role: BYPASSRLS, so posd itself has no such
+        # role; made by the superuser below, before the route's first request.
+        control_pw = secrets.token_hex(16)
+        self.base_env = {
+            "POSD_BENCH_CONTROL_URL": self.data.url("posd_bench_control", control_pw, "posd"),
         }
-        self.results["machine"] = self.machine()
         # Pools sized so that posd may use as many connections as wrk has
         # connections (pgbench runs with as many clients).
         self.tier_env = {
@@ -151,43 +99,56 @@ class Bench:
             "POSD_CONNECTION_BUDGET": "60",
         }
         self.start_posd(self.tier_env)
-        c.psql("""
+        self.data.psql(f"""
+            CREATE ROLE posd_bench_control LOGIN BYPASSRLS PASSWORD '{control_pw}';
+            CREATE EXTENSION pg_stat_statements;
+        """)
+        self.data.psql("""
             GRANT USAGE ON SCHEMA tenant_shared TO posd_bench_control;
             GRANT SELECT ON tenant_shared.products TO posd_bench_control;
             ALTER ROLE posd_bench_control SET search_path = tenant_shared;
         """, db="posd")
+        self.version = self.data.version()
+        log(f"PostgreSQL ({self.version}) on 127.0.0.1:{self.data.port}, data in {self.data.path}")
+        self.results["machine"] = self.machine()
         self.admin = self.posd.admin_token()
 
     def start_posd(self, env, name="posd"):
+        """Starts posd with these settings, stopping the one running first."""
+        t0 = time.monotonic()
         if self.posd:
             self.posd.stop()
-        self.posd = pg.Posd(self.args.posd, self.cluster, self.creds, self.out, env, name).start()
+        t1 = time.monotonic()
+        self.posd = server.Posd(self.args.posd, self.data, self.out,
+                                {**self.base_env, **env}, name).start()
+        log(f"{name} serving on {self.posd.base} (previous one stopped in {t1 - t0:.1f}s, "
+            f"started in {time.monotonic() - t1:.1f}s)")
         return self.posd
 
     def teardown(self):
         if self.posd:
             self.posd.stop()
             self.posd = None
-        if self.cluster:
-            self.cluster.stop(keep=self.args.keep)
-            self.cluster = None
+        if self.data:
+            self.data.stop(keep=self.args.keep)
+            if not self.args.keep:
+                shutil.rmtree(self.data.path, ignore_errors=True)
+            self.data = None
 
     # -------------------------------------------------------------- seeding
 
     def create_merchant(self, slug, tier):
         """Through the admin API: create, provision, log in."""
         p = self.posd
-        email, password = f"owner@{slug}.example", "bench-password-1"
+        email, password = f"owner@{slug}.example", OWNER_PASSWORD
         st, m = p.call("POST", "/admin/merchants", self.admin, {
             "slug": slug, "name": slug, "timezone": "Europe/Paris", "currency": "EUR",
             "owner": {"email": email, "password": password}})
         assert st == 201, (st, m)
         if tier != "shared":
             self.provision(m["id"], tier)
-        st, t = p.call("POST", "/auth/login", None,
-                       {"merchant": slug, "email": email, "password": password})
-        assert st == 200, (st, t)
-        return {"id": m["id"], "slug": slug, "tier": tier, "token": t["token"],
+        return {"id": m["id"], "slug": slug, "tier": tier,
+                "token": p.login(slug, email, password),
                 "schema": m["schemaName"] if tier == "shared" else None}
 
     def provision(self, merchant_id, tier):
@@ -223,7 +184,7 @@ class Bench:
             self.add_products(m, PRODUCTS)
             t = self.placement(m)
             m["schema"] = t["schemaName"]
-            m["db"] = "posd" if tier != "dedicated" else self.cluster.rows(
+            m["db"] = "posd" if tier != "dedicated" else self.data.rows(
                 f"SELECT database_name FROM tenant_databases WHERE merchant_id = '{m['id']}'",
                 db="posd")[0][0]
             self.bm[tier] = m
@@ -234,11 +195,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--posd", required=True, help="the posd binary (release, feature bench-control)")
     ap.add_argument("--quick", action="store_true", help="shorter runs, 100 tenants (under 3 minutes)")
-    ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL data directory")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep posd's data directory (its PostgreSQL cluster): "
+                    "POSD_DATA_DIR=<it> posd serve runs on it again")
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections among {','.join(SECTIONS)}")
     ap.add_argument("--concurrency", type=int, default=8, help="wrk connections = pgbench clients")
-    ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 175)")
+    ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 190)")
     ap.add_argument("--out", help="result directory (default $CARGO_TARGET_DIR/results/<time>, "
                     "CARGO_TARGET_DIR defaulting to target/bench)")
     args = ap.parse_args()
@@ -249,7 +212,6 @@ def main():
     b = Bench(args)
     atexit.register(b.teardown)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    import sections  # noqa: E402
     sections.run(b, only)
 
 
