@@ -52,12 +52,13 @@ struct RunAnswer {
     run: ProvisioningRun,
 }
 
-/// The error envelope of a failed run, with the run (which step failed and
-/// why).
+/// A 422 of this route: the error envelope, with the run (which step failed
+/// and why) when a run failed; without it for a bad body or database URL.
 #[derive(Serialize, utoipa::ToSchema)]
 struct FailedRun {
     error: ErrorBody,
-    run: ProvisioningRun,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<ProvisioningRun>,
 }
 
 /// What `POST /admin/tenant/provision` answers.
@@ -81,7 +82,10 @@ fn failed(run: ProvisioningRun) -> Provisioned {
     };
     Provisioned::Failed(Custom(
         Status::UnprocessableEntity,
-        Json(FailedRun { error, run }),
+        Json(FailedRun {
+            error,
+            run: Some(run),
+        }),
     ))
 }
 
