@@ -87,6 +87,11 @@ ORDER_QUANTITY = 100_000
 ORDER_PRICE = 100_000
 
 
+def a_fleet_run():
+    """The id of a fleet run: a dry run, which changes nothing."""
+    return _admin("POST", "/admin/tenants/migrate", {"dryRun": True})["run"]["id"]
+
+
 def fresh_order():
     """An order paid in cash, of products of its own: something to refund
     or void whatever the other cases did to the catalog and the stock."""
@@ -134,6 +139,7 @@ PATH_IDS = {
     ("GET", "/inventory/{product}/movements"): ("staff", lambda: _any("productIds")),
     ("PATCH", "/staff/{id}"): ("staff", lambda: IDS["managerId"]),
     ("GET", "/admin/tenants/{id}"): ("admin", lambda: IDS["merchantId"]),
+    ("GET", "/admin/fleet-runs/{id}"): ("admin", a_fleet_run),
     ("GET", "/admin/tenants/{id}/export"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/suspend"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/resume"): ("admin", lambda: IDS["merchantId"]),

@@ -19,12 +19,12 @@ use crate::{
     app::App,
     auth::{Role, password},
     db::{
-        ids::{MerchantId, StaffId},
+        ids::{MerchantId, RunId, StaffId},
         kinds::MerchantStatus,
         platform::{
             audit,
             merchants::{Merchant, NewMerchant},
-            migration_state::{MigrationState, schema_versions},
+            migration_state::{FleetRun, MigrationState, schema_versions},
             staff::{NewStaffUser, StaffUser},
         },
     },
@@ -281,26 +281,53 @@ struct MigrateTenants {
     dry_run: bool,
 }
 
-/// Runs pending tenant migrations over the selection and answers every
-/// tenant's outcome.
+/// What `POST /admin/tenants/migrate` answers: a dry run's report at once,
+/// or the run a background task is executing.
+#[derive(rocket::Responder)]
+enum MigrateAnswer {
+    Report(Json<fleet::Report>),
+    Started(Custom<Json<StartedRun>>),
+}
+
+/// A fleet run under way; follow it at `GET /admin/fleet-runs/{id}`.
+#[derive(Serialize, ToSchema)]
+struct StartedRun {
+    run: FleetRun,
+}
+
+/// A fleet run and the tenants it left failed. `finishedAt` is set when
+/// every tenant is done.
+#[derive(Serialize, ToSchema)]
+struct RunView {
+    run: FleetRun,
+    failed: Vec<MigrationState>,
+}
+
+/// Runs pending tenant migrations over the selection. A dry run answers
+/// every tenant's outcome at once (200); a real run is recorded and
+/// answered 202 with its id while a background task migrates the tenants
+/// (no fleet run inside an HTTP call); its end is in the admin audit and at
+/// `GET /admin/fleet-runs/{id}`.
 #[utoipa::path(post, path = "/admin/tenants/migrate", tag = "admin", security(("admin" = [])), request_body = MigrateTenants,
-    responses((status = 200, description = "The run and every tenant's outcome", body = Object), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 422, response = docs::Invalid)))]
+    responses(
+        (status = 200, description = "A dry run: every tenant's outcome", body = fleet::Report),
+        (status = 202, description = "The run, started", body = StartedRun),
+        (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable), (status = 422, response = docs::Invalid)))]
 #[post("/admin/tenants/migrate", data = "<body>")]
 async fn migrate_tenants(
     admin: PlatformAdmin,
     app: &State<App>,
     body: Body<MigrateTenants>,
-) -> ApiResult<Json<fleet::Report>> {
+) -> ApiResult<MigrateAnswer> {
     let b = body.0;
-    let tier = b.tier.map(Tier::from);
     let selection = fleet::Selection {
         merchants: b.merchant_ids,
-        tier,
+        tier: b.tier.map(Tier::from),
     };
     let app2 = app.inner().clone();
     let operator = admin.operator.clone();
     let dry_run = b.dry_run;
-    let mut details = json!({
+    let details = json!({
         "merchantIds": selection.merchants,
         "tier": selection.tier,
         "dryRun": dry_run,
@@ -309,18 +336,60 @@ async fn migrate_tenants(
         [one] => Some(*one),
         _ => None,
     };
+    let planned = tokio::task::spawn_blocking(move || {
+        fleet::plan(&app2.settings, &operator, &selection, dry_run)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let planned = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            let mut details = details;
+            details["outcome"] = json!("error");
+            details["error"] = json!(crate::redact::redact_text(&e));
+            record_audit(app, &admin.operator, "tenants.migrate", single, details).await;
+            return Err(ApiError::internal(e));
+        }
+    };
+    let run = planned.run().clone();
+    let task = execute_fleet_run(
+        app.inner().clone(),
+        admin.operator,
+        planned,
+        details,
+        single,
+    );
+    if dry_run {
+        return task.await.map(|r| MigrateAnswer::Report(Json(r)));
+    }
+    rocket::tokio::spawn(task);
+    Ok(MigrateAnswer::Started(Custom(
+        Status::Accepted,
+        Json(StartedRun { run }),
+    )))
+}
+
+/// Executes a planned fleet run, then re-checks the blocked tenants it
+/// covered, drops the migrated tenants' cached placements and records the
+/// run's end in the admin audit (last: once it is there, all is done).
+async fn execute_fleet_run(
+    app: App,
+    operator: String,
+    planned: fleet::Planned,
+    mut details: Value,
+    single: Option<MerchantId>,
+) -> ApiResult<fleet::Report> {
+    let app2 = app.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let report = fleet::migrate(
+        let report = fleet::execute(
             &app2.settings,
             &app2.app_role,
-            &operator,
-            &selection,
+            planned,
             app2.settings.migration_concurrency as usize,
-            dry_run,
             &|o| fleet::apply_check(&app2, o),
         );
         if let Ok(r) = &report
-            && !dry_run
+            && !r.run.dry_run
         {
             fleet::recheck_blocked(&app2, &r.outcomes);
         }
@@ -342,18 +411,32 @@ async fn migrate_tenants(
             details["migrated"] = json!(r.run.migrated);
             details["upToDate"] = json!(r.run.skipped);
             details["failedMerchantIds"] = json!(failed);
+            for o in r.outcomes.iter().filter(|o| o.status == "migrated") {
+                app.directory.invalidate(o.merchant_id);
+            }
         }
         Err(e) => {
             details["outcome"] = json!("error");
             details["error"] = json!(crate::redact::redact_text(e));
+            tracing::error!(error = %crate::redact::redact_text(e), "fleet run failed");
         }
     }
-    record_audit(app, &admin.operator, "tenants.migrate", single, details).await;
-    let report = result.map_err(ApiError::internal)?;
-    for o in report.outcomes.iter().filter(|o| o.status == "migrated") {
-        app.directory.invalidate(o.merchant_id);
-    }
-    Ok(Json(report))
+    record_audit(&app, &operator, "tenants.migrate", single, details).await;
+    result.map_err(ApiError::internal)
+}
+
+/// A fleet run, as far as it has gone.
+#[utoipa::path(get, path = "/admin/fleet-runs/{id}", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = RunView), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound), (status = 503, response = docs::Unavailable)))]
+#[get("/admin/fleet-runs/<id>")]
+async fn fleet_run(_admin: PlatformAdmin, app: &State<App>, id: RunId) -> ApiResult<Json<RunView>> {
+    app.platform(move |p| {
+        let run = FleetRun::find(p, id).map_err(ApiError::or_not_found("fleet run"))?;
+        let failed = FleetRun::failures(p, id)?;
+        Ok(RunView { run, failed })
+    })
+    .await
+    .map(Json)
 }
 
 /// Records an operator action that has already taken effect (or was
@@ -382,7 +465,8 @@ pub(crate) async fn record_audit(
     get_tenant,
     suspend,
     resume,
-    migrate_tenants
+    migrate_tenants,
+    fleet_run
 ))]
 pub struct Doc;
 
@@ -393,6 +477,7 @@ pub fn routes() -> Vec<Route> {
         list_tenants,
         get_tenant,
         suspend,
-        resume
+        resume,
+        fleet_run
     ]
 }

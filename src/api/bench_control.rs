@@ -52,12 +52,13 @@ fn control_pool(app: &App) -> Option<PoolHandle> {
 #[get("/bench/control/products/<id>?<merchant>")]
 async fn product(app: &State<App>, id: ProductId, merchant: Uuid) -> ApiResult<Json<Product>> {
     let handle = control_pool(app).ok_or_else(|| ApiError::not_found("route"))?;
-    app.blocking(&handle, move |conn| {
-        let mut tx = TenantTx::unbound(conn, MerchantId(merchant));
-        Product::find(&mut tx, id).map_err(ApiError::or_not_found("product"))
-    })
-    .await
-    .map(Json)
+    handle
+        .run(app.settings.pool_connect_timeout, None, move |conn| {
+            let mut tx = TenantTx::unbound(conn, MerchantId(merchant));
+            Product::find(&mut tx, id).map_err(ApiError::or_not_found("product"))
+        })
+        .await
+        .map(Json)
 }
 
 pub fn routes() -> Vec<Route> {

@@ -91,7 +91,7 @@ impl Target {
 }
 
 /// What happened to one tenant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     pub merchant_id: MerchantId,
@@ -113,7 +113,7 @@ pub struct Outcome {
 }
 
 /// The result of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub run: FleetRun,
@@ -299,17 +299,66 @@ pub fn migrate(
     dry_run: bool,
     on_outcome: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Report, String> {
+    let planned = plan(settings, requested_by, sel, dry_run)?;
+    execute(settings, app_role, planned, concurrency, on_outcome)
+}
+
+/// A fleet run recorded in the control plane with its targets, not yet
+/// executed: its id can be answered before the work is done.
+pub struct Planned {
+    owner: PgConnection,
+    run: FleetRun,
+    targets: Vec<Target>,
+    dry_run: bool,
+}
+
+impl Planned {
+    pub fn run(&self) -> &FleetRun {
+        &self.run
+    }
+}
+
+/// Selects the tenants and records the run.
+pub fn plan(
+    settings: &Settings,
+    requested_by: &str,
+    sel: &Selection,
+    dry_run: bool,
+) -> Result<Planned, String> {
     let latest = latest_tenant_version();
     let mut owner = connect_owner(settings)?;
-    let all = targets(&mut Platform::new(&mut owner), sel)?;
+    let targets = targets(&mut Platform::new(&mut owner), sel)?;
+    let total = i32::try_from(targets.len()).map_err(|_| "too many tenants".to_string())?;
     let run = FleetRun::start(
         &mut Platform::new(&mut owner),
         requested_by,
         &latest,
         dry_run,
-        all.len() as i32,
+        total,
     )
     .map_err(|e| e.to_string())?;
+    Ok(Planned {
+        owner,
+        run,
+        targets,
+        dry_run,
+    })
+}
+
+/// Runs a planned fleet run on `concurrency` workers and records its end.
+pub fn execute(
+    settings: &Settings,
+    app_role: &str,
+    planned: Planned,
+    concurrency: usize,
+    on_outcome: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Report, String> {
+    let Planned {
+        mut owner,
+        run,
+        targets: all,
+        dry_run,
+    } = planned;
     let mut outcomes = Vec::with_capacity(all.len());
     let mut queue = VecDeque::new();
     for t in all {

@@ -832,3 +832,41 @@ pub fn stock_and_movements(conn: &mut PgConnection, product: &str) -> (i64, i64)
     .unwrap();
     (level, moved)
 }
+
+impl TestApp {
+    /// Starts a fleet migration run over `selection` (202) and waits until
+    /// it is done: its end is the last thing recorded, in the admin audit.
+    /// Answers the run as `GET /admin/fleet-runs/{id}` shows it.
+    pub async fn fleet_migrate(&self, admin: &str, selection: Value) -> Value {
+        let (status, started) = self
+            .post(api!("/admin/tenants/migrate"), admin, selection)
+            .await;
+        assert_eq!(status, Status::Accepted, "{started}");
+        let run = started["run"]["id"].as_str().expect("run id").to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let recorded = count(
+                &mut self.db.owner(),
+                &format!(
+                    "SELECT count(*) AS n FROM admin_audit \
+                     WHERE action = 'tenants.migrate' AND details->>'runId' = '{run}'"
+                ),
+            )
+            .expect("read the admin audit");
+            if recorded > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fleet run {run} did not finish in time"
+            );
+            rocket::tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, view) = self
+            .get(&format!("{API}/admin/fleet-runs/{run}"), admin)
+            .await;
+        assert_eq!(status, Status::Ok, "{view}");
+        assert!(!view["run"]["finishedAt"].is_null(), "{view}");
+        view
+    }
+}

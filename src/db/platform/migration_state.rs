@@ -15,7 +15,7 @@ use super::{
 };
 use crate::db::ids::{MerchantId, RunId};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = tenant_migration_state, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationState {
@@ -92,7 +92,7 @@ pub fn schema_versions(
         })
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = tenant_migration_runs, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct FleetRun {
@@ -109,6 +109,22 @@ pub struct FleetRun {
 }
 
 impl FleetRun {
+    pub fn find(p: &mut Platform<'_>, id: RunId) -> QueryResult<FleetRun> {
+        tenant_migration_runs::table
+            .find(id)
+            .select(FleetRun::as_select())
+            .first(p.conn)
+    }
+
+    /// The tenants this run left failed (as their state still says).
+    pub fn failures(p: &mut Platform<'_>, id: RunId) -> QueryResult<Vec<MigrationState>> {
+        tenant_migration_state::table
+            .filter(tenant_migration_state::run_id.eq(id))
+            .filter(tenant_migration_state::status.eq("failed"))
+            .select(MigrationState::as_select())
+            .load(p.conn)
+    }
+
     pub fn start(
         p: &mut Platform<'_>,
         requested_by: &str,
