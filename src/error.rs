@@ -182,7 +182,7 @@ struct Envelope {
 /// An error as a client reads it: `{"code", "message"}`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// Stable, snake_case: clients branch on it.
+    /// Stable, `snake_case`: clients branch on it.
     #[schema(example = "insufficient_role")]
     pub code: String,
     /// A human sentence; for validation errors it starts with the field.

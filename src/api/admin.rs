@@ -315,7 +315,7 @@ async fn migrate_tenants(
             &app2.app_role,
             &operator,
             &selection,
-            app2.settings.migration_concurrency as usize,
+            usize::try_from(app2.settings.migration_concurrency).unwrap_or(usize::MAX),
             dry_run,
             &|o| fleet::apply_check(&app2, o),
         );

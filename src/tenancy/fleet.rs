@@ -226,7 +226,7 @@ pub fn migrate_target(
         Ok(problems) => (Ok(()), problems),
         Err(e) => (Err(e), Vec::new()),
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let outcome = Outcome {
         merchant_id: t.merchant,
         slug: t.slug.clone(),
@@ -279,7 +279,7 @@ fn record(
             version,
             status: if error.is_none() { "ok" } else { "failed" }.into(),
             error,
-            duration_ms: duration_ms as i64,
+            duration_ms: i64::try_from(duration_ms).unwrap_or(i64::MAX),
             run_id: run,
         },
     );
@@ -302,12 +302,14 @@ pub fn migrate(
     let latest = latest_tenant_version();
     let mut owner = connect_owner(settings)?;
     let all = targets(&mut Platform::new(&mut owner), sel)?;
+    let total = i32::try_from(all.len())
+        .map_err(|_| format!("{} tenants are more than a run can count", all.len()))?;
     let run = FleetRun::start(
         &mut Platform::new(&mut owner),
         requested_by,
         &latest,
         dry_run,
-        all.len() as i32,
+        total,
     )
     .map_err(|e| e.to_string())?;
     let mut outcomes = Vec::with_capacity(all.len());
@@ -337,7 +339,10 @@ pub fn migrate(
         }
     }
     let workers = concurrency
-        .clamp(1, settings.connection_budget as usize)
+        .clamp(
+            1,
+            usize::try_from(settings.connection_budget).unwrap_or(usize::MAX),
+        )
         .min(queue.len().max(1));
     let queue = Mutex::new(queue);
     let done = Mutex::new(Vec::new());
@@ -369,7 +374,10 @@ pub fn migrate(
         return Err(e);
     }
     outcomes.extend(done.into_inner());
-    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count() as i32;
+    // At most `total` outcomes, which fits an i32.
+    let count = |s: &str| {
+        i32::try_from(outcomes.iter().filter(|o| o.status == s).count()).unwrap_or(i32::MAX)
+    };
     let run = FleetRun::finish(
         &mut Platform::new(&mut owner),
         run.id,

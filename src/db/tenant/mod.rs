@@ -54,7 +54,7 @@ pub struct TenantTx<'a> {
     merchant: MerchantId,
 }
 
-impl<'a> TenantTx<'a> {
+impl TenantTx<'_> {
     /// Runs `f` in a new transaction bound to `merchant` (`posd.merchant_id`)
     /// and `schema` (`search_path`). The binding is `set_config(..., true)`,
     /// that is `SET LOCAL`: it ends with the transaction and can never leak
