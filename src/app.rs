@@ -109,6 +109,10 @@ struct Owned {
 }
 
 /// Checks, migrates and builds everything; blocking.
+#[expect(
+    clippy::too_many_lines,
+    reason = "boot checks and builds every part in order; each step is a few lines"
+)]
 pub fn boot(settings: Settings) -> Result<App, BootError> {
     let app_role = url_user(&settings.app_database_url)
         .ok_or_else(|| BootError::AppRole("the URL names no user".into()))?;
