@@ -101,7 +101,18 @@ pub fn migrate(settings: &Settings) -> Result<(), BootError> {
     Ok(())
 }
 
+/// How many relations a role owns.
+#[derive(QueryableByName)]
+struct Owned {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
 /// Checks, migrates and builds everything; blocking.
+#[expect(
+    clippy::too_many_lines,
+    reason = "boot checks and builds every part in order; each step is a few lines"
+)]
 pub fn boot(settings: Settings) -> Result<App, BootError> {
     let app_role = url_user(&settings.app_database_url)
         .ok_or_else(|| BootError::AppRole("the URL names no user".into()))?;
@@ -128,22 +139,17 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         )));
     }
 
-    #[derive(QueryableByName)]
-    struct Owned {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let owned: Owned = diesel::sql_query(
+    let owned_tables: Owned = diesel::sql_query(
         "SELECT count(*) AS n FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner \
          WHERE r.rolname = current_user AND c.relkind IN ('r', 'p', 'v', 'm') \
          AND c.relnamespace::regnamespace::text NOT IN ('pg_catalog', 'information_schema')",
     )
     .get_result(&mut app_conn)
     .map_err(|e| BootError::AppRole(format!("cannot read what the role owns: {e}")))?;
-    if owned.n > 0 {
+    if owned_tables.n > 0 {
         return Err(BootError::AppRole(format!(
             "role `{app_role}` owns {} table(s) in the platform database; the serving role must own nothing (table owners can alter or disable row-level security)",
-            owned.n
+            owned_tables.n
         )));
     }
 
@@ -195,7 +201,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
     drop(app_conn);
 
     let pools = TenantPools::new(
-        TenantPoolsConfig {
+        &TenantPoolsConfig {
             pool_size: settings.tenant_pool_size,
             connect_timeout: settings.pool_connect_timeout,
             statement_timeout: settings.statement_timeout,
@@ -260,8 +266,8 @@ fn migrate_tenants_at_boot(
         settings,
         app_role,
         "boot",
-        &Default::default(),
-        settings.migration_concurrency as usize,
+        &crate::tenancy::fleet::Selection::default(),
+        usize::try_from(settings.migration_concurrency).unwrap_or(usize::MAX),
         false,
         &|o| {
             if let Some(e) = &o.error {

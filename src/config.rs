@@ -269,6 +269,10 @@ pub fn has_database_url(figment: &Figment) -> bool {
 
 impl Settings {
     /// Extracts and validates every setting.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one check per setting, in the order of the struct"
+    )]
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
         refuse_unknown_variables(std::env::vars_os().map(|(name, _)| name))?;
         let raw: Raw = figment.extract().map_err(|e| {

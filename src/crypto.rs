@@ -146,7 +146,8 @@ impl Keyring {
             .map_err(|_| CryptoError::Seal)?;
         let mut out = Vec::with_capacity(2 + key.id.len() + NONCE_LEN + ct.len());
         out.push(VERSION);
-        out.push(key.id.len() as u8);
+        // Key ids are at most 32 bytes (checked in `parse`).
+        out.push(u8::try_from(key.id.len()).map_err(|_| CryptoError::Seal)?);
         out.extend_from_slice(key.id.as_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
@@ -157,10 +158,10 @@ impl Keyring {
     pub fn sealed_key_id(sealed: &[u8]) -> Result<&str, CryptoError> {
         let (&version, rest) = sealed.split_first().ok_or(CryptoError::Malformed)?;
         let (&id_len, rest) = rest.split_first().ok_or(CryptoError::Malformed)?;
-        if version != VERSION || rest.len() < id_len as usize + NONCE_LEN + 16 {
+        if version != VERSION || rest.len() < usize::from(id_len) + NONCE_LEN + 16 {
             return Err(CryptoError::Malformed);
         }
-        std::str::from_utf8(&rest[..id_len as usize]).map_err(|_| CryptoError::Malformed)
+        std::str::from_utf8(&rest[..usize::from(id_len)]).map_err(|_| CryptoError::Malformed)
     }
 
     /// Opens a sealed value; the plaintext is zeroized when dropped.
@@ -172,10 +173,10 @@ impl Keyring {
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let (&version, rest) = sealed.split_first().ok_or(CryptoError::Malformed)?;
         let (&id_len, rest) = rest.split_first().ok_or(CryptoError::Malformed)?;
-        if version != VERSION || rest.len() < id_len as usize + NONCE_LEN + 16 {
+        if version != VERSION || rest.len() < usize::from(id_len) + NONCE_LEN + 16 {
             return Err(CryptoError::Malformed);
         }
-        let (id, rest) = rest.split_at(id_len as usize);
+        let (id, rest) = rest.split_at(usize::from(id_len));
         let id = std::str::from_utf8(id).map_err(|_| CryptoError::Malformed)?;
         let (nonce, ct) = rest.split_at(NONCE_LEN);
         let key = self

@@ -183,6 +183,10 @@ struct Envelope {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable, snake_case: clients branch on it.
+    #[expect(
+        clippy::doc_markdown,
+        reason = "the doc comment is the field's description in the OpenAPI document"
+    )]
     #[schema(example = "insufficient_role")]
     pub code: String,
     /// A human sentence; for validation errors it starts with the field.

@@ -57,7 +57,7 @@ pub fn spawn_listener(url: SecretString, caches: Caches) {
             match result {
                 Ok(()) => tracing::warn!("cache invalidation listener closed; reconnecting"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cache invalidation listener failed; reconnecting")
+                    tracing::warn!(error = %e, "cache invalidation listener failed; reconnecting");
                 }
             }
             tokio::time::sleep(backoff).await;

@@ -21,6 +21,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, shown as written"
+)]
 enum Cmd {
     /// Serve the API. Without POSD_DATABASE_URL, runs on a private
     /// PostgreSQL cluster in POSD_DATA_DIR.
@@ -49,6 +53,10 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, shown as written"
+)]
 enum TenantsCmd {
     /// Show every merchant's tier, status and tenant migration version.
     List,
@@ -73,6 +81,10 @@ enum TenantsCmd {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::doc_markdown,
+    reason = "the doc comments are the --help text, shown as written"
+)]
 enum KeysCmd {
     /// Print a new random AES-256 key as `id:base64`, for POSD_ENCRYPTION_KEYS.
     Generate {
@@ -142,6 +154,7 @@ fn bench_control_check(built_with_bench_control: bool, suite: Option<&str>) -> R
     Ok(())
 }
 
+#[expect(clippy::print_stderr, reason = "the command's error, for the operator")]
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
@@ -156,6 +169,10 @@ fn main() -> ExitCode {
 
 /// The configuration, with the embedded cluster started when no database
 /// URL is configured.
+#[expect(
+    clippy::print_stderr,
+    reason = "tells the operator which database is used"
+)]
 fn configure() -> Result<(Figment, Option<embedded::Cluster>), String> {
     let figment = config::figment();
     if config::has_database_url(&figment) {
@@ -179,6 +196,12 @@ fn configure() -> Result<(Figment, Option<embedded::Cluster>), String> {
     Ok((figment, Some(cluster)))
 }
 
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the commands' output: keys, tokens and reports on stdout, progress on stderr"
+)]
+#[expect(clippy::too_many_lines, reason = "one arm per command")]
 fn run(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Serve => {

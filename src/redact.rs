@@ -73,7 +73,7 @@ fn mask_userinfo(word: &str) -> String {
 fn redact_text_query(s: &str) -> String {
     match s.to_ascii_lowercase().find("password=") {
         Some(pos) => {
-            let end = s[pos..].find('&').map(|e| pos + e).unwrap_or(s.len());
+            let end = s[pos..].find('&').map_or(s.len(), |e| pos + e);
             format!("{}password=***{}", &s[..pos], &s[end..])
         }
         None => s.to_string(),

@@ -362,7 +362,7 @@ async fn migrate_tenants(
     if dry_run {
         return task.await.map(|r| MigrateAnswer::Report(Json(r)));
     }
-    rocket::tokio::spawn(task);
+    tokio::spawn(task);
     Ok(MigrateAnswer::Started(Custom(
         Status::Accepted,
         Json(StartedRun { run }),
@@ -385,7 +385,7 @@ async fn execute_fleet_run(
             &app2.settings,
             &app2.app_role,
             planned,
-            app2.settings.migration_concurrency as usize,
+            usize::try_from(app2.settings.migration_concurrency).unwrap_or(usize::MAX),
             &|o| fleet::apply_check(&app2, o),
         );
         if let Ok(r) = &report

@@ -39,6 +39,10 @@ struct Login {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[expect(
+    clippy::struct_field_names,
+    reason = "the field names are the JSON keys"
+)]
 struct Token {
     /// A staff JWT: send it as `Authorization: Bearer <token>`.
     token: String,

@@ -32,6 +32,10 @@ struct CreateCustomer {
 /// Only the fields given change; `null` clears an optional field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[expect(
+    clippy::option_option,
+    reason = "PATCH: absent leaves a field as it is, null clears it"
+)]
 struct UpdateCustomer {
     name: Option<Name>,
     #[serde(default, deserialize_with = "nullable")]

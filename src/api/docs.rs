@@ -8,6 +8,13 @@
 //! binary (`utoipa-swagger-ui`'s `vendored` feature): the page needs no
 //! network.
 
+// The `ToSchema`/`ToResponse` derives below write their fields' types
+// with a path the module already imports.
+#![expect(
+    unused_qualifications,
+    reason = "utoipa's derive output, not this code"
+)]
+
 use std::{path::PathBuf, sync::Arc};
 
 use rocket::{
@@ -140,7 +147,7 @@ struct SharedResponses;
 
 impl Modify for SharedResponses {
     fn modify(&self, doc: &mut openapi::OpenApi) {
-        for (path, item) in doc.paths.paths.iter_mut() {
+        for (path, item) in &mut doc.paths.paths {
             for (method, op) in operations(item) {
                 let responses = &mut op.responses.responses;
                 if op.request_body.is_some() {
@@ -199,7 +206,10 @@ struct ApiDoc;
 /// The whole document: each module's paths under the prefix it is
 /// mounted at (see [`super::routes`]), with the [`SharedResponses`].
 pub fn openapi() -> openapi::OpenApi {
-    use super::*;
+    use super::{
+        PREFIX, admin, auth, categories, customers, export, health, inventory, metrics, offline,
+        orders, products, provisioning, reports, staff,
+    };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
         .merge_from(metrics::Doc::openapi())
@@ -265,6 +275,10 @@ fn ui() -> ApiResult<(ContentType, String)> {
 }
 
 #[get("/docs/<file..>")]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "Rocket hands a route its segments by value"
+)]
 fn ui_file(file: PathBuf) -> ApiResult<Either<File, (ContentType, String)>> {
     match file.to_str() {
         None => Err(ApiError::not_found("documentation file")),

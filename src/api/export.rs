@@ -30,6 +30,10 @@ use crate::{
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
+#[expect(
+    clippy::struct_field_names,
+    reason = "the field names are the JSON keys"
+)]
 struct Export {
     merchant_id: MerchantId,
     slug: String,
@@ -37,7 +41,7 @@ struct Export {
     schema_version: Option<String>,
     exported_at: DateTime<Utc>,
     export_id: uuid::Uuid,
-    /// `{table: [row, ...]}`; rows as stored, columns in snake_case.
+    /// `{table: [row, ...]}`; rows as stored, columns in `snake_case`.
     tables: Value,
 }
 

@@ -118,12 +118,28 @@ impl de::Visitor<'_> for Integral {
         // Exact up to 2^53, far beyond every bound here.
         const EXACT: f64 = 9_007_199_254_740_992.0;
         if v.fract() == 0.0 && v.abs() <= EXACT {
-            #[expect(clippy::cast_possible_truncation, reason = "whole and within 2^53")]
+            #[expect(
+                clippy::as_conversions,
+                clippy::cast_possible_truncation,
+                reason = "whole and within 2^53; std has no float-to-integer conversion"
+            )]
             Ok(v as i64)
         } else {
             Err(de::Error::invalid_type(de::Unexpected::Float(v), &self))
         }
     }
+}
+
+/// A field's bound as the OpenAPI document writes it: a JSON Schema number.
+fn schema_bound(v: impl Into<i64>) -> f64 {
+    let v: i64 = v.into();
+    #[expect(
+        clippy::as_conversions,
+        clippy::cast_precision_loss,
+        reason = "every bound is far below 2^53, so f64 holds it exactly; std has no i64-to-f64 conversion"
+    )]
+    let bound = v as f64;
+    bound
 }
 
 /// Defines an integer field type with an inclusive range.
@@ -169,8 +185,8 @@ macro_rules! int_field {
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
                     .format(Some(SchemaFormat::KnownFormat(KnownFormat::$format)))
-                    .minimum(Some(Self::MIN as f64))
-                    .maximum(Some(Self::MAX as f64))
+                    .minimum(Some(schema_bound(Self::MIN)))
+                    .maximum(Some(schema_bound(Self::MAX)))
                     .into()
             }
         }

@@ -117,10 +117,16 @@ impl Metrics {
     fn render(&self, app: &App) -> String {
         let s = app.pools.summary();
         let set = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        set(&self.live_pools, s.live_pools as u64);
+        set(
+            &self.live_pools,
+            u64::try_from(s.live_pools).unwrap_or(u64::MAX),
+        );
         set(&self.budget_used, u64::from(s.budget_used));
         set(&self.budget_limit, u64::from(s.budget_limit));
-        set(&self.open_breakers, s.open_breakers as u64);
+        set(
+            &self.open_breakers,
+            u64::try_from(s.open_breakers).unwrap_or(u64::MAX),
+        );
         set(&self.pool_builds, s.builds);
         set(&self.pool_evictions, s.evictions);
         let mut out = String::new();

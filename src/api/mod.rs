@@ -25,6 +25,8 @@ pub mod reports;
 pub mod screen;
 pub mod staff;
 
+use std::fmt::Write as _;
+
 use rocket::{
     Catcher, Request, Route,
     data::{Data, FromData, Outcome, ToByteUnit},
@@ -153,21 +155,14 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> ApiResult<T> {
 /// escape (`\u0000`) or a raw DEL or C1 character can carry one: texts
 /// without either are not parsed twice.
 fn field_with_control(text: &str) -> Option<String> {
-    if !text.contains("\\u")
-        && !text
-            .chars()
-            .any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c))
-    {
-        return None;
-    }
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
     fn walk(v: &serde_json::Value, path: &mut String) -> bool {
         let bad = |s: &str| s.chars().any(char::is_control);
         match v {
             serde_json::Value::String(s) => bad(s),
             serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
                 let len = path.len();
-                path.push_str(&format!("[{i}]"));
+                // Writing to a String cannot fail.
+                let _ = write!(path, "[{i}]");
                 let found = walk(item, path);
                 if !found {
                     path.truncate(len);
@@ -189,6 +184,14 @@ fn field_with_control(text: &str) -> Option<String> {
             _ => false,
         }
     }
+    if !text.contains("\\u")
+        && !text
+            .chars()
+            .any(|c| c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c))
+    {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
     let mut path = String::new();
     walk(&value, &mut path).then(|| if path.is_empty() { ".".into() } else { path })
 }

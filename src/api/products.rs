@@ -44,6 +44,10 @@ fn yes() -> bool {
 /// Only the fields given change; `categoryId: null` uncategorises.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[expect(
+    clippy::option_option,
+    reason = "PATCH: absent leaves a field as it is, null clears it"
+)]
 struct UpdateProduct {
     sku: Option<Sku>,
     name: Option<Name>,

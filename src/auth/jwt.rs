@@ -98,7 +98,7 @@ impl JwtKeys {
         ttl: Duration,
     ) -> Result<(String, i64), jsonwebtoken::errors::Error> {
         let now = Utc::now().timestamp();
-        let exp = now + ttl.as_secs() as i64;
+        let exp = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
         let claims = StaffClaims {
             sub: staff,
             mid: merchant,
@@ -121,7 +121,7 @@ impl JwtKeys {
             sub: operator.into(),
             iss: ISSUER.into(),
             aud: ADMIN_AUDIENCE.into(),
-            exp: now + ttl.as_secs() as i64,
+            exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             iat: now,
         })
     }

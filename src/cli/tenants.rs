@@ -23,6 +23,7 @@ fn owner(settings: &Settings) -> Result<diesel::PgConnection, String> {
 }
 
 /// Prints one line per merchant: slug, id, tier, status, version.
+#[expect(clippy::print_stdout, reason = "the listing is the command's output")]
 pub fn list(settings: &Settings) -> Result<(), String> {
     let mut conn = owner(settings)?;
     let mut p = Platform::new(&mut conn);
@@ -83,6 +84,10 @@ fn line(o: &Outcome) -> String {
 
 /// Runs a fleet migration with a progress bar on a terminal and one line
 /// per tenant otherwise. Fails when any tenant failed.
+#[expect(
+    clippy::print_stdout,
+    reason = "the per-tenant lines and the summary are the command's output"
+)]
 pub fn migrate(
     settings: &Settings,
     selection: &Selection,
@@ -96,7 +101,7 @@ pub fn migrate(
         fleet::targets(&mut Platform::new(&mut conn), selection)?.len()
     };
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total as u64);
+        let bar = ProgressBar::new(u64::try_from(total).unwrap_or(u64::MAX));
         if let Ok(style) = ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tenants {msg}",
         ) {

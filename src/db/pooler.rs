@@ -178,7 +178,7 @@ pub fn warn_once_per_server(conn: &mut PgConnection, url: &SecretString, what: &
     let Some(t) = target(url.expose_secret()) else {
         return;
     };
-    let first = SEEN.lock().map(|mut s| s.insert(t)).unwrap_or(false);
+    let first = SEEN.lock().is_ok_and(|mut s| s.insert(t));
     if first {
         warn_if_proxied(conn, url, what);
     }

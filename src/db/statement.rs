@@ -75,7 +75,7 @@ where
     }
 }
 
-fn malformed(sql: &str, why: String) -> Error {
+fn malformed(sql: &str, why: &str) -> Error {
     Error::QueryBuilderError(format!("statement {sql:?}: {why}").into())
 }
 
@@ -91,14 +91,14 @@ impl QueryFragment<Pg> for Statement<'_> {
                 .count();
             let n: usize = rest[at + 1..at + 1 + digits]
                 .parse()
-                .map_err(|_| malformed(self.sql, "a `$` that is not a placeholder".into()))?;
+                .map_err(|_| malformed(self.sql, "a `$` that is not a placeholder"))?;
             let bind = n
                 .checked_sub(1)
                 .and_then(|i| self.binds.get(i).map(|b| (i, b)))
                 .ok_or_else(|| {
                     malformed(
                         self.sql,
-                        format!("${n} has no bind ({} bound)", self.binds.len()),
+                        &format!("${n} has no bind ({} bound)", self.binds.len()),
                     )
                 })?;
             used[bind.0] = true;
@@ -107,7 +107,10 @@ impl QueryFragment<Pg> for Statement<'_> {
         }
         out.push_sql(rest);
         match used.iter().position(|u| !u) {
-            Some(i) => Err(malformed(self.sql, format!("bind {} is never used", i + 1))),
+            Some(i) => Err(malformed(
+                self.sql,
+                &format!("bind {} is never used", i + 1),
+            )),
             None => Ok(()),
         }
     }

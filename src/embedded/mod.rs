@@ -117,13 +117,13 @@ fn cluster_user() -> Result<Option<nix::unistd::User>, EmbeddedError> {
         })
 }
 
-fn as_cluster_user(cmd: &mut Command, user: &Option<nix::unistd::User>) {
+fn as_cluster_user(cmd: &mut Command, user: Option<&nix::unistd::User>) {
     if let Some(u) = user {
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
 }
 
-fn chown(path: &Path, user: &Option<nix::unistd::User>) -> Result<(), EmbeddedError> {
+fn chown(path: &Path, user: Option<&nix::unistd::User>) -> Result<(), EmbeddedError> {
     if let Some(u) = user {
         nix::unistd::chown(path, Some(u.uid), Some(u.gid))
             .map_err(|e| err(format!("cannot chown {}: {e}", path.display())))?;
@@ -188,13 +188,13 @@ impl Cluster {
                 .map_err(|e| err(format!("{}: {e}", data_dir.display())))?;
         }
         if opts.ephemeral {
-            chown(&data_dir, &user)?;
+            chown(&data_dir, user.as_ref())?;
         }
         let pgdata = data_dir.join("pgdata");
         let secrets = if pgdata.join("PG_VERSION").is_file() {
             Secrets::load(&data_dir)?
         } else {
-            Self::init(&bindir, &data_dir, &pgdata, &user)?
+            Self::init(&bindir, &data_dir, &pgdata, user.as_ref())?
         };
         if pgdata.join("postmaster.pid").is_file() {
             let url = secrets.url("postgres", &secrets.superuser_password, "postgres");
@@ -241,7 +241,7 @@ impl Cluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .process_group(0);
-        as_cluster_user(&mut cmd, &user);
+        as_cluster_user(&mut cmd, user.as_ref());
         let mut child = cmd
             .spawn()
             .map_err(|e| err(format!("cannot start postgres: {e}")))?;
@@ -261,7 +261,7 @@ impl Cluster {
         bindir: &Path,
         data_dir: &Path,
         pgdata: &Path,
-        user: &Option<nix::unistd::User>,
+        user: Option<&nix::unistd::User>,
     ) -> Result<Secrets, EmbeddedError> {
         let secrets = match Secrets::load(data_dir) {
             Ok(s) => s,
@@ -381,11 +381,11 @@ impl Cluster {
             conn.batch_execute(&sql)
                 .map_err(|e| err(format!("cannot create role {role}: {e}")))?;
         }
-        let exists: i64 = diesel::sql_query(format!(
+        let exists = diesel::sql_query(format!(
             "SELECT 1 AS one FROM pg_database WHERE datname = '{DATABASE}'"
         ))
         .execute(&mut conn)
-        .map_err(|e| err(format!("{e}")))? as i64;
+        .map_err(|e| err(format!("{e}")))?;
         if exists == 0 {
             conn.batch_execute(&format!("CREATE DATABASE {DATABASE} OWNER {OWNER_ROLE}"))
                 .map_err(|e| err(format!("cannot create database {DATABASE}: {e}")))?;

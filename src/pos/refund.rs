@@ -93,6 +93,10 @@ fn put_back(
 }
 
 /// Refunds part or all of order `id`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one transaction, read top to bottom: check the amounts, then write"
+)]
 pub fn refund(
     tx: &mut TenantTx<'_>,
     id: OrderId,

@@ -350,6 +350,10 @@ impl Coverage {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    #![allow(
+        clippy::many_single_char_names,
+        reason = "short names for the fixtures"
+    )]
     use super::*;
 
     #[test]

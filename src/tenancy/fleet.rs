@@ -226,7 +226,7 @@ pub fn migrate_target(
         Ok(problems) => (Ok(()), problems),
         Err(e) => (Err(e), Vec::new()),
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let outcome = Outcome {
         merchant_id: t.merchant,
         slug: t.slug.clone(),
@@ -279,7 +279,7 @@ fn record(
             version,
             status: if error.is_none() { "ok" } else { "failed" }.into(),
             error,
-            duration_ms: duration_ms as i64,
+            duration_ms: i64::try_from(duration_ms).unwrap_or(i64::MAX),
             run_id: run,
         },
     );
@@ -328,7 +328,8 @@ pub fn plan(
     let latest = latest_tenant_version();
     let mut owner = connect_owner(settings)?;
     let targets = targets(&mut Platform::new(&mut owner), sel)?;
-    let total = i32::try_from(targets.len()).map_err(|_| "too many tenants".to_string())?;
+    let total = i32::try_from(targets.len())
+        .map_err(|_| format!("{} tenants are more than a run can count", targets.len()))?;
     let run = FleetRun::start(
         &mut Platform::new(&mut owner),
         requested_by,
@@ -386,7 +387,10 @@ pub fn execute(
         }
     }
     let workers = concurrency
-        .clamp(1, settings.connection_budget as usize)
+        .clamp(
+            1,
+            usize::try_from(settings.connection_budget).unwrap_or(usize::MAX),
+        )
         .min(queue.len().max(1));
     let queue = Mutex::new(queue);
     let done = Mutex::new(Vec::new());
@@ -418,7 +422,10 @@ pub fn execute(
         return Err(e);
     }
     outcomes.extend(done.into_inner());
-    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count() as i32;
+    // At most `total` outcomes, which fits an i32.
+    let count = |s: &str| {
+        i32::try_from(outcomes.iter().filter(|o| o.status == s).count()).unwrap_or(i32::MAX)
+    };
     let run = FleetRun::finish(
         &mut Platform::new(&mut owner),
         run.id,

@@ -98,7 +98,7 @@ pub fn migrate_tenant_schema(
             .run_pending_migrations(TENANT)
             .map_err(|e| MigrationError(format!("tenant migration failed in {schema}: {e}")))?
             .iter()
-            .map(|v| v.to_string())
+            .map(ToString::to_string)
             .collect::<Vec<_>>();
         let Some(app_role) = grant_to else {
             return Ok(applied);

@@ -64,7 +64,9 @@ pub type Checkout = Box<dyn FnOnce(&Pool) -> Result<pool::PooledConn, ApiError> 
 
 impl PoolHandle {
     pub fn new(pool: Pool) -> Self {
-        let permits = Arc::new(Semaphore::new(pool.max_size() as usize));
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(pool.max_size()).unwrap_or(usize::MAX),
+        ));
         PoolHandle { pool, permits }
     }
 
@@ -188,7 +190,7 @@ pub struct TenantPoolsConfig {
 
 impl TenantPools {
     pub fn new(
-        cfg: TenantPoolsConfig,
+        cfg: &TenantPoolsConfig,
         keyring: Keyring,
         platform: Pool,
         coverage: Arc<Coverage>,
@@ -504,7 +506,7 @@ impl TenantPools {
             PoolState {
                 connections: s.connections,
                 idle_connections: s.idle_connections,
-                idle_for_ms: e.last_used.elapsed().as_millis() as u64,
+                idle_for_ms: u64::try_from(e.last_used.elapsed().as_millis()).unwrap_or(u64::MAX),
                 generation: e.generation,
             }
         })

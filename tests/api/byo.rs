@@ -123,7 +123,7 @@ async fn a_brought_database_is_served_and_migrated_as_the_merchants_role() {
             )
         )
         .unwrap(),
-        posd::tenancy::classification::TENANT.len() as i64 + 1,
+        i64::try_from(posd::tenancy::classification::TENANT.len()).unwrap() + 1,
         "every tenant table and the migration table belong to the merchant's role"
     );
     let mut platform = t.db.owner();

@@ -1,6 +1,6 @@
 //! Test harness: one PostgreSQL per test process (a private, throw-away
 //! cluster started with posd's own embedded mechanism, or the server named
-//! by POSD_TEST_DATABASE_URL), a template database migrated once, and a
+//! by `POSD_TEST_DATABASE_URL`), a template database migrated once, and a
 //! fresh database per test made from it.
 
 use std::{sync::OnceLock, time::Duration};
@@ -345,7 +345,7 @@ impl TestApp {
         self.client.rocket().state::<App>().expect("app state")
     }
 
-    /// Waits until the cache invalidation listener has LISTENed.
+    /// Waits until the cache invalidation listener has run `LISTEN`.
     pub async fn wait_listening(&self) {
         rocket::tokio::time::timeout(
             Duration::from_secs(20),

@@ -27,7 +27,10 @@ const BYO_STEPS: &[&str] = &["check", "create_schema", "migrate", "seal", "place
 async fn fail_each_step(tier: &str, steps: &[&str], byo: Option<&ByoDb>) {
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
-        let t = TestApp::with_config(move |s| s.provision_fail_after_step = Some(n as u32)).await;
+        let t = TestApp::with_config(move |s| {
+            s.provision_fail_after_step = Some(u32::try_from(n).unwrap());
+        })
+        .await;
         let m = t.shared_merchant(&format!("fault-{n}")).await;
         let mut body = json!({ "merchantId": m.id.to_string(), "tier": tier });
         if let Some(db) = byo {

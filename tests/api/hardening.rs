@@ -16,7 +16,7 @@ const BILLS: &str = api!("/offline-bills");
 const ORDERS: &str = api!("/orders");
 const PRODUCTS: &str = api!("/products");
 
-fn bill(line: Value, paid: i64, created_at: chrono::DateTime<Utc>) -> Value {
+fn bill(line: &Value, paid: i64, created_at: chrono::DateTime<Utc>) -> Value {
     json!({
         "clientId": Uuid::new_v4(),
         "createdAt": created_at.to_rfc3339(),
@@ -55,14 +55,14 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
         let r = one_bill(
             &t,
             &cashier,
-            bill(json!({ "productId": p, "quantity": 1 }), 1000, before),
+            bill(&json!({ "productId": p, "quantity": 1 }), 1000, before),
         )
         .await;
         assert_eq!(r["status"], "created", "{r}");
         let r = one_bill(
             &t,
             &cashier,
-            bill(json!({ "productId": p, "quantity": 1 }), 1500, now),
+            bill(&json!({ "productId": p, "quantity": 1 }), 1500, now),
         )
         .await;
         assert_eq!(r["status"], "created", "{r}");
@@ -71,7 +71,7 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
             &t,
             &cashier,
             bill(
-                json!({ "productId": p, "quantity": 1, "unitPriceMinor": 1000 }),
+                &json!({ "productId": p, "quantity": 1, "unitPriceMinor": 1000 }),
                 1000,
                 before,
             ),
@@ -102,7 +102,7 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
             } else {
                 now
             };
-            let r = one_bill(&t, &cashier, bill(line, 1500, at)).await;
+            let r = one_bill(&t, &cashier, bill(&line, 1500, at)).await;
             assert_eq!(r["status"], "rejected", "{why}: {r}");
             assert_eq!(r["error"]["code"], "price_override_forbidden", "{why}: {r}");
         }
@@ -111,7 +111,7 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
             &t,
             &m.token,
             bill(
-                json!({ "productId": p, "quantity": 1, "unitPriceMinor": 700 }),
+                &json!({ "productId": p, "quantity": 1, "unitPriceMinor": 700 }),
                 700,
                 now,
             ),
@@ -122,7 +122,7 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
         let r = one_bill(
             &t,
             &m.token,
-            bill(json!({ "productId": p, "quantity": 1, "unitPriceMinor": 5_000_000_000_000_000_000i64 }), 1, now),
+            bill(&json!({ "productId": p, "quantity": 1, "unitPriceMinor": 5_000_000_000_000_000_000i64 }), 1, now),
         )
         .await;
         assert_eq!(r["error"]["code"], "validation_failed", "{r}");
@@ -147,7 +147,7 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
         let r = one_bill(
             &t,
             &cashier,
-            bill(json!({ "productId": p, "quantity": 1 }), 1500, now),
+            bill(&json!({ "productId": p, "quantity": 1 }), 1500, now),
         )
         .await;
         assert_eq!(
@@ -158,7 +158,7 @@ async fn offline_bills_sell_at_the_price_the_till_saw() {
         let r = one_bill(
             &t,
             &cashier,
-            bill(json!({ "productId": p, "quantity": 1 }), 1500, later),
+            bill(&json!({ "productId": p, "quantity": 1 }), 1500, later),
         )
         .await;
         assert_eq!(r["error"]["code"], "product_inactive", "{r}");
@@ -191,14 +191,14 @@ async fn offline_bills_older_than_the_window_are_refused() {
     let r = one_bill(
         &t,
         &m.token,
-        bill(line.clone(), 100, Utc::now() - Duration::minutes(119)),
+        bill(&line, 100, Utc::now() - Duration::minutes(119)),
     )
     .await;
     assert_eq!(r["status"], "created", "{r}");
     let r = one_bill(
         &t,
         &m.token,
-        bill(line, 100, Utc::now() - Duration::minutes(121)),
+        bill(&line, 100, Utc::now() - Duration::minutes(121)),
     )
     .await;
     assert_eq!(r["status"], "rejected", "{r}");

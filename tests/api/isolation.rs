@@ -210,7 +210,7 @@ async fn rls_fails_closed_without_binding() {
 }
 
 /// A schema tenant whose table is gone gets an error, never another
-/// schema's rows (search_path holds its schema only).
+/// schema's rows (`search_path` holds its schema only).
 #[rocket::async_test]
 async fn schema_tenant_without_its_table_gets_an_error() {
     let t = TestApp::new().await;

@@ -48,7 +48,7 @@ async fn after_rotation_every_dedicated_tenant_connects_with_only_the_new_key() 
     let new = Keyring::generate_spec("k2");
 
     // Before rotation, a posd with only the new key cannot open them.
-    let crate::common::TestApp { client, db } = t;
+    let TestApp { client, db } = t;
     drop(client);
     let only_new = Keyring::parse(&new).unwrap();
     let keyring = only_new.clone();
@@ -76,7 +76,7 @@ async fn after_rotation_every_dedicated_tenant_connects_with_only_the_new_key() 
     let (ok, out) = rotate_cli(&t, &new);
     assert!(ok && out.contains("2 already current"), "{out}");
 
-    let crate::common::TestApp { client, db } = t;
+    let TestApp { client, db } = t;
     drop(client);
     let t = TestApp::on_with(db, move |s| s.keyring = only_new).await;
     for m in [&created, &brought] {

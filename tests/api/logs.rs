@@ -59,10 +59,8 @@ fn serve_logs_an_access_line_per_request_and_no_warning() {
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
-    for stream in [
-        Box::new(stdout) as Box<dyn Read + Send>,
-        Box::new(stderr) as Box<dyn Read + Send>,
-    ] {
+    let streams: [Box<dyn Read + Send>; 2] = [Box::new(stdout), Box::new(stderr)];
+    for stream in streams {
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {

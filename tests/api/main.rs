@@ -1,5 +1,8 @@
 //! Integration tests: the real `rocket()` over a real PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test reads as one scenario, top to bottom, with short names for the
+// app, merchants and orders it sets up (`t`, `m`, `o`).
+#![allow(clippy::too_many_lines, clippy::many_single_char_names)]
 
 mod common;
 

@@ -147,8 +147,8 @@ async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
         peak >= 2,
         "the count missed the run's connections (it saw {peak})"
     );
-    assert_eq!(report.run.total as usize, N);
-    assert_eq!(report.run.migrated as usize, N - 1);
+    assert_eq!(usize::try_from(report.run.total).unwrap(), N);
+    assert_eq!(usize::try_from(report.run.migrated).unwrap(), N - 1);
     assert_eq!(report.run.failed, 1);
     let failed: Vec<_> = report
         .outcomes
@@ -171,7 +171,7 @@ async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
 
     // A re-run skips what is done and retries only the failure.
     let again = run(&t, &Selection::default(), 4);
-    assert_eq!(again.run.skipped as usize, N - 1);
+    assert_eq!(usize::try_from(again.run.skipped).unwrap(), N - 1);
     assert_eq!(again.run.failed, 1);
     owner
         .batch_execute(&format!(
@@ -213,7 +213,7 @@ async fn a_killed_run_resumes() {
             .env("POSD_DATABASE_URL", s.database_url.expose_secret())
             .env("POSD_APP_DATABASE_URL", s.app_database_url.expose_secret())
             .env("POSD_JWT_SECRET", s.jwt_secret.expose_secret())
-            .env("POSD_ENCRYPTION_KEYS", crate::common::Server::get().keys())
+            .env("POSD_ENCRYPTION_KEYS", Server::get().keys())
             .env("POSD_LOG", "error")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -303,7 +303,7 @@ fn put_behind(t: &TestApp, schema_m: &Merchant, dedicated_m: &Merchant) {
             schema_m.id, dedicated_m.id
         ))
         .unwrap();
-    let server = crate::common::Server::get();
+    let server = Server::get();
     let mut dedicated = diesel::Connection::establish(
         &server.owner_url(&posd::tenancy::tenant_database_name(dedicated_m.id)),
     )
@@ -513,7 +513,7 @@ fn tenant_migrations_revert_cleanly() {
         .unwrap();
     conn.revert_all_migrations(posd::tenancy::migrations::TENANT)
         .unwrap();
-    let left = crate::common::count(
+    let left = count(
         &mut conn,
         "SELECT count(*) AS n FROM pg_class WHERE relnamespace = 'revert_check'::regnamespace \
          AND relname <> '__diesel_schema_migrations' AND relname NOT LIKE '__diesel_schema_migrations%'",

@@ -57,7 +57,7 @@ async fn the_lru_cap_bounds_live_pools() {
             );
         }
     }
-    assert!(t.app().pools.summary().evictions > CAP as u64);
+    assert!(t.app().pools.summary().evictions > u64::try_from(CAP).unwrap());
 }
 
 #[rocket::async_test]

@@ -248,7 +248,7 @@ async fn two_provisionings_at_once_one_wins() {
     let ((s1, b1), (s2, b2)) =
         rocket::tokio::join!(provision(&t, body.clone()), provision(&t, body.clone()));
     let mut statuses = [s1.code, s2.code];
-    statuses.sort();
+    statuses.sort_unstable();
     assert_eq!(statuses, [201, 409], "{b1} {b2}");
     let loser = if s1 == Status::Conflict { &b1 } else { &b2 };
     let code = loser["error"]["code"].as_str().unwrap();

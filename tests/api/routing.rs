@@ -34,7 +34,7 @@ async fn placement_changes_are_seen_at_once_through_notify() {
         loop {
             match events.recv().await {
                 Ok(Some(id)) if id == m.id => break,
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(e) => panic!("invalidation channel: {e}"),
             }
         }
@@ -87,7 +87,7 @@ async fn suspended_merchants_get_403() {
     );
 }
 
-/// With USE_TENANT_DB_ROUTING=false every merchant is served from the shared
+/// With `USE_TENANT_DB_ROUTING=false` every merchant is served from the shared
 /// tier, whatever its placement.
 #[rocket::async_test]
 async fn kill_switch_routes_every_merchant_to_the_shared_tier() {

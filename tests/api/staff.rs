@@ -399,7 +399,7 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
             loop {
                 match events.recv().await {
                     Ok(Some(s)) if s == staff => break,
-                    Ok(_) => continue,
+                    Ok(_) => {}
                     Err(e) => panic!("invalidation channel: {e}"),
                 }
             }

@@ -41,7 +41,7 @@ async fn bad_tokens_are_refused() {
     let products = api!("/products");
     let admin = api!("/admin/tenants");
     let now = Utc::now().timestamp();
-    let owner = t.staff_user(m.id, posd::auth::Role::Owner);
+    let owner = t.staff_user(m.id, Role::Owner);
     let staff = |overrides: Value| {
         let mut c = json!({
             "sub": owner, "mid": m.id, "role": "owner",
@@ -281,7 +281,7 @@ async fn tokens_are_bound_to_live_staff_of_their_merchant() {
         loop {
             match events.recv().await {
                 Ok(Some(s)) if s == owner => break,
-                Ok(_) => continue,
+                Ok(_) => {}
                 Err(e) => panic!("invalidation channel: {e}"),
             }
         }

@@ -54,7 +54,7 @@ pub struct TenantTx<'a> {
     merchant: MerchantId,
 }
 
-impl<'a> TenantTx<'a> {
+impl TenantTx<'_> {
     /// Runs `f` in a new transaction bound to `merchant` (`posd.merchant_id`)
     /// and `schema` (`search_path`). The binding is `set_config(..., true)`,
     /// that is `SET LOCAL`: it ends with the transaction and can never leak
@@ -100,8 +100,8 @@ impl<'a> TenantTx<'a> {
     /// (feature `bench-control`): its connection reaches the tables without
     /// row-level security, so nothing but the query's own filter scopes it.
     #[cfg(feature = "bench-control")]
-    pub(crate) fn unbound(conn: &'a mut PgConnection, merchant: MerchantId) -> Self {
-        Self { conn, merchant }
+    pub(crate) fn unbound(conn: &mut PgConnection, merchant: MerchantId) -> TenantTx<'_> {
+        TenantTx { conn, merchant }
     }
 
     pub fn merchant(&self) -> MerchantId {

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    pg::Pg,
     prelude::*,
     sql_types::{BigInt, Text, Timestamptz, Uuid as SqlUuid},
 };
@@ -14,14 +15,14 @@ use super::TenantTx;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Sum(pub i128);
 
-impl diesel::deserialize::FromSql<Text, diesel::pg::Pg> for Sum {
+impl diesel::deserialize::FromSql<Text, Pg> for Sum {
     fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
-        let text = <String as diesel::deserialize::FromSql<Text, diesel::pg::Pg>>::from_sql(bytes)?;
+        let text = <String as diesel::deserialize::FromSql<Text, Pg>>::from_sql(bytes)?;
         Ok(Sum(text.parse()?))
     }
 }
 
-impl diesel::Queryable<Text, diesel::pg::Pg> for Sum {
+impl Queryable<Text, Pg> for Sum {
     type Row = Self;
     fn build(row: Self) -> diesel::deserialize::Result<Self> {
         Ok(row)

@@ -79,6 +79,10 @@ pub fn parse(raw: &str) -> Result<ByoUrl, ApiError> {
 }
 
 #[derive(QueryableByName)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one row of yes/no facts about the server, read in one query"
+)]
 struct Facts {
     #[diesel(sql_type = Integer)]
     version: i32,

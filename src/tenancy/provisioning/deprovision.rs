@@ -66,6 +66,10 @@ pub fn deprovision(
     })
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the checks and the steps of one deprovisioning, in order"
+)]
 fn deprovision_locked(
     app: &Tenancy,
     owner: &mut PgConnection,
@@ -86,9 +90,8 @@ fn deprovision_locked(
         None => None,
     };
     let byo = database.as_ref().is_some_and(|d| !d.created_by_posd);
-    let placed_at = ProvisioningRun::latest_ready(&mut p, merchant)?
-        .map(|r| r.updated_at)
-        .unwrap_or(m.created_at);
+    let placed_at =
+        ProvisioningRun::latest_ready(&mut p, merchant)?.map_or(m.created_at, |r| r.updated_at);
     let export = TenantExport::latest_since(&mut p, merchant, m.tier, placed_at)?;
     if !byo && !force && export.is_none() {
         return Err(ApiError::conflict(

@@ -264,9 +264,9 @@ pub fn url_for_database(
         let c = url::Url::parse(c.expose_secret())
             .map_err(|e| format!("the credentials URL is not a URL: {e}"))?;
         url.set_username(c.username())
-            .map_err(|_| "cannot set the user name".to_string())?;
+            .map_err(|()| "cannot set the user name".to_string())?;
         url.set_password(c.password())
-            .map_err(|_| "cannot set the password".to_string())?;
+            .map_err(|()| "cannot set the password".to_string())?;
     }
     url.set_path(&format!("/{db}"));
     Ok(SecretString::from(url.to_string()))

@@ -12,6 +12,8 @@
 //! `place` writes the registry row, the migration state, the placement and
 //! the run's `ready` in one control-plane transaction.
 
+use std::fmt::Write as _;
+
 use diesel::{Connection, PgConnection, RunQueryDsl, sql_types::Text};
 use secrecy::ExposeSecret;
 
@@ -128,12 +130,12 @@ impl Steps<'_> {
         &mut self,
         owner: &mut PgConnection,
         tier: Tier,
-        database: Option<TenantDatabase>,
+        database: Option<&TenantDatabase>,
     ) -> Result<(), StepError> {
         self.begin(owner, "migrating", "place")?;
         owner.transaction(|c| {
             let mut p = Platform::new(c);
-            if let Some(db) = &database {
+            if let Some(db) = database {
                 TenantDatabase::insert(&mut p, db)?;
             }
             MigrationState::record(
@@ -154,7 +156,7 @@ impl Steps<'_> {
                 &NewPlacement {
                     tier,
                     schema_name: &self.schema,
-                    database_id: database.as_ref().map(|d| d.id),
+                    database_id: database.map(|d| d.id),
                 },
             )?;
             ProvisioningRun::advance(&mut p, self.run, "ready", "place")?;
@@ -205,8 +207,8 @@ pub(super) fn run(
 fn cleanup(result: &mut Result<(), StepError>, what: &str, done: diesel::QueryResult<()>) {
     if let (Err(e), Err(c)) = (result.as_mut(), done) {
         tracing::error!(error = %redact_text(&c.to_string()), "could not drop {what} after a failed provisioning");
-        e.reason
-            .push_str(&format!("; clean-up of {what} failed, drop it by hand"));
+        // Writing to a String cannot fail.
+        let _ = write!(e.reason, "; clean-up of {what} failed, drop it by hand");
     }
 }
 
@@ -315,7 +317,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
             key_id: settings.keyring.active_key_id().to_string(),
             created_by_posd: true,
         };
-        s.place(owner, Tier::Dedicated, Some(database))
+        s.place(owner, Tier::Dedicated, Some(&database))
     })();
     if result.is_err() {
         // posd names this database after the merchant, which is not placed
@@ -375,7 +377,7 @@ fn brought(
             key_id: s.app.settings.keyring.active_key_id().to_string(),
             created_by_posd: false,
         };
-        s.place(owner, Tier::Dedicated, Some(database))
+        s.place(owner, Tier::Dedicated, Some(&database))
     })();
     // Never drop what the merchant had before: only a schema this call made.
     if result.is_err()
