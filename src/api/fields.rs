@@ -255,7 +255,7 @@ int_field!(
     TaxRateBps: i32, Int32, 0, 10_000
 );
 int_field!(
-    /// A line number of an order: 1 to 200.
+    /// A line number of an order: 1 to 200 (`checkout::MAX_LINES`).
     LineNo: i32, Int32, 1, 200
 );
 int_field!(
@@ -622,6 +622,8 @@ mod tests {
         let schema = serde_json::to_value(Quantity::schema()).unwrap();
         assert_eq!(schema["minimum"], 1.0);
         assert_eq!(schema["maximum"], f64::from(checkout::MAX_QUANTITY));
+        // An order has at most MAX_LINES lines, numbered from 1.
+        assert_eq!(usize::try_from(LineNo::MAX).unwrap(), checkout::MAX_LINES);
         let schema = serde_json::to_value(Sku::schema()).unwrap();
         assert_eq!(schema["maxLength"], Sku::MAX);
         list_field!(

@@ -870,3 +870,27 @@ impl TestApp {
         view
     }
 }
+
+impl TestApp {
+    /// Runs `sql` (a change to staff user `id`, as another instance would
+    /// make it) and waits until the platform database's NOTIFY has reached
+    /// this instance's staff cache.
+    pub async fn change_staff(&self, id: StaffId, sql: &str) {
+        let mut events = self.app().staff_states.subscribe();
+        self.db
+            .owner()
+            .batch_execute(sql)
+            .expect("change the staff user");
+        rocket::tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.recv().await {
+                    Ok(Some(s)) if s == id => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("invalidation channel: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("no NOTIFY arrived");
+    }
+}

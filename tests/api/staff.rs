@@ -1,8 +1,5 @@
 //! Staff management: owner only, scoped to the owner's merchant.
 
-use std::time::Duration;
-
-use diesel::connection::SimpleConnection;
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
 
@@ -389,23 +386,11 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
             Some("staff_inactive"),
         ),
     ] {
-        let mut events = t.app().staff_states.subscribe();
-        t.db.owner()
-            .batch_execute(&format!(
-                "UPDATE staff_users SET {change} WHERE id = '{id}'"
-            ))
-            .unwrap();
-        rocket::tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match events.recv().await {
-                    Ok(Some(s)) if s == staff => break,
-                    Ok(_) => {}
-                    Err(e) => panic!("invalidation channel: {e}"),
-                }
-            }
-        })
-        .await
-        .expect("no NOTIFY arrived");
+        t.change_staff(
+            staff,
+            &format!("UPDATE staff_users SET {change} WHERE id = '{id}'"),
+        )
+        .await;
         let (status, err) = t.get(path, &token).await;
         match code {
             Some(code) => {
