@@ -207,8 +207,8 @@ struct ApiDoc;
 /// mounted at (see [`super::routes`]), with the [`SharedResponses`].
 pub fn openapi() -> openapi::OpenApi {
     use super::{
-        PREFIX, admin, auth, categories, customers, export, health, inventory, metrics, offline,
-        orders, products, provisioning, reports, staff,
+        PREFIX, admin, auth, categories, customers, export, fleet, health, inventory, metrics,
+        offline, orders, products, provisioning, reports, staff,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -223,6 +223,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, offline::Doc::openapi())
         .nest(PREFIX, staff::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
+        .nest(PREFIX, fleet::Doc::openapi())
         .nest(PREFIX, provisioning::Doc::openapi())
         .nest(PREFIX, export::Doc::openapi());
     SharedResponses.modify(&mut doc);

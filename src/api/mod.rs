@@ -11,6 +11,7 @@ pub mod customers;
 pub mod docs;
 pub mod export;
 pub mod fields;
+pub mod fleet;
 pub mod guards;
 pub mod health;
 pub mod idempotent;
@@ -53,6 +54,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, offline::routes()),
         (PREFIX, staff::routes()),
         (PREFIX, admin::routes()),
+        (PREFIX, fleet::routes()),
         (PREFIX, export::routes()),
         (PREFIX, provisioning::routes()),
         #[cfg(feature = "bench-control")]
