@@ -24,6 +24,7 @@ use crate::{
     auth::Role,
     db::{
         ids::{CustomerId, OrderId, ProductId},
+        kinds::OrderStatus,
         tenant::orders::{Order, OrderFilter, OrderView, RefundView},
     },
     error::{ApiError, ApiResult},
@@ -153,34 +154,6 @@ async fn create(
     .await
 }
 
-/// An order's status, as the list filters by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-enum OrderStatus {
-    Completed,
-    PartiallyRefunded,
-    Refunded,
-    Voided,
-}
-
-impl OrderStatus {
-    const ALL: [OrderStatus; 4] = [
-        OrderStatus::Completed,
-        OrderStatus::PartiallyRefunded,
-        OrderStatus::Refunded,
-        OrderStatus::Voided,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Completed => "completed",
-            OrderStatus::PartiallyRefunded => "partially_refunded",
-            OrderStatus::Refunded => "refunded",
-            OrderStatus::Voided => "voided",
-        }
-    }
-}
-
 #[derive(Debug, FromForm)]
 struct ListQuery<'r> {
     from: Option<&'r str>,
@@ -211,16 +184,12 @@ async fn list(_staff: &Staff, db: TenantDb, query: ListQuery<'_>) -> ApiResult<J
     let status = query
         .status
         .map(|s| {
-            OrderStatus::ALL
-                .into_iter()
-                .find(|o| o.as_str() == s)
-                .map(|o| o.as_str().to_string())
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "status",
-                        "must be completed, partially_refunded, refunded or voided",
-                    )
-                })
+            OrderStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    "must be completed, partially_refunded, refunded or voided",
+                )
+            })
         })
         .transpose()?;
     let filter = OrderFilter {

@@ -1,5 +1,5 @@
 //! The closed sets of values the control plane stores as text: a
-//! merchant's tier and status, a staff member's role. Each maps to and from its column with
+//! merchant's tier and status, a staff member's role, an order's status. Each maps to and from its column with
 //! Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
 //! of the set is an error when it is read, never a quiet default (an
 //! unknown tier must not route a merchant to the shared tier).
@@ -22,7 +22,7 @@ macro_rules! text_kind {
             Serialize, Deserialize, utoipa::ToSchema,
         )]
         #[diesel(sql_type = Text)]
-        #[serde(rename_all = "lowercase")]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* $variant),+
         }
@@ -95,5 +95,18 @@ text_kind!(
         Cashier = "cashier",
         Manager = "manager",
         Owner = "owner",
+    }
+);
+
+text_kind!(
+    /// Where an order stands.
+    OrderStatus {
+        Completed = "completed",
+        /// Some of what was paid has been refunded.
+        PartiallyRefunded = "partially_refunded",
+        /// All of it has.
+        Refunded = "refunded",
+        /// Cancelled before settlement; it counts in no sum.
+        Voided = "voided",
     }
 );

@@ -13,6 +13,7 @@ use super::pricing::{self, Method, PriceError, TenderError};
 use crate::{
     db::{
         ids::{CustomerId, OrderId, ProductId, StaffId},
+        kinds::OrderStatus,
         tenant::{
             TenantTx,
             customers::Customer,
@@ -268,7 +269,7 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
     let order = Order {
         merchant_id: merchant,
         id: order_id,
-        status: "completed".into(),
+        status: OrderStatus::Completed,
         source: if sale.offline.is_some() {
             "offline"
         } else {

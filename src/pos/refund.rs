@@ -19,6 +19,7 @@ use super::pricing::{Method, refund_share};
 use crate::{
     db::{
         ids::{OrderId, ProductId, RefundId, StaffId},
+        kinds::OrderStatus,
         tenant::{
             TenantTx,
             inventory::{self, Change, Reason, Short},
@@ -103,7 +104,7 @@ pub fn refund(
     req: &RefundRequest,
 ) -> ApiResult<(RefundView, OrderView)> {
     let order = Order::lock(tx, id).map_err(ApiError::or_not_found("order"))?;
-    if order.status == "voided" {
+    if order.status == OrderStatus::Voided {
         return Err(ApiError::conflict(
             "order_voided",
             "the order was voided; there is nothing to refund",
@@ -225,15 +226,15 @@ pub fn void(
     staff: StaffId,
 ) -> ApiResult<OrderView> {
     let order = Order::lock(tx, id).map_err(ApiError::or_not_found("order"))?;
-    match order.status.as_str() {
-        "voided" => {
+    match order.status {
+        OrderStatus::Voided => {
             return Err(ApiError::conflict(
                 "order_voided",
                 "the order is already voided",
             ));
         }
-        "completed" => {}
-        _ => {
+        OrderStatus::Completed => {}
+        OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
             return Err(ApiError::conflict(
                 "order_refunded",
                 "the order has refunds; refund the rest instead of voiding it",

@@ -2,7 +2,7 @@
 //! enums: an unknown one is an error, never a quiet default.
 
 use diesel::{IntoSql, RunQueryDsl, sql_types::Text};
-use posd::db::kinds::{MerchantStatus, Role, Tier};
+use posd::db::kinds::{MerchantStatus, OrderStatus, Role, Tier};
 
 use crate::common::TestDb;
 
@@ -34,4 +34,12 @@ fn an_unknown_tier_or_status_is_an_error_not_a_default() {
     );
     assert!(err.contains("unknown Role `boss`"), "{err}");
     assert!(Role::Cashier < Role::Manager && Role::Manager < Role::Owner);
+    let partly = diesel::select("partially_refunded".into_sql::<Text>())
+        .get_result::<OrderStatus>(&mut c)
+        .unwrap();
+    assert_eq!(partly, OrderStatus::PartiallyRefunded);
+    assert_eq!(
+        serde_json::to_value(partly).unwrap(),
+        serde_json::json!("partially_refunded")
+    );
 }

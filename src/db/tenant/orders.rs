@@ -14,6 +14,7 @@ use super::{
 };
 use crate::db::{
     ids::{CustomerId, MerchantId, OrderId, ProductId, RefundId, StaffId},
+    kinds::OrderStatus,
     statement::statement,
 };
 
@@ -24,7 +25,7 @@ pub struct Order {
     #[serde(skip)]
     pub merchant_id: MerchantId,
     pub id: OrderId,
-    pub status: String,
+    pub status: OrderStatus,
     pub source: String,
     pub client_bill_id: Option<Uuid>,
     pub customer_id: Option<CustomerId>,
@@ -137,7 +138,7 @@ pub struct RefundView {
 pub struct OrderFilter {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    pub status: Option<String>,
+    pub status: Option<OrderStatus>,
     pub before: Option<OrderId>,
     pub limit: i64,
 }
@@ -262,7 +263,7 @@ impl Order {
             query = query.filter(orders::created_at.lt(to));
         }
         if let Some(s) = &f.status {
-            query = query.filter(orders::status.eq(s.clone()));
+            query = query.filter(orders::status.eq(*s));
         }
         if let Some(b) = f.before {
             query = query.filter(orders::id.lt(b.0));
@@ -345,7 +346,7 @@ impl Order {
                 .filter(orders::id.eq(id.0)),
         )
         .set((
-            orders::status.eq("voided"),
+            orders::status.eq(OrderStatus::Voided),
             orders::voided_at.eq(Some(Utc::now())),
         ))
         .returning(Order::as_returning())
@@ -385,9 +386,9 @@ impl Refund {
         }
         let refunded = order.refunded_minor + refund.amount_minor;
         let status = if refunded >= order.total_minor {
-            "refunded"
+            OrderStatus::Refunded
         } else {
-            "partially_refunded"
+            OrderStatus::PartiallyRefunded
         };
         diesel::update(
             orders::table
