@@ -29,7 +29,8 @@ use crate::{config::Settings, db::platform::Platform, error::ApiResult};
 /// What tenancy needs of the running service, and nothing more: the
 /// settings, the platform pool, the placement directory, the tenant pools
 /// and the state kept about tenants. The composition root builds it
-/// (`crate::app::App` holds one); handlers, jobs and the CLI hand it down.
+/// (the application state holds one); handlers, jobs and the CLI hand it
+/// down.
 #[derive(Clone)]
 pub struct Tenancy {
     pub settings: Arc<Settings>,
