@@ -24,6 +24,7 @@ use crate::{
     redact::redact_url,
     tenancy::{
         SHARED_SCHEMA, Tenancy, Tier, classification, migrations,
+        moves::Mover,
         placement::Directory,
         pools::{PoolHandle, TenantPools, TenantPoolsConfig},
     },
@@ -38,6 +39,8 @@ pub struct App {
     pub jwt: Arc<JwtKeys>,
     /// Staff states checked by the `Staff` guard.
     pub staff_states: Arc<StaffStates>,
+    /// Drives tier moves in the background.
+    pub mover: Arc<Mover>,
 }
 
 impl std::ops::Deref for App {
@@ -216,18 +219,20 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         coverage.clone(),
     );
     pools.start_sweeper(settings.pool_sweep_interval);
+    let tenancy = Tenancy {
+        platform: PoolHandle::new(global),
+        directory,
+        pools,
+        app_role: Arc::from(app_role),
+        settings: Arc::new(settings),
+        coverage,
+        on_demand: Arc::default(),
+    };
     Ok(App {
-        jwt: Arc::new(JwtKeys::new(&settings.jwt_secret)),
+        jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),
         staff_states: Arc::new(StaffStates::default()),
-        tenancy: Tenancy {
-            platform: PoolHandle::new(global),
-            directory,
-            pools,
-            app_role: Arc::from(app_role),
-            settings: Arc::new(settings),
-            coverage,
-            on_demand: Arc::default(),
-        },
+        mover: Arc::new(Mover::spawn(tenancy.clone())),
+        tenancy,
     })
 }
 

@@ -53,6 +53,15 @@ pub struct Settings {
     pub provision_fail_after_step: Option<u32>,
     /// How many tenants a fleet migration (API or boot) migrates at once.
     pub migration_concurrency: u32,
+    /// The longest a tier move may hold a merchant's writes at the flip.
+    pub move_fence_timeout: Duration,
+    /// How long a moved merchant's old placement is kept before cleanup
+    /// may drop it.
+    pub move_retention: Duration,
+    /// Test hook (debug builds only): `fail:<phase>` makes every move fail
+    /// once that phase has run; `stall:<phase>` makes its driver stop there
+    /// as if posd had died. See `tenancy::moves`.
+    pub move_fault: Option<String>,
     /// How old an offline bill may be when it arrives.
     pub offline_bill_max_age: Duration,
     /// Proxies whose `X-Forwarded-For` / `X-Real-IP` name the client.
@@ -124,6 +133,11 @@ struct Raw {
     provision_fail_after_step: Option<u32>,
     migration_concurrency: Option<u32>,
     #[serde(default, with = "humantime_serde")]
+    move_fence_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    move_retention: Option<Duration>,
+    move_fault: Option<String>,
+    #[serde(default, with = "humantime_serde")]
     offline_bill_max_age: Option<Duration>,
     trusted_proxies: Option<String>,
     login_account_limit: Option<String>,
@@ -181,6 +195,9 @@ const KEYS: &[&str] = &[
     "idempotency_retention",
     "provision_fail_after_step",
     "migration_concurrency",
+    "move_fence_timeout",
+    "move_retention",
+    "move_fault",
     "offline_bill_max_age",
     "trusted_proxies",
     "login_account_limit",
@@ -311,6 +328,12 @@ impl Settings {
         if max_tenant_pools == 0 {
             return Err(ConfigError::new("max_tenant_pools", "must be at least 1"));
         }
+        if raw.move_fault.is_some() && !cfg!(debug_assertions) {
+            return Err(ConfigError::new(
+                "move_fault",
+                "is a test hook, honoured only by debug builds; unset it",
+            ));
+        }
         if raw.provision_fail_after_step.is_some() && !cfg!(debug_assertions) {
             return Err(ConfigError::new(
                 "provision_fail_after_step",
@@ -363,6 +386,14 @@ impl Settings {
                 raw.migration_concurrency.unwrap_or(4),
                 "migration_concurrency",
             )?,
+            move_fence_timeout: nonzero(
+                raw.move_fence_timeout.unwrap_or(Duration::from_secs(1)),
+                "move_fence_timeout",
+            )?,
+            move_retention: raw
+                .move_retention
+                .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            move_fault: raw.move_fault,
             offline_bill_max_age: nonzero(
                 raw.offline_bill_max_age
                     .unwrap_or(Duration::from_secs(7 * 24 * 3600)),

@@ -130,6 +130,10 @@ impl ApiError {
     }
 }
 
+/// The mark of the error a moved merchant's old placement refuses a write
+/// with (raised by the tier move's capture trigger, `tenancy::moves`).
+pub const TENANT_MOVED: &str = "posd_tenant_moved";
+
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
@@ -153,6 +157,16 @@ impl From<diesel::result::Error> for ApiError {
             }
             E::DatabaseError(K::ClosedConnection, _) => {
                 ApiError::unavailable("database_unavailable", "the database is unavailable", 2)
+            }
+            E::DatabaseError(_, info) if info.message().starts_with(TENANT_MOVED) => {
+                ApiError::unavailable(
+                    "tenant_moved",
+                    "this merchant's data has just moved; retry the request",
+                    1,
+                )
+            }
+            E::DatabaseError(_, info) if info.message().starts_with("deadlock detected") => {
+                ApiError::unavailable("conflict_retry", "concurrent update; retry", 1)
             }
             E::DatabaseError(_, info) if info.message().contains("statement timeout") => {
                 ApiError::unavailable("database_timeout", "the database is busy", 2)

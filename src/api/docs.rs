@@ -208,7 +208,7 @@ struct ApiDoc;
 pub fn openapi() -> openapi::OpenApi {
     use super::{
         PREFIX, admin, auth, categories, customers, export, fleet, health, inventory, metrics,
-        offline, orders, products, provisioning, reports, staff,
+        moves, offline, orders, products, provisioning, reports, staff,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -224,6 +224,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, staff::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
         .nest(PREFIX, fleet::Doc::openapi())
+        .nest(PREFIX, moves::Doc::openapi())
         .nest(PREFIX, provisioning::Doc::openapi())
         .nest(PREFIX, export::Doc::openapi());
     SharedResponses.modify(&mut doc);

@@ -17,6 +17,7 @@ pub mod health;
 pub mod idempotent;
 pub mod inventory;
 pub mod metrics;
+pub mod moves;
 pub mod offline;
 pub mod orders;
 pub mod params;
@@ -55,6 +56,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, staff::routes()),
         (PREFIX, admin::routes()),
         (PREFIX, fleet::routes()),
+        (PREFIX, moves::routes()),
         (PREFIX, export::routes()),
         (PREFIX, provisioning::routes()),
         #[cfg(feature = "bench-control")]

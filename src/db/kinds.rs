@@ -110,3 +110,43 @@ text_kind!(
         Voided = "voided",
     }
 );
+
+text_kind!(
+    /// The phase a tier move is in (`crate::tenancy::moves`), in order.
+    MovePhase {
+        /// Creating the target and migrating it to the source's version.
+        Prepare = "prepare",
+        /// Installing change capture on the source.
+        Capture = "capture",
+        /// Copying a consistent snapshot, table by table.
+        Copy = "copy",
+        /// Applying the writes made since the snapshot.
+        CatchUp = "catch_up",
+        /// Comparing row counts and checksums of source and target.
+        Verify = "verify",
+        /// Holding the merchant's writes, applying the last changes,
+        /// flipping the placement.
+        Fence = "fence",
+        /// Served from the target; the source is being retired.
+        Retire = "retire",
+        /// The source is kept, unreadable by the service, until cleanup.
+        Retained = "retained",
+        /// The source has been dropped.
+        Cleaned = "cleaned",
+    }
+);
+
+text_kind!(
+    /// Whether a tier move is still going.
+    MoveStatus {
+        Running = "running",
+        /// Cancel requested: the target is being dropped.
+        Cancelling = "cancelling",
+        /// Served from the target.
+        Done = "done",
+        /// Stopped by an error; nothing is left at the target.
+        Failed = "failed",
+        /// Cancelled; nothing is left at the target.
+        Cancelled = "cancelled",
+    }
+);

@@ -52,6 +52,7 @@ pub const SHARED: &[&str] = &[
     "tenant_migration_state",
     "tenant_migration_runs",
     "tenant_exports",
+    "tenant_moves",
 ];
 
 /// Data-plane tables.

@@ -9,6 +9,7 @@
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
 //! - [`tenant_db`]: a merchant's data plane as a handler or job gets it, a
 //!   bound transaction at a time;
+//! - [`moves`]: live moves of a trading merchant between placements;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crate::crypto`] and [`keys`] (rotation).
 
@@ -17,6 +18,7 @@ pub mod classification;
 pub mod fleet;
 pub mod keys;
 pub mod migrations;
+pub mod moves;
 pub mod placement;
 pub mod pools;
 pub mod provisioning;

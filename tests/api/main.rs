@@ -22,6 +22,7 @@ mod kinds;
 mod logs;
 mod metrics;
 mod migrations;
+mod moves;
 mod offline;
 mod orders;
 mod pooler;

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod exports;
 pub mod merchants;
 pub mod migration_state;
+pub mod moves;
 pub mod runs;
 pub mod staff;
 pub mod tenant_databases;

@@ -107,6 +107,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    tenant_moves (id) {
+        id -> Uuid,
+        merchant_id -> Uuid,
+        source_tier -> Text,
+        source_schema -> Text,
+        source_database_id -> Nullable<Uuid>,
+        target_tier -> Text,
+        target_schema -> Text,
+        target_database_id -> Nullable<Uuid>,
+        phase -> Text,
+        status -> Text,
+        tables -> Jsonb,
+        backlog -> Int8,
+        rounds -> Int4,
+        fence_ms -> Nullable<Int4>,
+        phase_ms -> Jsonb,
+        error_code -> Nullable<Text>,
+        error -> Nullable<Text>,
+        retired_as -> Nullable<Text>,
+        retain_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        flipped_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(staff_users -> merchants (merchant_id));
 diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -118,4 +146,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tenant_migration_state,
     tenant_migration_runs,
     tenant_exports,
+    tenant_moves,
 );

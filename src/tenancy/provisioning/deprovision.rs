@@ -79,6 +79,9 @@ fn deprovision_locked(
 ) -> ApiResult<Deprovisioned> {
     let mut p = Platform::new(owner);
     let m = Merchant::find(&mut p, merchant).map_err(ApiError::or_not_found("merchant"))?;
+    if let Some(mv) = crate::db::platform::moves::Move::active(&mut p, merchant)? {
+        return Err(super::move_in_progress(&mv));
+    }
     if m.tier == Tier::Shared {
         return Err(ApiError::conflict(
             "not_provisioned",

@@ -36,7 +36,7 @@ use super::{SHARED_SCHEMA, Tenancy, Tier};
 use crate::{
     db::{
         ids::{MerchantId, RunId},
-        platform::{Platform, merchants::Merchant, runs::ProvisioningRun},
+        platform::{Platform, merchants::Merchant, moves::Move, runs::ProvisioningRun},
         pool,
         tenant::TenantTx,
     },
@@ -111,6 +111,17 @@ fn unlock(owner: &mut PgConnection, merchant: MerchantId) {
         .execute(owner);
 }
 
+/// 409 while a tier move of the merchant is active.
+pub(crate) fn move_in_progress(mv: &Move) -> ApiError {
+    ApiError::conflict(
+        "move_in_progress",
+        format!(
+            "tier move {} of this merchant is {} (phase {}); wait for it or cancel it",
+            mv.id, mv.status, mv.phase
+        ),
+    )
+}
+
 fn in_progress() -> ApiError {
     ApiError::conflict(
         "provisioning_in_progress",
@@ -176,6 +187,11 @@ pub fn run(app: &Tenancy, req: &Request) -> ApiResult<Outcome> {
             }
         }
     }
+    // A move's driver holds the lock below: say it is a move.
+    let merchant = req.merchant;
+    if let Some(mv) = app.platform_blocking(move |p| Ok(Move::active(p, merchant)?))? {
+        return Err(move_in_progress(&mv));
+    }
     with_lock(app, req.merchant, |owner| provision_locked(app, owner, req))
 }
 
@@ -190,6 +206,9 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
         None => None,
     };
     let m = Merchant::find(&mut platform, merchant).map_err(ApiError::or_not_found("merchant"))?;
+    if let Some(mv) = Move::active(&mut platform, merchant)? {
+        return Err(move_in_progress(&mv));
+    }
     if m.tier != Tier::Shared {
         let e = ApiError::conflict(
             "already_provisioned",
@@ -270,4 +289,19 @@ pub fn url_for_database(
     }
     url.set_path(&format!("/{db}"));
     Ok(SecretString::from(url.to_string()))
+}
+
+/// Checks a database the merchant brings as a tier move's target (the same
+/// checks as provisioning's); `Err((code, reason))` when refused. A move
+/// also refuses a database that already holds the merchant's schema:
+/// whatever is there is not the move's to replace or drop.
+pub fn check_brought(url: &ByoUrl, schema: &str) -> Result<(), (&'static str, String)> {
+    match byo::check(url, schema) {
+        Ok((_, found)) if found.schema_exists => Err((
+            "target_not_empty",
+            format!("the database already has schema {schema}; drop it or bring another database"),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err((e.code, e.reason)),
+    }
 }

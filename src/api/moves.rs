@@ -1,0 +1,267 @@
+//! Live tier moves through the API (admin token): start one (202, a
+//! background driver runs it), follow it, cancel it before its flip, and
+//! clean up the sources that moves retained. `posd tenants move` and
+//! `posd tenants cleanup-moves` do the same from the command line.
+
+use rocket::{
+    Route, State, get, http::Status, post, response::status::Custom, routes, serde::json::Json,
+    tokio,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
+
+use super::{Body, admin::record_audit, docs};
+use crate::{
+    api::guards::PlatformAdmin,
+    app::App,
+    db::{
+        ids::{MerchantId, RunId},
+        platform::moves::Move,
+    },
+    error::{ApiError, ApiResult},
+    tenancy::{
+        Tier,
+        moves::{self, Cleaned, MoveError, MoveRequest},
+        provisioning,
+    },
+};
+
+impl From<MoveError> for ApiError {
+    fn from(e: MoveError) -> Self {
+        let message = e.to_string();
+        match e {
+            MoveError::UnknownMerchant => ApiError::not_found("merchant"),
+            MoveError::UnknownMove => ApiError::not_found("move"),
+            MoveError::AlreadyThere(_) => ApiError::conflict("already_on_tier", message),
+            MoveError::UrlNeedsDedicated => {
+                ApiError::invalid("databaseUrl", "is only accepted with tier `dedicated`")
+            }
+            MoveError::InProgress(_) => ApiError::conflict("move_in_progress", message),
+            MoveError::Provisioning => ApiError::conflict("provisioning_in_progress", message),
+            MoveError::RunIdTaken(_) => {
+                ApiError::new(Status::UnprocessableEntity, "run_id_mismatch", message)
+            }
+            MoveError::NotMigrated => ApiError::conflict("tenant_not_migrated", message),
+            MoveError::NotCancellable(_) => ApiError::conflict("move_not_cancellable", message),
+            MoveError::Refused(code, _) => {
+                ApiError::new(Status::UnprocessableEntity, code, message)
+            }
+            MoveError::Failed {
+                code: "database_unavailable",
+                ..
+            } => ApiError::unavailable("database_unavailable", message, 2),
+            MoveError::Failed { .. } => ApiError::internal(message),
+            MoveError::Db(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StartMove {
+    /// Where the merchant's data goes.
+    tier: Tier,
+    /// A database the merchant brings (tier `dedicated` only); never echoed.
+    #[schema(value_type = Option<String>)]
+    database_url: Option<SecretString>,
+    /// A client run id: repeating it answers the same move.
+    run_id: Option<RunId>,
+}
+
+/// A move, as the answers carry it.
+#[derive(Serialize, ToSchema)]
+struct MoveAnswer {
+    #[serde(rename = "move")]
+    run: Move,
+}
+
+/// A merchant's moves, newest first.
+#[derive(Serialize, ToSchema)]
+struct MoveList {
+    moves: Vec<Move>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, MoveError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// Starts moving the merchant's data to `tier` while it keeps trading:
+/// answered 202 with the move, which a background driver runs (follow it
+/// at `GET .../moves/{runId}`). One move per merchant at a time.
+#[utoipa::path(post, path = "/admin/tenants/{merchantId}/move", tag = "admin", security(("admin" = [])),
+    params(("merchantId" = Uuid, Path)), request_body = StartMove,
+    responses(
+        (status = 202, description = "The move, started (or the one its runId names)", body = MoveAnswer),
+        (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
+        (status = 409, description = "Already on that tier, another move or a provisioning is running, or the tenant's migrations are behind", body = crate::error::ErrorBody),
+        (status = 422, response = docs::Invalid), (status = 503, response = docs::Unavailable)))]
+#[post("/admin/tenants/<merchant>/move", data = "<body>")]
+async fn start_move(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    merchant: MerchantId,
+    body: Body<StartMove>,
+) -> ApiResult<Custom<Json<MoveAnswer>>> {
+    let b = body.0;
+    let database_url = match &b.database_url {
+        Some(raw) => Some(provisioning::parse_database_url(raw.expose_secret())?),
+        None => None,
+    };
+    let req = MoveRequest {
+        merchant,
+        tier: b.tier,
+        database_url,
+        run_id: b.run_id,
+    };
+    let tenancy = app.tenancy.clone();
+    let started = blocking(move || moves::start(&tenancy, &req)).await;
+    let details = match &started {
+        Ok(m) => {
+            json!({ "outcome": "started", "runId": m.id, "from": m.source_tier, "to": m.target_tier, "byo": b.database_url.is_some() })
+        }
+        Err(e) => {
+            json!({ "outcome": "refused", "to": b.tier, "code": e.code, "status": e.status.code })
+        }
+    };
+    record_audit(
+        app,
+        &admin.operator,
+        "tenants.move",
+        Some(merchant),
+        details,
+    )
+    .await;
+    let run = started?;
+    app.mover.wake();
+    Ok(Custom(Status::Accepted, Json(MoveAnswer { run })))
+}
+
+/// The merchant's moves, newest first.
+#[utoipa::path(get, path = "/admin/tenants/{merchantId}/moves", tag = "admin", security(("admin" = [])),
+    params(("merchantId" = Uuid, Path)),
+    responses((status = 200, body = MoveList), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable)))]
+#[get("/admin/tenants/<merchant>/moves")]
+async fn list_moves(
+    _admin: PlatformAdmin,
+    app: &State<App>,
+    merchant: MerchantId,
+) -> ApiResult<Json<MoveList>> {
+    app.platform(move |p| {
+        Ok(MoveList {
+            moves: Move::for_merchant(p, merchant)?,
+        })
+    })
+    .await
+    .map(Json)
+}
+
+/// One move: its phase, rows copied per table of the snapshot's total, the
+/// change backlog, the fence's duration, the error of a failed run.
+#[utoipa::path(get, path = "/admin/tenants/{merchantId}/moves/{runId}", tag = "admin", security(("admin" = [])),
+    params(("merchantId" = Uuid, Path), ("runId" = Uuid, Path)),
+    responses((status = 200, body = MoveAnswer), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound), (status = 503, response = docs::Unavailable)))]
+#[get("/admin/tenants/<merchant>/moves/<run>")]
+async fn get_move(
+    _admin: PlatformAdmin,
+    app: &State<App>,
+    merchant: MerchantId,
+    run: RunId,
+) -> ApiResult<Json<MoveAnswer>> {
+    app.platform(move |p| {
+        Move::find(p, run)?
+            .filter(|m| m.merchant_id == merchant)
+            .map(|run| MoveAnswer { run })
+            .ok_or_else(|| ApiError::not_found("move"))
+    })
+    .await
+    .map(Json)
+}
+
+/// Cancels a move before its flip: the merchant stays where it is and the
+/// driver drops what the move made at the target (202; the move reads
+/// `cancelling`, then `cancelled`).
+#[utoipa::path(post, path = "/admin/tenants/{merchantId}/moves/{runId}/cancel", tag = "admin", security(("admin" = [])),
+    params(("merchantId" = Uuid, Path), ("runId" = Uuid, Path)),
+    responses((status = 202, body = MoveAnswer), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
+        (status = 409, description = "The move has flipped or ended", body = crate::error::ErrorBody), (status = 503, response = docs::Unavailable)))]
+#[post("/admin/tenants/<merchant>/moves/<run>/cancel")]
+async fn cancel_move(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    merchant: MerchantId,
+    run: RunId,
+) -> ApiResult<Custom<Json<MoveAnswer>>> {
+    let tenancy = app.tenancy.clone();
+    let cancelled = blocking(move || moves::cancel(&tenancy, merchant, run)).await;
+    let details = match &cancelled {
+        Ok(_) => json!({ "outcome": "cancelling", "runId": run }),
+        Err(e) => json!({ "outcome": "refused", "runId": run, "code": e.code }),
+    };
+    record_audit(
+        app,
+        &admin.operator,
+        "tenants.move.cancel",
+        Some(merchant),
+        details,
+    )
+    .await;
+    let run = cancelled?;
+    app.mover.wake();
+    Ok(Custom(Status::Accepted, Json(MoveAnswer { run })))
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Cleanup {
+    /// Drop every retained source, not only those past their retention.
+    #[serde(default)]
+    all: bool,
+}
+
+/// What a cleanup dropped.
+#[derive(Serialize, ToSchema)]
+struct CleanupAnswer {
+    cleaned: Vec<Cleaned>,
+}
+
+/// Drops the sources that finished moves retained: those past
+/// `POSD_MOVE_RETENTION`, or every one with `all`. After it, moving back
+/// copies from the current placement again.
+#[utoipa::path(post, path = "/admin/tenants/cleanup-moves", tag = "admin", security(("admin" = [])), request_body = Cleanup,
+    responses((status = 200, body = CleanupAnswer), (status = 401, response = docs::Unauthorized), (status = 422, response = docs::Invalid), (status = 503, response = docs::Unavailable)))]
+#[post("/admin/tenants/cleanup-moves", data = "<body>")]
+async fn cleanup_moves(
+    admin: PlatformAdmin,
+    app: &State<App>,
+    body: Body<Cleanup>,
+) -> ApiResult<Json<CleanupAnswer>> {
+    let all = body.0.all;
+    let tenancy = app.tenancy.clone();
+    let cleaned = blocking(move || moves::cleanup(&tenancy, all)).await?;
+    for c in &cleaned {
+        record_audit(
+            app,
+            &admin.operator,
+            "tenants.cleanup_move",
+            Some(c.merchant_id),
+            json!({ "runId": c.run, "dropped": c.dropped, "error": c.error }),
+        )
+        .await;
+    }
+    Ok(Json(CleanupAnswer { cleaned }))
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(start_move, list_moves, get_move, cancel_move, cleanup_moves))]
+pub struct Doc;
+
+pub fn routes() -> Vec<Route> {
+    routes![start_move, list_moves, get_move, cancel_move, cleanup_moves]
+}

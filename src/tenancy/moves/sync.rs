@@ -1,0 +1,779 @@
+//! The SQL of a move: change capture at the source, the snapshot copy, the
+//! catch-up rounds, the checksums, the fence. Everything here runs on
+//! owner connections of the `postgres` crate (its `COPY` streams), one to
+//! the source and one to the target, each bound to the merchant for the
+//! session (`posd.merchant_id`, so forced row-level security lets the owner
+//! see and write the merchant's rows and no other's) and to its schema.
+//!
+//! Row data travels source → posd → target as binary `COPY`, one table at a
+//! time, through a buffer of a few kilobytes: never the whole merchant in
+//! memory. Values in SQL text below are UUIDs posd made or parsed and
+//! identifiers from the catalog, quoted; nothing comes from a request.
+
+use std::{collections::HashMap, io};
+
+use postgres::{Client, IsolationLevel, NoTls, Transaction, error::SqlState};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::db::{
+    ids::{MerchantId, RunId},
+    tenant::quote_ident,
+};
+
+/// Advisory-lock class of the fence ("pomv"): writers of a moving merchant
+/// take it shared (in the capture trigger), the fence exclusively.
+pub const FENCE_LOCK_CLASS: i32 = 0x706f_6d76;
+
+/// The schema that holds change capture in a source database.
+pub const CAPTURE_SCHEMA: &str = "posd_move";
+
+/// The capture trigger refuses a write with this mark once the merchant has
+/// moved (`crate::error` answers it 503 `tenant_moved`).
+use crate::error::TENANT_MOVED as MOVED_MESSAGE;
+
+pub type PgResult<T> = Result<T, postgres::Error>;
+
+/// A UUID as an SQL literal.
+fn lit(id: impl std::fmt::Display) -> String {
+    format!("'{id}'::uuid")
+}
+
+/// Opens an owner session on one side of a move, bound to `merchant` and
+/// `schema`. `replica` marks the session as the mover's writer (the product
+/// history trigger then leaves the rows to the copy).
+pub fn connect(url: &SecretString, merchant: MerchantId, schema: &str) -> PgResult<Client> {
+    let mut c = Client::connect(url.expose_secret(), NoTls)?;
+    c.batch_execute(&format!(
+        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET statement_timeout = 0;
+         SET search_path = {schema}, pg_catalog;
+         SELECT set_config('posd.merchant_id', '{merchant}', false),
+                set_config('posd.replica', 'on', false)",
+        schema = quote_ident(schema),
+    ))?;
+    Ok(c)
+}
+
+/// One TENANT table as the move copies it.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    /// Every column, in catalog order.
+    pub cols: Vec<String>,
+    /// The primary key's columns (`merchant_id` first).
+    pub pk: Vec<String>,
+}
+
+impl Table {
+    fn cols(&self) -> String {
+        join(&self.cols)
+    }
+
+    fn pk(&self) -> String {
+        join(&self.pk)
+    }
+
+    fn ident(&self) -> String {
+        quote_ident(&self.name)
+    }
+}
+
+fn join(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `tables` of `schema` with their columns and keys, parents before
+/// children (foreign keys), so that a copy in this order never refers to a
+/// row not yet there.
+pub fn tables(c: &mut Client, schema: &str, names: &[&str]) -> PgResult<Vec<Table>> {
+    let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+    let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&schema, &names];
+    let mut found: HashMap<String, Table> = HashMap::new();
+    for row in c.query(
+        "SELECT c.relname::text,
+                array_agg(a.attname::text ORDER BY a.attnum),
+                (SELECT array_agg(k.attname::text ORDER BY array_position(i.indkey::int2[], k.attnum))
+                   FROM pg_index i JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey::int2[])
+                  WHERE i.indrelid = c.oid AND i.indisprimary)
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          WHERE n.nspname = $1 AND c.relname = ANY ($2) AND c.relkind = 'r'
+          GROUP BY c.oid, c.relname",
+        &params,
+    )? {
+        let name: String = row.get(0);
+        let pk: Option<Vec<String>> = row.get(2);
+        found.insert(
+            name.clone(),
+            Table {
+                name,
+                cols: row.get(1),
+                pk: pk.unwrap_or_default(),
+            },
+        );
+    }
+    let edges: Vec<(String, String)> = c
+        .query(
+            "SELECT c.relname::text, p.relname::text
+               FROM pg_constraint k
+               JOIN pg_class c ON c.oid = k.conrelid
+               JOIN pg_class p ON p.oid = k.confrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE k.contype = 'f' AND n.nspname = $1 AND c.oid <> p.oid",
+            &[&schema],
+        )?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // Kahn's algorithm over the listed tables, in their listed order.
+    let mut ordered = Vec::with_capacity(names.len());
+    let mut left: Vec<String> = names
+        .into_iter()
+        .filter(|n| found.contains_key(n))
+        .collect();
+    while !left.is_empty() {
+        let ready = left
+            .iter()
+            .position(|t| {
+                !edges
+                    .iter()
+                    .any(|(child, parent)| child == t && parent != t && left.contains(parent))
+            })
+            .unwrap_or(0);
+        let name = left.remove(ready);
+        if let Some(t) = found.remove(&name) {
+            ordered.push(t);
+        }
+    }
+    Ok(ordered)
+}
+
+/// Installs the capture function and tables in the source database (once
+/// per database; idempotent).
+pub fn install_capture(c: &mut Client) -> PgResult<()> {
+    let s = CAPTURE_SCHEMA;
+    c.batch_execute(&format!(
+        "
+CREATE SCHEMA IF NOT EXISTS {s};
+REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {s}.changes (
+    seq     bigserial PRIMARY KEY,
+    run_id  uuid NOT NULL,
+    tbl     text NOT NULL,
+    pk      jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_run ON {s}.changes (run_id, tbl);
+CREATE TABLE IF NOT EXISTS {s}.fences (
+    run_id       uuid PRIMARY KEY,
+    merchant_id  uuid NOT NULL,
+    moved        boolean NOT NULL DEFAULT false
+);
+CREATE OR REPLACE FUNCTION {s}.capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    merchant uuid;
+    key jsonb;
+BEGIN
+    IF TG_OP = 'DELETE' THEN merchant := OLD.merchant_id; ELSE merchant := NEW.merchant_id; END IF;
+    -- The mover's own sessions (posd.replica) write through.
+    IF merchant = TG_ARGV[0]::uuid AND current_setting('posd.replica', true) IS DISTINCT FROM 'on' THEN
+        PERFORM pg_advisory_xact_lock_shared({FENCE_LOCK_CLASS}, hashtext(TG_ARGV[0]));
+        IF EXISTS (SELECT 1 FROM {s}.fences WHERE run_id = TG_ARGV[1]::uuid AND moved) THEN
+            RAISE EXCEPTION '{MOVED_MESSAGE}: this merchant''s data has moved; retry'
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        SELECT jsonb_object_agg(k, r -> k) INTO key
+          FROM to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END) r,
+               unnest(string_to_array(TG_ARGV[2], ',')) k;
+        INSERT INTO {s}.changes (run_id, tbl, pk) VALUES (TG_ARGV[1]::uuid, TG_TABLE_NAME, key);
+    END IF;
+    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+    RETURN NEW;
+END
+$fn$;
+"
+    ))
+}
+
+fn trigger_name(run: RunId) -> String {
+    quote_ident(&format!("posd_move_{}", run.0.simple()))
+}
+
+/// Runs `f` (a transaction that takes table locks, such as `CREATE
+/// TRIGGER` on tables other merchants write) again while it loses a
+/// deadlock or times out waiting for a lock: on the shared tier, writers of
+/// every merchant take the same tables in their own order.
+fn retrying<T>(mut f: impl FnMut() -> PgResult<T>) -> PgResult<T> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(e)
+                if attempt < 20
+                    && matches!(
+                        e.code(),
+                        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::LOCK_NOT_AVAILABLE
+                    ) =>
+            {
+                attempt += 1;
+                tracing::debug!(attempt, error = %e, "lock conflict; retrying");
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Starts capturing the merchant's writes in `schema` for `run`. Each
+/// trigger is created in a transaction of its own, holding one table's lock
+/// at a time (so that it can never be part of a deadlock with the writers
+/// that take several): a transaction that wrote a table before its trigger
+/// existed had committed when the trigger was made, so the snapshot taken
+/// after all of them sees its writes.
+pub fn capture(
+    c: &mut Client,
+    schema: &str,
+    tables: &[Table],
+    merchant: MerchantId,
+    run: RunId,
+) -> PgResult<()> {
+    c.execute(
+        &format!(
+            "INSERT INTO {CAPTURE_SCHEMA}.fences (run_id, merchant_id) VALUES ({}, {})
+             ON CONFLICT (run_id) DO NOTHING",
+            lit(run),
+            lit(merchant)
+        ),
+        &[],
+    )?;
+    for t in tables {
+        let sql = format!(
+            "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{table}
+             FOR EACH ROW EXECUTE FUNCTION {CAPTURE_SCHEMA}.capture('{merchant}', '{run}', '{pk}')",
+            trigger = trigger_name(run),
+            schema = quote_ident(schema),
+            table = t.ident(),
+            pk = t.pk.join(","),
+        );
+        ddl(c, &sql)?;
+    }
+    Ok(())
+}
+
+/// Runs one DDL statement in a transaction of its own, waiting at most a
+/// little for the table's lock, again while it loses (see [`retrying`]).
+fn ddl(c: &mut Client, sql: &str) -> PgResult<()> {
+    retrying(|| {
+        let mut tx = c.transaction()?;
+        tx.batch_execute("SET LOCAL lock_timeout = '2s'")?;
+        tx.batch_execute(sql)?;
+        tx.commit()
+    })
+}
+
+/// Stops capturing for `run` and forgets what it captured (idempotent).
+pub fn uncapture(c: &mut Client, schema: &str, tables: &[Table], run: RunId) -> PgResult<()> {
+    drop_triggers(c, schema, tables, run)?;
+    let mut tx = c.transaction()?;
+    if capture_installed(&mut tx)? {
+        tx.batch_execute(&format!(
+            "DELETE FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r};
+             DELETE FROM {CAPTURE_SCHEMA}.fences WHERE run_id = {r}",
+            r = lit(run)
+        ))?;
+    }
+    tx.commit()
+}
+
+fn capture_installed(tx: &mut Transaction<'_>) -> PgResult<bool> {
+    Ok(tx
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{CAPTURE_SCHEMA}.fences")],
+        )?
+        .get(0))
+}
+
+fn drop_triggers(c: &mut Client, schema: &str, tables: &[Table], run: RunId) -> PgResult<()> {
+    for t in tables {
+        ddl(
+            c,
+            &format!(
+                "DROP TRIGGER IF EXISTS {} ON {}.{}",
+                trigger_name(run),
+                quote_ident(schema),
+                t.ident()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Rows of one table in a snapshot: count and an order-independent content
+/// checksum (the sum of a 64-bit hash of each row's text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checksum {
+    pub rows: i64,
+    pub sum: String,
+}
+
+fn checksum(tx: &mut Transaction<'_>, t: &Table, merchant: MerchantId) -> PgResult<Checksum> {
+    let row = tx.query_one(
+        &format!(
+            "SELECT count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)::text
+               FROM {table} WHERE merchant_id = {m}",
+            cols = t.cols(),
+            table = t.ident(),
+            m = lit(merchant),
+        ),
+        &[],
+    )?;
+    Ok(Checksum {
+        rows: row.get(0),
+        sum: row.get(1),
+    })
+}
+
+/// Streams the rows `out` selects at the source into the target as `into`
+/// reads them; the number of rows.
+fn stream(
+    src: &mut Transaction<'_>,
+    dst: &mut Transaction<'_>,
+    out: &str,
+    into: &str,
+) -> Result<u64, SyncError> {
+    let mut reader = src.copy_out(&format!("COPY ({out}) TO STDOUT (FORMAT binary)"))?;
+    let mut writer = dst.copy_in(&format!("COPY {into} FROM STDIN (FORMAT binary)"))?;
+    io::copy(&mut reader, &mut writer)?;
+    drop(reader);
+    Ok(writer.finish()?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Pg(#[from] postgres::Error),
+    #[error("copy stream: {0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Progress of a snapshot copy, table by table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableProgress {
+    pub table: String,
+    pub rows: u64,
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+/// Copies the merchant's rows as of one snapshot of the source into the
+/// target, replacing whatever the target held for the merchant, in one
+/// target transaction (a copy cut short leaves nothing). `fresh`: the
+/// target tables are the merchant's alone (its own schema or database), so
+/// rows go straight in with `COPY` (forced row-level security is lifted for
+/// the owner inside the transaction: `COPY FROM` refuses it); otherwise
+/// (the shared tier) through a temporary table and `INSERT`, under
+/// row-level security. `progress` is told after each table and may cancel.
+pub fn copy_snapshot(
+    src: &mut Client,
+    dst: &mut Client,
+    tables: &[Table],
+    merchant: MerchantId,
+    fresh: bool,
+    progress: &mut dyn FnMut(&[TableProgress]) -> bool,
+) -> Result<Vec<TableProgress>, SyncError> {
+    let mut s = src
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let mut d = dst.transaction()?;
+    let m = lit(merchant);
+    let mut done: Vec<TableProgress> = Vec::with_capacity(tables.len());
+    for t in tables {
+        let total: i64 = s
+            .query_one(
+                &format!("SELECT count(*) FROM {} WHERE merchant_id = {m}", t.ident()),
+                &[],
+            )?
+            .get(0);
+        done.push(TableProgress {
+            table: t.name.clone(),
+            rows: 0,
+            total: u64::try_from(total).unwrap_or(0),
+            checksum: None,
+        });
+    }
+    if !progress(&done) {
+        return Err(SyncError::Cancelled);
+    }
+    delete_all(&mut d, tables, merchant)?;
+    for (i, t) in tables.iter().enumerate() {
+        let out = format!(
+            "SELECT {} FROM {} WHERE merchant_id = {m}",
+            t.cols(),
+            t.ident()
+        );
+        let rows = if fresh {
+            d.batch_execute(&format!(
+                "ALTER TABLE {} NO FORCE ROW LEVEL SECURITY",
+                t.ident()
+            ))?;
+            let n = stream(
+                &mut s,
+                &mut d,
+                &out,
+                &format!("{} ({})", t.ident(), t.cols()),
+            )?;
+            d.batch_execute(&format!(
+                "ALTER TABLE {} FORCE ROW LEVEL SECURITY",
+                t.ident()
+            ))?;
+            n
+        } else {
+            let staging = staging_name(t, "s");
+            d.batch_execute(&format!(
+                "CREATE TEMP TABLE {staging} (LIKE {}) ON COMMIT DROP",
+                t.ident()
+            ))?;
+            let n = stream(&mut s, &mut d, &out, &format!("{staging} ({})", t.cols()))?;
+            d.batch_execute(&format!(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging}; DROP TABLE {staging}",
+                table = t.ident(),
+                cols = t.cols()
+            ))?;
+            n
+        };
+        done[i].rows = rows;
+        if !progress(&done) {
+            return Err(SyncError::Cancelled);
+        }
+    }
+    d.commit()?;
+    s.commit()?;
+    Ok(done)
+}
+
+fn staging_name(t: &Table, kind: &str) -> String {
+    format!(
+        "pg_temp.{}",
+        quote_ident(&format!("posd_{kind}_{}", t.name))
+    )
+}
+
+/// What one catch-up round did.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Captured changes applied (row writes, before deduplication).
+    pub changes: u64,
+    /// Per table checksums of both sides, when asked for and equal.
+    pub checksums: Vec<(String, Checksum)>,
+}
+
+/// One catch-up round: in one snapshot of the source, the changes captured
+/// for `run` and visible in it are applied at the target as the rows stand
+/// in that snapshot (a key whose row is gone is deleted), in one target
+/// transaction: upserts parents first, deletes children first. Once the
+/// target commits, those changes are deleted at the source (in the same
+/// snapshot transaction, so changes committed meanwhile stay for the next
+/// round). A round cut short between the two commits applies its changes
+/// again next time: applying a row's current state is idempotent.
+///
+/// With `verify`, every table's count and checksum are compared in the
+/// round's snapshot and in the target before it commits; a difference fails
+/// the round and leaves the target as it was.
+pub fn catch_up(
+    src: &mut Client,
+    dst: &mut Client,
+    tables: &[Table],
+    merchant: MerchantId,
+    run: RunId,
+    verify: bool,
+) -> Result<Round, SyncError> {
+    let mut s = src
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()?;
+    let r = lit(run);
+    let pending: HashMap<String, i64> = s
+        .query(
+            &format!(
+                "SELECT tbl, count(*) FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r} GROUP BY tbl"
+            ),
+            &[],
+        )?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut round = Round {
+        changes: pending
+            .values()
+            .map(|n| u64::try_from(*n).unwrap_or(0))
+            .sum(),
+        checksums: Vec::new(),
+    };
+    if pending.is_empty() && !verify {
+        s.commit()?;
+        return Ok(round);
+    }
+    let mut d = dst.transaction()?;
+    let changed: Vec<&Table> = tables
+        .iter()
+        .filter(|t| pending.contains_key(&t.name))
+        .collect();
+    for t in &changed {
+        stage(&mut s, &mut d, t, merchant, run)?;
+    }
+    apply(&mut d, &changed, merchant)?;
+    if verify {
+        for t in tables {
+            let at_source = checksum(&mut s, t, merchant)?;
+            let at_target = checksum(&mut d, t, merchant)?;
+            if at_source != at_target {
+                return Err(SyncError::Mismatch(format!(
+                    "table {}: the source has {} rows (checksum {}), the target {} (checksum {})",
+                    t.name, at_source.rows, at_source.sum, at_target.rows, at_target.sum
+                )));
+            }
+            round.checksums.push((t.name.clone(), at_source));
+        }
+    }
+    d.commit()?;
+    s.batch_execute(&format!(
+        "DELETE FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r}"
+    ))?;
+    s.commit()?;
+    Ok(round)
+}
+
+/// Stages at the target, in temporary tables, the keys of `t` changed for
+/// `run` and their rows as the source's snapshot has them.
+fn stage(
+    src: &mut Transaction<'_>,
+    dst: &mut Transaction<'_>,
+    t: &Table,
+    merchant: MerchantId,
+    run: RunId,
+) -> Result<(), SyncError> {
+    let (r, m) = (lit(run), lit(merchant));
+    let keys_of = format!(
+        "SELECT DISTINCT {pk_r} FROM {CAPTURE_SCHEMA}.changes c,
+                jsonb_populate_record(NULL::{table}, c.pk) r
+          WHERE c.run_id = {r} AND c.tbl = '{name}'",
+        pk_r =
+            t.pk.iter()
+                .map(|k| format!("r.{}", quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        table = t.ident(),
+        name = t.name.replace('\'', "''"),
+    );
+    let (rows, keys) = (staging_name(t, "s"), staging_name(t, "k"));
+    dst.batch_execute(&format!(
+        "CREATE TEMP TABLE {rows} (LIKE {table}) ON COMMIT DROP;
+         CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {pk} FROM {table} WITH NO DATA",
+        table = t.ident(),
+        pk = t.pk()
+    ))?;
+    stream(src, dst, &keys_of, &keys)?;
+    stream(
+        src,
+        dst,
+        &format!(
+            "SELECT {cols} FROM {table} WHERE merchant_id = {m} AND ({pk}) IN ({keys_of})",
+            cols = t.cols(),
+            table = t.ident(),
+            pk = t.pk(),
+        ),
+        &format!("{rows} ({})", t.cols()),
+    )?;
+    Ok(())
+}
+
+/// Applies what [`stage`] staged: upserts parents first, then deletes (the
+/// keys whose rows are gone) children first.
+fn apply(d: &mut Transaction<'_>, changed: &[&Table], merchant: MerchantId) -> PgResult<()> {
+    let m = lit(merchant);
+    for t in changed {
+        let set: Vec<String> = t
+            .cols
+            .iter()
+            .filter(|c| !t.pk.contains(c))
+            .map(|c| format!("{q} = EXCLUDED.{q}", q = quote_ident(c)))
+            .collect();
+        let action = if set.is_empty() {
+            "NOTHING".to_string()
+        } else {
+            format!("UPDATE SET {}", set.join(", "))
+        };
+        d.batch_execute(&format!(
+            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {rows}
+             ON CONFLICT ({pk}) DO {action}",
+            table = t.ident(),
+            cols = t.cols(),
+            pk = t.pk(),
+            rows = staging_name(t, "s"),
+        ))?;
+    }
+    for t in changed.iter().rev() {
+        d.batch_execute(&format!(
+            "DELETE FROM {table} WHERE merchant_id = {m} AND ({pk}) IN
+                 (SELECT {pk} FROM {keys} EXCEPT SELECT {pk} FROM {rows})",
+            table = t.ident(),
+            pk = t.pk(),
+            keys = staging_name(t, "k"),
+            rows = staging_name(t, "s"),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Changes captured for `run` and not yet applied.
+pub fn backlog(src: &mut Client, run: RunId) -> PgResult<i64> {
+    Ok(src
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {}",
+                lit(run)
+            ),
+            &[],
+        )?
+        .get(0))
+}
+
+/// Takes the fence: waits at most `timeout` for the merchant's in-flight
+/// writes to finish, and holds every new one. `Ok(false)` when the wait
+/// timed out (nothing is held then).
+pub fn fence(
+    src: &mut Client,
+    merchant: MerchantId,
+    timeout: std::time::Duration,
+) -> PgResult<bool> {
+    src.batch_execute(&format!(
+        "SET lock_timeout = {}",
+        timeout.as_millis().max(1)
+    ))?;
+    let taken = src.execute(
+        &format!("SELECT pg_advisory_lock({FENCE_LOCK_CLASS}, hashtext('{merchant}'))"),
+        &[],
+    );
+    src.batch_execute("SET lock_timeout = 0")?;
+    match taken {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks the source moved (or not): from then on the capture trigger
+/// refuses every write of the merchant there.
+pub fn set_moved(src: &mut Client, run: RunId, moved: bool) -> PgResult<()> {
+    src.execute(
+        &format!(
+            "UPDATE {CAPTURE_SCHEMA}.fences SET moved = {moved} WHERE run_id = {}",
+            lit(run)
+        ),
+        &[],
+    )
+    .map(drop)
+}
+
+/// Lifts the fence.
+pub fn unfence(src: &mut Client, merchant: MerchantId) -> PgResult<()> {
+    src.execute(
+        &format!("SELECT pg_advisory_unlock({FENCE_LOCK_CLASS}, hashtext('{merchant}'))"),
+        &[],
+    )
+    .map(drop)
+}
+
+/// Deletes the merchant's rows in every table (children first): what a
+/// failed or cancelled move into the shared tier leaves behind.
+pub fn delete_rows(c: &mut Client, tables: &[Table], merchant: MerchantId) -> PgResult<()> {
+    let mut tx = c.transaction()?;
+    delete_all(&mut tx, tables, merchant)?;
+    tx.commit()
+}
+
+/// Deletes the merchant's rows in every table, children first.
+fn delete_all(tx: &mut Transaction<'_>, tables: &[Table], merchant: MerchantId) -> PgResult<()> {
+    for t in tables.iter().rev() {
+        tx.batch_execute(&format!(
+            "DELETE FROM {} WHERE merchant_id = {}",
+            t.ident(),
+            lit(merchant)
+        ))?;
+    }
+    Ok(())
+}
+
+/// Retires a shared-tier source: the merchant's rows move out of the shared
+/// tables into schema `retired` (owner only) in one transaction (the
+/// capture trigger lets the mover's session through), then capture ends.
+pub fn retire_shared(
+    c: &mut Client,
+    schema: &str,
+    tables: &[Table],
+    merchant: MerchantId,
+    run: RunId,
+    retired: &str,
+) -> PgResult<()> {
+    let mut tx = c.transaction()?;
+    let r = quote_ident(retired);
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {r}; REVOKE ALL ON SCHEMA {r} FROM PUBLIC"
+    ))?;
+    for t in tables {
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {r}.{table} (LIKE {table});
+             INSERT INTO {r}.{table} ({cols}) SELECT {cols} FROM {table} WHERE merchant_id = {m}",
+            table = t.ident(),
+            cols = t.cols(),
+            m = lit(merchant),
+        ))?;
+    }
+    delete_all(&mut tx, tables, merchant)?;
+    tx.commit()?;
+    uncapture(c, schema, tables, run)
+}
+
+/// Retires a schema source (a schema tenant's, or the tenant schema of a
+/// dedicated database): renamed to `retired`, the app role's rights
+/// revoked. Its capture triggers stay: they refuse every write.
+pub fn retire_schema(
+    c: &mut Client,
+    schema: &str,
+    retired: &str,
+    app_role: Option<&str>,
+) -> PgResult<()> {
+    let mut tx = c.transaction()?;
+    let exists: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )?
+        .get(0);
+    if exists {
+        let s = quote_ident(schema);
+        if let Some(app) = app_role {
+            let app = quote_ident(app);
+            tx.batch_execute(&format!(
+                "REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {app};
+                 REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {app};
+                 REVOKE ALL ON SCHEMA {s} FROM {app}"
+            ))?;
+        }
+        tx.batch_execute(&format!(
+            "ALTER SCHEMA {s} RENAME TO {}",
+            quote_ident(retired)
+        ))?;
+    }
+    tx.commit()
+}
