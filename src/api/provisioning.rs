@@ -23,7 +23,7 @@ use crate::{
         ids::{MerchantId, RunId},
         platform::runs::ProvisioningRun,
     },
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, ErrorCode},
     tenancy::{
         Tier,
         provisioning::{
@@ -72,8 +72,9 @@ fn failed(run: ProvisioningRun) -> Provisioned {
     let error = ErrorBody {
         code: run
             .error_code
-            .clone()
-            .unwrap_or_else(|| "provisioning_failed".into()),
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(ErrorCode::ProvisioningFailed),
         message: format!(
             "provisioning failed at step {}: {}",
             run.failed_step.clone().unwrap_or_default(),

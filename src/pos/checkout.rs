@@ -22,7 +22,7 @@ use crate::{
             products::Product,
         },
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
 };
 
 pub const MAX_LINES: usize = 200;
@@ -69,7 +69,7 @@ pub struct Sale {
     pub offline: Option<OfflineBill>,
 }
 
-fn unprocessable(code: &'static str, message: String) -> ApiError {
+fn unprocessable(code: ErrorCode, message: String) -> ApiError {
     ApiError::new(Status::UnprocessableEntity, code, message)
 }
 
@@ -159,7 +159,7 @@ fn check_price_rule(
         "unitPriceMinor"
     };
     Err(ApiError::forbidden(
-        "price_override_forbidden",
+        ErrorCode::PriceOverrideForbidden,
         format!(
             "lines[{i}].{field}: a price other than the catalog's ({catalog}) or a discount needs the manager role"
         ),
@@ -192,13 +192,13 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
     for (i, l) in sale.lines.iter().enumerate() {
         let p = products.get(&l.product_id).ok_or_else(|| {
             unprocessable(
-                "unknown_product",
+                ErrorCode::UnknownProduct,
                 format!("lines[{i}].productId: no such product"),
             )
         })?;
         if !p.active {
             return Err(unprocessable(
-                "product_inactive",
+                ErrorCode::ProductInactive,
                 format!("lines[{i}].productId: {} is not for sale", p.sku),
             ));
         }
@@ -252,16 +252,21 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
         .map(|p| (p.method, p.amount_minor))
         .collect();
     let t = pricing::tender(total, &tenders).map_err(|e| match e {
-        TenderError::Short { .. } => unprocessable("payment_short", format!("payments: {e}")),
-        TenderError::Overpaid { .. } => unprocessable("overpaid", format!("payments: {e}")),
+        TenderError::Short { .. } => {
+            unprocessable(ErrorCode::PaymentShort, format!("payments: {e}"))
+        }
+        TenderError::Overpaid { .. } => {
+            unprocessable(ErrorCode::Overpaid, format!("payments: {e}"))
+        }
         TenderError::Overflow => ApiError::invalid("payments", e),
     })?;
 
     if let Some(c) = sale.customer_id {
         Customer::find(tx, c).map_err(|e| match e {
-            diesel::result::Error::NotFound => {
-                unprocessable("unknown_customer", "customerId: no such customer".into())
-            }
+            diesel::result::Error::NotFound => unprocessable(
+                ErrorCode::UnknownCustomer,
+                "customerId: no such customer".into(),
+            ),
             e => e.into(),
         })?;
     }
@@ -325,7 +330,7 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
         let sku = products.get(&product).map_or("?", |p| p.sku.as_str());
         let qty = take.get(&product).copied().unwrap_or_default();
         ApiError::conflict(
-            "insufficient_stock",
+            ErrorCode::InsufficientStock,
             format!("not enough stock of {sku} for {qty} unit(s)"),
         )
     })?;

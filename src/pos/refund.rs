@@ -27,7 +27,7 @@ use crate::{
             products::Product,
         },
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
 };
 
 #[derive(Debug, Clone)]
@@ -48,7 +48,11 @@ pub struct RefundRequest {
 }
 
 fn exceeds(message: String) -> ApiError {
-    ApiError::new(Status::UnprocessableEntity, "refund_exceeds_paid", message)
+    ApiError::new(
+        Status::UnprocessableEntity,
+        ErrorCode::RefundExceedsPaid,
+        message,
+    )
 }
 
 /// Puts `units` (line number, quantity) of the order's `lines` back on the
@@ -106,7 +110,7 @@ pub fn refund(
     let order = Order::lock(tx, id).map_err(ApiError::or_not_found("order"))?;
     if order.status == OrderStatus::Voided {
         return Err(ApiError::conflict(
-            "order_voided",
+            ErrorCode::OrderVoided,
             "the order was voided; there is nothing to refund",
         ));
     }
@@ -145,7 +149,7 @@ pub fn refund(
                 if *qty > left {
                     return Err(ApiError::new(
                         Status::UnprocessableEntity,
-                        "refund_exceeds_quantity",
+                        ErrorCode::RefundExceedsQuantity,
                         format!(
                             "lines[{i}].quantity: only {left} unit(s) of line {line_no} are left to refund"
                         ),
@@ -229,14 +233,14 @@ pub fn void(
     match order.status {
         OrderStatus::Voided => {
             return Err(ApiError::conflict(
-                "order_voided",
+                ErrorCode::OrderVoided,
                 "the order is already voided",
             ));
         }
         OrderStatus::Completed => {}
         OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
             return Err(ApiError::conflict(
-                "order_refunded",
+                ErrorCode::OrderRefunded,
                 "the order has refunds; refund the rest instead of voiding it",
             ));
         }
@@ -244,7 +248,7 @@ pub fn void(
     let today = Utc::now().with_timezone(&tz).date_naive();
     if order.created_at.with_timezone(&tz).date_naive() != today {
         return Err(ApiError::conflict(
-            "order_settled",
+            ErrorCode::OrderSettled,
             "the order's business day is over and it is settled; refund it instead",
         ));
     }

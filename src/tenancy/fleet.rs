@@ -44,7 +44,7 @@ use crate::{
         },
         pool,
     },
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     redact::redact_text,
 };
 
@@ -469,7 +469,7 @@ impl OnDemand {
                 Some(Attempt::Failed(at)) if at.elapsed() < RETRY_FAILED => {
                     let left = RETRY_FAILED.saturating_sub(at.elapsed());
                     return ApiError::unavailable(
-                        "tenant_migration_failed",
+                        ErrorCode::TenantMigrationFailed,
                         "upgrading this merchant's data failed; an operator has been alerted, try again later",
                         left.as_secs() + 1,
                     );
@@ -497,7 +497,7 @@ impl OnDemand {
 
 fn migrating() -> ApiError {
     ApiError::unavailable(
-        "tenant_migrating",
+        ErrorCode::TenantMigrating,
         "this merchant's data is being upgraded; try again shortly",
         2,
     )

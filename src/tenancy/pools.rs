@@ -40,7 +40,7 @@ use crate::{
         platform::{Platform, tenant_databases::TenantDatabase},
         pool::{self, Budget, Pool, PoolOptions},
     },
-    error::ApiError,
+    error::{ApiError, ErrorCode},
 };
 
 /// A pool and the semaphore that bounds how many requests wait on it: one
@@ -124,11 +124,11 @@ impl PoolHandle {
 }
 
 fn busy() -> ApiError {
-    ApiError::unavailable("database_busy", "the database is busy", 1)
+    ApiError::unavailable(ErrorCode::DatabaseBusy, "the database is busy", 1)
 }
 
 fn shutting_down() -> ApiError {
-    ApiError::unavailable("shutting_down", "posd is shutting down", 5)
+    ApiError::unavailable(ErrorCode::ShuttingDown, "posd is shutting down", 5)
 }
 
 struct Entry {

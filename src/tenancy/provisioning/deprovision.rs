@@ -31,7 +31,7 @@ use crate::{
         pool,
         tenant::quote_ident,
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     redact::redact_text,
     tenancy::{SHARED_SCHEMA, Tier},
 };
@@ -81,7 +81,7 @@ fn deprovision_locked(
     let m = Merchant::find(&mut p, merchant).map_err(ApiError::or_not_found("merchant"))?;
     if m.tier == Tier::Shared {
         return Err(ApiError::conflict(
-            "not_provisioned",
+            ErrorCode::NotProvisioned,
             "the merchant is on the shared tier; there is nothing to deprovision",
         ));
     }
@@ -95,7 +95,7 @@ fn deprovision_locked(
     let export = TenantExport::latest_since(&mut p, merchant, m.tier, placed_at)?;
     if !byo && !force && export.is_none() {
         return Err(ApiError::conflict(
-            "export_required",
+            ErrorCode::ExportRequired,
             format!(
                 "no export of this merchant's {} data exists; export it first (GET /api/v2/POS/admin/tenants/{merchant}/export) or send {{\"force\": true}} to drop it without one",
                 m.tier

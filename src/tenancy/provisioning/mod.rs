@@ -40,7 +40,7 @@ use crate::{
         pool,
         tenant::TenantTx,
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
 };
 
 /// Second advisory-lock key space ("pose"): one lock per merchant, taken by
@@ -113,7 +113,7 @@ fn unlock(owner: &mut PgConnection, merchant: MerchantId) {
 
 fn in_progress() -> ApiError {
     ApiError::conflict(
-        "provisioning_in_progress",
+        ErrorCode::ProvisioningInProgress,
         "this merchant is already being provisioned or deprovisioned",
     )
 }
@@ -142,7 +142,7 @@ fn check_same(run: &ProvisioningRun, req: &Request) -> ApiResult<()> {
     {
         return Err(ApiError::new(
             Status::UnprocessableEntity,
-            "run_id_mismatch",
+            ErrorCode::RunIdMismatch,
             format!(
                 "runId {} already names a run for merchant {} onto tier {}{}; use a new runId",
                 run.id,
@@ -192,14 +192,14 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
     let m = Merchant::find(&mut platform, merchant).map_err(ApiError::or_not_found("merchant"))?;
     if m.tier != Tier::Shared {
         let e = ApiError::conflict(
-            "already_provisioned",
+            ErrorCode::AlreadyProvisioned,
             format!(
                 "the merchant is on the {} tier; to move it use POST /api/v2/POS/admin/tenants/{merchant}/move",
                 m.tier
             ),
         );
         if let Some(r) = &resumed {
-            ProvisioningRun::fail(&mut platform, r.id, "check", &e.code, &e.message)?;
+            ProvisioningRun::fail(&mut platform, r.id, "check", e.code.as_str(), &e.message)?;
         }
         return Err(e);
     }
@@ -209,7 +209,7 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
     let mut platform = Platform::new(owner);
     if has_data {
         return Err(ApiError::conflict(
-            "tenant_has_data",
+            ErrorCode::TenantHasData,
             format!(
                 "the merchant already has data on the shared tier; provisioning is for new merchants, move existing ones with POST /api/v2/POS/admin/tenants/{merchant}/move"
             ),
@@ -228,7 +228,7 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
             req.database_url.is_some(),
         )
         .map_err(|e| match ApiError::from(e) {
-            e if e.code == "conflict" => in_progress(),
+            e if e.code == ErrorCode::Conflict => in_progress(),
             e => e,
         })?,
     };
@@ -244,8 +244,9 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
             Ok(Outcome::Ready(run))
         }
         Err(e) => {
-            tracing::warn!(%merchant, step = e.step, code = e.code, reason = %e.reason, "provisioning failed; cleaned up");
-            let run = ProvisioningRun::fail(&mut platform, run.id, e.step, e.code, &e.reason)?;
+            tracing::warn!(%merchant, step = e.step, code = e.code.as_str(), reason = %e.reason, "provisioning failed; cleaned up");
+            let run =
+                ProvisioningRun::fail(&mut platform, run.id, e.step, e.code.as_str(), &e.reason)?;
             Ok(Outcome::Failed(run))
         }
     }
