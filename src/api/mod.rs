@@ -9,6 +9,7 @@ pub mod categories;
 pub mod client;
 pub mod customers;
 pub mod docs;
+pub mod errors;
 pub mod export;
 pub mod fields;
 pub mod fleet;

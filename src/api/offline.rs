@@ -228,7 +228,10 @@ async fn offline_bills(
                         continue;
                     }
                 };
-                match tx.savepoint(|tx| checkout::checkout(tx, &sale)) {
+                match tx
+                    .savepoint(|tx| checkout::checkout(tx, &sale))
+                    .map_err(ApiError::from)
+                {
                     Ok(view) => results.push(BillResult {
                         index,
                         client_id,

@@ -124,7 +124,8 @@ async fn provision(
     let app2 = app.inner().clone();
     let outcome = tokio::task::spawn_blocking(move || provisioning::run(&app2, &req))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from);
     let mut details = json!({ "tier": tier.as_str(), "byo": b.database_url.is_some() });
     match &outcome {
         Ok(Outcome::Ready(run)) => {
@@ -201,7 +202,8 @@ async fn deprovision(
         tenant_deprovision::deprovision(&app2, id, force, &operator)
     })
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from);
     // A deprovisioning that happened is recorded with the placement change
     // (and its drop, if that failed); one that was refused is recorded here.
     if let Err(e) = &out {

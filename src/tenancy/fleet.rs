@@ -199,7 +199,8 @@ pub fn migrate_target(
             // A posd-created database is migrated as the owner role and
             // granted to the app role; a brought one as the merchant's role.
             let url = match &t.brought {
-                None => url_for_database(&settings.dedicated_server_url, None, db),
+                None => url_for_database(&settings.dedicated_server_url, None, db)
+                    .map_err(|e| e.to_string()),
                 Some(sealed) => settings
                     .keyring
                     .open(t.merchant.0, Purpose::TenantDatabaseUrl, sealed)
@@ -479,7 +480,7 @@ impl OnDemand {
             attempts.insert(merchant, Attempt::Running);
         }
         let app = app.clone();
-        rocket::tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let ok = run_on_demand(&app, merchant);
             // The directory first: a request that sees the run gone must
             // read the new state, not start another run.

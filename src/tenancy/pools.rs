@@ -24,9 +24,9 @@ use std::{
 
 use diesel::PgConnection;
 use parking_lot::Mutex;
-use rocket::tokio::sync::{Semaphore, broadcast};
 use secrecy::SecretString;
 use serde::Serialize;
+use tokio::sync::{Semaphore, broadcast};
 
 use super::{
     breaker::Breakers,
@@ -88,12 +88,12 @@ impl PoolHandle {
         F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned())
+        let permit = tokio::time::timeout(wait, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| busy())?
             .map_err(|_| shutting_down())?;
         let pool = self.pool.clone();
-        rocket::tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut conn = match checkout {
                 Some(c) => c(&pool)?,
@@ -112,8 +112,8 @@ impl PoolHandle {
         wait: Duration,
         f: impl FnOnce(&mut PgConnection) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let acquire = rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned());
-        let _permit = rocket::tokio::runtime::Handle::try_current()
+        let acquire = tokio::time::timeout(wait, self.permits.clone().acquire_owned());
+        let _permit = tokio::runtime::Handle::try_current()
             .map_err(|_| ApiError::internal("database work outside the runtime"))?
             .block_on(acquire)
             .map_err(|_| busy())?

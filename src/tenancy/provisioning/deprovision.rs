@@ -15,7 +15,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde::Serialize;
 use serde_json::json;
 
-use super::with_lock;
+use super::{ProvisionError, find_merchant, with_lock};
 use crate::tenancy::Tenancy;
 use crate::{
     db::{
@@ -31,7 +31,6 @@ use crate::{
         pool,
         tenant::quote_ident,
     },
-    error::{ApiError, ApiResult, ErrorCode},
     redact::redact_text,
     tenancy::{SHARED_SCHEMA, Tier},
 };
@@ -60,7 +59,7 @@ pub fn deprovision(
     merchant: MerchantId,
     force: bool,
     operator: &str,
-) -> ApiResult<Deprovisioned> {
+) -> Result<Deprovisioned, ProvisionError> {
     with_lock(app, merchant, |owner| {
         deprovision_locked(app, owner, merchant, force, operator)
     })
@@ -76,14 +75,11 @@ fn deprovision_locked(
     merchant: MerchantId,
     force: bool,
     operator: &str,
-) -> ApiResult<Deprovisioned> {
+) -> Result<Deprovisioned, ProvisionError> {
     let mut p = Platform::new(owner);
-    let m = Merchant::find(&mut p, merchant).map_err(ApiError::or_not_found("merchant"))?;
+    let m = find_merchant(&mut p, merchant)?;
     if m.tier == Tier::Shared {
-        return Err(ApiError::conflict(
-            ErrorCode::NotProvisioned,
-            "the merchant is on the shared tier; there is nothing to deprovision",
-        ));
+        return Err(ProvisionError::NotProvisioned);
     }
     let database = match m.database_id {
         Some(id) => Some(TenantDatabase::find(&mut p, id)?),
@@ -94,16 +90,13 @@ fn deprovision_locked(
         ProvisioningRun::latest_ready(&mut p, merchant)?.map_or(m.created_at, |r| r.updated_at);
     let export = TenantExport::latest_since(&mut p, merchant, m.tier, placed_at)?;
     if !byo && !force && export.is_none() {
-        return Err(ApiError::conflict(
-            ErrorCode::ExportRequired,
-            format!(
-                "no export of this merchant's {} data exists; export it first (GET /api/v2/POS/admin/tenants/{merchant}/export) or send {{\"force\": true}} to drop it without one",
-                m.tier
-            ),
-        ));
+        return Err(ProvisionError::ExportRequired {
+            merchant,
+            tier: m.tier,
+        });
     }
 
-    let after = owner.transaction::<_, ApiError, _>(|c| {
+    let after = owner.transaction::<_, ProvisionError, _>(|c| {
         let mut p = Platform::new(c);
         let after = Merchant::set_placement(
             &mut p,
@@ -172,13 +165,14 @@ fn deprovision_locked(
             out.dropped = Some(what);
         }
         Err(e) => {
-            tracing::error!(%merchant, %what, error = %redact_text(&e), "deprovisioned, but the drop failed; drop it by hand");
+            let e = redact_text(&e);
+            tracing::error!(%merchant, %what, error = %e, "deprovisioned, but the drop failed; drop it by hand");
             let recorded = audit::record(
                 &mut Platform::new(owner),
                 operator,
                 "tenant.deprovision",
                 Some(merchant),
-                json!({ "outcome": "left_behind", "leftBehind": what, "error": redact_text(&e) }),
+                json!({ "outcome": "left_behind", "leftBehind": what, "error": e }),
             );
             if let Err(e) = recorded {
                 tracing::error!(%merchant, error = %e, "could not record a failed drop in the admin audit");
