@@ -21,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::{Context as _, anyhow};
 use diesel::PgConnection;
 use parking_lot::Mutex;
 use secrecy::SecretString;
@@ -120,9 +121,10 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
 }
 
-fn connect_owner(settings: &Settings) -> Result<PgConnection, String> {
+fn connect_owner(settings: &Settings) -> anyhow::Result<PgConnection> {
+    // The driver's message may hold the URL: only its redacted text goes on.
     pool::connect(&settings.database_url).map_err(|e| {
-        format!(
+        anyhow!(
             "cannot connect to POSD_DATABASE_URL: {}",
             redact_text(&e.to_string())
         )
@@ -131,17 +133,16 @@ fn connect_owner(settings: &Settings) -> Result<PgConnection, String> {
 
 /// The selected schema and dedicated tenants, with the version each stands
 /// at, read without connecting to any tenant.
-pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, String> {
-    let err = |e: diesel::result::Error| e.to_string();
+pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> anyhow::Result<Vec<Target>> {
     let merchants: Vec<Merchant> = Merchant::list(p)
-        .map_err(err)?
+        .context("cannot list the merchants")?
         .into_iter()
         .filter(|m| sel.merchants.is_empty() || sel.merchants.contains(&m.id))
         .filter(|m| m.tier != Tier::Shared)
         .filter(|m| sel.tier.is_none_or(|t| t == m.tier))
         .collect();
     let states: HashMap<MerchantId, MigrationState> = MigrationState::all(p)
-        .map_err(err)?
+        .context("cannot read the tenants' migration state")?
         .into_iter()
         .map(|s| (s.merchant_id, s))
         .collect();
@@ -151,7 +152,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
         .map(|m| m.schema_name.clone())
         .collect();
     let live: HashMap<String, Option<String>> = schema_versions(p, &schemas)
-        .map_err(err)?
+        .context("cannot read the schema tenants' versions")?
         .into_iter()
         .collect();
     let mut out = Vec::with_capacity(merchants.len());
@@ -159,7 +160,8 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
         let tier = m.tier;
         let (database, brought, before) = match (tier, m.database_id) {
             (Tier::Dedicated, Some(db)) => {
-                let db = TenantDatabase::find(p, db).map_err(err)?;
+                let db = TenantDatabase::find(p, db)
+                    .with_context(|| format!("cannot read the database of merchant {}", m.id))?;
                 (
                     Some(db.database_name),
                     (!db.created_by_posd).then_some(db.sealed_url),
@@ -299,7 +301,7 @@ pub fn migrate(
     concurrency: usize,
     dry_run: bool,
     on_outcome: &(dyn Fn(&Outcome) + Sync),
-) -> Result<Report, String> {
+) -> anyhow::Result<Report> {
     let planned = plan(settings, requested_by, sel, dry_run)?;
     execute(settings, app_role, planned, concurrency, on_outcome)
 }
@@ -325,12 +327,12 @@ pub fn plan(
     requested_by: &str,
     sel: &Selection,
     dry_run: bool,
-) -> Result<Planned, String> {
+) -> anyhow::Result<Planned> {
     let latest = latest_tenant_version();
     let mut owner = connect_owner(settings)?;
     let targets = targets(&mut Platform::new(&mut owner), sel)?;
     let total = i32::try_from(targets.len())
-        .map_err(|_| format!("{} tenants are more than a run can count", targets.len()))?;
+        .map_err(|_| anyhow!("{} tenants are more than a run can count", targets.len()))?;
     let run = FleetRun::start(
         &mut Platform::new(&mut owner),
         requested_by,
@@ -338,7 +340,7 @@ pub fn plan(
         dry_run,
         total,
     )
-    .map_err(|e| e.to_string())?;
+    .context("cannot record the fleet run")?;
     Ok(Planned {
         owner,
         run,
@@ -354,7 +356,7 @@ pub fn execute(
     planned: Planned,
     concurrency: usize,
     on_outcome: &(dyn Fn(&Outcome) + Sync),
-) -> Result<Report, String> {
+) -> anyhow::Result<Report> {
     let Planned {
         mut owner,
         run,
@@ -434,7 +436,7 @@ pub fn execute(
         count("failed"),
         count("up_to_date"),
     )
-    .map_err(|e| e.to_string())?;
+    .context("cannot record the end of the fleet run")?;
     Ok(Report { run, outcomes })
 }
 

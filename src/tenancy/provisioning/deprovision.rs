@@ -11,6 +11,7 @@
 //! audit records the placement change in the same transaction, and a failed
 //! drop as a second entry.
 
+use anyhow::Context as _;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde::Serialize;
 use serde_json::json;
@@ -156,7 +157,7 @@ fn deprovision_locked(
             ))
             .execute(owner)
             .map(drop)
-            .map_err(|e| e.to_string()),
+            .context("cannot drop the schema"),
         ),
     };
     match dropped {
@@ -165,7 +166,7 @@ fn deprovision_locked(
             out.dropped = Some(what);
         }
         Err(e) => {
-            let e = redact_text(&e);
+            let e = redact_text(&format!("{e:#}"));
             tracing::error!(%merchant, %what, error = %e, "deprovisioned, but the drop failed; drop it by hand");
             let recorded = audit::record(
                 &mut Platform::new(owner),
@@ -183,13 +184,14 @@ fn deprovision_locked(
     Ok(out)
 }
 
-fn drop_database(app: &Tenancy, name: &str) -> Result<(), String> {
-    let mut conn = pool::connect(&app.settings.dedicated_server_url).map_err(|e| e.to_string())?;
+fn drop_database(app: &Tenancy, name: &str) -> anyhow::Result<()> {
+    let mut conn = pool::connect(&app.settings.dedicated_server_url)
+        .context("cannot connect to POSD_DEDICATED_SERVER_URL")?;
     diesel::sql_query(format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_ident(name)
     ))
     .execute(&mut conn)
     .map(drop)
-    .map_err(|e| e.to_string())
+    .context("cannot drop the database")
 }
