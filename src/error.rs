@@ -1,10 +1,39 @@
-//! The one error type of the HTTP API and its JSON responder.
+//! The one error type of the HTTP API, its codes and its JSON responder,
+//! and the error policy of the crate.
 //!
-//! Policy: every error leaves as `{"error": {"code", "message"}}` with the
-//! right status. Client errors say what was wrong; server errors are logged
-//! here with their cause and answered without internals. 503 always carries
-//! `Retry-After`. Guards that fail store their error in the request's local
-//! cache so that the catchers answer with it (see [`fail`]).
+//! # Which error type where
+//!
+//! - `db/` returns Diesel's `QueryResult`: a query knows nothing of HTTP.
+//! - `pos/` and `tenancy/` return their own `thiserror` enums, one variant
+//!   per way to fail ([`crate::pos::SaleError`], [`crate::pos::RefundError`],
+//!   [`crate::tenancy::provisioning::ProvisionError`] for provisioning and
+//!   deprovisioning). A variant's text is
+//!   the message a client reads; a database error inside one is its `Db`
+//!   variant. They name no status and do not use Rocket. The request path
+//!   of tenancy (`TenantDb`, the pools and their executor, the breaker,
+//!   on-demand migration, the table check) answers [`ApiError`] itself: its
+//!   failures are already answers, 503s that a handler passes on.
+//! - `api/` answers [`ApiError`]. A domain error becomes one in one place,
+//!   `crate::api::errors`, which gives each variant its status and code; a
+//!   handler or guard builds one directly only for a case of its own.
+//! - The command line (`cli/`, `main.rs`), the fleet runner and key rotation
+//!   use `anyhow`, with `.context(...)` saying what was being done; `main`
+//!   prints the whole chain (`{:#}`) after `posd: ` and exits non-zero.
+//!   Boot ([`crate::app::BootError`]) and configuration
+//!   ([`crate::config::ConfigError`]) keep typed errors whose text is the
+//!   operator's message.
+//!
+//! # What a client gets
+//!
+//! Every error leaves as `{"error": {"code", "message"}}` with the right
+//! status. `code` is an [`ErrorCode`]: stable and `snake_case`, one variant
+//! per code; clients may branch on it, so a code is never renamed (new ones
+//! may be added). Client errors (4xx) say what was wrong, naming the field.
+//! A server error is logged once, where it becomes an [`ApiError`]
+//! ([`ApiError::internal`], which unexpected database errors go through),
+//! with its cause, and is answered `internal_error` without internals. 503
+//! always carries `Retry-After`. Guards that fail store their error in the
+//! request's local cache so that the catchers answer with it (see [`fail`]).
 
 mod code;
 
