@@ -77,7 +77,7 @@ pub enum RefundError {
     #[error("there is nothing left to refund on this order")]
     NothingLeft,
     /// A product of the order has no stock level to put units back on
-    /// (every product has one: a bug, answered 500).
+    /// (every product has one: a bug, not the client's doing).
     #[error("product {} has no stock level", .0.0)]
     NoStockLevel(ProductId),
     #[error(transparent)]

@@ -182,7 +182,8 @@ fn unlock(owner: &mut PgConnection, merchant: MerchantId) {
 }
 
 /// Runs `f` holding the merchant's provisioning lock on a fresh owner
-/// connection to the platform database; 409 when the lock is held.
+/// connection to the platform database; [`ProvisionError::InProgress`] when
+/// the lock is held.
 fn with_lock<T>(
     app: &Tenancy,
     merchant: MerchantId,
