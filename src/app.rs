@@ -283,7 +283,7 @@ fn migrate_tenants_at_boot(
             }
         },
     )
-    .map_err(BootError::Other)?;
+    .map_err(|e| BootError::Other(format!("{e:#}")))?;
     let r = &report.run;
     tracing::info!(
         total = r.total,

@@ -313,7 +313,7 @@ impl Settings {
         }
         let keys = required(raw.encryption_keys, "encryption_keys")?;
         let keyring = Keyring::parse(keys.expose_secret())
-            .map_err(|reason| ConfigError::new("encryption_keys", reason))?;
+            .map_err(|reason| ConfigError::new("encryption_keys", reason.to_string()))?;
 
         let pool_size = positive(raw.pool_size.unwrap_or(10), "pool_size")?;
         let tenant_pool_size = positive(raw.tenant_pool_size.unwrap_or(4), "tenant_pool_size")?;
@@ -474,16 +474,18 @@ fn validate_url(v: &SecretString, key: &str) -> Result<(), ConfigError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::refuse_unknown_variables;
+    use super::{ConfigError, refuse_unknown_variables};
 
-    fn check(names: &[&str]) -> Result<(), String> {
-        refuse_unknown_variables(names.iter().map(Into::into)).map_err(|e| e.to_string())
+    fn check(names: &[&str]) -> Result<(), ConfigError> {
+        refuse_unknown_variables(names.iter().map(Into::into))
     }
 
     #[test]
     fn an_unknown_posd_variable_is_named() {
         assert_eq!(
-            check(&["PATH", "POSD_POOL_SIZE", "POSD_MIGRATON_CONCURRENCY"]).unwrap_err(),
+            check(&["PATH", "POSD_POOL_SIZE", "POSD_MIGRATON_CONCURRENCY"])
+                .unwrap_err()
+                .to_string(),
             "configuration: POSD_MIGRATON_CONCURRENCY: is not a setting"
         );
         assert!(check(&["posd_pool_sise"]).is_err(), "case does not hide it");

@@ -64,37 +64,50 @@ pub enum CryptoError {
     Seal,
 }
 
+/// Why a key list (`POSD_ENCRYPTION_KEYS`) does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeySpecError {
+    #[error("each key must be written `id:base64`")]
+    NotIdBase64,
+    #[error("key id `{0}` must be 1 to 32 letters, digits, `-` or `_`")]
+    BadId(String),
+    #[error("key id `{0}` appears twice")]
+    DuplicateId(String),
+    #[error("key `{0}` is not valid base64")]
+    NotBase64(String),
+    #[error("key `{id}` is {len} bytes; AES-256 needs 32")]
+    WrongLength { id: String, len: usize },
+    #[error("no key given")]
+    Empty,
+}
+
 impl Keyring {
     /// Parses `id:base64,id:base64,...` (each key 32 bytes).
-    pub fn parse(spec: &str) -> Result<Self, String> {
+    pub fn parse(spec: &str) -> Result<Self, KeySpecError> {
         let mut keys = Vec::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (id, b64) = item
-                .split_once(':')
-                .ok_or_else(|| "each key must be written `id:base64`".to_string())?;
+            let (id, b64) = item.split_once(':').ok_or(KeySpecError::NotIdBase64)?;
             if id.is_empty()
                 || id.len() > 32
                 || !id
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(format!(
-                    "key id `{id}` must be 1 to 32 letters, digits, `-` or `_`"
-                ));
+                return Err(KeySpecError::BadId(id.to_string()));
             }
             if keys.iter().any(|k: &NamedKey| k.id == id) {
-                return Err(format!("key id `{id}` appears twice"));
+                return Err(KeySpecError::DuplicateId(id.to_string()));
             }
             let bytes = Zeroizing::new(
                 STANDARD
                     .decode(b64.trim())
-                    .map_err(|_| format!("key `{id}` is not valid base64"))?,
+                    .map_err(|_| KeySpecError::NotBase64(id.to_string()))?,
             );
             if bytes.len() != 32 {
-                return Err(format!(
-                    "key `{id}` is {} bytes; AES-256 needs 32",
-                    bytes.len()
-                ));
+                return Err(KeySpecError::WrongLength {
+                    id: id.to_string(),
+                    len: bytes.len(),
+                });
             }
             let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes));
             keys.push(NamedKey {
@@ -103,7 +116,7 @@ impl Keyring {
             });
         }
         if keys.is_empty() {
-            return Err("no key given".into());
+            return Err(KeySpecError::Empty);
         }
         Ok(Keyring {
             keys: Arc::new(keys),
@@ -267,8 +280,16 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_problem() {
-        assert!(Keyring::parse("").is_err());
-        assert!(Keyring::parse("nokey").unwrap_err().contains("id:base64"));
-        assert!(Keyring::parse("a:AAAA").unwrap_err().contains("32"));
+        assert_eq!(Keyring::parse("").unwrap_err(), KeySpecError::Empty);
+        assert!(
+            Keyring::parse("nokey")
+                .unwrap_err()
+                .to_string()
+                .contains("id:base64")
+        );
+        assert_eq!(
+            Keyring::parse("a:AAAA").unwrap_err().to_string(),
+            "key `a` is 3 bytes; AES-256 needs 32"
+        );
     }
 }

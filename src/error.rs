@@ -1,12 +1,41 @@
-//! The one error type of the HTTP API and its JSON responder.
+//! The one error type of the HTTP API, its codes and its JSON responder,
+//! and the error policy of the crate.
 //!
-//! Policy: every error leaves as `{"error": {"code", "message"}}` with the
-//! right status. Client errors say what was wrong; server errors are logged
-//! here with their cause and answered without internals. 503 always carries
-//! `Retry-After`. Guards that fail store their error in the request's local
-//! cache so that the catchers answer with it (see [`fail`]).
+//! # Which error type where
+//!
+//! - `db/` returns Diesel's `QueryResult`: a query knows nothing of HTTP.
+//! - `pos/` and `tenancy/` return their own `thiserror` enums, one variant
+//!   per way to fail ([`crate::pos::SaleError`], [`crate::pos::RefundError`],
+//!   [`crate::tenancy::provisioning::ProvisionError`] for provisioning and
+//!   deprovisioning). A variant's text is
+//!   the message a client reads; a database error inside one is its `Db`
+//!   variant. They name no status and do not use Rocket. The request path
+//!   of tenancy (`TenantDb`, the pools and their executor, the breaker,
+//!   on-demand migration, the table check) answers [`ApiError`] itself: its
+//!   failures are already answers, 503s that a handler passes on.
+//! - `api/` answers [`ApiError`]. A domain error becomes one in one place,
+//!   `crate::api::errors`, which gives each variant its status and code; a
+//!   handler or guard builds one directly only for a case of its own.
+//! - The command line (`cli/`, `main.rs`), the fleet runner and key rotation
+//!   use `anyhow`, with `.context(...)` saying what was being done; `main`
+//!   prints the whole chain (`{:#}`) after `posd: ` and exits non-zero.
+//!   Boot ([`crate::app::BootError`]) and configuration
+//!   ([`crate::config::ConfigError`]) keep typed errors whose text is the
+//!   operator's message.
+//!
+//! # What a client gets
+//!
+//! Every error leaves as `{"error": {"code", "message"}}` with the right
+//! status. `code` is an [`ErrorCode`]: stable and `snake_case`, one variant
+//! per code; clients may branch on it, so a code is never renamed (new ones
+//! may be added). Client errors (4xx) say what was wrong, naming the field.
+//! A server error is logged once, where it becomes an [`ApiError`]
+//! ([`ApiError::internal`], which unexpected database errors go through),
+//! with its cause, and is answered `internal_error` without internals. 503
+//! always carries `Retry-After`. Guards that fail store their error in the
+//! request's local cache so that the catchers answer with it (see [`fail`]).
 
-use std::borrow::Cow;
+mod code;
 
 use parking_lot::Mutex;
 use rocket::{
@@ -18,12 +47,14 @@ use rocket::{
 };
 use serde::Serialize;
 
+pub use self::code::{ErrorCode, UnknownCode};
+
 /// An error as the API answers it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status}: {code}: {message}")]
 pub struct ApiError {
     pub status: Status,
-    pub code: Cow<'static, str>,
+    pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
 }
@@ -31,17 +62,21 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: Status, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: Status, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code: Cow::Borrowed(code),
+            code,
             message: message.into(),
             retry_after: None,
         }
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(Status::NotFound, "not_found", format!("{what} not found"))
+        Self::new(
+            Status::NotFound,
+            ErrorCode::NotFound,
+            format!("{what} not found"),
+        )
     }
 
     /// Maps Diesel's `NotFound` to a 404 naming `what`; other errors as usual.
@@ -56,7 +91,7 @@ impl ApiError {
     /// `code` with `message` (another row already has the value).
     pub fn or_taken(
         what: &'static str,
-        code: &'static str,
+        code: ErrorCode,
         message: &'static str,
     ) -> impl Fn(diesel::result::Error) -> ApiError {
         move |e| match e {
@@ -69,14 +104,14 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(Status::Unauthorized, "unauthorized", message)
+        Self::new(Status::Unauthorized, ErrorCode::Unauthorized, message)
     }
 
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Status::Forbidden, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Status::Conflict, code, message)
     }
 
@@ -84,12 +119,12 @@ impl ApiError {
     pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
         Self::new(
             Status::UnprocessableEntity,
-            "validation_failed",
+            ErrorCode::ValidationFailed,
             format!("{field}: {message}"),
         )
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
             ..Self::new(Status::ServiceUnavailable, code, message)
@@ -101,26 +136,27 @@ impl ApiError {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             Status::InternalServerError,
-            "internal_error",
+            ErrorCode::InternalError,
             "internal server error",
         )
     }
 
     /// The generic error for a bare status (used by the catchers).
     pub fn from_status(status: Status) -> Self {
+        use ErrorCode as C;
         let (code, message) = match status.code {
-            400 => ("bad_request", "the request is malformed"),
-            401 => ("unauthorized", "authentication required"),
-            403 => ("forbidden", "not allowed"),
-            404 => ("not_found", "no such resource"),
-            405 => ("method_not_allowed", "method not allowed"),
-            413 => ("payload_too_large", "the request body is too large"),
-            415 => ("unsupported_media_type", "send application/json"),
-            422 => ("unprocessable_entity", "the request body is invalid"),
-            429 => ("too_many_requests", "too many requests"),
-            503 => ("service_unavailable", "temporarily unavailable"),
-            500..=599 => ("internal_error", "internal server error"),
-            _ => ("error", "request failed"),
+            400 => (C::BadRequest, "the request is malformed"),
+            401 => (C::Unauthorized, "authentication required"),
+            403 => (C::Forbidden, "not allowed"),
+            404 => (C::NotFound, "no such resource"),
+            405 => (C::MethodNotAllowed, "method not allowed"),
+            413 => (C::PayloadTooLarge, "the request body is too large"),
+            415 => (C::UnsupportedMediaType, "send application/json"),
+            422 => (C::UnprocessableEntity, "the request body is invalid"),
+            429 => (C::TooManyRequests, "too many requests"),
+            503 => (C::ServiceUnavailable, "temporarily unavailable"),
+            500..=599 => (C::InternalError, "internal server error"),
+            _ => (C::Error, "request failed"),
         };
         let mut e = Self::new(status, code, message);
         if status == Status::ServiceUnavailable {
@@ -139,37 +175,40 @@ impl From<diesel::result::Error> for ApiError {
         use diesel::result::{DatabaseErrorKind as K, Error as E};
         match &e {
             E::NotFound => ApiError::not_found("resource"),
-            E::DatabaseError(K::UniqueViolation, _) => {
-                ApiError::conflict("conflict", "a resource with these values already exists")
-            }
+            E::DatabaseError(K::UniqueViolation, _) => ApiError::conflict(
+                ErrorCode::Conflict,
+                "a resource with these values already exists",
+            ),
             E::DatabaseError(K::ForeignKeyViolation, _) => ApiError::new(
                 Status::UnprocessableEntity,
-                "invalid_reference",
+                ErrorCode::InvalidReference,
                 "the request refers to something that does not exist",
             ),
             E::DatabaseError(K::CheckViolation, _) => ApiError::new(
                 Status::UnprocessableEntity,
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 "a value is out of its allowed range",
             ),
             E::DatabaseError(K::SerializationFailure, _) => {
-                ApiError::unavailable("conflict_retry", "concurrent update; retry", 1)
+                ApiError::unavailable(ErrorCode::ConflictRetry, "concurrent update; retry", 1)
             }
-            E::DatabaseError(K::ClosedConnection, _) => {
-                ApiError::unavailable("database_unavailable", "the database is unavailable", 2)
-            }
+            E::DatabaseError(K::ClosedConnection, _) => ApiError::unavailable(
+                ErrorCode::DatabaseUnavailable,
+                "the database is unavailable",
+                2,
+            ),
             E::DatabaseError(_, info) if info.message().starts_with(TENANT_MOVED) => {
                 ApiError::unavailable(
-                    "tenant_moved",
+                    ErrorCode::TenantMoved,
                     "this merchant's data has just moved; retry the request",
                     1,
                 )
             }
             E::DatabaseError(_, info) if info.message().starts_with("deadlock detected") => {
-                ApiError::unavailable("conflict_retry", "concurrent update; retry", 1)
+                ApiError::unavailable(ErrorCode::ConflictRetry, "concurrent update; retry", 1)
             }
             E::DatabaseError(_, info) if info.message().contains("statement timeout") => {
-                ApiError::unavailable("database_timeout", "the database is busy", 2)
+                ApiError::unavailable(ErrorCode::DatabaseTimeout, "the database is busy", 2)
             }
             _ => ApiError::internal(e),
         }
@@ -180,7 +219,7 @@ impl From<r2d2::Error> for ApiError {
     fn from(e: r2d2::Error) -> Self {
         tracing::warn!(error = %e, "pool checkout failed");
         ApiError::unavailable(
-            "database_unavailable",
+            ErrorCode::DatabaseUnavailable,
             "no database connection available",
             2,
         )
@@ -196,23 +235,33 @@ struct Envelope {
 /// An error as a client reads it: `{"code", "message"}`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// Stable, snake_case: clients branch on it.
-    #[expect(
-        clippy::doc_markdown,
-        reason = "the doc comment is the field's description in the OpenAPI document"
-    )]
-    #[schema(example = "insufficient_role")]
-    pub code: String,
+    /// Stable: clients branch on it (its schema is [`code_schema`]).
+    #[schema(schema_with = code_schema)]
+    pub code: ErrorCode,
     /// A human sentence; for validation errors it starts with the field.
     #[schema(example = "this action needs the manager role or higher")]
     pub message: String,
+}
+
+/// `ErrorBody.code` in the OpenAPI document: a string, one of the codes.
+fn code_schema() -> utoipa::openapi::Object {
+    #[expect(
+        deprecated,
+        reason = "the document gives one `example` per field, as the derives write it"
+    )]
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("Stable, snake_case: clients branch on it."))
+        .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+        .example(Some(ErrorCode::InsufficientRole.as_str().into()))
+        .build()
 }
 
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         let body = Json(Envelope {
             error: ErrorBody {
-                code: self.code.to_string(),
+                code: self.code,
                 message: self.message.clone(),
             },
         });

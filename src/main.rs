@@ -2,6 +2,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 
 mod cli;
@@ -145,11 +146,11 @@ const BENCH_SUITE_VAR: &str = "POSD_BENCH_SUITE";
 /// route that reads any merchant's catalog, bypassing row-level security
 /// (`src/api/bench_control.rs`). Such a binary serves only when the
 /// benchmark suite starts it.
-fn bench_control_check(built_with_bench_control: bool, suite: Option<&str>) -> Result<(), String> {
+fn bench_control_check(built_with_bench_control: bool, suite: Option<&str>) -> anyhow::Result<()> {
     if built_with_bench_control && suite != Some("1") {
-        return Err(format!(
+        bail!(
             "this binary was built with --features bench-control (an unauthenticated route that bypasses row-level security) and serves only under the benchmark suite ({BENCH_SUITE_VAR}=1); build posd with `cargo build --release` to serve"
-        ));
+        );
     }
     Ok(())
 }
@@ -161,7 +162,8 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("posd: {e}");
+            // The whole chain: each context, then its cause.
+            eprintln!("posd: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -173,7 +175,7 @@ fn main() -> ExitCode {
     clippy::print_stderr,
     reason = "tells the operator which database is used"
 )]
-fn configure() -> Result<(Figment, Option<embedded::Cluster>), String> {
+fn configure() -> anyhow::Result<(Figment, Option<embedded::Cluster>)> {
     let figment = config::figment();
     if config::has_database_url(&figment) {
         return Ok((figment, None));
@@ -185,8 +187,7 @@ fn configure() -> Result<(Figment, Option<embedded::Cluster>), String> {
          POSD_JWT_SECRET and POSD_ENCRYPTION_KEYS; see README.md)",
         dir.display()
     );
-    let cluster =
-        embedded::Cluster::start(&dir, &embedded::Options::default()).map_err(|e| e.to_string())?;
+    let cluster = embedded::Cluster::start(&dir, &embedded::Options::default())?;
     eprintln!(
         "posd: embedded PostgreSQL listening on 127.0.0.1:{} (credentials in {}/secrets.env)",
         cluster.port(),
@@ -202,7 +203,7 @@ fn configure() -> Result<(Figment, Option<embedded::Cluster>), String> {
     reason = "the commands' output: keys, tokens and reports on stdout, progress on stderr"
 )]
 #[expect(clippy::too_many_lines, reason = "one arm per command")]
-fn run(cmd: Cmd) -> Result<(), String> {
+fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve => {
             bench_control_check(
@@ -210,23 +211,25 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 std::env::var(BENCH_SUITE_VAR).ok().as_deref(),
             )?;
             let (figment, cluster) = configure()?;
-            let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
-            let app = posd::boot(settings).map_err(|e| e.to_string())?;
+            let settings = config::Settings::from_figment(&figment)?;
+            let app = posd::boot(settings)?;
             let result = rocket::execute(posd::rocket(app, figment).launch());
             drop(cluster);
-            result.map(drop).map_err(|e| e.to_string())
+            // Rocket's error panics when dropped unseen: it is written out
+            // here, at once.
+            result.map(drop).map_err(|e| anyhow!(e.to_string()))
         }
         Cmd::Migrate => {
             let (figment, _cluster) = configure()?;
-            let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
-            posd::app::migrate(&settings).map_err(|e| e.to_string())?;
+            let settings = config::Settings::from_figment(&figment)?;
+            posd::app::migrate(&settings)?;
             eprintln!("posd: migrations applied");
             Ok(())
         }
         Cmd::Tenants { command } => {
             let (figment, _cluster) = configure()?;
-            let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
-            posd::app::migrate(&settings).map_err(|e| e.to_string())?;
+            let settings = config::Settings::from_figment(&figment)?;
+            posd::app::migrate(&settings)?;
             match command {
                 TenantsCmd::List => cli::tenants::list(&settings),
                 TenantsCmd::Migrate {
@@ -237,7 +240,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
                     dry_run,
                 } => {
                     if all && (!merchant_ids.is_empty() || tier.is_some()) {
-                        return Err("--all cannot be combined with --merchant-id or --tier".into());
+                        bail!("--all cannot be combined with --merchant-id or --tier");
                     }
                     let selection = posd::tenancy::fleet::Selection {
                         merchants: merchant_ids
@@ -262,8 +265,8 @@ fn run(cmd: Cmd) -> Result<(), String> {
             command: KeysCmd::Rotate,
         } => {
             let (figment, _cluster) = configure()?;
-            let settings = config::Settings::from_figment(&figment).map_err(|e| e.to_string())?;
-            posd::app::migrate(&settings).map_err(|e| e.to_string())?;
+            let settings = config::Settings::from_figment(&figment)?;
+            posd::app::migrate(&settings)?;
             let r = posd::tenancy::keys::rotate(&settings)?;
             for f in &r.failures {
                 println!(
@@ -276,31 +279,30 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 r.active_key, r.total, r.resealed, r.already_current, r.failed
             );
             if r.failed > 0 {
-                Err(format!(
+                bail!(
                     "{} credential(s) not re-sealed; fix and run again",
                     r.failed
-                ))
-            } else {
-                Ok(())
+                );
             }
+            Ok(())
         }
         Cmd::AdminToken { ttl, subject } => {
             let mut figment = config::figment();
             if !config::has_database_url(&figment) {
                 let secrets = embedded::Secrets::load(&embedded::default_data_dir())
-                    .map_err(|e| format!("{e} (run `posd serve` once, or set POSD_JWT_SECRET)"))?;
+                    .map_err(|e| anyhow!("{e} (run `posd serve` once, or set POSD_JWT_SECRET)"))?;
                 figment = figment.join(secrets.provider());
             }
             let secret: SecretString = figment
                 .extract_inner::<String>("jwt_secret")
-                .map_err(|_| "configuration: POSD_JWT_SECRET: is not set".to_string())?
+                .map_err(|_| anyhow!("configuration: POSD_JWT_SECRET: is not set"))?
                 .into();
             if secret.expose_secret().len() < 32 {
-                return Err("configuration: POSD_JWT_SECRET: must be at least 32 bytes".into());
+                bail!("configuration: POSD_JWT_SECRET: must be at least 32 bytes");
             }
             let token = posd::auth::jwt::JwtKeys::new(&secret)
                 .issue_admin(&subject, ttl)
-                .map_err(|e| e.to_string())?;
+                .context("cannot sign the token")?;
             println!("{token}");
             Ok(())
         }
@@ -315,7 +317,9 @@ mod tests {
 
     #[test]
     fn a_bench_control_binary_serves_only_under_the_benchmark_suite() {
-        let refused = bench_control_check(true, None).expect_err("refused without the variable");
+        let refused = bench_control_check(true, None)
+            .expect_err("refused without the variable")
+            .to_string();
         assert!(refused.contains("bench-control"), "{refused}");
         assert!(refused.contains("POSD_BENCH_SUITE=1"), "{refused}");
         assert!(!refused.contains('\n'), "one line: {refused}");

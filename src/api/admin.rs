@@ -28,7 +28,7 @@ use crate::{
             staff::{NewStaffUser, StaffUser},
         },
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     tenancy::{
         SHARED_SCHEMA, Tier,
         placement::Placement,
@@ -89,7 +89,7 @@ async fn create_merchant(
                 )
                 .map_err(ApiError::or_taken(
                     "merchant",
-                    "slug_taken",
+                    ErrorCode::SlugTaken,
                     "a merchant with this slug exists",
                 ))?;
                 StaffUser::insert(

@@ -25,7 +25,7 @@ use crate::{
     auth::{Role, password},
     config::{RateLimit, Settings},
     db::{ids::MerchantId, kinds::MerchantStatus, platform::staff::StaffUser},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -54,7 +54,7 @@ struct Token {
 fn bad_credentials() -> ApiError {
     ApiError::new(
         Status::Unauthorized,
-        "invalid_credentials",
+        ErrorCode::InvalidCredentials,
         "merchant, email or password is wrong",
     )
 }
@@ -135,7 +135,7 @@ async fn login(
     if let Err(wait) = limiter.check(&merchant, &email, address.0) {
         let mut e = ApiError::new(
             Status::TooManyRequests,
-            "too_many_attempts",
+            ErrorCode::TooManyAttempts,
             "too many login attempts; wait before trying again",
         );
         e.retry_after = Some(wait.as_secs().max(1));
@@ -153,7 +153,7 @@ async fn login(
     let user = match user {
         Some((_, status)) if ok && status != MerchantStatus::Active => {
             return Err(ApiError::forbidden(
-                "merchant_suspended",
+                ErrorCode::MerchantSuspended,
                 "this merchant is suspended",
             ));
         }

@@ -14,7 +14,7 @@ use crate::{
         ids::CategoryId,
         tenant::categories::{Category, CategoryChanges, NewCategory},
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     tenancy::tenant_db::TenantDb,
 };
 
@@ -36,7 +36,7 @@ struct UpdateCategory {
 fn name_conflict(e: diesel::result::Error) -> ApiError {
     ApiError::or_taken(
         "category",
-        "category_name_taken",
+        ErrorCode::CategoryNameTaken,
         "another category has this name",
     )(e)
 }

@@ -16,7 +16,7 @@ use crate::{
         ids::CustomerId,
         tenant::customers::{Customer, CustomerChanges, CustomerFilter, NewCustomer},
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     tenancy::tenant_db::TenantDb,
 };
 
@@ -47,7 +47,11 @@ struct UpdateCustomer {
 }
 
 fn email_conflict(e: diesel::result::Error) -> ApiError {
-    ApiError::or_taken("customer", "email_taken", "another customer has this email")(e)
+    ApiError::or_taken(
+        "customer",
+        ErrorCode::EmailTaken,
+        "another customer has this email",
+    )(e)
 }
 
 #[derive(Debug, FromForm)]

@@ -97,6 +97,7 @@ async fn migrate_tenants(
         Err(e) => {
             let mut details = details;
             details["outcome"] = json!("error");
+            let e = format!("{e:#}");
             details["error"] = json!(crate::redact::redact_text(&e));
             record_audit(app, &admin.operator, "tenants.migrate", single, details).await;
             return Err(ApiError::internal(e));
@@ -167,13 +168,14 @@ async fn execute_fleet_run(
             }
         }
         Err(e) => {
+            let e = crate::redact::redact_text(&format!("{e:#}"));
             details["outcome"] = json!("error");
-            details["error"] = json!(crate::redact::redact_text(e));
-            tracing::error!(error = %crate::redact::redact_text(e), "fleet run failed");
+            details["error"] = json!(e);
+            tracing::error!(error = %e, "fleet run failed");
         }
     }
     record_audit(&app, &operator, "tenants.migrate", single, details).await;
-    result.map_err(ApiError::internal)
+    result.map_err(|e| ApiError::internal(format!("{e:#}")))
 }
 
 /// A fleet run, as far as it has gone.

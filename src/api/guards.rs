@@ -25,7 +25,7 @@ use crate::{
         revocation::StaffState,
     },
     db::{ids::StaffId, platform::staff::StaffUser},
-    error::{ApiError, fail},
+    error::{ApiError, ErrorCode, fail},
     tenancy::{placement::Placement, tenant_db::TenantDb},
 };
 
@@ -97,7 +97,7 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
         && uuid::Uuid::parse_str(t.trim()).ok() != Some(claims.mid.0)
     {
         return Err(ApiError::forbidden(
-            "tenant_mismatch",
+            ErrorCode::TenantMismatch,
             "X-Tenant-Id does not match the token's merchant",
         ));
     }
@@ -115,7 +115,7 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
         placement.ok_or_else(|| ApiError::unauthorized("the token's merchant does not exist"))?;
     if placement.suspended {
         return Err(ApiError::forbidden(
-            "merchant_suspended",
+            ErrorCode::MerchantSuspended,
             "this merchant is suspended",
         ));
     }
@@ -126,14 +126,14 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
         StaffState::Inactive => {
             return Err(ApiError::new(
                 Status::Unauthorized,
-                "staff_inactive",
+                ErrorCode::StaffInactive,
                 "this staff account is deactivated",
             ));
         }
         StaffState::Active(..) | StaffState::Unknown => {
             return Err(ApiError::new(
                 Status::Unauthorized,
-                "staff_unknown",
+                ErrorCode::StaffUnknown,
                 "the token's staff user does not exist at its merchant",
             ));
         }
@@ -185,7 +185,7 @@ async fn with_role<'r>(req: &'r Request<'_>, min: Role) -> Outcome<&'r Staff, Ap
             req,
             ApiError::new(
                 Status::Forbidden,
-                "insufficient_role",
+                ErrorCode::InsufficientRole,
                 format!("this action needs the {} role or higher", min.as_str()),
             ),
         )

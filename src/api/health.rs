@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 
 use crate::{
     app::App,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
 };
 
 /// The process is alive.
@@ -29,7 +29,7 @@ async fn readyz(app: &State<App>) -> ApiResult<Json<Value>> {
     app.platform(|p| p.ping().map_err(ApiError::from)).await?;
     if !app.directory.listening() {
         return Err(ApiError::unavailable(
-            "not_ready",
+            ErrorCode::NotReady,
             "the cache invalidation listener is not connected",
             1,
         ));

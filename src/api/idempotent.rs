@@ -15,7 +15,7 @@ use crate::{
         TenantTx,
         idempotency::{self, Claim},
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     tenancy::tenant_db::TenantDb,
 };
 
@@ -65,14 +65,14 @@ where
             }
             Claim::InFlight => {
                 return Err(ApiError::conflict(
-                    "idempotency_key_in_use",
+                    ErrorCode::IdempotencyKeyInUse,
                     "a request with this Idempotency-Key is still being processed; retry shortly",
                 ));
             }
             Claim::Mismatch => {
                 return Err(ApiError::new(
                     Status::UnprocessableEntity,
-                    "idempotency_key_reused",
+                    ErrorCode::IdempotencyKeyReused,
                     "this Idempotency-Key was used for a different request; use a new key",
                 ));
             }

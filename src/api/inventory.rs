@@ -22,7 +22,7 @@ use crate::{
             products::Product,
         },
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     tenancy::tenant_db::TenantDb,
 };
 
@@ -293,7 +293,7 @@ async fn adjust(
                     Ok([(_, level)]) => *level,
                     _ => {
                         return Err(ApiError::conflict(
-                            "insufficient_stock",
+                            ErrorCode::InsufficientStock,
                             format!(
                                 "only {current} in stock; the adjustment would take it below zero"
                             ),

@@ -9,6 +9,7 @@ pub mod categories;
 pub mod client;
 pub mod customers;
 pub mod docs;
+pub mod errors;
 pub mod export;
 pub mod fields;
 pub mod fleet;
@@ -36,7 +37,7 @@ use rocket::{
 };
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 
-use crate::error::{ApiError, ApiResult, GuardError, fail};
+use crate::error::{ApiError, ApiResult, ErrorCode, GuardError, fail};
 
 pub const PREFIX: &str = "/api/v2/POS";
 
@@ -82,7 +83,7 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
                 req,
                 ApiError::new(
                     Status::UnsupportedMediaType,
-                    "unsupported_media_type",
+                    ErrorCode::UnsupportedMediaType,
                     "send the body as application/json",
                 ),
             );
@@ -97,7 +98,7 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
                     req,
                     ApiError::new(
                         Status::PayloadTooLarge,
-                        "payload_too_large",
+                        ErrorCode::PayloadTooLarge,
                         format!("the body is larger than {limit}"),
                     ),
                 );
@@ -107,7 +108,7 @@ impl<'r, T: DeserializeOwned> FromData<'r> for Body<T> {
                     req,
                     ApiError::new(
                         Status::BadRequest,
-                        "bad_request",
+                        ErrorCode::BadRequest,
                         format!("could not read the body: {e}"),
                     ),
                 );
@@ -141,9 +142,9 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> ApiResult<T> {
         let message = inner.to_string();
         let message = message.strip_suffix(&position).unwrap_or(&message);
         let code = if message.starts_with("invalid value:") {
-            "validation_failed"
+            ErrorCode::ValidationFailed
         } else {
-            "invalid_body"
+            ErrorCode::InvalidBody
         };
         let message = if path == "." || path.is_empty() {
             message.to_string()

@@ -28,36 +28,6 @@ use crate::{
     },
 };
 
-impl From<MoveError> for ApiError {
-    fn from(e: MoveError) -> Self {
-        let message = e.to_string();
-        match e {
-            MoveError::UnknownMerchant => ApiError::not_found("merchant"),
-            MoveError::UnknownMove => ApiError::not_found("move"),
-            MoveError::AlreadyThere(_) => ApiError::conflict("already_on_tier", message),
-            MoveError::UrlNeedsDedicated => {
-                ApiError::invalid("databaseUrl", "is only accepted with tier `dedicated`")
-            }
-            MoveError::InProgress(_) => ApiError::conflict("move_in_progress", message),
-            MoveError::Provisioning => ApiError::conflict("provisioning_in_progress", message),
-            MoveError::RunIdTaken(_) => {
-                ApiError::new(Status::UnprocessableEntity, "run_id_mismatch", message)
-            }
-            MoveError::NotMigrated => ApiError::conflict("tenant_not_migrated", message),
-            MoveError::NotCancellable(_) => ApiError::conflict("move_not_cancellable", message),
-            MoveError::Refused(code, _) => {
-                ApiError::new(Status::UnprocessableEntity, code, message)
-            }
-            MoveError::Failed {
-                code: "database_unavailable",
-                ..
-            } => ApiError::unavailable("database_unavailable", message, 2),
-            MoveError::Failed { .. } => ApiError::internal(message),
-            MoveError::Db(e) => e.into(),
-        }
-    }
-}
-
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StartMove {
@@ -94,19 +64,19 @@ async fn blocking<T: Send + 'static>(
 
 /// Starts moving the merchant's data to `tier` while it keeps trading:
 /// answered 202 with the move, which a background driver runs (follow it
-/// at `GET .../moves/{runId}`). One move per merchant at a time.
-#[utoipa::path(post, path = "/admin/tenants/{merchantId}/move", tag = "admin", security(("admin" = [])),
-    params(("merchantId" = Uuid, Path)), request_body = StartMove,
+/// at `GET .../moves/{run}`). One move per merchant at a time.
+#[utoipa::path(post, path = "/admin/tenants/{id}/move", tag = "admin", security(("admin" = [])),
+    params(("id" = Uuid, Path)), request_body = StartMove,
     responses(
         (status = 202, description = "The move, started (or the one its runId names)", body = MoveAnswer),
         (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
         (status = 409, description = "Already on that tier, another move or a provisioning is running, or the tenant's migrations are behind", body = crate::error::ErrorBody),
         (status = 422, response = docs::Invalid), (status = 503, response = docs::Unavailable)))]
-#[post("/admin/tenants/<merchant>/move", data = "<body>")]
+#[post("/admin/tenants/<id>/move", data = "<body>")]
 async fn start_move(
     admin: PlatformAdmin,
     app: &State<App>,
-    merchant: MerchantId,
+    id: MerchantId,
     body: Body<StartMove>,
 ) -> ApiResult<Custom<Json<MoveAnswer>>> {
     let b = body.0;
@@ -115,7 +85,7 @@ async fn start_move(
         None => None,
     };
     let req = MoveRequest {
-        merchant,
+        merchant: id,
         tier: b.tier,
         database_url,
         run_id: b.run_id,
@@ -130,32 +100,25 @@ async fn start_move(
             json!({ "outcome": "refused", "to": b.tier, "code": e.code, "status": e.status.code })
         }
     };
-    record_audit(
-        app,
-        &admin.operator,
-        "tenants.move",
-        Some(merchant),
-        details,
-    )
-    .await;
+    record_audit(app, &admin.operator, "tenants.move", Some(id), details).await;
     let run = started?;
     app.mover.wake();
     Ok(Custom(Status::Accepted, Json(MoveAnswer { run })))
 }
 
 /// The merchant's moves, newest first.
-#[utoipa::path(get, path = "/admin/tenants/{merchantId}/moves", tag = "admin", security(("admin" = [])),
-    params(("merchantId" = Uuid, Path)),
+#[utoipa::path(get, path = "/admin/tenants/{id}/moves", tag = "admin", security(("admin" = [])),
+    params(("id" = Uuid, Path)),
     responses((status = 200, body = MoveList), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable)))]
-#[get("/admin/tenants/<merchant>/moves")]
+#[get("/admin/tenants/<id>/moves")]
 async fn list_moves(
     _admin: PlatformAdmin,
     app: &State<App>,
-    merchant: MerchantId,
+    id: MerchantId,
 ) -> ApiResult<Json<MoveList>> {
     app.platform(move |p| {
         Ok(MoveList {
-            moves: Move::for_merchant(p, merchant)?,
+            moves: Move::for_merchant(p, id)?,
         })
     })
     .await
@@ -164,19 +127,19 @@ async fn list_moves(
 
 /// One move: its phase, rows copied per table of the snapshot's total, the
 /// change backlog, the fence's duration, the error of a failed run.
-#[utoipa::path(get, path = "/admin/tenants/{merchantId}/moves/{runId}", tag = "admin", security(("admin" = [])),
-    params(("merchantId" = Uuid, Path), ("runId" = Uuid, Path)),
+#[utoipa::path(get, path = "/admin/tenants/{id}/moves/{run}", tag = "admin", security(("admin" = [])),
+    params(("id" = Uuid, Path), ("run" = Uuid, Path)),
     responses((status = 200, body = MoveAnswer), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound), (status = 503, response = docs::Unavailable)))]
-#[get("/admin/tenants/<merchant>/moves/<run>")]
+#[get("/admin/tenants/<id>/moves/<run>")]
 async fn get_move(
     _admin: PlatformAdmin,
     app: &State<App>,
-    merchant: MerchantId,
+    id: MerchantId,
     run: RunId,
 ) -> ApiResult<Json<MoveAnswer>> {
     app.platform(move |p| {
         Move::find(p, run)?
-            .filter(|m| m.merchant_id == merchant)
+            .filter(|m| m.merchant_id == id)
             .map(|run| MoveAnswer { run })
             .ok_or_else(|| ApiError::not_found("move"))
     })
@@ -187,19 +150,19 @@ async fn get_move(
 /// Cancels a move before its flip: the merchant stays where it is and the
 /// driver drops what the move made at the target (202; the move reads
 /// `cancelling`, then `cancelled`).
-#[utoipa::path(post, path = "/admin/tenants/{merchantId}/moves/{runId}/cancel", tag = "admin", security(("admin" = [])),
-    params(("merchantId" = Uuid, Path), ("runId" = Uuid, Path)),
+#[utoipa::path(post, path = "/admin/tenants/{id}/moves/{run}/cancel", tag = "admin", security(("admin" = [])),
+    params(("id" = Uuid, Path), ("run" = Uuid, Path)),
     responses((status = 202, body = MoveAnswer), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
         (status = 409, description = "The move has flipped or ended", body = crate::error::ErrorBody), (status = 503, response = docs::Unavailable)))]
-#[post("/admin/tenants/<merchant>/moves/<run>/cancel")]
+#[post("/admin/tenants/<id>/moves/<run>/cancel")]
 async fn cancel_move(
     admin: PlatformAdmin,
     app: &State<App>,
-    merchant: MerchantId,
+    id: MerchantId,
     run: RunId,
 ) -> ApiResult<Custom<Json<MoveAnswer>>> {
     let tenancy = app.tenancy.clone();
-    let cancelled = blocking(move || moves::cancel(&tenancy, merchant, run)).await;
+    let cancelled = blocking(move || moves::cancel(&tenancy, id, run)).await;
     let details = match &cancelled {
         Ok(_) => json!({ "outcome": "cancelling", "runId": run }),
         Err(e) => json!({ "outcome": "refused", "runId": run, "code": e.code }),
@@ -208,7 +171,7 @@ async fn cancel_move(
         app,
         &admin.operator,
         "tenants.move.cancel",
-        Some(merchant),
+        Some(id),
         details,
     )
     .await;

@@ -28,7 +28,7 @@ use crate::{
         ids::{CustomerId, OrderId},
         tenant::orders::Order,
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     pos::checkout::{self, OfflineBill},
     tenancy::tenant_db::TenantDb,
 };
@@ -118,7 +118,7 @@ fn rejected(index: usize, client_id: Option<Uuid>, e: &ApiError) -> BillResult {
         status: BillStatus::Rejected,
         order_id: None,
         error: Some(Reason {
-            code: e.code.to_string(),
+            code: e.code.as_str().to_string(),
             message: e.message.clone(),
         }),
     }
@@ -133,8 +133,8 @@ fn prepare(
     max_age: std::time::Duration,
 ) -> ApiResult<checkout::Sale> {
     let bill: Bill = parse(&raw.to_string()).map_err(|e| {
-        if e.code == "invalid_body" {
-            ApiError::new(e.status, "invalid_bill", e.message)
+        if e.code == ErrorCode::InvalidBody {
+            ApiError::new(e.status, ErrorCode::InvalidBill, e.message)
         } else {
             e
         }
@@ -149,7 +149,7 @@ fn prepare(
     if bill.created_at < oldest {
         return Err(ApiError::new(
             rocket::http::Status::UnprocessableEntity,
-            "bill_too_old",
+            ErrorCode::BillTooOld,
             format!(
                 "createdAt: is more than {} old; such a bill must be entered by hand",
                 humantime::format_duration(max_age)
@@ -228,7 +228,10 @@ async fn offline_bills(
                         continue;
                     }
                 };
-                match tx.savepoint(|tx| checkout::checkout(tx, &sale)) {
+                match tx
+                    .savepoint(|tx| checkout::checkout(tx, &sale))
+                    .map_err(ApiError::from)
+                {
                     Ok(view) => results.push(BillResult {
                         index,
                         client_id,
@@ -237,7 +240,7 @@ async fn offline_bills(
                         error: None,
                     }),
                     // The same bill applied by a concurrent batch.
-                    Err(e) if e.code == "conflict" => {
+                    Err(e) if e.code == ErrorCode::Conflict => {
                         match client_id
                             .map(|c| Order::find_by_client_bill(tx, c))
                             .transpose()?

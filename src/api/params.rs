@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult, fail};
+use crate::error::{ApiError, ApiResult, ErrorCode, fail};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
@@ -171,7 +171,7 @@ impl<'r> FromRequest<'r> for IdempotencyKey {
         let err = |message: &str| {
             ApiError::new(
                 rocket::http::Status::UnprocessableEntity,
-                "idempotency_key_required",
+                ErrorCode::IdempotencyKeyRequired,
                 format!("Idempotency-Key: {message}"),
             )
         };

@@ -17,7 +17,7 @@ use crate::{
         ids::ProductId,
         tenant::products::{NewProduct, Product, ProductChanges, ProductFilter},
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     tenancy::tenant_db::TenantDb,
 };
 
@@ -68,12 +68,12 @@ fn product_error(e: diesel::result::Error) -> ApiError {
             _,
         ) => ApiError::new(
             Status::UnprocessableEntity,
-            "unknown_category",
+            ErrorCode::UnknownCategory,
             "categoryId: no such category",
         ),
         e => ApiError::or_taken(
             "product",
-            "sku_taken",
+            ErrorCode::SkuTaken,
             "another product already has this sku",
         )(e),
     }

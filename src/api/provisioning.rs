@@ -23,7 +23,7 @@ use crate::{
         ids::{MerchantId, RunId},
         platform::runs::ProvisioningRun,
     },
-    error::{ApiError, ErrorBody},
+    error::{ApiError, ErrorBody, ErrorCode},
     tenancy::{
         Tier,
         provisioning::{
@@ -72,8 +72,9 @@ fn failed(run: ProvisioningRun) -> Provisioned {
     let error = ErrorBody {
         code: run
             .error_code
-            .clone()
-            .unwrap_or_else(|| "provisioning_failed".into()),
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(ErrorCode::ProvisioningFailed),
         message: format!(
             "provisioning failed at step {}: {}",
             run.failed_step.clone().unwrap_or_default(),
@@ -123,7 +124,8 @@ async fn provision(
     let app2 = app.inner().clone();
     let outcome = tokio::task::spawn_blocking(move || provisioning::run(&app2, &req))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from);
     let mut details = json!({ "tier": tier.as_str(), "byo": b.database_url.is_some() });
     match &outcome {
         Ok(Outcome::Ready(run)) => {
@@ -200,7 +202,8 @@ async fn deprovision(
         tenant_deprovision::deprovision(&app2, id, force, &operator)
     })
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from);
     // A deprovisioning that happened is recorded with the placement change
     // (and its drop, if that failed); one that was refused is recorded here.
     if let Err(e) = &out {

@@ -18,7 +18,7 @@ use rocket::{
     http::{Method, Status, uri::Origin},
 };
 
-use crate::error::{ApiError, leave};
+use crate::error::{ApiError, ErrorCode, leave};
 
 /// Where a refused request is sent; no route serves it.
 pub const REFUSED: &str = "/_posd/refused";
@@ -38,7 +38,7 @@ fn refusal(req: &Request<'_>) -> Option<ApiError> {
     {
         return Some(ApiError::new(
             Status::UnsupportedMediaType,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as application/json",
         ));
     }

@@ -22,7 +22,7 @@ use crate::{
         ids::{MerchantId, StaffId},
         platform::staff::{NewStaffUser, StaffChanges, StaffUser},
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
 };
 
 /// A staff user as the API shows it (never the password hash).
@@ -121,7 +121,7 @@ async fn create(
             )
             .map_err(ApiError::or_taken(
                 "staff user",
-                "email_taken",
+                ErrorCode::EmailTaken,
                 "another staff user of this merchant has this email",
             ))
         })
@@ -156,7 +156,7 @@ async fn update(
     let merchant = owner.0.claims.mid;
     if id == me && (b.role.is_some_and(|r| r != Role::Owner) || b.active == Some(false)) {
         return Err(ApiError::conflict(
-            "cannot_change_self",
+            ErrorCode::CannotChangeSelf,
             "an owner cannot change their own role or deactivate themselves; ask another owner",
         ));
     }
@@ -172,7 +172,7 @@ async fn update(
                     .map_err(ApiError::or_not_found("staff user"))?;
                 if StaffUser::lock_active_owners(p, merchant)?.is_empty() {
                     return Err(ApiError::conflict(
-                        "last_owner",
+                        ErrorCode::LastOwner,
                         "the merchant must keep at least one active owner",
                     ));
                 }

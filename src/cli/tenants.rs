@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 
+use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use posd::{
     app::url_user,
@@ -17,20 +18,19 @@ use posd::{
     },
 };
 
-fn owner(settings: &Settings) -> Result<diesel::PgConnection, String> {
-    pool::connect(&settings.database_url)
-        .map_err(|e| format!("cannot connect to POSD_DATABASE_URL: {e}"))
+fn owner(settings: &Settings) -> anyhow::Result<diesel::PgConnection> {
+    pool::connect(&settings.database_url).context("cannot connect to POSD_DATABASE_URL")
 }
 
 /// Prints one line per merchant: slug, id, tier, status, version.
 #[expect(clippy::print_stdout, reason = "the listing is the command's output")]
-pub fn list(settings: &Settings) -> Result<(), String> {
+pub fn list(settings: &Settings) -> anyhow::Result<()> {
     let mut conn = owner(settings)?;
     let mut p = Platform::new(&mut conn);
-    let merchants = Merchant::list(&mut p).map_err(|e| e.to_string())?;
+    let merchants = Merchant::list(&mut p).context("cannot list the merchants")?;
     let targets = fleet::targets(&mut p, &Selection::default())?;
     let shared = schema_versions(&mut p, &[SHARED_SCHEMA.to_string()])
-        .map_err(|e| e.to_string())?
+        .context("cannot read the shared tier's version")?
         .pop()
         .and_then(|(_, v)| v);
     let latest = latest_tenant_version();
@@ -93,9 +93,9 @@ pub fn migrate(
     selection: &Selection,
     concurrency: usize,
     dry_run: bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let app_role = url_user(&settings.app_database_url)
-        .ok_or("POSD_APP_DATABASE_URL: the URL names no user")?;
+        .context("POSD_APP_DATABASE_URL: the URL names no user")?;
     let total = {
         let mut conn = owner(settings)?;
         fleet::targets(&mut Platform::new(&mut conn), selection)?.len()
@@ -150,11 +150,7 @@ pub fn migrate(
         r.id
     );
     if r.failed > 0 {
-        Err(format!(
-            "{} tenant(s) failed; fix them and run again",
-            r.failed
-        ))
-    } else {
-        Ok(())
+        bail!("{} tenant(s) failed; fix them and run again", r.failed);
     }
+    Ok(())
 }

@@ -6,23 +6,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use rocket::http::Status;
 use uuid::Uuid;
 
 use super::pricing::{self, Method, PriceError, TenderError};
-use crate::{
-    db::{
-        ids::{CustomerId, OrderId, ProductId, StaffId},
-        kinds::OrderStatus,
-        tenant::{
-            TenantTx,
-            customers::Customer,
-            inventory::{self, Change, Reason, Short},
-            orders::{Order, OrderLine, OrderView, Payment},
-            products::Product,
-        },
+use crate::db::{
+    ids::{CustomerId, OrderId, ProductId, StaffId},
+    kinds::OrderStatus,
+    tenant::{
+        TenantTx,
+        customers::Customer,
+        inventory::{self, Change, Reason, Short},
+        orders::{Order, OrderLine, OrderView, Payment},
+        products::Product,
     },
-    error::{ApiError, ApiResult},
 };
 
 pub const MAX_LINES: usize = 200;
@@ -69,57 +65,94 @@ pub struct Sale {
     pub offline: Option<OfflineBill>,
 }
 
-fn unprocessable(code: &'static str, message: String) -> ApiError {
-    ApiError::new(Status::UnprocessableEntity, code, message)
+/// Why a sale is refused. The text is the message a client reads; the API
+/// gives each variant its status and code (`crate::api::errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum SaleError {
+    /// A value out of its limits (`validation_failed`).
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// A price other than the catalog's, or a discount, from a seller who
+    /// may not change prices.
+    #[error(
+        "lines[{line}].{field}: a price other than the catalog's ({catalog}) or a discount needs the manager role"
+    )]
+    PriceOverrideForbidden {
+        line: usize,
+        field: &'static str,
+        catalog: i64,
+    },
+    #[error("lines[{line}].productId: no such product")]
+    UnknownProduct { line: usize },
+    #[error("lines[{line}].productId: {sku} is not for sale")]
+    ProductInactive { line: usize, sku: String },
+    #[error("customerId: no such customer")]
+    UnknownCustomer,
+    /// The payments do not settle the total.
+    #[error("payments: {0}")]
+    Tender(TenderError),
+    #[error("not enough stock of {sku} for {quantity} unit(s)")]
+    InsufficientStock { sku: String, quantity: i64 },
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
 }
 
-fn price_error(i: usize, e: PriceError) -> ApiError {
+impl SaleError {
+    fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        SaleError::Invalid {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn price_error(i: usize, e: PriceError) -> SaleError {
     match e {
-        PriceError::Overflow => ApiError::invalid(&format!("lines[{i}]"), e),
-        PriceError::DiscountTooLarge => ApiError::invalid(&format!("lines[{i}].discountMinor"), e),
+        PriceError::Overflow => SaleError::invalid(format!("lines[{i}]"), e),
+        PriceError::DiscountTooLarge => SaleError::invalid(format!("lines[{i}].discountMinor"), e),
     }
 }
 
 /// Checks what needs no database: sizes and ranges.
-pub fn validate(sale: &Sale) -> ApiResult<()> {
+pub fn validate(sale: &Sale) -> Result<(), SaleError> {
     if sale.lines.is_empty() || sale.lines.len() > MAX_LINES {
-        return Err(ApiError::invalid(
+        return Err(SaleError::invalid(
             "lines",
             format!("must hold 1 to {MAX_LINES} lines"),
         ));
     }
     if sale.payments.len() > MAX_PAYMENTS {
-        return Err(ApiError::invalid(
+        return Err(SaleError::invalid(
             "payments",
             format!("must hold at most {MAX_PAYMENTS} payments"),
         ));
     }
     for (i, l) in sale.lines.iter().enumerate() {
         if !(1..=MAX_QUANTITY).contains(&l.quantity) {
-            return Err(ApiError::invalid(
-                &format!("lines[{i}].quantity"),
+            return Err(SaleError::invalid(
+                format!("lines[{i}].quantity"),
                 format!("must be from 1 to {MAX_QUANTITY}"),
             ));
         }
         if l.unit_price_minor
             .is_some_and(|p| !(0..=pricing::MAX_UNIT_PRICE).contains(&p))
         {
-            return Err(ApiError::invalid(
-                &format!("lines[{i}].unitPriceMinor"),
+            return Err(SaleError::invalid(
+                format!("lines[{i}].unitPriceMinor"),
                 format!("must be from 0 to {}", pricing::MAX_UNIT_PRICE),
             ));
         }
         if !(0..=pricing::MAX_AMOUNT).contains(&l.discount_minor) {
-            return Err(ApiError::invalid(
-                &format!("lines[{i}].discountMinor"),
+            return Err(SaleError::invalid(
+                format!("lines[{i}].discountMinor"),
                 format!("must be from 0 to {}", pricing::MAX_AMOUNT),
             ));
         }
     }
     for (i, p) in sale.payments.iter().enumerate() {
         if !(1..=pricing::MAX_AMOUNT).contains(&p.amount_minor) {
-            return Err(ApiError::invalid(
-                &format!("payments[{i}].amountMinor"),
+            return Err(SaleError::invalid(
+                format!("payments[{i}].amountMinor"),
                 format!("must be from 1 to {}", pricing::MAX_AMOUNT),
             ));
         }
@@ -127,14 +160,14 @@ pub fn validate(sale: &Sale) -> ApiResult<()> {
             .as_ref()
             .is_some_and(|r| r.chars().count() > 100)
         {
-            return Err(ApiError::invalid(
-                &format!("payments[{i}].reference"),
+            return Err(SaleError::invalid(
+                format!("payments[{i}].reference"),
                 "must be at most 100 characters",
             ));
         }
     }
     if sale.note.as_ref().is_some_and(|n| n.chars().count() > 500) {
-        return Err(ApiError::invalid("note", "must be at most 500 characters"));
+        return Err(SaleError::invalid("note", "must be at most 500 characters"));
     }
     Ok(())
 }
@@ -149,7 +182,7 @@ fn check_price_rule(
     unit: i64,
     catalog: i64,
     discount: i64,
-) -> ApiResult<()> {
+) -> Result<(), SaleError> {
     if sale.may_override_price || (unit == catalog && discount == 0) {
         return Ok(());
     }
@@ -158,12 +191,11 @@ fn check_price_rule(
     } else {
         "unitPriceMinor"
     };
-    Err(ApiError::forbidden(
-        "price_override_forbidden",
-        format!(
-            "lines[{i}].{field}: a price other than the catalog's ({catalog}) or a discount needs the manager role"
-        ),
-    ))
+    Err(SaleError::PriceOverrideForbidden {
+        line: i,
+        field,
+        catalog,
+    })
 }
 
 /// Records `sale` as an order in `tx`. On any error nothing is written
@@ -172,7 +204,7 @@ fn check_price_rule(
     clippy::too_many_lines,
     reason = "one transaction, read top to bottom: price, check, then write"
 )]
-pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
+pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleError> {
     validate(sale)?;
     let merchant = tx.merchant();
     let order_id = OrderId(Uuid::now_v7());
@@ -190,17 +222,14 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
     let mut lines = Vec::with_capacity(sale.lines.len());
     let mut take: BTreeMap<ProductId, i64> = BTreeMap::new();
     for (i, l) in sale.lines.iter().enumerate() {
-        let p = products.get(&l.product_id).ok_or_else(|| {
-            unprocessable(
-                "unknown_product",
-                format!("lines[{i}].productId: no such product"),
-            )
-        })?;
+        let p = products
+            .get(&l.product_id)
+            .ok_or(SaleError::UnknownProduct { line: i })?;
         if !p.active {
-            return Err(unprocessable(
-                "product_inactive",
-                format!("lines[{i}].productId: {} is not for sale", p.sku),
-            ));
+            return Err(SaleError::ProductInactive {
+                line: i,
+                sku: p.sku.clone(),
+            });
         }
         let unit = l.unit_price_minor.unwrap_or(p.price_minor);
         check_price_rule(sale, i, unit, p.price_minor, l.discount_minor)?;
@@ -227,13 +256,13 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
             refunded_minor: 0,
         });
     }
-    let sum = |f: fn(&OrderLine) -> i64| -> ApiResult<i64> {
+    let sum = |f: fn(&OrderLine) -> i64| -> Result<i64, SaleError> {
         lines
             .iter()
             .try_fold(0i64, |s, l| s.checked_add(f(l)))
             .filter(|s| *s <= pricing::MAX_AMOUNT)
             .ok_or_else(|| {
-                ApiError::invalid(
+                SaleError::invalid(
                     "lines",
                     format!("the order comes to more than {}", pricing::MAX_AMOUNT),
                 )
@@ -251,17 +280,11 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
         .iter()
         .map(|p| (p.method, p.amount_minor))
         .collect();
-    let t = pricing::tender(total, &tenders).map_err(|e| match e {
-        TenderError::Short { .. } => unprocessable("payment_short", format!("payments: {e}")),
-        TenderError::Overpaid { .. } => unprocessable("overpaid", format!("payments: {e}")),
-        TenderError::Overflow => ApiError::invalid("payments", e),
-    })?;
+    let t = pricing::tender(total, &tenders).map_err(SaleError::Tender)?;
 
     if let Some(c) = sale.customer_id {
         Customer::find(tx, c).map_err(|e| match e {
-            diesel::result::Error::NotFound => {
-                unprocessable("unknown_customer", "customerId: no such customer".into())
-            }
+            diesel::result::Error::NotFound => SaleError::UnknownCustomer,
             e => e.into(),
         })?;
     }
@@ -324,10 +347,10 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> ApiResult<OrderView> {
     .map_err(|Short(product)| {
         let sku = products.get(&product).map_or("?", |p| p.sku.as_str());
         let qty = take.get(&product).copied().unwrap_or_default();
-        ApiError::conflict(
-            "insufficient_stock",
-            format!("not enough stock of {sku} for {qty} unit(s)"),
-        )
+        SaleError::InsufficientStock {
+            sku: sku.to_string(),
+            quantity: qty,
+        }
     })?;
     Ok(OrderView {
         order,

@@ -6,3 +6,5 @@ pub mod checkout;
 pub mod pricing;
 pub mod refund;
 pub mod report;
+
+pub use self::{checkout::SaleError, refund::RefundError};

@@ -12,22 +12,18 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use rocket::http::Status;
 use uuid::Uuid;
 
 use super::pricing::{Method, refund_share};
-use crate::{
-    db::{
-        ids::{OrderId, ProductId, RefundId, StaffId},
-        kinds::OrderStatus,
-        tenant::{
-            TenantTx,
-            inventory::{self, Change, Reason, Short},
-            orders::{Order, OrderLine, OrderView, Refund, RefundLine, RefundView},
-            products::Product,
-        },
+use crate::db::{
+    ids::{OrderId, ProductId, RefundId, StaffId},
+    kinds::OrderStatus,
+    tenant::{
+        TenantTx,
+        inventory::{self, Change, Reason, Short},
+        orders::{Order, OrderLine, OrderView, Refund, RefundLine, RefundView},
+        products::Product,
     },
-    error::{ApiError, ApiResult},
 };
 
 #[derive(Debug, Clone)]
@@ -47,8 +43,53 @@ pub struct RefundRequest {
     pub staff: StaffId,
 }
 
-fn exceeds(message: String) -> ApiError {
-    ApiError::new(Status::UnprocessableEntity, "refund_exceeds_paid", message)
+/// Why a refund or a void is refused. The text is the message a client
+/// reads; the API gives each variant its status and code
+/// (`crate::api::errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("the order was voided; there is nothing to refund")]
+    RefundOfVoided,
+    #[error("the order is already voided")]
+    AlreadyVoided,
+    #[error("the order has refunds; refund the rest instead of voiding it")]
+    VoidOfRefunded,
+    #[error("the order's business day is over and it is settled; refund it instead")]
+    Settled,
+    #[error("lines[{index}].lineNo: is listed twice")]
+    LineListedTwice { index: usize },
+    #[error("lines[{index}].lineNo: no such line on this order")]
+    NoSuchLine { index: usize },
+    #[error("lines[{index}].quantity: only {left} unit(s) of line {line_no} are left to refund")]
+    ExceedsQuantity {
+        index: usize,
+        line_no: i32,
+        left: i32,
+    },
+    #[error("amountMinor: {asked} is more than the {remaining} left to refund on this order")]
+    AmountExceedsPaid { asked: i64, remaining: i64 },
+    #[error(
+        "these lines are worth {worth}, more than the {remaining} left to refund on this order"
+    )]
+    LinesExceedPaid { worth: i64, remaining: i64 },
+    #[error("there is nothing left to refund on this order")]
+    NothingLeft,
+    /// A product of the order has no stock level to put units back on
+    /// (every product has one: a bug, not the client's doing).
+    #[error("product {} has no stock level", .0.0)]
+    NoStockLevel(ProductId),
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+/// Locks order `id`, or says it does not exist.
+fn lock(tx: &mut TenantTx<'_>, id: OrderId) -> Result<Order, RefundError> {
+    Order::lock(tx, id).map_err(|e| match e {
+        diesel::result::Error::NotFound => RefundError::OrderNotFound,
+        e => e.into(),
+    })
 }
 
 /// Puts `units` (line number, quantity) of the order's `lines` back on the
@@ -62,7 +103,7 @@ fn put_back(
     reason: Reason,
     refund: Option<RefundId>,
     staff: StaffId,
-) -> ApiResult<()> {
+) -> Result<(), RefundError> {
     let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id.0).collect();
     let tracked: Vec<ProductId> = Product::find_many(tx, &ids)?
         .into_iter()
@@ -89,35 +130,29 @@ fn put_back(
         },
         &back,
     )?
-    .map_err(|Short(p)| ApiError::internal(format!("product {} has no stock level", p.0)))?;
+    .map_err(|Short(p)| RefundError::NoStockLevel(p))?;
     Ok(())
 }
 
 /// Refunds part or all of order `id`.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one transaction, read top to bottom: check the amounts, then write"
-)]
 pub fn refund(
     tx: &mut TenantTx<'_>,
     id: OrderId,
     req: &RefundRequest,
-) -> ApiResult<(RefundView, OrderView)> {
-    let order = Order::lock(tx, id).map_err(ApiError::or_not_found("order"))?;
+) -> Result<(RefundView, OrderView), RefundError> {
+    let order = lock(tx, id)?;
     if order.status == OrderStatus::Voided {
-        return Err(ApiError::conflict(
-            "order_voided",
-            "the order was voided; there is nothing to refund",
-        ));
+        return Err(RefundError::RefundOfVoided);
     }
     let remaining = order.total_minor - order.refunded_minor;
     let refund_id = RefundId(Uuid::now_v7());
     let (amount, lines) = match &req.what {
         RefundWhat::Amount(a) => {
             if *a > remaining {
-                return Err(exceeds(format!(
-                    "amountMinor: {a} is more than the {remaining} left to refund on this order"
-                )));
+                return Err(RefundError::AmountExceedsPaid {
+                    asked: *a,
+                    remaining,
+                });
             }
             (*a, Vec::new())
         }
@@ -127,29 +162,19 @@ pub fn refund(
             let mut amount = 0i64;
             for (i, (line_no, qty)) in wanted.iter().enumerate() {
                 if wanted[..i].iter().any(|(n, _)| n == line_no) {
-                    return Err(ApiError::invalid(
-                        &format!("lines[{i}].lineNo"),
-                        "is listed twice",
-                    ));
+                    return Err(RefundError::LineListedTwice { index: i });
                 }
                 let l = order_lines
                     .iter()
                     .find(|l| l.line_no == *line_no)
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            &format!("lines[{i}].lineNo"),
-                            "no such line on this order",
-                        )
-                    })?;
+                    .ok_or(RefundError::NoSuchLine { index: i })?;
                 let left = l.quantity - l.refunded_quantity;
                 if *qty > left {
-                    return Err(ApiError::new(
-                        Status::UnprocessableEntity,
-                        "refund_exceeds_quantity",
-                        format!(
-                            "lines[{i}].quantity: only {left} unit(s) of line {line_no} are left to refund"
-                        ),
-                    ));
+                    return Err(RefundError::ExceedsQuantity {
+                        index: i,
+                        line_no: *line_no,
+                        left,
+                    });
                 }
                 let share = refund_share(
                     l.total_minor,
@@ -169,9 +194,10 @@ pub fn refund(
                 });
             }
             if amount > remaining {
-                return Err(exceeds(format!(
-                    "these lines are worth {amount}, more than the {remaining} left to refund on this order"
-                )));
+                return Err(RefundError::LinesExceedPaid {
+                    worth: amount,
+                    remaining,
+                });
             }
             if req.restock {
                 let units: Vec<(i32, i32)> =
@@ -190,9 +216,7 @@ pub fn refund(
         }
     };
     if amount <= 0 {
-        return Err(exceeds(
-            "there is nothing left to refund on this order".into(),
-        ));
+        return Err(RefundError::NothingLeft);
     }
     let method = match req.method {
         Some(m) => m.as_str().to_string(),
@@ -224,29 +248,20 @@ pub fn void(
     id: OrderId,
     tz: chrono_tz::Tz,
     staff: StaffId,
-) -> ApiResult<OrderView> {
-    let order = Order::lock(tx, id).map_err(ApiError::or_not_found("order"))?;
+) -> Result<OrderView, RefundError> {
+    let order = lock(tx, id)?;
     match order.status {
         OrderStatus::Voided => {
-            return Err(ApiError::conflict(
-                "order_voided",
-                "the order is already voided",
-            ));
+            return Err(RefundError::AlreadyVoided);
         }
         OrderStatus::Completed => {}
         OrderStatus::PartiallyRefunded | OrderStatus::Refunded => {
-            return Err(ApiError::conflict(
-                "order_refunded",
-                "the order has refunds; refund the rest instead of voiding it",
-            ));
+            return Err(RefundError::VoidOfRefunded);
         }
     }
     let today = Utc::now().with_timezone(&tz).date_naive();
     if order.created_at.with_timezone(&tz).date_naive() != today {
-        return Err(ApiError::conflict(
-            "order_settled",
-            "the order's business day is over and it is settled; refund it instead",
-        ));
+        return Err(RefundError::Settled);
     }
     let lines = Order::lines(tx, id)?;
     let units: Vec<(i32, i32)> = lines.iter().map(|l| (l.line_no, l.quantity)).collect();

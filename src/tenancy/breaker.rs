@@ -10,7 +10,10 @@ use std::{
 
 use parking_lot::Mutex;
 
-use crate::{db::ids::MerchantId, error::ApiError};
+use crate::{
+    db::ids::MerchantId,
+    error::{ApiError, ErrorCode},
+};
 
 #[derive(Default)]
 struct State {
@@ -80,7 +83,7 @@ impl Breakers {
 
 fn unavailable(retry_after: u64) -> ApiError {
     ApiError::unavailable(
-        "tenant_database_unavailable",
+        ErrorCode::TenantDatabaseUnavailable,
         "this merchant's database is not reachable; try again shortly",
         retry_after,
     )

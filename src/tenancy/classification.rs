@@ -40,7 +40,10 @@ use diesel::{
 };
 use parking_lot::{Mutex, RwLock};
 
-use crate::{db::ids::MerchantId, error::ApiError};
+use crate::{
+    db::ids::MerchantId,
+    error::{ApiError, ErrorCode},
+};
 
 /// Control-plane tables.
 pub const SHARED: &[&str] = &[
@@ -236,7 +239,7 @@ impl Blocked {
     /// The answer to the tenant's requests.
     pub fn error(&self) -> ApiError {
         ApiError::unavailable(
-            "tenant_unclassified_table",
+            ErrorCode::TenantUnclassifiedTable,
             format!(
                 "this merchant's data is not served: table(s) {} fail the table classification check \
                  (a table must be listed as TENANT in {FILE}, have a merchant_id column and row-level \
@@ -372,7 +375,7 @@ mod tests {
         let b = c.record(m, 1, table_problems(&t)).unwrap();
         assert_eq!(b.tables, vec!["m_1.loyalty".to_string()]);
         let e = b.error();
-        assert_eq!(e.code, "tenant_unclassified_table");
+        assert_eq!(e.code, ErrorCode::TenantUnclassifiedTable);
         assert!(e.message.contains("m_1.loyalty") && e.message.contains(FILE));
         assert!(c.blocked(m, 1).is_some());
         assert!(c.blocked(m, 2).is_none(), "another placement");

@@ -21,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::{Context as _, anyhow};
 use diesel::PgConnection;
 use parking_lot::Mutex;
 use secrecy::SecretString;
@@ -44,7 +45,7 @@ use crate::{
         },
         pool,
     },
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     redact::redact_text,
 };
 
@@ -120,9 +121,10 @@ pub struct Report {
     pub outcomes: Vec<Outcome>,
 }
 
-fn connect_owner(settings: &Settings) -> Result<PgConnection, String> {
+fn connect_owner(settings: &Settings) -> anyhow::Result<PgConnection> {
+    // The driver's message may hold the URL: only its redacted text goes on.
     pool::connect(&settings.database_url).map_err(|e| {
-        format!(
+        anyhow!(
             "cannot connect to POSD_DATABASE_URL: {}",
             redact_text(&e.to_string())
         )
@@ -131,17 +133,16 @@ fn connect_owner(settings: &Settings) -> Result<PgConnection, String> {
 
 /// The selected schema and dedicated tenants, with the version each stands
 /// at, read without connecting to any tenant.
-pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, String> {
-    let err = |e: diesel::result::Error| e.to_string();
+pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> anyhow::Result<Vec<Target>> {
     let merchants: Vec<Merchant> = Merchant::list(p)
-        .map_err(err)?
+        .context("cannot list the merchants")?
         .into_iter()
         .filter(|m| sel.merchants.is_empty() || sel.merchants.contains(&m.id))
         .filter(|m| m.tier != Tier::Shared)
         .filter(|m| sel.tier.is_none_or(|t| t == m.tier))
         .collect();
     let states: HashMap<MerchantId, MigrationState> = MigrationState::all(p)
-        .map_err(err)?
+        .context("cannot read the tenants' migration state")?
         .into_iter()
         .map(|s| (s.merchant_id, s))
         .collect();
@@ -151,7 +152,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
         .map(|m| m.schema_name.clone())
         .collect();
     let live: HashMap<String, Option<String>> = schema_versions(p, &schemas)
-        .map_err(err)?
+        .context("cannot read the schema tenants' versions")?
         .into_iter()
         .collect();
     let mut out = Vec::with_capacity(merchants.len());
@@ -159,7 +160,8 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> Result<Vec<Target>, Str
         let tier = m.tier;
         let (database, brought, before) = match (tier, m.database_id) {
             (Tier::Dedicated, Some(db)) => {
-                let db = TenantDatabase::find(p, db).map_err(err)?;
+                let db = TenantDatabase::find(p, db)
+                    .with_context(|| format!("cannot read the database of merchant {}", m.id))?;
                 (
                     Some(db.database_name),
                     (!db.created_by_posd).then_some(db.sealed_url),
@@ -199,7 +201,8 @@ pub fn migrate_target(
             // A posd-created database is migrated as the owner role and
             // granted to the app role; a brought one as the merchant's role.
             let url = match &t.brought {
-                None => url_for_database(&settings.dedicated_server_url, None, db),
+                None => url_for_database(&settings.dedicated_server_url, None, db)
+                    .map_err(|e| e.to_string()),
                 Some(sealed) => settings
                     .keyring
                     .open(t.merchant.0, Purpose::TenantDatabaseUrl, sealed)
@@ -298,7 +301,7 @@ pub fn migrate(
     concurrency: usize,
     dry_run: bool,
     on_outcome: &(dyn Fn(&Outcome) + Sync),
-) -> Result<Report, String> {
+) -> anyhow::Result<Report> {
     let planned = plan(settings, requested_by, sel, dry_run)?;
     execute(settings, app_role, planned, concurrency, on_outcome)
 }
@@ -324,12 +327,12 @@ pub fn plan(
     requested_by: &str,
     sel: &Selection,
     dry_run: bool,
-) -> Result<Planned, String> {
+) -> anyhow::Result<Planned> {
     let latest = latest_tenant_version();
     let mut owner = connect_owner(settings)?;
     let targets = targets(&mut Platform::new(&mut owner), sel)?;
     let total = i32::try_from(targets.len())
-        .map_err(|_| format!("{} tenants are more than a run can count", targets.len()))?;
+        .map_err(|_| anyhow!("{} tenants are more than a run can count", targets.len()))?;
     let run = FleetRun::start(
         &mut Platform::new(&mut owner),
         requested_by,
@@ -337,7 +340,7 @@ pub fn plan(
         dry_run,
         total,
     )
-    .map_err(|e| e.to_string())?;
+    .context("cannot record the fleet run")?;
     Ok(Planned {
         owner,
         run,
@@ -353,7 +356,7 @@ pub fn execute(
     planned: Planned,
     concurrency: usize,
     on_outcome: &(dyn Fn(&Outcome) + Sync),
-) -> Result<Report, String> {
+) -> anyhow::Result<Report> {
     let Planned {
         mut owner,
         run,
@@ -433,7 +436,7 @@ pub fn execute(
         count("failed"),
         count("up_to_date"),
     )
-    .map_err(|e| e.to_string())?;
+    .context("cannot record the end of the fleet run")?;
     Ok(Report { run, outcomes })
 }
 
@@ -469,7 +472,7 @@ impl OnDemand {
                 Some(Attempt::Failed(at)) if at.elapsed() < RETRY_FAILED => {
                     let left = RETRY_FAILED.saturating_sub(at.elapsed());
                     return ApiError::unavailable(
-                        "tenant_migration_failed",
+                        ErrorCode::TenantMigrationFailed,
                         "upgrading this merchant's data failed; an operator has been alerted, try again later",
                         left.as_secs() + 1,
                     );
@@ -479,7 +482,7 @@ impl OnDemand {
             attempts.insert(merchant, Attempt::Running);
         }
         let app = app.clone();
-        rocket::tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let ok = run_on_demand(&app, merchant);
             // The directory first: a request that sees the run gone must
             // read the new state, not start another run.
@@ -497,7 +500,7 @@ impl OnDemand {
 
 fn migrating() -> ApiError {
     ApiError::unavailable(
-        "tenant_migrating",
+        ErrorCode::TenantMigrating,
         "this merchant's data is being upgraded; try again shortly",
         2,
     )

@@ -5,6 +5,7 @@
 //! else meanwhile is left alone (counted as failed; run again). Nothing
 //! here logs or returns a plaintext.
 
+use anyhow::{Context as _, anyhow, bail};
 use serde::Serialize;
 
 use crate::crypto::{Keyring, Purpose};
@@ -40,16 +41,17 @@ pub struct RotationFailure {
 
 /// Re-seals every tenant database URL under the active key of
 /// `settings.keyring` (blocking).
-pub fn rotate(settings: &Settings) -> Result<RotationReport, String> {
+pub fn rotate(settings: &Settings) -> anyhow::Result<RotationReport> {
     let keyring = &settings.keyring;
+    // The driver's message may hold the URL: only its redacted text goes on.
     let mut conn = pool::connect(&settings.database_url).map_err(|e| {
-        format!(
+        anyhow!(
             "cannot connect to POSD_DATABASE_URL: {}",
             redact_text(&e.to_string())
         )
     })?;
     let mut p = Platform::new(&mut conn);
-    let rows = TenantDatabase::all(&mut p).map_err(|e| e.to_string())?;
+    let rows = TenantDatabase::all(&mut p).context("cannot read the tenant databases")?;
     let mut report = RotationReport {
         active_key: keyring.active_key_id().to_string(),
         total: rows.len(),
@@ -59,7 +61,8 @@ pub fn rotate(settings: &Settings) -> Result<RotationReport, String> {
         match reseal(&mut p, keyring, &row) {
             Ok(true) => report.resealed += 1,
             Ok(false) => report.already_current += 1,
-            Err(error) => {
+            Err(e) => {
+                let error = format!("{e:#}");
                 tracing::warn!(database = %row.id, merchant = %row.merchant_id, %error, "could not re-seal");
                 report.failed += 1;
                 report.failures.push(RotationFailure {
@@ -74,28 +77,22 @@ pub fn rotate(settings: &Settings) -> Result<RotationReport, String> {
 }
 
 /// Re-seals one row; `Ok(false)` when it is already under the active key.
-fn reseal(p: &mut Platform<'_>, keyring: &Keyring, row: &TenantDatabase) -> Result<bool, String> {
-    let current = Keyring::sealed_key_id(&row.sealed_url).map_err(|e| e.to_string())?;
+fn reseal(p: &mut Platform<'_>, keyring: &Keyring, row: &TenantDatabase) -> anyhow::Result<bool> {
+    let current = Keyring::sealed_key_id(&row.sealed_url)?;
     if current == keyring.active_key_id() {
         return Ok(false);
     }
-    let plain = keyring
-        .open(
-            row.merchant_id.0,
-            Purpose::TenantDatabaseUrl,
-            &row.sealed_url,
-        )
-        .map_err(|e| e.to_string())?;
-    let sealed = keyring
-        .seal(row.merchant_id.0, Purpose::TenantDatabaseUrl, &plain)
-        .map_err(|e| e.to_string())?;
+    let plain = keyring.open(
+        row.merchant_id.0,
+        Purpose::TenantDatabaseUrl,
+        &row.sealed_url,
+    )?;
+    let sealed = keyring.seal(row.merchant_id.0, Purpose::TenantDatabaseUrl, &plain)?;
     drop(plain);
     let replaced =
-        TenantDatabase::reseal(p, row.id, &row.sealed_url, &sealed, keyring.active_key_id())
-            .map_err(|e| e.to_string())?;
-    if replaced {
-        Ok(true)
-    } else {
-        Err("the row changed during the rotation; run it again".into())
+        TenantDatabase::reseal(p, row.id, &row.sealed_url, &sealed, keyring.active_key_id())?;
+    if !replaced {
+        bail!("the row changed during the rotation; run it again");
     }
+    Ok(true)
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use rocket::tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 use super::{SHARED_SCHEMA, Tier};
 use crate::db::{

@@ -24,9 +24,9 @@ use std::{
 
 use diesel::PgConnection;
 use parking_lot::Mutex;
-use rocket::tokio::sync::{Semaphore, broadcast};
 use secrecy::SecretString;
 use serde::Serialize;
+use tokio::sync::{Semaphore, broadcast};
 
 use super::{
     breaker::Breakers,
@@ -40,7 +40,7 @@ use crate::{
         platform::{Platform, tenant_databases::TenantDatabase},
         pool::{self, Budget, Pool, PoolOptions},
     },
-    error::ApiError,
+    error::{ApiError, ErrorCode},
 };
 
 /// A pool and the semaphore that bounds how many requests wait on it: one
@@ -88,12 +88,12 @@ impl PoolHandle {
         F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned())
+        let permit = tokio::time::timeout(wait, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| busy())?
             .map_err(|_| shutting_down())?;
         let pool = self.pool.clone();
-        rocket::tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut conn = match checkout {
                 Some(c) => c(&pool)?,
@@ -112,8 +112,8 @@ impl PoolHandle {
         wait: Duration,
         f: impl FnOnce(&mut PgConnection) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let acquire = rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned());
-        let _permit = rocket::tokio::runtime::Handle::try_current()
+        let acquire = tokio::time::timeout(wait, self.permits.clone().acquire_owned());
+        let _permit = tokio::runtime::Handle::try_current()
             .map_err(|_| ApiError::internal("database work outside the runtime"))?
             .block_on(acquire)
             .map_err(|_| busy())?
@@ -124,11 +124,11 @@ impl PoolHandle {
 }
 
 fn busy() -> ApiError {
-    ApiError::unavailable("database_busy", "the database is busy", 1)
+    ApiError::unavailable(ErrorCode::DatabaseBusy, "the database is busy", 1)
 }
 
 fn shutting_down() -> ApiError {
-    ApiError::unavailable("shutting_down", "posd is shutting down", 5)
+    ApiError::unavailable(ErrorCode::ShuttingDown, "posd is shutting down", 5)
 }
 
 struct Entry {

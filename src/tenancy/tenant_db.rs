@@ -14,8 +14,6 @@
 
 use std::sync::Arc;
 
-use rocket::tokio;
-
 use super::{
     Tenancy, Tier,
     classification::check_tenant_schema,

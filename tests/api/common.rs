@@ -328,7 +328,7 @@ impl TestApp {
         configure: impl FnOnce(&mut Settings) + Send + 'static,
     ) -> TestApp {
         let name = db.name.clone();
-        let app = rocket::tokio::task::spawn_blocking(move || boot_with(&name, configure))
+        let app = tokio::task::spawn_blocking(move || boot_with(&name, configure))
             .await
             .expect("boot task")
             .expect("boot");
@@ -347,7 +347,7 @@ impl TestApp {
 
     /// Waits until the cache invalidation listener has run `LISTEN`.
     pub async fn wait_listening(&self) {
-        rocket::tokio::time::timeout(
+        tokio::time::timeout(
             Duration::from_secs(20),
             self.app().directory.wait_listening(),
         )
@@ -617,7 +617,7 @@ impl TestApp {
     pub async fn schema_tenants(&self, prefix: &str, n: usize) -> Vec<MerchantId> {
         let app = self.app().clone();
         let prefix = prefix.to_string();
-        rocket::tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut owner =
                 PgConnection::establish(app.settings.database_url.expose_secret()).unwrap();
             (0..n)
@@ -860,7 +860,7 @@ impl TestApp {
                 std::time::Instant::now() < deadline,
                 "fleet run {run} did not finish in time"
             );
-            rocket::tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (status, view) = self
             .get(&format!("{API}/admin/fleet-runs/{run}"), admin)
@@ -881,7 +881,7 @@ impl TestApp {
             .owner()
             .batch_execute(sql)
             .expect("change the staff user");
-        rocket::tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match events.recv().await {
                     Ok(Some(s)) if s == id => break,

@@ -288,7 +288,7 @@ pub async fn wait_migration(t: &TestApp, m: &Merchant) -> Value {
             "the background migration of {} never finished: {view}",
             m.slug
         );
-        rocket::tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -454,12 +454,10 @@ async fn one_background_migration_per_tenant_and_a_failure_is_recorded() {
         ))
         .unwrap();
     for _ in 0..5 {
-        let (status, body) = rocket::tokio::time::timeout(
-            Duration::from_secs(10),
-            t.get(api!("/products"), &m.token),
-        )
-        .await
-        .expect("a request does not wait for its tenant's migration");
+        let (status, body) =
+            tokio::time::timeout(Duration::from_secs(10), t.get(api!("/products"), &m.token))
+                .await
+                .expect("a request does not wait for its tenant's migration");
         assert_error(
             (status, &body),
             Status::ServiceUnavailable,

@@ -132,7 +132,7 @@ async fn wait_move(t: &TestApp, m: &Merchant, run: &str, done: impl Fn(&Value) -
             return body["move"].clone();
         }
         assert!(Instant::now() < deadline, "move {run} stuck: {body}");
-        rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -186,7 +186,7 @@ async fn post_retrying(
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == Status::ServiceUnavailable && retry_after.is_some() {
             record.retried += 1;
-            rocket::tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
         return (status, value);
@@ -440,7 +440,7 @@ async fn a_trading_merchant_moves_every_way_and_loses_nothing() {
     for step in steps {
         let source = current(&t, &m);
         let stop = AtomicBool::new(false);
-        let (mv, during) = rocket::tokio::join!(
+        let (mv, during) = tokio::join!(
             async {
                 let mv = move_to(&t, &m, step.clone()).await;
                 stop.store(true, Ordering::Release);

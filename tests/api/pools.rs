@@ -22,7 +22,7 @@ async fn idle_pools_are_swept_and_rebuilt_on_demand() {
     let (status, _) = t.get(api!("/products"), &m.token).await;
     assert_eq!(status, Status::Ok);
     let builds = t.app().pools.summary().builds;
-    rocket::tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if evictions.recv().await.expect("eviction channel") == m.id {
                 break;
@@ -159,7 +159,7 @@ async fn an_unreachable_tenant_database_fails_fast_and_alone() {
     assert_eq!(t.app().pools.summary().builds, builds);
 
     // Everyone else is served meanwhile, concurrently with the failing tenant.
-    let (a, b, c) = rocket::tokio::join!(
+    let (a, b, c) = tokio::join!(
         t.get(api!("/products"), &up.token),
         t.get(api!("/products"), &shared.token),
         t.get(api!("/products"), &down.token),

@@ -30,7 +30,7 @@ async fn placement_changes_are_seen_at_once_through_notify() {
             m.id
         ))
         .unwrap();
-    rocket::tokio::time::timeout(Duration::from_secs(10), async {
+    tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match events.recv().await {
                 Ok(Some(id)) if id == m.id => break,

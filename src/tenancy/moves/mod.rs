@@ -93,6 +93,7 @@ use crate::{
         pool,
         tenant::quote_ident,
     },
+    error::ErrorCode,
     redact::redact_text,
 };
 
@@ -128,7 +129,7 @@ pub enum MoveError {
     #[error("the move is {0} and can no longer be cancelled")]
     NotCancellable(String),
     #[error("databaseUrl: {1}")]
-    Refused(&'static str, String),
+    Refused(ErrorCode, String),
     /// A phase failed; `code` is stable.
     #[error("{message}")]
     Failed { code: &'static str, message: String },
@@ -1059,9 +1060,19 @@ impl Mover {
         let spawned = std::thread::Builder::new()
             .name("posd-mover".into())
             .spawn(move || {
+                // Listing runs through the platform pool, which needs a runtime.
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the tier move driver cannot start");
+                        return;
+                    }
+                };
                 loop {
-                    let active = owner_conn(&app.settings.database_url)
-                        .and_then(|mut c| Ok(Move::all_active(&mut Platform::new(&mut c))?));
+                    let active = rt.block_on(app.platform(|p| Ok(Move::all_active(p)?)));
                     match active {
                         Ok(moves) => {
                             for mv in moves {

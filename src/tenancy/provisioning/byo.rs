@@ -14,11 +14,10 @@ use diesel::{
     PgConnection, QueryableByName, RunQueryDsl,
     sql_types::{BigInt, Bool, Integer, Text},
 };
-use rocket::http::Status;
 use secrecy::SecretString;
 
-use super::steps::StepError;
-use crate::{db::pool, error::ApiError, redact::redact_text};
+use super::{ProvisionError, steps::StepError};
+use crate::{db::pool, error::ErrorCode, redact::redact_text};
 
 /// The oldest server posd supports (`server_version_num`).
 pub const MIN_SERVER_VERSION: i32 = 130_000;
@@ -37,16 +36,12 @@ pub struct ByoUrl {
     pub user: String,
 }
 
-fn invalid(reason: &str) -> ApiError {
-    ApiError::new(
-        Status::UnprocessableEntity,
-        "invalid_database_url",
-        format!("databaseUrl: {reason}"),
-    )
+fn invalid(reason: &str) -> ProvisionError {
+    ProvisionError::InvalidDatabaseUrl(reason.to_string())
 }
 
 /// Parses a `databaseUrl`; the error never repeats the URL.
-pub fn parse(raw: &str) -> Result<ByoUrl, ApiError> {
+pub fn parse(raw: &str) -> Result<ByoUrl, ProvisionError> {
     let mut url = url::Url::parse(raw.trim()).map_err(|e| {
         invalid(&format!(
             "is not a URL ({e}); expected postgres://user:password@host:port/database"
@@ -108,7 +103,7 @@ pub struct Found {
     pub schema_exists: bool,
 }
 
-fn refuse(code: &'static str, reason: String) -> StepError {
+fn refuse(code: ErrorCode, reason: String) -> StepError {
     StepError::new("check", code, reason)
 }
 
@@ -117,7 +112,7 @@ fn refuse(code: &'static str, reason: String) -> StepError {
 pub fn check(url: &ByoUrl, schema: &str) -> Result<(PgConnection, Found), StepError> {
     let mut conn = pool::connect(&url.url).map_err(|e| {
         refuse(
-            "database_unreachable",
+            ErrorCode::DatabaseUnreachable,
             format!(
                 "cannot connect to the database: {}",
                 redact_text(e.to_string().trim())
@@ -143,13 +138,13 @@ pub fn check(url: &ByoUrl, schema: &str) -> Result<(PgConnection, Found), StepEr
     .get_result(&mut conn)
     .map_err(|e| {
         refuse(
-            "database_check_failed",
+            ErrorCode::DatabaseCheckFailed,
             format!("cannot inspect the database: {e}"),
         )
     })?;
     if f.version < MIN_SERVER_VERSION {
         return Err(refuse(
-            "database_version_unsupported",
+            ErrorCode::DatabaseVersionUnsupported,
             format!(
                 "the server runs PostgreSQL {}; posd needs 13 or newer",
                 f.version_text
@@ -158,7 +153,7 @@ pub fn check(url: &ByoUrl, schema: &str) -> Result<(PgConnection, Found), StepEr
     }
     if f.superuser {
         return Err(refuse(
-            "database_role_superuser",
+            ErrorCode::DatabaseRoleSuperuser,
             format!(
                 "role `{}` is a superuser; row-level security would not apply to it, use a role without SUPERUSER",
                 url.user
@@ -167,7 +162,7 @@ pub fn check(url: &ByoUrl, schema: &str) -> Result<(PgConnection, Found), StepEr
     }
     if f.bypassrls {
         return Err(refuse(
-            "database_role_bypassrls",
+            ErrorCode::DatabaseRoleBypassrls,
             format!(
                 "role `{}` has BYPASSRLS; row-level security would not apply to it, use a role without it",
                 url.user
@@ -176,7 +171,7 @@ pub fn check(url: &ByoUrl, schema: &str) -> Result<(PgConnection, Found), StepEr
     }
     if f.schema_exists && !f.schema_owned {
         return Err(refuse(
-            "database_privileges_insufficient",
+            ErrorCode::DatabasePrivilegesInsufficient,
             format!(
                 "schema {schema} exists but is not owned by role `{}`",
                 url.user
@@ -185,7 +180,7 @@ pub fn check(url: &ByoUrl, schema: &str) -> Result<(PgConnection, Found), StepEr
     }
     if !f.schema_exists && !f.can_create {
         return Err(refuse(
-            "database_privileges_insufficient",
+            ErrorCode::DatabasePrivilegesInsufficient,
             format!(
                 "role `{}` may not create schemas in database `{}` (GRANT CREATE ON DATABASE ... TO ...)",
                 url.user, url.database
@@ -194,7 +189,7 @@ pub fn check(url: &ByoUrl, schema: &str) -> Result<(PgConnection, Found), StepEr
     }
     if f.foreign_objects > 0 {
         return Err(refuse(
-            "database_not_empty",
+            ErrorCode::DatabaseNotEmpty,
             format!(
                 "database `{}` holds {} table(s), view(s) or sequence(s) outside the system schemas; posd needs an empty database",
                 url.database, f.foreign_objects
@@ -226,8 +221,13 @@ mod tests {
             "postgres://u:hunter2@h/a/b",
         ] {
             let e = parse(bad).unwrap_err();
-            assert_eq!(e.code, "invalid_database_url", "{bad}");
-            assert!(!e.message.contains("hunter2"), "{}", e.message);
+            assert!(
+                matches!(e, ProvisionError::InvalidDatabaseUrl(_)),
+                "{bad}: {e:?}"
+            );
+            let message = e.to_string();
+            assert!(message.starts_with("databaseUrl: "), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
         }
         let ok = parse("postgres://u:pw@h:5433/shop").unwrap();
         assert_eq!((ok.user.as_str(), ok.database.as_str()), ("u", "shop"));

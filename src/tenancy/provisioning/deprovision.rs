@@ -11,11 +11,12 @@
 //! audit records the placement change in the same transaction, and a failed
 //! drop as a second entry.
 
+use anyhow::Context as _;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use serde::Serialize;
 use serde_json::json;
 
-use super::with_lock;
+use super::{ProvisionError, find_merchant, with_lock};
 use crate::tenancy::Tenancy;
 use crate::{
     db::{
@@ -31,7 +32,6 @@ use crate::{
         pool,
         tenant::quote_ident,
     },
-    error::{ApiError, ApiResult},
     redact::redact_text,
     tenancy::{SHARED_SCHEMA, Tier},
 };
@@ -60,7 +60,7 @@ pub fn deprovision(
     merchant: MerchantId,
     force: bool,
     operator: &str,
-) -> ApiResult<Deprovisioned> {
+) -> Result<Deprovisioned, ProvisionError> {
     with_lock(app, merchant, |owner| {
         deprovision_locked(app, owner, merchant, force, operator)
     })
@@ -76,17 +76,14 @@ fn deprovision_locked(
     merchant: MerchantId,
     force: bool,
     operator: &str,
-) -> ApiResult<Deprovisioned> {
+) -> Result<Deprovisioned, ProvisionError> {
     let mut p = Platform::new(owner);
-    let m = Merchant::find(&mut p, merchant).map_err(ApiError::or_not_found("merchant"))?;
+    let m = find_merchant(&mut p, merchant)?;
     if let Some(mv) = crate::db::platform::moves::Move::active(&mut p, merchant)? {
-        return Err(super::move_in_progress(&mv));
+        return Err(ProvisionError::moving(&mv));
     }
     if m.tier == Tier::Shared {
-        return Err(ApiError::conflict(
-            "not_provisioned",
-            "the merchant is on the shared tier; there is nothing to deprovision",
-        ));
+        return Err(ProvisionError::NotProvisioned);
     }
     let database = match m.database_id {
         Some(id) => Some(TenantDatabase::find(&mut p, id)?),
@@ -97,16 +94,13 @@ fn deprovision_locked(
         ProvisioningRun::latest_ready(&mut p, merchant)?.map_or(m.created_at, |r| r.updated_at);
     let export = TenantExport::latest_since(&mut p, merchant, m.tier, placed_at)?;
     if !byo && !force && export.is_none() {
-        return Err(ApiError::conflict(
-            "export_required",
-            format!(
-                "no export of this merchant's {} data exists; export it first (GET /api/v2/POS/admin/tenants/{merchant}/export) or send {{\"force\": true}} to drop it without one",
-                m.tier
-            ),
-        ));
+        return Err(ProvisionError::ExportRequired {
+            merchant,
+            tier: m.tier,
+        });
     }
 
-    let after = owner.transaction::<_, ApiError, _>(|c| {
+    let after = owner.transaction::<_, ProvisionError, _>(|c| {
         let mut p = Platform::new(c);
         let after = Merchant::set_placement(
             &mut p,
@@ -166,7 +160,7 @@ fn deprovision_locked(
             ))
             .execute(owner)
             .map(drop)
-            .map_err(|e| e.to_string()),
+            .context("cannot drop the schema"),
         ),
     };
     match dropped {
@@ -175,13 +169,14 @@ fn deprovision_locked(
             out.dropped = Some(what);
         }
         Err(e) => {
-            tracing::error!(%merchant, %what, error = %redact_text(&e), "deprovisioned, but the drop failed; drop it by hand");
+            let e = redact_text(&format!("{e:#}"));
+            tracing::error!(%merchant, %what, error = %e, "deprovisioned, but the drop failed; drop it by hand");
             let recorded = audit::record(
                 &mut Platform::new(owner),
                 operator,
                 "tenant.deprovision",
                 Some(merchant),
-                json!({ "outcome": "left_behind", "leftBehind": what, "error": redact_text(&e) }),
+                json!({ "outcome": "left_behind", "leftBehind": what, "error": e }),
             );
             if let Err(e) = recorded {
                 tracing::error!(%merchant, error = %e, "could not record a failed drop in the admin audit");
@@ -192,13 +187,14 @@ fn deprovision_locked(
     Ok(out)
 }
 
-fn drop_database(app: &Tenancy, name: &str) -> Result<(), String> {
-    let mut conn = pool::connect(&app.settings.dedicated_server_url).map_err(|e| e.to_string())?;
+fn drop_database(app: &Tenancy, name: &str) -> anyhow::Result<()> {
+    let mut conn = pool::connect(&app.settings.dedicated_server_url)
+        .context("cannot connect to POSD_DEDICATED_SERVER_URL")?;
     diesel::sql_query(format!(
         "DROP DATABASE IF EXISTS {} WITH (FORCE)",
         quote_ident(name)
     ))
     .execute(&mut conn)
     .map(drop)
-    .map_err(|e| e.to_string())
+    .context("cannot drop the database")
 }

@@ -28,7 +28,6 @@ use diesel::{
     PgConnection, RunQueryDsl,
     sql_types::{Bool, Text},
 };
-use rocket::http::Status;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use self::byo::ByoUrl;
@@ -36,11 +35,12 @@ use super::{SHARED_SCHEMA, Tenancy, Tier};
 use crate::{
     db::{
         ids::{MerchantId, RunId},
+        kinds::{MovePhase, MoveStatus},
         platform::{Platform, merchants::Merchant, moves::Move, runs::ProvisioningRun},
         pool,
         tenant::TenantTx,
     },
-    error::{ApiError, ApiResult},
+    error::{ApiError, ErrorCode},
 };
 
 /// Second advisory-lock key space ("pose"): one lock per merchant, taken by
@@ -69,6 +69,91 @@ pub enum Outcome {
     Replayed(ProvisioningRun),
 }
 
+/// Why a provisioning or deprovisioning call is refused, or fails before a
+/// run can record it (a run's own failure is [`Outcome::Failed`]). The text
+/// is the message a client reads; the API gives each variant its status and
+/// code (`crate::api::errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("tier: must be `schema` or `dedicated`")]
+    SharedTarget,
+    #[error("databaseUrl: is only accepted with tier `dedicated`")]
+    DatabaseUrlNotDedicated,
+    /// An unusable `databaseUrl`; the reason never repeats the URL.
+    #[error("databaseUrl: {0}")]
+    InvalidDatabaseUrl(String),
+    #[error("merchant not found")]
+    MerchantNotFound,
+    #[error("this merchant is already being provisioned or deprovisioned")]
+    InProgress,
+    #[error(
+        "tier move {run} of this merchant is {status} (phase {phase}); wait for it or cancel it"
+    )]
+    MoveInProgress {
+        run: RunId,
+        status: MoveStatus,
+        phase: MovePhase,
+    },
+    #[error(
+        "runId {run} already names a run for merchant {merchant} onto tier {tier}{}; use a new runId",
+        own_database(*.byo)
+    )]
+    RunIdMismatch {
+        run: RunId,
+        merchant: MerchantId,
+        tier: String,
+        byo: bool,
+    },
+    #[error(
+        "the merchant is on the {tier} tier; to move it use POST /api/v2/POS/admin/tenants/{merchant}/move"
+    )]
+    AlreadyProvisioned { merchant: MerchantId, tier: Tier },
+    #[error(
+        "the merchant already has data on the shared tier; provisioning is for new merchants, move existing ones with POST /api/v2/POS/admin/tenants/{merchant}/move"
+    )]
+    TenantHasData { merchant: MerchantId },
+    #[error("the merchant is on the shared tier; there is nothing to deprovision")]
+    NotProvisioned,
+    #[error(
+        "no export of this merchant's {tier} data exists; export it first (GET /api/v2/POS/admin/tenants/{merchant}/export) or send {{\"force\": true}} to drop it without one"
+    )]
+    ExportRequired { merchant: MerchantId, tier: Tier },
+    /// The owner connection to the platform database did not open.
+    #[error("cannot connect to POSD_DATABASE_URL: {0}")]
+    Connect(diesel::ConnectionError),
+    #[error("a finished run vanished")]
+    RunVanished,
+    /// What the app-role pool of the platform database answered (busy,
+    /// unavailable): already the answer.
+    #[error(transparent)]
+    Platform(ApiError),
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+impl ProvisionError {
+    /// [`ProvisionError::MoveInProgress`] for `mv`.
+    pub(crate) fn moving(mv: &Move) -> Self {
+        ProvisionError::MoveInProgress {
+            run: mv.id,
+            status: mv.status,
+            phase: mv.phase,
+        }
+    }
+}
+
+fn own_database(byo: bool) -> &'static str {
+    if byo { " (own database)" } else { "" }
+}
+
+/// The merchant's control-plane row, or [`ProvisionError::MerchantNotFound`].
+fn find_merchant(p: &mut Platform<'_>, merchant: MerchantId) -> Result<Merchant, ProvisionError> {
+    Merchant::find(p, merchant).map_err(|e| match e {
+        diesel::result::Error::NotFound => ProvisionError::MerchantNotFound,
+        e => e.into(),
+    })
+}
+
 #[derive(diesel::QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Bool)]
@@ -76,7 +161,11 @@ struct Locked {
 }
 
 /// Provisions `merchant` onto `target` with a new run (blocking).
-pub fn provision(app: &Tenancy, merchant: MerchantId, target: Tier) -> ApiResult<Outcome> {
+pub fn provision(
+    app: &Tenancy,
+    merchant: MerchantId,
+    target: Tier,
+) -> Result<Outcome, ProvisionError> {
     run(
         app,
         &Request {
@@ -88,14 +177,15 @@ pub fn provision(app: &Tenancy, merchant: MerchantId, target: Tier) -> ApiResult
     )
 }
 
-/// Parses a `databaseUrl` (422 `invalid_database_url` when unusable).
-pub fn parse_database_url(raw: &str) -> ApiResult<ByoUrl> {
+/// Parses a `databaseUrl` ([`ProvisionError::InvalidDatabaseUrl`] when
+/// unusable).
+pub fn parse_database_url(raw: &str) -> Result<ByoUrl, ProvisionError> {
     byo::parse(raw)
 }
 
 /// Takes the merchant's provisioning lock on `owner`; `false` when another
 /// call holds it.
-fn try_lock(owner: &mut PgConnection, merchant: MerchantId) -> ApiResult<bool> {
+fn try_lock(owner: &mut PgConnection, merchant: MerchantId) -> diesel::QueryResult<bool> {
     let lock: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked")
         .bind::<diesel::sql_types::Integer, _>(PROVISION_LOCK_CLASS)
         .bind::<Text, _>(merchant.to_string())
@@ -111,34 +201,17 @@ fn unlock(owner: &mut PgConnection, merchant: MerchantId) {
         .execute(owner);
 }
 
-/// 409 while a tier move of the merchant is active.
-pub(crate) fn move_in_progress(mv: &Move) -> ApiError {
-    ApiError::conflict(
-        "move_in_progress",
-        format!(
-            "tier move {} of this merchant is {} (phase {}); wait for it or cancel it",
-            mv.id, mv.status, mv.phase
-        ),
-    )
-}
-
-fn in_progress() -> ApiError {
-    ApiError::conflict(
-        "provisioning_in_progress",
-        "this merchant is already being provisioned or deprovisioned",
-    )
-}
-
 /// Runs `f` holding the merchant's provisioning lock on a fresh owner
-/// connection to the platform database; 409 when the lock is held.
+/// connection to the platform database; [`ProvisionError::InProgress`] when
+/// the lock is held.
 fn with_lock<T>(
     app: &Tenancy,
     merchant: MerchantId,
-    f: impl FnOnce(&mut PgConnection) -> ApiResult<T>,
-) -> ApiResult<T> {
-    let mut owner = pool::connect(&app.settings.database_url).map_err(ApiError::internal)?;
+    f: impl FnOnce(&mut PgConnection) -> Result<T, ProvisionError>,
+) -> Result<T, ProvisionError> {
+    let mut owner = pool::connect(&app.settings.database_url).map_err(ProvisionError::Connect)?;
     if !try_lock(&mut owner, merchant)? {
-        return Err(in_progress());
+        return Err(ProvisionError::InProgress);
     }
     let result = f(&mut owner);
     unlock(&mut owner, merchant);
@@ -146,40 +219,34 @@ fn with_lock<T>(
 }
 
 /// A repeated run id must describe the same provisioning.
-fn check_same(run: &ProvisioningRun, req: &Request) -> ApiResult<()> {
+fn check_same(run: &ProvisioningRun, req: &Request) -> Result<(), ProvisionError> {
     if run.merchant_id != req.merchant
         || run.target_tier != req.tier.as_str()
         || run.byo != req.database_url.is_some()
     {
-        return Err(ApiError::new(
-            Status::UnprocessableEntity,
-            "run_id_mismatch",
-            format!(
-                "runId {} already names a run for merchant {} onto tier {}{}; use a new runId",
-                run.id,
-                run.merchant_id,
-                run.target_tier,
-                if run.byo { " (own database)" } else { "" }
-            ),
-        ));
+        return Err(ProvisionError::RunIdMismatch {
+            run: run.id,
+            merchant: run.merchant_id,
+            tier: run.target_tier.clone(),
+            byo: run.byo,
+        });
     }
     Ok(())
 }
 
 /// Provisions as `req` says (blocking).
-pub fn run(app: &Tenancy, req: &Request) -> ApiResult<Outcome> {
+pub fn run(app: &Tenancy, req: &Request) -> Result<Outcome, ProvisionError> {
     if req.tier == Tier::Shared {
-        return Err(ApiError::invalid("tier", "must be `schema` or `dedicated`"));
+        return Err(ProvisionError::SharedTarget);
     }
     if req.database_url.is_some() && req.tier != Tier::Dedicated {
-        return Err(ApiError::invalid(
-            "databaseUrl",
-            "is only accepted with tier `dedicated`",
-        ));
+        return Err(ProvisionError::DatabaseUrlNotDedicated);
     }
     // A finished run is answered again without waiting for the lock.
     if let Some(id) = req.run_id {
-        let existing = app.platform_blocking(|p| Ok(ProvisioningRun::find(p, id)?))?;
+        let existing = app
+            .platform_blocking(|p| Ok(ProvisioningRun::find(p, id)?))
+            .map_err(ProvisionError::Platform)?;
         if let Some(r) = existing {
             check_same(&r, req)?;
             if r.is_terminal() {
@@ -189,13 +256,20 @@ pub fn run(app: &Tenancy, req: &Request) -> ApiResult<Outcome> {
     }
     // A move's driver holds the lock below: say it is a move.
     let merchant = req.merchant;
-    if let Some(mv) = app.platform_blocking(move |p| Ok(Move::active(p, merchant)?))? {
-        return Err(move_in_progress(&mv));
+    if let Some(mv) = app
+        .platform_blocking(move |p| Ok(Move::active(p, merchant)?))
+        .map_err(ProvisionError::Platform)?
+    {
+        return Err(ProvisionError::moving(&mv));
     }
     with_lock(app, req.merchant, |owner| provision_locked(app, owner, req))
 }
 
-fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> ApiResult<Outcome> {
+fn provision_locked(
+    app: &Tenancy,
+    owner: &mut PgConnection,
+    req: &Request,
+) -> Result<Outcome, ProvisionError> {
     let merchant = req.merchant;
     let mut platform = Platform::new(owner);
     let resumed = match req.run_id {
@@ -205,20 +279,23 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
         },
         None => None,
     };
-    let m = Merchant::find(&mut platform, merchant).map_err(ApiError::or_not_found("merchant"))?;
+    let m = find_merchant(&mut platform, merchant)?;
     if let Some(mv) = Move::active(&mut platform, merchant)? {
-        return Err(move_in_progress(&mv));
+        return Err(ProvisionError::moving(&mv));
     }
     if m.tier != Tier::Shared {
-        let e = ApiError::conflict(
-            "already_provisioned",
-            format!(
-                "the merchant is on the {} tier; to move it use POST /api/v2/POS/admin/tenants/{merchant}/move",
-                m.tier
-            ),
-        );
+        let e = ProvisionError::AlreadyProvisioned {
+            merchant,
+            tier: m.tier,
+        };
         if let Some(r) = &resumed {
-            ProvisioningRun::fail(&mut platform, r.id, "check", &e.code, &e.message)?;
+            ProvisioningRun::fail(
+                &mut platform,
+                r.id,
+                "check",
+                ErrorCode::AlreadyProvisioned.as_str(),
+                &e.to_string(),
+            )?;
         }
         return Err(e);
     }
@@ -227,12 +304,7 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
     })?;
     let mut platform = Platform::new(owner);
     if has_data {
-        return Err(ApiError::conflict(
-            "tenant_has_data",
-            format!(
-                "the merchant already has data on the shared tier; provisioning is for new merchants, move existing ones with POST /api/v2/POS/admin/tenants/{merchant}/move"
-            ),
-        ));
+        return Err(ProvisionError::TenantHasData { merchant });
     }
     let run = match resumed {
         Some(r) => {
@@ -246,28 +318,46 @@ fn provision_locked(app: &Tenancy, owner: &mut PgConnection, req: &Request) -> A
             req.tier.as_str(),
             req.database_url.is_some(),
         )
-        .map_err(|e| match ApiError::from(e) {
-            e if e.code == "conflict" => in_progress(),
-            e => e,
+        // Another call started a run for the merchant meanwhile.
+        .map_err(|e| match e {
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            ) => ProvisionError::InProgress,
+            e => e.into(),
         })?,
     };
     let result = steps::run(app, owner, &run, req);
     let mut platform = Platform::new(owner);
     match result {
         Ok(()) => {
-            let run = ProvisioningRun::find(&mut platform, run.id)?
-                .ok_or_else(|| ApiError::internal("a finished run vanished"))?;
+            let run =
+                ProvisioningRun::find(&mut platform, run.id)?.ok_or(ProvisionError::RunVanished)?;
             app.directory.invalidate(merchant);
             app.pools.evict(merchant);
             tracing::info!(%merchant, tier = req.tier.as_str(), byo = run.byo, "merchant provisioned");
             Ok(Outcome::Ready(run))
         }
         Err(e) => {
-            tracing::warn!(%merchant, step = e.step, code = e.code, reason = %e.reason, "provisioning failed; cleaned up");
-            let run = ProvisioningRun::fail(&mut platform, run.id, e.step, e.code, &e.reason)?;
+            tracing::warn!(%merchant, step = e.step, code = e.code.as_str(), reason = %e.reason, "provisioning failed; cleaned up");
+            let run =
+                ProvisioningRun::fail(&mut platform, run.id, e.step, e.code.as_str(), &e.reason)?;
             Ok(Outcome::Failed(run))
         }
     }
+}
+
+/// Why [`url_for_database`] cannot build a URL.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("the server URL is not a URL: {0}")]
+    Server(url::ParseError),
+    #[error("the credentials URL is not a URL: {0}")]
+    Credentials(url::ParseError),
+    #[error("cannot set the user name")]
+    User,
+    #[error("cannot set the password")]
+    Password,
 }
 
 /// `server`'s URL pointed at database `db`, with the credentials of
@@ -276,16 +366,14 @@ pub fn url_for_database(
     server: &SecretString,
     credentials: Option<&SecretString>,
     db: &str,
-) -> Result<SecretString, String> {
-    let mut url = url::Url::parse(server.expose_secret())
-        .map_err(|e| format!("the server URL is not a URL: {e}"))?;
+) -> Result<SecretString, UrlError> {
+    let mut url = url::Url::parse(server.expose_secret()).map_err(UrlError::Server)?;
     if let Some(c) = credentials {
-        let c = url::Url::parse(c.expose_secret())
-            .map_err(|e| format!("the credentials URL is not a URL: {e}"))?;
+        let c = url::Url::parse(c.expose_secret()).map_err(UrlError::Credentials)?;
         url.set_username(c.username())
-            .map_err(|()| "cannot set the user name".to_string())?;
+            .map_err(|()| UrlError::User)?;
         url.set_password(c.password())
-            .map_err(|()| "cannot set the password".to_string())?;
+            .map_err(|()| UrlError::Password)?;
     }
     url.set_path(&format!("/{db}"));
     Ok(SecretString::from(url.to_string()))
@@ -295,10 +383,10 @@ pub fn url_for_database(
 /// checks as provisioning's); `Err((code, reason))` when refused. A move
 /// also refuses a database that already holds the merchant's schema:
 /// whatever is there is not the move's to replace or drop.
-pub fn check_brought(url: &ByoUrl, schema: &str) -> Result<(), (&'static str, String)> {
+pub fn check_brought(url: &ByoUrl, schema: &str) -> Result<(), (ErrorCode, String)> {
     match byo::check(url, schema) {
         Ok((_, found)) if found.schema_exists => Err((
-            "target_not_empty",
+            ErrorCode::TargetNotEmpty,
             format!("the database already has schema {schema}; drop it or bring another database"),
         )),
         Ok(_) => Ok(()),

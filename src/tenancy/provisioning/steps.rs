@@ -33,6 +33,7 @@ use crate::{
         pool,
         tenant::quote_ident,
     },
+    error::ErrorCode,
     redact::redact_text,
     tenancy::{Tier, migrations::migrate_tenant_schema, tenant_database_name, tenant_schema_name},
 };
@@ -41,12 +42,12 @@ use crate::{
 #[derive(Debug)]
 pub(super) struct StepError {
     pub step: &'static str,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub reason: String,
 }
 
 impl StepError {
-    pub fn new(step: &'static str, code: &'static str, reason: impl std::fmt::Display) -> Self {
+    pub fn new(step: &'static str, code: ErrorCode, reason: impl std::fmt::Display) -> Self {
         StepError {
             step,
             code,
@@ -58,12 +59,12 @@ impl StepError {
 /// Only the placement transaction turns database errors into step errors.
 impl From<diesel::result::Error> for StepError {
     fn from(e: diesel::result::Error) -> Self {
-        StepError::new("place", "provisioning_failed", e)
+        StepError::new("place", ErrorCode::ProvisioningFailed, e)
     }
 }
 
 fn at<T, E: std::fmt::Display>(step: &'static str, r: Result<T, E>) -> Result<T, StepError> {
-    r.map_err(|e| StepError::new(step, "provisioning_failed", e))
+    r.map_err(|e| StepError::new(step, ErrorCode::ProvisioningFailed, e))
 }
 
 fn exec(conn: &mut PgConnection, q: &str) -> diesel::QueryResult<()> {
@@ -114,7 +115,7 @@ impl Steps<'_> {
         {
             return Err(StepError::new(
                 step,
-                "injected_fault",
+                ErrorCode::InjectedFault,
                 format!(
                     "failure injected after step {} ({step}) by POSD_PROVISION_FAIL_AFTER_STEP",
                     self.done
@@ -197,7 +198,7 @@ pub(super) fn run(
         (Tier::Dedicated, Some(url)) => brought(&mut s, owner, url),
         (Tier::Shared, _) => Err(StepError::new(
             "check",
-            "provisioning_failed",
+            ErrorCode::ProvisioningFailed,
             "the shared tier is not a provisioning target",
         )),
     }

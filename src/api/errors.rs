@@ -1,0 +1,115 @@
+//! Domain errors as the API answers them: the one place where the errors
+//! of [`crate::pos`], [`crate::tenancy::provisioning`] and
+//! [`crate::tenancy::moves`] get a status and a
+//! code. Their text is the message; a database error inside one answers as
+//! any database error does (`From<diesel::result::Error> for ApiError`).
+
+use rocket::http::Status;
+
+use crate::{
+    error::{ApiError, ErrorCode as C},
+    pos::{RefundError, SaleError, pricing::TenderError},
+    tenancy::{moves::MoveError, provisioning::ProvisionError},
+};
+
+/// 422 with `code`, the error's text as the message.
+fn unprocessable(code: C, e: &impl std::fmt::Display) -> ApiError {
+    ApiError::new(Status::UnprocessableEntity, code, e.to_string())
+}
+
+impl From<SaleError> for ApiError {
+    fn from(e: SaleError) -> Self {
+        use SaleError as E;
+        match e {
+            E::Db(e) => e.into(),
+            E::PriceOverrideForbidden { .. } => {
+                ApiError::forbidden(C::PriceOverrideForbidden, e.to_string())
+            }
+            E::InsufficientStock { .. } => ApiError::conflict(C::InsufficientStock, e.to_string()),
+            E::Invalid { .. } => unprocessable(C::ValidationFailed, &e),
+            E::UnknownProduct { .. } => unprocessable(C::UnknownProduct, &e),
+            E::ProductInactive { .. } => unprocessable(C::ProductInactive, &e),
+            E::UnknownCustomer => unprocessable(C::UnknownCustomer, &e),
+            E::Tender(ref t) => {
+                let code = match t {
+                    TenderError::Short { .. } => C::PaymentShort,
+                    TenderError::Overpaid { .. } => C::Overpaid,
+                    TenderError::Overflow => C::ValidationFailed,
+                };
+                unprocessable(code, &e)
+            }
+        }
+    }
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> Self {
+        use RefundError as E;
+        match e {
+            E::Db(e) => e.into(),
+            E::NoStockLevel(_) => ApiError::internal(e),
+            E::OrderNotFound => ApiError::new(Status::NotFound, C::NotFound, e.to_string()),
+            E::RefundOfVoided | E::AlreadyVoided => {
+                ApiError::conflict(C::OrderVoided, e.to_string())
+            }
+            E::VoidOfRefunded => ApiError::conflict(C::OrderRefunded, e.to_string()),
+            E::Settled => ApiError::conflict(C::OrderSettled, e.to_string()),
+            E::LineListedTwice { .. } | E::NoSuchLine { .. } => {
+                unprocessable(C::ValidationFailed, &e)
+            }
+            E::ExceedsQuantity { .. } => unprocessable(C::RefundExceedsQuantity, &e),
+            E::AmountExceedsPaid { .. } | E::LinesExceedPaid { .. } | E::NothingLeft => {
+                unprocessable(C::RefundExceedsPaid, &e)
+            }
+        }
+    }
+}
+
+impl From<ProvisionError> for ApiError {
+    fn from(e: ProvisionError) -> Self {
+        use ProvisionError as E;
+        match e {
+            E::Db(e) => e.into(),
+            E::Platform(e) => e,
+            E::Connect(_) | E::RunVanished => ApiError::internal(e),
+            E::MerchantNotFound => ApiError::new(Status::NotFound, C::NotFound, e.to_string()),
+            E::SharedTarget | E::DatabaseUrlNotDedicated => unprocessable(C::ValidationFailed, &e),
+            E::InvalidDatabaseUrl(_) => unprocessable(C::InvalidDatabaseUrl, &e),
+            E::RunIdMismatch { .. } => unprocessable(C::RunIdMismatch, &e),
+            E::InProgress => ApiError::conflict(C::ProvisioningInProgress, e.to_string()),
+            E::MoveInProgress { .. } => ApiError::conflict(C::MoveInProgress, e.to_string()),
+            E::AlreadyProvisioned { .. } => {
+                ApiError::conflict(C::AlreadyProvisioned, e.to_string())
+            }
+            E::TenantHasData { .. } => ApiError::conflict(C::TenantHasData, e.to_string()),
+            E::NotProvisioned => ApiError::conflict(C::NotProvisioned, e.to_string()),
+            E::ExportRequired { .. } => ApiError::conflict(C::ExportRequired, e.to_string()),
+        }
+    }
+}
+
+impl From<MoveError> for ApiError {
+    fn from(e: MoveError) -> Self {
+        use MoveError as E;
+        let message = e.to_string();
+        match e {
+            E::Db(e) => e.into(),
+            E::UnknownMerchant | E::UnknownMove => {
+                ApiError::new(Status::NotFound, C::NotFound, message)
+            }
+            E::AlreadyThere(_) => ApiError::conflict(C::AlreadyOnTier, message),
+            E::UrlNeedsDedicated => unprocessable(C::ValidationFailed, &message),
+            E::InProgress(_) => ApiError::conflict(C::MoveInProgress, message),
+            E::Provisioning => ApiError::conflict(C::ProvisioningInProgress, message),
+            E::RunIdTaken(_) => unprocessable(C::RunIdMismatch, &message),
+            E::NotMigrated => ApiError::conflict(C::TenantNotMigrated, message),
+            E::NotCancellable(_) => ApiError::conflict(C::MoveNotCancellable, message),
+            E::Refused(code, _) => unprocessable(code, &message),
+            E::Failed {
+                code: "database_unavailable",
+                ..
+            } => ApiError::unavailable(C::DatabaseUnavailable, message, 2),
+            E::Failed { .. } => ApiError::internal(message),
+        }
+    }
+}
