@@ -205,9 +205,11 @@ const KEYS: &[&str] = &[
 ];
 
 /// `POSD_*` variables that are not settings but are read elsewhere: by posd
-/// itself (logging, the embedded cluster) or by the project's own test,
-/// benchmark and fuzzing tooling, whose prefixes are reserved.
-const OTHER_VARS: &[&str] = &["LOG", "DATA_DIR", "PG_BINDIR", "BIN"];
+/// itself (logging, the embedded cluster, the URL of a database a merchant
+/// brings to `posd tenants move`, kept off the command line) or by the
+/// project's own test, benchmark and fuzzing tooling, whose prefixes are
+/// reserved.
+const OTHER_VARS: &[&str] = &["LOG", "DATA_DIR", "PG_BINDIR", "BIN", "MOVE_DATABASE_URL"];
 const TOOLING_PREFIXES: &[&str] = &["TEST_", "BENCH_", "FUZZ_"];
 
 /// Refuses a `POSD_*` variable that posd does not read (a misspelt setting

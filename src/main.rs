@@ -79,6 +79,28 @@ enum TenantsCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Move a merchant's data to another tier while it keeps trading.
+    Move {
+        /// The merchant: its id or its slug.
+        merchant: String,
+        /// Where its data goes: shared, schema or dedicated.
+        #[arg(long, value_parser = ["shared", "schema", "dedicated"])]
+        to: String,
+        /// A database the merchant brings (with --to dedicated); otherwise
+        /// posd creates one on POSD_DEDICATED_SERVER_URL.
+        #[arg(long, env = "POSD_MOVE_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Follow the move to its end (this process drives it unless a
+        /// serving posd does); without it, a serving posd drives it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Drop the old placements that finished moves kept: those past
+    /// POSD_MOVE_RETENTION, or every one with --all.
+    CleanupMoves {
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +272,20 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                         tier: tier.as_deref().and_then(posd::tenancy::Tier::parse),
                     };
                     cli::tenants::migrate(&settings, &selection, concurrency, dry_run)
+                }
+                TenantsCmd::Move {
+                    merchant,
+                    to,
+                    database_url,
+                    wait,
+                } => {
+                    let tier = posd::tenancy::Tier::parse(&to).context("--to: unknown tier")?;
+                    let app = posd::boot(settings)?;
+                    cli::moves::start(&app, &merchant, tier, database_url.as_deref(), wait)
+                }
+                TenantsCmd::CleanupMoves { all } => {
+                    let app = posd::boot(settings)?;
+                    cli::moves::cleanup(&app, all)
                 }
             }
         }

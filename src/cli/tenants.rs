@@ -8,7 +8,7 @@ use posd::{
     app::url_user,
     config::Settings,
     db::{
-        platform::{Platform, merchants::Merchant, migration_state::schema_versions},
+        platform::{Platform, merchants::Merchant, migration_state::schema_versions, moves::Move},
         pool,
     },
     tenancy::{
@@ -22,7 +22,8 @@ fn owner(settings: &Settings) -> anyhow::Result<diesel::PgConnection> {
     pool::connect(&settings.database_url).context("cannot connect to POSD_DATABASE_URL")
 }
 
-/// Prints one line per merchant: slug, id, tier, status, version.
+/// Prints one line per merchant: slug, id, tier, status, version, and the
+/// tier move under way, if any.
 #[expect(clippy::print_stdout, reason = "the listing is the command's output")]
 pub fn list(settings: &Settings) -> anyhow::Result<()> {
     let mut conn = owner(settings)?;
@@ -34,9 +35,14 @@ pub fn list(settings: &Settings) -> anyhow::Result<()> {
         .pop()
         .and_then(|(_, v)| v);
     let latest = latest_tenant_version();
+    let moving: std::collections::HashMap<_, _> = Move::all_active(&mut p)
+        .context("cannot list the tier moves")?
+        .into_iter()
+        .map(|m| (m.merchant_id, m))
+        .collect();
     println!(
-        "{:<24} {:<36} {:<9} {:<9} {:<16} PENDING",
-        "SLUG", "MERCHANT ID", "TIER", "STATUS", "VERSION"
+        "{:<24} {:<36} {:<9} {:<9} {:<16} {:<7} MOVE",
+        "SLUG", "MERCHANT ID", "TIER", "STATUS", "VERSION", "PENDING"
     );
     for m in merchants {
         let version = if m.tier == posd::tenancy::Tier::Shared {
@@ -52,14 +58,24 @@ pub fn list(settings: &Settings) -> anyhow::Result<()> {
         } else {
             "yes"
         };
+        let moving = moving.get(&m.id).map_or_else(
+            || "-".to_string(),
+            |mv| {
+                format!(
+                    "to {} ({}, {}, run {})",
+                    mv.target_tier, mv.status, mv.phase, mv.id
+                )
+            },
+        );
         println!(
-            "{:<24} {:<36} {:<9} {:<9} {:<16} {}",
+            "{:<24} {:<36} {:<9} {:<9} {:<16} {:<7} {}",
             m.slug,
             m.id,
             m.tier,
             m.status,
             version.as_deref().unwrap_or("none"),
-            pending
+            pending,
+            moving
         );
     }
     Ok(())

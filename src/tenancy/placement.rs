@@ -100,8 +100,13 @@ impl Directory {
         self.routing
     }
 
-    /// The cached placement, if fresh. No I/O.
+    /// The cached placement, if fresh and the LISTEN connection is up (an
+    /// instance that may have missed a NOTIFY trusts nothing it cached).
+    /// No I/O.
     pub fn cached(&self, id: MerchantId) -> Option<Arc<Placement>> {
+        if !self.listening() {
+            return None;
+        }
         let cache = self.cache.lock();
         cache
             .get(&id)

@@ -800,3 +800,111 @@ async fn one_move_at_a_time_and_cancel_leaves_nothing_at_the_target() {
         "{s} {body}"
     );
 }
+
+/// `posd` (the binary) configured for the test database.
+fn posd(t: &TestApp) -> std::process::Command {
+    let server = Server::get();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_posd"));
+    cmd.env("POSD_DATABASE_URL", server.owner_url(&t.db.name))
+        .env("POSD_APP_DATABASE_URL", server.app_url(&t.db.name))
+        .env("POSD_JWT_SECRET", crate::common::JWT_SECRET)
+        .env("POSD_ENCRYPTION_KEYS", server.keys())
+        .env("POSD_PLACEMENT_CACHE_TTL", "300ms")
+        .env("POSD_LOG", "error");
+    cmd
+}
+
+#[derive(diesel::QueryableByName)]
+struct RunRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+#[rocket::async_test]
+async fn a_move_whose_process_is_killed_resumes_and_the_cli_moves_back() {
+    let t = TestApp::with_config(quick).await;
+    let (m, product) = trading_merchant(&t, "killed").await;
+    let source = current(&t, &m);
+    let mut child = posd(&t)
+        .args(["tenants", "move", &m.slug, "--to", "dedicated", "--wait"])
+        .env("POSD_MOVE_FAULT", "hang:copy")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("posd tenants move");
+    // The other process is inside the copy: a table is copied, uncommitted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let found: Vec<RunRow> = diesel::sql_query(format!(
+            "SELECT id::text AS id FROM tenant_moves WHERE merchant_id = '{}' AND phase = 'copy'
+                AND jsonb_path_exists(tables, '$[*] ? (@.rows > 0)')",
+            m.id
+        ))
+        .load(&mut t.db.owner())
+        .unwrap();
+        if let Some(r) = found.into_iter().next() {
+            break r.id;
+        }
+        assert!(Instant::now() < deadline, "the move never reached its copy");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "posd tenants move exited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Served from its source meanwhile.
+    t.sell(&m, &product, 1, 600).await;
+    child.kill().expect("kill -9");
+    child.wait().unwrap();
+    // This instance's driver takes the run over and completes it.
+    t.app().mover.wake();
+    let mv = wait_move(&t, &m, &run, ended).await;
+    assert_eq!(mv["status"], "done", "{mv}");
+    let moved = current(&t, &m);
+    for (table, rows) in &source {
+        for key in rows.keys() {
+            assert!(moved[table].contains_key(key), "{table} {key} lost");
+        }
+    }
+    assert_eq!(
+        moved["orders"].len(),
+        source["orders"].len() + 1,
+        "the sale made meanwhile"
+    );
+    // Back with one command, which waits for the end.
+    let out = posd(&t)
+        .args(["tenants", "move", &m.slug, "--to", "shared", "--wait"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("moved killed to the shared tier"),
+        "{stdout}"
+    );
+    assert_eq!(location(&t, m.id).0, "shared");
+    assert_eq!(current(&t, &m), moved);
+    // The listing shows no move under way; cleanup drops both old placements.
+    let out = posd(&t).args(["tenants", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("killed ") && l.trim_end().ends_with(" -")),
+        "{listing}"
+    );
+    let out = posd(&t)
+        .args(["tenants", "cleanup-moves", "--all"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("2 old placement(s) dropped, 0 failed"),
+        "{stdout}"
+    );
+}

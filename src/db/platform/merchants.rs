@@ -56,6 +56,13 @@ impl Merchant {
             .first(p.conn)
     }
 
+    pub fn find_by_slug(p: &mut Platform<'_>, slug: &str) -> QueryResult<Merchant> {
+        merchants::table
+            .filter(merchants::slug.eq(slug))
+            .select(Merchant::as_select())
+            .first(p.conn)
+    }
+
     pub fn list(p: &mut Platform<'_>) -> QueryResult<Vec<Merchant>> {
         merchants::table
             .order(merchants::created_at.asc())

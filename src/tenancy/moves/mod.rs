@@ -30,10 +30,11 @@
 //!    `tenant_moved` and the client retries at the new placement), and the
 //!    placement flips in one control-plane transaction (generation bump,
 //!    NOTIFY to every instance, pools evicted).
-//! 7. **`retire`**: once every instance's cached placement has expired, the
-//!    source is made unreadable by the service: a schema is renamed
-//!    `posd_retired_<run>` and the app role's rights revoked; the merchant's
-//!    rows leave the shared tables for such a schema. It is kept for
+//! 7. **`retire`**: once requests begun on the old placement have had time
+//!    to end (a statement timeout), the source is made unreadable by the
+//!    service: a schema is renamed `posd_retired_<run>` and the app role's
+//!    rights revoked; the merchant's rows leave the shared tables for such a
+//!    schema. It is kept for
 //!    `POSD_MOVE_RETENTION`; [`cleanup`] drops it, on an operator's request.
 //!
 //! Until the flip, the merchant is served from the source, whatever
@@ -835,16 +836,24 @@ impl Driver<'_> {
         }
     }
 
-    /// Makes the source unreadable by the service, once every instance's
-    /// cached placement has expired, and records the move done.
+    /// Makes the source unreadable by the service and records the move
+    /// done. Every instance dropped its cached placement at the flip's
+    /// NOTIFY (one whose LISTEN connection is down trusts no cached
+    /// placement); requests that resolved the old placement just before the
+    /// flip are given a statement timeout to finish (their writes are
+    /// refused already), or the placement cache's TTL if shorter.
     fn retire(&mut self, mv: &Move) -> Result<(), MoveError> {
         let started = Instant::now();
-        if let Some(flipped) = mv.flipped_at {
-            let ttl = chrono::Duration::from_std(self.app.settings.placement_cache_ttl)
-                .unwrap_or_default();
-            if let Ok(left) = (flipped + ttl - Utc::now()).to_std() {
-                std::thread::sleep(left);
-            }
+        let settings = &self.app.settings;
+        let grace = settings
+            .placement_cache_ttl
+            .min(settings.statement_timeout.max(Duration::from_secs(1)));
+        if let Some(flipped) = mv.flipped_at
+            && let Ok(left) = (flipped + chrono::Duration::from_std(grace).unwrap_or_default()
+                - Utc::now())
+            .to_std()
+        {
+            std::thread::sleep(left);
         }
         let retired = format!("posd_retired_{}", mv.id.0.simple());
         let (source, _) = self.sides(mv)?;
