@@ -24,7 +24,7 @@ use crate::{
     redact::redact_url,
     tenancy::{
         SHARED_SCHEMA, Tenancy, Tier, classification, migrations,
-        moves::Mover,
+        moves::{MoveMetrics, Mover},
         placement::Directory,
         pools::{PoolHandle, TenantPools, TenantPoolsConfig},
     },
@@ -227,6 +227,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         settings: Arc::new(settings),
         coverage,
         on_demand: Arc::default(),
+        move_metrics: MoveMetrics::default(),
     };
     Ok(App {
         jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),

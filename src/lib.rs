@@ -32,7 +32,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         directory: app.directory.clone(),
         staff: app.staff_states.clone(),
     };
-    let metrics = api::metrics::Metrics::new();
+    let metrics = api::metrics::Metrics::new(&app.move_metrics);
     let login_limiter = api::auth::LoginLimiter::new(&app.settings);
     let mut rocket = rocket::custom(figment)
         .manage(app)

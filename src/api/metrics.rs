@@ -53,8 +53,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Arc<Self> {
+    pub fn new(moves: &crate::tenancy::moves::MoveMetrics) -> Arc<Self> {
         let mut registry = Registry::with_prefix("posd");
+        moves.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 0.5 ms to about 4 s

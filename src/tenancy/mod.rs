@@ -46,6 +46,8 @@ pub struct Tenancy {
     pub coverage: Arc<classification::Coverage>,
     /// Tenant migrations started by requests.
     pub on_demand: Arc<fleet::OnDemand>,
+    /// What tier moves record for `/metrics`.
+    pub move_metrics: moves::MoveMetrics,
 }
 
 impl Tenancy {

@@ -491,6 +491,30 @@ async fn a_move_there_and_back_yields_the_original_content() {
             "content changed moving to {tier}"
         );
     }
+    // Both moves are in the metrics.
+    let metrics = t
+        .client
+        .get("/metrics")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("posd_move_fence_duration_seconds_count 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("posd_move_phase_duration_seconds_count{phase=\"copy\"} 2"),
+        "{metrics}"
+    );
+    let copied: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("posd_move_rows_copied_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("posd_move_rows_copied_total");
+    let rows: usize = original.values().map(BTreeMap::len).sum();
+    assert_eq!(copied, 2 * u64::try_from(rows).unwrap(), "{metrics}");
     // The retained sources are unreadable by the service.
     let (s, list) = t.get(&admin_path(&m, "/moves"), &t.admin_token()).await;
     assert_eq!(s, Status::Ok, "{list}");

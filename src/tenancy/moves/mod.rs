@@ -58,7 +58,10 @@
 //! there as if its process had died; `hang:copy` blocks the driver inside
 //! the copy, after the first table, until the process is killed.
 
+mod metrics;
 mod sync;
+
+pub use self::metrics::MoveMetrics;
 
 use std::{
     collections::HashSet,
@@ -538,6 +541,7 @@ impl Driver<'_> {
                 _ => {}
             }
             let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.app.move_metrics.phase(mv.phase, ms);
             match step {
                 Step::Next(next) => {
                     let run = self.run;
@@ -718,6 +722,7 @@ impl Driver<'_> {
         let started = Instant::now();
         let done = sync::copy_snapshot(src, dst, tables, merchant, fresh, &mut on_progress)?;
         let rows: u64 = done.iter().map(|t| t.rows).sum();
+        self.app.move_metrics.copied(rows);
         tracing::info!(%merchant, %run, rows, ms = started.elapsed().as_millis(), "tier move: snapshot copied");
         Ok(())
     }
@@ -728,6 +733,7 @@ impl Driver<'_> {
         let (src, dst, tables) = self.clients();
         let round = sync::catch_up(src, dst, tables, merchant, run, verify)?;
         let backlog = sync::backlog(src, run)?;
+        self.app.move_metrics.applied(run, round.changes, backlog);
         *rounds += 1;
         let mut progress = self.find()?.tables;
         if verify && let Some(list) = progress.as_array_mut() {
@@ -766,6 +772,8 @@ impl Driver<'_> {
             unfenced?;
             if flipped {
                 Move::set_fence_ms(&mut self.p(), run, fence_ms)?;
+                self.app.move_metrics.fence(fence_ms);
+                self.app.move_metrics.ended(run);
                 self.app.directory.invalidate(merchant);
                 self.app.pools.evict(merchant);
                 tracing::info!(%merchant, %run, fence_ms, to = %mv.target_tier, "tier move: placement flipped");
@@ -901,6 +909,7 @@ impl Driver<'_> {
     /// Ends a run that failed before its flip: the target and the capture
     /// go, the merchant stays where it was.
     fn abandon(&mut self, mv: &Move, e: &MoveError) -> Result<Move, MoveError> {
+        self.app.move_metrics.ended(mv.id);
         let (code, message) = match e {
             MoveError::Failed { code, message } => (*code, message.clone()),
             other => ("move_failed", redact_text(&other.to_string())),
