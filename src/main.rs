@@ -95,6 +95,25 @@ enum TenantsCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Write a merchant's data (every tier) as an archive: one snapshot,
+    /// streamed, with a manifest of row counts and checksums.
+    Export {
+        /// The merchant: its id or its slug.
+        merchant: String,
+        /// The file to write (standard output by default).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Load an archive into a merchant that has no data at its placement
+    /// (the same merchant or another; provision it first to restore onto its
+    /// own schema or database). Verified by the archive's manifest.
+    Restore {
+        /// The archive (`posd tenants export`).
+        file: std::path::PathBuf,
+        /// The merchant to load it into: its id or its slug.
+        #[arg(long)]
+        merchant: String,
+    },
     /// Drop the old placements that finished moves kept: those past
     /// POSD_MOVE_RETENTION, or every one with --all.
     CleanupMoves {
@@ -282,6 +301,14 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                     let tier = posd::tenancy::Tier::parse(&to).context("--to: unknown tier")?;
                     let app = posd::boot(settings)?;
                     cli::moves::start(&app, &merchant, tier, database_url.as_deref(), wait)
+                }
+                TenantsCmd::Export { merchant, out } => {
+                    let app = posd::boot(settings)?;
+                    cli::moves::export(&app, &merchant, out.as_deref())
+                }
+                TenantsCmd::Restore { file, merchant } => {
+                    let app = posd::boot(settings)?;
+                    cli::moves::restore(&app, &file, &merchant)
                 }
                 TenantsCmd::CleanupMoves { all } => {
                     let app = posd::boot(settings)?;

@@ -1,21 +1,23 @@
 //! `GET /admin/tenants/{id}/export`: a merchant's complete data plane,
-//! whatever its tier, as one JSON document. Each export is recorded in the
-//! control plane (deprovisioning requires one) and in the admin audit.
+//! whatever its tier, as a posd archive (`tenancy::moves::archive`): one
+//! consistent snapshot, streamed table by table, with a manifest of row
+//! counts and checksums that `posd tenants restore` verifies. Each export
+//! is recorded in the control plane (deprovisioning requires one) and in
+//! the admin audit once it is complete.
 //!
-//! The document is built in one statement (one consistent snapshot) and in
-//! memory: for merchants with millions of rows, `pg_dump` of their schema or
-//! database is the better tool.
+//! The answer starts before the last table is read: an export that fails
+//! half-way ends the stream early, and a restore refuses the truncated
+//! archive.
 
-use chrono::{DateTime, Utc};
+use std::io::{self, Write};
+
 use rocket::{
     Request, Route, State, get,
-    http::Header,
-    response::{self, Responder},
-    routes,
-    serde::json::Json,
+    http::{ContentType, Header},
+    response::{self, Responder, stream::ByteStream},
+    routes, tokio,
 };
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     api::guards::PlatformAdmin,
@@ -25,37 +27,46 @@ use crate::{
         platform::{audit, exports::TenantExport, merchants::Merchant},
     },
     error::{ApiError, ApiResult},
-    tenancy::{Tier, classification, placement::Placement, tenant_db::TenantDb},
+    tenancy::moves::archive,
 };
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-#[expect(
-    clippy::struct_field_names,
-    reason = "the field names are the JSON keys"
-)]
-struct Export {
-    merchant_id: MerchantId,
-    slug: String,
-    tier: Tier,
-    schema_version: Option<String>,
-    exported_at: DateTime<Utc>,
-    export_id: uuid::Uuid,
-    /// `{table: [row, ...]}`; rows as stored, columns in `snake_case`.
-    tables: Value,
+/// Hands what an export writes to the response, a chunk at a time.
+struct Channel(tokio::sync::mpsc::Sender<Vec<u8>>);
+
+impl Write for Channel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(buf.to_vec())
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-/// The export, offered as a file.
-struct Download(Export);
+/// The archive, offered as a file.
+struct Download {
+    slug: String,
+    chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+}
 
-impl<'r> Responder<'r, 'static> for Download {
-    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+impl<'r> Responder<'r, 'r> for Download {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'r> {
         let name = format!(
-            "attachment; filename=\"posd-export-{}-{}.json\"",
-            self.0.slug,
-            self.0.exported_at.format("%Y%m%dT%H%M%SZ")
+            "attachment; filename=\"posd-export-{}-{}.posd\"",
+            self.slug,
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
         );
-        let mut res = Json(self.0).respond_to(req)?;
+        let mut chunks = self.chunks;
+        let stream = ByteStream! {
+            while let Some(chunk) = chunks.recv().await {
+                yield chunk;
+            }
+        };
+        let mut res = stream.respond_to(req)?;
+        res.set_header(ContentType::Binary);
         res.set_header(Header::new("Content-Disposition", name));
         Ok(res)
     }
@@ -63,7 +74,7 @@ impl<'r> Responder<'r, 'static> for Download {
 
 #[utoipa::path(get, path = "/admin/tenants/{id}/export", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "`{merchantId, slug, tier, schemaVersion, exportedAt, exportId, tables: {table: [row]}}`", body = Object),
+        (status = 200, description = "The merchant's archive: `posd-export 1`, a manifest line of JSON, then each table as framed binary COPY (see `posd tenants restore`)", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 401, response = super::docs::Unauthorized),
         (status = 404, response = super::docs::NotFound),
         (status = 503, response = super::docs::Unavailable),
@@ -73,43 +84,46 @@ async fn export(admin: PlatformAdmin, app: &State<App>, id: MerchantId) -> ApiRe
     let m = app
         .platform(move |p| Merchant::find(p, id).map_err(ApiError::or_not_found("merchant")))
         .await?;
-    // Where the data really is, whatever the kill switch says.
-    let placement = std::sync::Arc::new(Placement::from_merchant(&m));
-    let db = TenantDb::for_placement(app, placement).await?;
-    let (tables, schema_version) = db
-        .run(|tx| {
-            Ok((
-                crate::db::tenant::export::tables(tx, classification::TENANT)?,
-                tx.schema_version()?,
-            ))
-        })
-        .await?;
-    let (tier, operator) = (m.tier, admin.operator);
-    let record = app
-        .platform(move |p| {
-            p.transaction(|p| {
-                let r = TenantExport::record(p, id, tier, &operator)?;
-                audit::record(
-                    p,
-                    &operator,
-                    "tenant.export",
-                    Some(id),
-                    json!({ "export": r.id, "tier": tier }),
-                )?;
-                Ok(r)
-            })
-        })
-        .await?;
-    tracing::info!(merchant = %id, export = %record.id, "tenant exported");
-    Ok(Download(Export {
-        merchant_id: m.id,
+    let (tx, chunks) = tokio::sync::mpsc::channel(16);
+    let (tenancy, operator) = (app.tenancy.clone(), admin.operator);
+    tokio::task::spawn_blocking(move || {
+        let mut out = io::BufWriter::with_capacity(64 << 10, Channel(tx));
+        let exported = archive::export(&tenancy, id, &mut out);
+        // The stream ends once the export is recorded, so that a client that
+        // read it all can deprovision at once.
+        match exported {
+            Ok(manifest) => {
+                let tier = manifest.tier;
+                let recorded = tenancy.platform_blocking(|p| {
+                    p.transaction(|p| {
+                        let r = TenantExport::record(p, id, tier, &operator)?;
+                        audit::record(
+                            p,
+                            &operator,
+                            "tenant.export",
+                            Some(id),
+                            json!({ "export": r.id, "tier": tier }),
+                        )?;
+                        Ok(r)
+                    })
+                });
+                match recorded {
+                    Ok(r) => tracing::info!(merchant = %id, export = %r.id, "tenant exported"),
+                    Err(e) => {
+                        tracing::error!(merchant = %id, error = %e, "an export could not be recorded");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(merchant = %id, error = %e, "tenant export failed; the archive was cut short");
+            }
+        }
+        drop(out);
+    });
+    Ok(Download {
         slug: m.slug,
-        tier: m.tier,
-        schema_version,
-        exported_at: record.created_at,
-        export_id: record.id,
-        tables,
-    }))
+        chunks,
+    })
 }
 
 #[derive(utoipa::OpenApi)]

@@ -1,5 +1,6 @@
-//! `posd tenants move` and `posd tenants cleanup-moves`: live tier moves
-//! from the command line (the same runs as the admin routes).
+//! `posd tenants move`, `cleanup-moves`, `export` and `restore`: live tier
+//! moves and archives from the command line (the same runs and format as the
+//! admin routes).
 
 use std::{io::IsTerminal, time::Duration};
 
@@ -10,12 +11,12 @@ use posd::{
     db::{
         ids::MerchantId,
         kinds::MoveStatus,
-        platform::{Platform, merchants::Merchant, moves::Move},
+        platform::{Platform, exports::TenantExport, merchants::Merchant, moves::Move},
         pool,
     },
     tenancy::{
         Tier,
-        moves::{self, MoveRequest},
+        moves::{self, MoveRequest, archive},
         provisioning,
     },
 };
@@ -186,5 +187,61 @@ pub fn cleanup(app: &App, all: bool) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} old placement(s) could not be dropped; run again");
     }
+    Ok(())
+}
+
+/// Writes the merchant's archive to `out` (standard output when `None`) and
+/// records the export (deprovisioning requires one).
+#[expect(
+    clippy::print_stderr,
+    reason = "the summary goes to stderr, the archive may be on stdout"
+)]
+pub fn export(app: &App, merchant: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let m = resolve(app, merchant)?;
+    let manifest = match out {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(64 << 10, file);
+            archive::export(&app.tenancy, m.id, &mut w).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+            archive::export(&app.tenancy, m.id, &mut w).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+    };
+    let mut conn =
+        pool::connect(&app.settings.database_url).context("cannot connect to POSD_DATABASE_URL")?;
+    TenantExport::record(&mut Platform::new(&mut conn), m.id, manifest.tier, "cli")
+        .context("the export is complete but could not be recorded")?;
+    let rows: i64 = manifest.tables.iter().map(|t| t.rows).sum();
+    eprintln!(
+        "exported {} ({} tier, tenant version {}): {rows} rows in {} tables",
+        m.slug,
+        manifest.tier,
+        manifest.tenant_version,
+        manifest.tables.len()
+    );
+    Ok(())
+}
+
+/// Loads an archive into `merchant` at its placement (which must hold none
+/// of its data), verified by the archive's manifest.
+#[expect(clippy::print_stdout, reason = "the summary is the command's output")]
+pub fn restore(app: &App, file: &std::path::Path, merchant: &str) -> anyhow::Result<()> {
+    let m = resolve(app, merchant)?;
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut r = std::io::BufReader::with_capacity(64 << 10, f);
+    let manifest =
+        archive::restore(&app.tenancy, m.id, &mut r).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rows: i64 = manifest.tables.iter().map(|t| t.rows).sum();
+    println!(
+        "restored {rows} rows of {} (exported {}) into {} on the {} tier; counts and checksums verified",
+        manifest.slug,
+        manifest.exported_at.to_rfc3339(),
+        m.slug,
+        m.tier
+    );
     Ok(())
 }

@@ -121,8 +121,11 @@ error_codes! {
     /// The tenant's migrations are behind: migrate it, then move it.
     TenantNotMigrated = "tenant_not_migrated",
     MoveNotCancellable = "move_not_cancellable",
-    /// A database the merchant brings already holds its schema.
+    /// A database the merchant brings already holds its schema, or a
+    /// restore's merchant already has data.
     TargetNotEmpty = "target_not_empty",
+    /// What a restore read is not a whole posd export.
+    InvalidArchive = "invalid_archive",
 
     // Temporarily unavailable (503 with `Retry-After`).
     /// A concurrent update won; retry.

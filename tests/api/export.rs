@@ -1,5 +1,6 @@
 //! `GET /admin/tenants/{id}/export`: the merchant's whole data plane and
-//! nothing of anyone else's, on every tier; it unlocks deprovisioning.
+//! nothing of anyone else's, on every tier, as an archive that
+//! `posd tenants restore` reads back; it unlocks deprovisioning.
 
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
@@ -39,32 +40,38 @@ async fn an_export_holds_the_merchants_data_and_only_it() {
             )),
             "{disposition}"
         );
-        let doc: Value = serde_json::from_str(&res.into_string().await.unwrap()).unwrap();
-        assert_eq!(doc["tier"], tier.as_str());
-        let tables = doc["tables"].as_object().unwrap();
+        assert_eq!(res.content_type(), Some(rocket::http::ContentType::Binary));
+        let bytes = res.into_bytes().await.unwrap();
+        let mut lines = bytes.splitn(3, |b| *b == b'\n');
+        assert_eq!(lines.next(), Some(&b"posd-export 1"[..]));
+        let manifest: Value = serde_json::from_slice(lines.next().unwrap()).unwrap();
+        assert_eq!(manifest["tier"], tier.as_str());
+        assert_eq!(manifest["merchantId"], m.id.to_string());
+        let tables = manifest["tables"].as_array().unwrap();
         assert_eq!(tables.len(), TENANT.len(), "every tenant table");
-        let rows = |t: &str| doc["tables"][t].as_array().unwrap().clone();
-        assert_eq!(rows("products").len(), 1);
-        assert_eq!(rows("products")[0]["sku"], "EXPORTED");
-        assert_eq!(rows("orders")[0]["id"], order["id"]);
-        assert_eq!(rows("order_lines").len(), 1);
-        assert_eq!(rows("payments").len(), 1);
-        assert_eq!(rows("customers")[0]["name"], "Kept");
-        assert_eq!(rows("stock_movements").len(), 2, "receive and sale");
-        assert_eq!(
-            rows("idempotency_keys").len(),
-            1,
-            "keys travel with the data"
+        let rows = |name: &str| {
+            tables
+                .iter()
+                .find(|t| t["table"] == name)
+                .and_then(|t| t["rows"].as_i64())
+                .unwrap()
+        };
+        assert_eq!(rows("products"), 1);
+        assert_eq!(rows("orders"), 1);
+        assert_eq!(rows("order_lines"), 1);
+        assert_eq!(rows("payments"), 1);
+        assert_eq!(rows("customers"), 1);
+        assert_eq!(rows("stock_movements"), 2, "receive and sale");
+        assert_eq!(rows("idempotency_keys"), 1, "keys travel with the data");
+        let data = lines.next().unwrap();
+        let holds = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+        assert!(holds(b"EXPORTED") && holds(b"Kept"), "the merchant's rows");
+        let order_id = uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap();
+        assert!(holds(order_id.as_bytes()), "its order, by id");
+        assert!(
+            !holds(b"NOT-MINE"),
+            "another merchant's product is in the export"
         );
-        for (name, rows) in tables {
-            for r in rows.as_array().unwrap() {
-                assert_eq!(
-                    r["merchant_id"],
-                    m.id.to_string(),
-                    "{name}: only this merchant's rows"
-                );
-            }
-        }
 
         // Staff tokens cannot export; unknown merchants are 404.
         let (s, _) = t.get(&path, &m.token).await;
@@ -90,10 +97,14 @@ async fn deprovisioning_without_force_needs_an_export() {
         .post(&deprovision, &admin, json!({ "force": false }))
         .await;
     assert_error((s, &e), Status::Conflict, "export_required");
-    let (s, _) = t
-        .get(&format!("{API}/admin/tenants/{}/export", m.id), &admin)
-        .await;
-    assert_eq!(s, Status::Ok);
+    let path = format!("{API}/admin/tenants/{}/export", m.id);
+    let res = t.send(Method::Get, &path, Some(&admin), None, &[]).await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(
+        res.into_bytes()
+            .await
+            .is_some_and(|b| b.starts_with(b"posd-export 1\n"))
+    );
     let (s, body) = t
         .post(&deprovision, &admin, json!({ "force": false }))
         .await;

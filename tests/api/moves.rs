@@ -932,3 +932,68 @@ async fn a_move_whose_process_is_killed_resumes_and_the_cli_moves_back() {
         "{stdout}"
     );
 }
+
+/// `c` with merchant `from`'s id written as `to`'s in every row.
+fn rekeyed(c: &Content, from: MerchantId, to: MerchantId) -> Content {
+    let (from, to) = (from.to_string(), to.to_string());
+    c.iter()
+        .map(|(table, rows)| {
+            let rows = rows
+                .iter()
+                .map(|(k, line)| (k.replace(&from, &to), line.replace(&from, &to)))
+                .collect();
+            (*table, rows)
+        })
+        .collect()
+}
+
+#[rocket::async_test]
+async fn an_export_restores_into_another_merchant_and_a_cut_one_loads_nothing() {
+    let t = TestApp::with_config(quick).await;
+    let (m, _) = trading_merchant(&t, "exported").await;
+    let original = current(&t, &m);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exported.posd");
+    let path = file.to_str().unwrap();
+    let out = posd(&t)
+        .args(["tenants", "export", &m.slug, "--out", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Into a new merchant, on a database of its own.
+    let n = t.merchant("restored", posd::tenancy::Tier::Dedicated).await;
+    let restore = |file: &str, merchant: &str| {
+        posd(&t)
+            .args(["tenants", "restore", file, "--merchant", merchant])
+            .output()
+            .unwrap()
+    };
+    let out = restore(path, "restored");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("counts and checksums verified"), "{stdout}");
+    assert_eq!(rekeyed(&current(&t, &n), n.id, m.id), original);
+    // Not twice: the merchant has data now.
+    let out = restore(path, "restored");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has rows"));
+    // A cut archive loads nothing.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.path().join("cut.posd");
+    std::fs::write(&cut, &bytes[..bytes.len() - 64]).unwrap();
+    let c = t.merchant("cut", posd::tenancy::Tier::Schema).await;
+    let out = restore(cut.to_str().unwrap(), "cut");
+    assert!(!out.status.success(), "a cut archive was restored");
+    assert!(
+        current(&t, &c).values().all(BTreeMap::is_empty),
+        "a failed restore left rows"
+    );
+}

@@ -37,7 +37,6 @@ mod schema;
 
 pub mod categories;
 pub mod customers;
-pub mod export;
 pub mod idempotency;
 pub mod inventory;
 pub mod orders;

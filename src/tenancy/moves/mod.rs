@@ -58,6 +58,7 @@
 //! there as if its process had died; `hang:copy` blocks the driver inside
 //! the copy, after the first table, until the process is killed.
 
+pub mod archive;
 mod metrics;
 mod sync;
 

@@ -34,7 +34,7 @@ use crate::error::TENANT_MOVED as MOVED_MESSAGE;
 pub type PgResult<T> = Result<T, postgres::Error>;
 
 /// A UUID as an SQL literal.
-fn lit(id: impl std::fmt::Display) -> String {
+pub(super) fn lit(id: impl std::fmt::Display) -> String {
     format!("'{id}'::uuid")
 }
 
@@ -64,7 +64,7 @@ pub struct Table {
 }
 
 impl Table {
-    fn cols(&self) -> String {
+    pub(super) fn cols(&self) -> String {
         join(&self.cols)
     }
 
@@ -72,7 +72,18 @@ impl Table {
         join(&self.pk)
     }
 
-    fn ident(&self) -> String {
+    /// Every column but `merchant_id`.
+    pub(super) fn content_cols(&self) -> String {
+        let cols: Vec<String> = self
+            .cols
+            .iter()
+            .filter(|c| *c != "merchant_id")
+            .cloned()
+            .collect();
+        join(&cols)
+    }
+
+    pub(super) fn ident(&self) -> String {
         quote_ident(&self.name)
     }
 }
@@ -312,19 +323,24 @@ fn drop_triggers(c: &mut Client, schema: &str, tables: &[Table], run: RunId) -> 
 }
 
 /// Rows of one table in a snapshot: count and an order-independent content
-/// checksum (the sum of a 64-bit hash of each row's text).
+/// checksum (the sum of a 64-bit hash of each row's text, `merchant_id`
+/// left out so that a restore under another merchant compares equal).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Checksum {
     pub rows: i64,
     pub sum: String,
 }
 
-fn checksum(tx: &mut Transaction<'_>, t: &Table, merchant: MerchantId) -> PgResult<Checksum> {
+pub(super) fn checksum(
+    tx: &mut Transaction<'_>,
+    t: &Table,
+    merchant: MerchantId,
+) -> PgResult<Checksum> {
     let row = tx.query_one(
         &format!(
             "SELECT count(*), coalesce(sum(hashtextextended(ROW({cols})::text, 0)::numeric), 0)::text
                FROM {table} WHERE merchant_id = {m}",
-            cols = t.cols(),
+            cols = t.content_cols(),
             table = t.ident(),
             m = lit(merchant),
         ),
@@ -461,7 +477,7 @@ pub fn copy_snapshot(
     Ok(done)
 }
 
-fn staging_name(t: &Table, kind: &str) -> String {
+pub(super) fn staging_name(t: &Table, kind: &str) -> String {
     format!(
         "pg_temp.{}",
         quote_ident(&format!("posd_{kind}_{}", t.name))
