@@ -25,6 +25,7 @@ use crate::{
             audit,
             merchants::{Merchant, NewMerchant},
             migration_state::{MigrationState, schema_versions},
+            moves::Move,
             staff::{NewStaffUser, StaffUser},
         },
     },
@@ -138,9 +139,17 @@ struct TenantView {
     /// Tables that fail the classification check: the tenant is not served.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     unclassified_tables: Vec<String>,
+    /// The tier move under way, if any.
+    #[serde(rename = "move", skip_serializing_if = "Option::is_none")]
+    moving: Option<Move>,
 }
 
-fn tenant_view(app: &App, m: Merchant, state: Option<MigrationState>) -> TenantView {
+fn tenant_view(
+    app: &App,
+    m: Merchant,
+    state: Option<MigrationState>,
+    moving: Option<Move>,
+) -> TenantView {
     let mut placement = Placement::from_merchant(&m);
     if !app.directory.routing_enabled() {
         placement.tier = Tier::Shared;
@@ -164,6 +173,7 @@ fn tenant_view(app: &App, m: Merchant, state: Option<MigrationState>) -> TenantV
         migration_status,
         migration_error,
         unclassified_tables,
+        moving,
     }
 }
 
@@ -178,10 +188,17 @@ struct TenantList {
     responses((status = 200, body = TenantList), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable)))]
 #[get("/admin/tenants")]
 async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json<TenantList>> {
-    let merchants = app.platform(|p| Ok(Merchant::list(p)?)).await?;
+    let (merchants, moves) = app
+        .platform(|p| Ok((Merchant::list(p)?, Move::all_active(p)?)))
+        .await?;
+    let mut moves: std::collections::HashMap<MerchantId, Move> =
+        moves.into_iter().map(|m| (m.merchant_id, m)).collect();
     let items: Vec<TenantView> = merchants
         .into_iter()
-        .map(|m| tenant_view(app, m, None))
+        .map(|m| {
+            let moving = moves.remove(&m.id);
+            tenant_view(app, m, None, moving)
+        })
         .collect();
     Ok(Json(TenantList {
         items,
@@ -199,9 +216,10 @@ async fn get_tenant(
 ) -> ApiResult<Json<TenantView>> {
     // A pure read: the placement, the recorded migration state and the pool
     // as they are. It never builds a pool nor migrates.
-    let (m, state) = app
+    let (m, state, moving) = app
         .platform(move |p| {
             let m = Merchant::find(p, id).map_err(ApiError::or_not_found("merchant"))?;
+            let moving = Move::active(p, id)?;
             let state = if m.tier == Tier::Shared {
                 // The shared tier is migrated at boot; no per-merchant record.
                 schema_versions(p, &[SHARED_SCHEMA.to_string()])?
@@ -217,10 +235,10 @@ async fn get_tenant(
             } else {
                 MigrationState::find(p, id)?
             };
-            Ok((m, state))
+            Ok((m, state, moving))
         })
         .await?;
-    Ok(Json(tenant_view(app, m, state)))
+    Ok(Json(tenant_view(app, m, state, moving)))
 }
 
 async fn set_status(
