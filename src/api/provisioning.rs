@@ -21,6 +21,7 @@ use crate::{
     app::App,
     db::{
         ids::{MerchantId, RunId},
+        kinds::ProvisioningStatus,
         platform::runs::ProvisioningRun,
     },
     error::{ApiError, ErrorBody, ErrorCode},
@@ -162,7 +163,7 @@ async fn provision(
             tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, run = %run.id, "provisioned");
             Provisioned::Run(Custom(Status::Created, Json(RunAnswer { run })))
         }
-        Outcome::Replayed(run) if run.status == "ready" => {
+        Outcome::Replayed(run) if run.status == ProvisioningStatus::Ready => {
             Provisioned::Run(Custom(Status::Ok, Json(RunAnswer { run })))
         }
         Outcome::Failed(run) | Outcome::Replayed(run) => failed(run),

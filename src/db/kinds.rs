@@ -1,6 +1,7 @@
-//! The closed sets of values the control plane stores as text: a
-//! merchant's tier and status, a staff member's role, an order's status. Each maps to and from its column with
-//! Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
+//! The closed sets of values posd stores as text: a merchant's tier and
+//! status, a staff member's role, where a provisioning run, a tenant's
+//! migrations and a tier move stand, an order's status. Each maps to and
+//! from its column with Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
 //! of the set is an error when it is read, never a quiet default (an
 //! unknown tier must not route a merchant to the shared tier).
 
@@ -108,6 +109,33 @@ text_kind!(
         Refunded = "refunded",
         /// Cancelled before settlement; it counts in no sum.
         Voided = "voided",
+    }
+);
+
+text_kind!(
+    /// Where a provisioning run stands.
+    ProvisioningStatus {
+        /// Recorded, or checking a database the merchant brings.
+        Pending = "pending",
+        /// Creating the schema or the database.
+        Creating = "creating",
+        /// Migrating, sealing the URL, placing the merchant.
+        Migrating = "migrating",
+        /// The merchant is placed: the run has ended.
+        Ready = "ready",
+        /// A step failed and what the run created was dropped: the run has
+        /// ended.
+        Failed = "failed",
+    }
+);
+
+text_kind!(
+    /// The outcome of a tenant's last migration.
+    MigrationStatus {
+        /// At the version recorded with it.
+        Ok = "ok",
+        /// The migration failed; the error is recorded with it.
+        Failed = "failed",
     }
 );
 

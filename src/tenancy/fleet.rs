@@ -37,6 +37,7 @@ use crate::{
     crypto::Purpose,
     db::{
         ids::{MerchantId, RunId},
+        kinds::MigrationStatus,
         platform::{
             Platform,
             merchants::Merchant,
@@ -280,7 +281,11 @@ fn record(
         &MigrationState {
             merchant_id: t.merchant,
             version,
-            status: if error.is_none() { "ok" } else { "failed" }.into(),
+            status: if error.is_none() {
+                MigrationStatus::Ok
+            } else {
+                MigrationStatus::Failed
+            },
             error,
             duration_ms: i64::try_from(duration_ms).unwrap_or(i64::MAX),
             run_id: run,
