@@ -1,7 +1,8 @@
 //! The closed sets of values posd stores as text: a merchant's tier and
 //! status, a staff member's role, where a provisioning run, a tenant's
-//! migrations and a tier move stand, an order's status. Each maps to and
-//! from its column with Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
+//! migrations and a tier move stand, an order's status and source, how a
+//! payment or a refund was made. Each maps to and from its column with
+//! Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
 //! of the set is an error when it is read, never a quiet default (an
 //! unknown tier must not route a merchant to the shared tier).
 
@@ -109,6 +110,26 @@ text_kind!(
         Refunded = "refunded",
         /// Cancelled before settlement; it counts in no sum.
         Voided = "voided",
+    }
+);
+
+text_kind!(
+    /// Where an order comes from.
+    OrderSource {
+        /// Sold at a till that was online.
+        Till = "till",
+        /// A bill a till recorded while offline (`/offline-bills`).
+        Offline = "offline",
+    }
+);
+
+text_kind!(
+    /// How a customer paid, or how a refund was given back.
+    Method {
+        Cash = "cash",
+        Card = "card",
+        GiftCard = "gift_card",
+        Other = "other",
     }
 );
 

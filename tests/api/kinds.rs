@@ -2,9 +2,32 @@
 //! enums: an unknown one is an error, never a quiet default.
 
 use diesel::{IntoSql, RunQueryDsl, sql_types::Text};
-use posd::db::kinds::{MerchantStatus, OrderStatus, Role, Tier};
+use posd::db::kinds::{
+    MerchantStatus, Method, MigrationStatus, OrderSource, OrderStatus, ProvisioningStatus, Role,
+    Tier,
+};
 
 use crate::common::TestDb;
+
+/// Reads every value of a kind back from its stored name, and checks that
+/// the stored name is the wire name.
+fn round_trip<T>(c: &mut diesel::PgConnection, all: &[T], name: fn(T) -> &'static str)
+where
+    T: Copy
+        + PartialEq
+        + std::fmt::Debug
+        + serde::Serialize
+        + diesel::deserialize::FromSqlRow<Text, diesel::pg::Pg>
+        + 'static,
+{
+    for &v in all {
+        let read: T = diesel::select(name(v).into_sql::<Text>())
+            .get_result(c)
+            .unwrap();
+        assert_eq!(read, v);
+        assert_eq!(serde_json::to_value(v).unwrap(), name(v));
+    }
+}
 
 #[test]
 fn an_unknown_tier_or_status_is_an_error_not_a_default() {
@@ -42,4 +65,17 @@ fn an_unknown_tier_or_status_is_an_error_not_a_default() {
         serde_json::to_value(partly).unwrap(),
         serde_json::json!("partially_refunded")
     );
+    round_trip(&mut c, Method::ALL, Method::as_str);
+    round_trip(&mut c, OrderSource::ALL, OrderSource::as_str);
+    round_trip(&mut c, ProvisioningStatus::ALL, ProvisioningStatus::as_str);
+    round_trip(&mut c, MigrationStatus::ALL, MigrationStatus::as_str);
+    let err = format!(
+        "{:?}",
+        diesel::select("iou".into_sql::<Text>())
+            .get_result::<Method>(&mut c)
+            .unwrap_err()
+    );
+    assert!(err.contains("unknown Method `iou`"), "{err}");
+    // Padding applies, for the command line's columns.
+    assert_eq!(format!("{:<8}|", Tier::Schema), "schema  |");
 }
