@@ -28,7 +28,9 @@ use crate::{
     tenancy::{Tier, classification, placement::Placement, tenant_db::TenantDb},
 };
 
-#[derive(Serialize)]
+/// A merchant's data plane, offered as a file
+/// (`Content-Disposition: attachment`).
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[expect(
     clippy::struct_field_names,
@@ -42,6 +44,7 @@ struct Export {
     exported_at: DateTime<Utc>,
     export_id: uuid::Uuid,
     /// `{table: [row, ...]}`; rows as stored, columns in `snake_case`.
+    #[schema(value_type = BTreeMap<String, Vec<Object>>)]
     tables: Value,
 }
 
@@ -63,7 +66,7 @@ impl<'r> Responder<'r, 'static> for Download {
 
 #[utoipa::path(get, path = "/admin/tenants/{id}/export", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "`{merchantId, slug, tier, schemaVersion, exportedAt, exportId, tables: {table: [row]}}`", body = Object),
+        (status = 200, description = "The merchant's data, every table", body = Export),
         (status = 401, response = super::docs::Unauthorized),
         (status = 404, response = super::docs::NotFound),
         (status = 503, response = super::docs::Unavailable),

@@ -182,7 +182,7 @@ struct Deprovision {
 /// shared tier.
 #[utoipa::path(post, path = "/admin/tenants/{id}/deprovision", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)), request_body = Deprovision,
     responses(
-        (status = 200, description = "What was dropped or forgotten, and anything left behind", body = Object),
+        (status = 200, description = "What was dropped or forgotten, and anything left behind", body = Deprovisioned),
         (status = 401, response = super::docs::Unauthorized),
         (status = 404, response = super::docs::NotFound),
         (status = 409, description = "`export_required` or `not_provisioned`", body = super::docs::ErrorEnvelope),
