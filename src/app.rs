@@ -279,7 +279,7 @@ fn migrate_tenants_at_boot(
             if let Some(e) = &o.error {
                 tracing::error!(merchant = %o.merchant_id, slug = %o.slug, error = %e, "tenant migration failed");
             }
-            if o.status == "migrated" {
+            if o.status == crate::tenancy::fleet::OutcomeStatus::Migrated {
                 coverage.record(o.merchant_id, o.generation, o.unclassified.clone());
             }
         },

@@ -20,7 +20,7 @@ use crate::{
     auth::{Role, password},
     db::{
         ids::{MerchantId, StaffId},
-        kinds::MerchantStatus,
+        kinds::{MerchantStatus, MigrationStatus},
         platform::{
             audit,
             merchants::{Merchant, NewMerchant},
@@ -129,9 +129,9 @@ struct TenantView {
     #[serde(skip_serializing_if = "Option::is_none")]
     migration_version: Option<String>,
     latest_migration_version: String,
-    /// The recorded outcome of the tenant's last migration: `ok` or `failed`.
+    /// The recorded outcome of the tenant's last migration.
     #[serde(skip_serializing_if = "Option::is_none")]
-    migration_status: Option<String>,
+    migration_status: Option<MigrationStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     migration_error: Option<String>,
     /// A migration of the tenant started by a request is under way.
@@ -224,14 +224,7 @@ async fn get_tenant(
                 // The shared tier is migrated at boot; no per-merchant record.
                 schema_versions(p, &[SHARED_SCHEMA.to_string()])?
                     .pop()
-                    .map(|(_, version)| MigrationState {
-                        merchant_id: id,
-                        version,
-                        status: "ok".into(),
-                        error: None,
-                        duration_ms: 0,
-                        run_id: None,
-                    })
+                    .map(|(_, version)| MigrationState::ok(id, version))
             } else {
                 MigrationState::find(p, id)?
             };

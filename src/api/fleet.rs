@@ -154,7 +154,7 @@ async fn execute_fleet_run(
             let failed: Vec<MerchantId> = r
                 .outcomes
                 .iter()
-                .filter(|o| o.status == "failed")
+                .filter(|o| o.status == fleet::OutcomeStatus::Failed)
                 .map(|o| o.merchant_id)
                 .collect();
             details["outcome"] = json!(if failed.is_empty() { "ok" } else { "failed" });
@@ -163,7 +163,11 @@ async fn execute_fleet_run(
             details["migrated"] = json!(r.run.migrated);
             details["upToDate"] = json!(r.run.skipped);
             details["failedMerchantIds"] = json!(failed);
-            for o in r.outcomes.iter().filter(|o| o.status == "migrated") {
+            for o in r
+                .outcomes
+                .iter()
+                .filter(|o| o.status == fleet::OutcomeStatus::Migrated)
+            {
                 app.directory.invalidate(o.merchant_id);
             }
         }

@@ -1,31 +1,62 @@
 //! Liveness and readiness.
 
 use rocket::{Route, State, get, routes, serde::json::Json};
-use serde_json::{Value, json};
-
-use utoipa::OpenApi;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::{
     app::App,
     error::{ApiError, ApiResult, ErrorCode},
+    tenancy::pools::PoolsSummary,
 };
+
+/// What `GET /healthz` answers.
+#[derive(Serialize, ToSchema)]
+struct Alive {
+    status: AliveStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum AliveStatus {
+    Ok,
+}
+
+/// What `GET /readyz` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Ready {
+    status: ReadyStatus,
+    /// `false` when `use_tenant_db_routing` sends every merchant to the
+    /// shared tier.
+    routing: bool,
+    tenant_pools: PoolsSummary,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ReadyStatus {
+    Ready,
+}
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
+    responses((status = 200, description = "Alive", body = Alive)))]
 #[get("/healthz")]
-fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+fn healthz() -> Json<Alive> {
+    Json(Alive {
+        status: AliveStatus::Ok,
+    })
 }
 
 /// The platform database answers and placement invalidations are flowing.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready: status, routing and tenant pools", body = Object),
+        (status = 200, description = "Ready: status, routing and tenant pools", body = Ready),
         (status = 503, response = super::docs::Unavailable),
     ))]
 #[get("/readyz")]
-async fn readyz(app: &State<App>) -> ApiResult<Json<Value>> {
+async fn readyz(app: &State<App>) -> ApiResult<Json<Ready>> {
     app.platform(|p| p.ping().map_err(ApiError::from)).await?;
     if !app.directory.listening() {
         return Err(ApiError::unavailable(
@@ -34,11 +65,11 @@ async fn readyz(app: &State<App>) -> ApiResult<Json<Value>> {
             1,
         ));
     }
-    Ok(Json(json!({
-        "status": "ready",
-        "routing": app.directory.routing_enabled(),
-        "tenantPools": app.pools.summary(),
-    })))
+    Ok(Json(Ready {
+        status: ReadyStatus::Ready,
+        routing: app.directory.routing_enabled(),
+        tenant_pools: app.pools.summary(),
+    }))
 }
 
 #[derive(OpenApi)]

@@ -28,7 +28,7 @@ use crate::{
         ids::{CustomerId, OrderId},
         tenant::orders::Order,
     },
-    error::{ApiError, ApiResult, ErrorCode},
+    error::{ApiError, ApiResult, ErrorBody, ErrorCode},
     pos::checkout::{self, OfflineBill},
     tenancy::tenant_db::TenantDb,
 };
@@ -85,21 +85,15 @@ enum BillStatus {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Reason {
-    code: String,
-    message: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
 struct BillResult {
     index: usize,
     client_id: Option<Uuid>,
     status: BillStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     order_id: Option<OrderId>,
+    /// Why the bill was rejected (`rejected` only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<Reason>,
+    error: Option<ErrorBody>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -117,8 +111,8 @@ fn rejected(index: usize, client_id: Option<Uuid>, e: &ApiError) -> BillResult {
         client_id,
         status: BillStatus::Rejected,
         order_id: None,
-        error: Some(Reason {
-            code: e.code.as_str().to_string(),
+        error: Some(ErrorBody {
+            code: e.code,
             message: e.message.clone(),
         }),
     }

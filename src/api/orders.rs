@@ -24,13 +24,12 @@ use crate::{
     auth::Role,
     db::{
         ids::{CustomerId, OrderId, ProductId},
-        kinds::OrderStatus,
+        kinds::{Method, OrderStatus},
         tenant::orders::{Order, OrderFilter, OrderView, RefundView},
     },
     error::{ApiError, ApiResult},
     pos::{
         checkout::{self, OfflineBill, Sale, SaleLine, Tender},
-        pricing::Method,
         refund::{self, RefundRequest, RefundWhat},
     },
     tenancy::tenant_db::TenantDb,

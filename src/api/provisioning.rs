@@ -21,6 +21,7 @@ use crate::{
     app::App,
     db::{
         ids::{MerchantId, RunId},
+        kinds::ProvisioningStatus,
         platform::runs::ProvisioningRun,
     },
     error::{ApiError, ErrorBody, ErrorCode},
@@ -162,7 +163,7 @@ async fn provision(
             tracing::info!(operator = %admin.operator, merchant = %b.merchant_id, run = %run.id, "provisioned");
             Provisioned::Run(Custom(Status::Created, Json(RunAnswer { run })))
         }
-        Outcome::Replayed(run) if run.status == "ready" => {
+        Outcome::Replayed(run) if run.status == ProvisioningStatus::Ready => {
             Provisioned::Run(Custom(Status::Ok, Json(RunAnswer { run })))
         }
         Outcome::Failed(run) | Outcome::Replayed(run) => failed(run),
@@ -181,7 +182,7 @@ struct Deprovision {
 /// shared tier.
 #[utoipa::path(post, path = "/admin/tenants/{id}/deprovision", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)), request_body = Deprovision,
     responses(
-        (status = 200, description = "What was dropped or forgotten, and anything left behind", body = Object),
+        (status = 200, description = "What was dropped or forgotten, and anything left behind", body = Deprovisioned),
         (status = 401, response = super::docs::Unauthorized),
         (status = 404, response = super::docs::NotFound),
         (status = 409, description = "`export_required` or `not_provisioned`", body = super::docs::ErrorEnvelope),

@@ -13,7 +13,7 @@ use posd::{
     },
     tenancy::{
         SHARED_SCHEMA,
-        fleet::{self, Outcome, Selection},
+        fleet::{self, Outcome, OutcomeStatus, Selection},
         migrations::latest_tenant_version,
     },
 };
@@ -149,7 +149,7 @@ pub fn migrate(
     let pending = report
         .outcomes
         .iter()
-        .filter(|o| o.status == "pending")
+        .filter(|o| o.status == OutcomeStatus::Pending)
         .count();
     println!(
         "tenant migrations to {}: {} tenants, {} migrated, {} failed, {} up to date{} (run {})",

@@ -1,5 +1,7 @@
-//! The closed sets of values the control plane stores as text: a
-//! merchant's tier and status, a staff member's role, an order's status. Each maps to and from its column with
+//! The closed sets of values posd stores as text: a merchant's tier and
+//! status, a staff member's role, where a provisioning run, a tenant's
+//! migrations and a tier move stand, an order's status and source, how a
+//! payment or a refund was made. Each maps to and from its column with
 //! Diesel's `ToSql`/`FromSql`; a value the database holds that is not one
 //! of the set is an error when it is read, never a quiet default (an
 //! unknown tier must not route a merchant to the shared tier).
@@ -46,7 +48,7 @@ macro_rules! text_kind {
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
 
@@ -108,6 +110,53 @@ text_kind!(
         Refunded = "refunded",
         /// Cancelled before settlement; it counts in no sum.
         Voided = "voided",
+    }
+);
+
+text_kind!(
+    /// Where an order comes from.
+    OrderSource {
+        /// Sold at a till that was online.
+        Till = "till",
+        /// A bill a till recorded while offline (`/offline-bills`).
+        Offline = "offline",
+    }
+);
+
+text_kind!(
+    /// How a customer paid, or how a refund was given back.
+    Method {
+        Cash = "cash",
+        Card = "card",
+        GiftCard = "gift_card",
+        Other = "other",
+    }
+);
+
+text_kind!(
+    /// Where a provisioning run stands.
+    ProvisioningStatus {
+        /// Recorded, or checking a database the merchant brings.
+        Pending = "pending",
+        /// Creating the schema or the database.
+        Creating = "creating",
+        /// Migrating, sealing the URL, placing the merchant.
+        Migrating = "migrating",
+        /// The merchant is placed: the run has ended.
+        Ready = "ready",
+        /// A step failed and what the run created was dropped: the run has
+        /// ended.
+        Failed = "failed",
+    }
+);
+
+text_kind!(
+    /// The outcome of a tenant's last migration.
+    MigrationStatus {
+        /// At the version recorded with it.
+        Ok = "ok",
+        /// The migration failed; the error is recorded with it.
+        Failed = "failed",
     }
 );
 

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::pricing::{self, Method, PriceError, TenderError};
+use super::pricing::{self, PriceError, TenderError};
 use crate::db::{
     ids::{CustomerId, OrderId, ProductId, StaffId},
-    kinds::OrderStatus,
+    kinds::{Method, OrderSource, OrderStatus},
     tenant::{
         TenantTx,
         customers::Customer,
@@ -294,11 +294,10 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
         id: order_id,
         status: OrderStatus::Completed,
         source: if sale.offline.is_some() {
-            "offline"
+            OrderSource::Offline
         } else {
-            "till"
-        }
-        .into(),
+            OrderSource::Till
+        },
         client_bill_id: sale.offline.map(|b| b.client_id),
         customer_id: sale.customer_id,
         staff_id: sale.staff,
@@ -323,7 +322,7 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
             merchant_id: merchant,
             id: Uuid::now_v7(),
             order_id,
-            method: p.method.as_str().into(),
+            method: p.method,
             tendered_minor: p.amount_minor,
             amount_minor: *applied,
             reference: p.reference.clone(),

@@ -10,52 +10,13 @@
 //! most [`MAX_AMOUNT`], so that no sum over one order can overflow; sums
 //! over many orders (reports) are computed in `numeric` and `i128`.
 
-use serde::{Deserialize, Serialize};
+use crate::db::kinds::Method;
 
 /// The highest unit price, in minor units (a billion in major units).
 pub const MAX_UNIT_PRICE: i64 = 100_000_000_000;
 /// The highest amount of a line, an order, a payment or a refund, in minor
 /// units (a hundred billion in major units).
 pub const MAX_AMOUNT: i64 = 10_000_000_000_000;
-
-/// How a customer paid.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    Cash,
-    Card,
-    GiftCard,
-    Other,
-}
-
-impl Method {
-    pub const ALL: [Method; 4] = [Method::Cash, Method::Card, Method::GiftCard, Method::Other];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Cash => "cash",
-            Method::Card => "card",
-            Method::GiftCard => "gift_card",
-            Method::Other => "other",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Method> {
-        Method::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
 
 /// A priced line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

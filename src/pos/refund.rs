@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::pricing::{Method, refund_share};
+use super::pricing::refund_share;
 use crate::db::{
     ids::{OrderId, ProductId, RefundId, StaffId},
-    kinds::OrderStatus,
+    kinds::{Method, OrderStatus},
     tenant::{
         TenantTx,
         inventory::{self, Change, Reason, Short},
@@ -219,11 +219,11 @@ pub fn refund(
         return Err(RefundError::NothingLeft);
     }
     let method = match req.method {
-        Some(m) => m.as_str().to_string(),
+        Some(m) => m,
         None => Order::payment_methods(tx, id)?
             .into_iter()
             .next()
-            .unwrap_or_else(|| Method::Cash.as_str().to_string()),
+            .unwrap_or(Method::Cash),
     };
     let refund = Refund {
         merchant_id: order.merchant_id,

@@ -16,7 +16,10 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::{
-    db::tenant::{TenantTx, reports},
+    db::{
+        kinds::Method,
+        tenant::{TenantTx, reports},
+    },
     error::{ApiError, ApiResult},
 };
 
@@ -47,10 +50,10 @@ pub struct DailyReport {
     pub refund_count: i64,
     #[schema(value_type = i64)]
     pub net_minor: i128,
-    #[schema(value_type = BTreeMap<String, i64>)]
-    pub payments_by_method: BTreeMap<String, i128>,
-    #[schema(value_type = BTreeMap<String, i64>)]
-    pub refunds_by_method: BTreeMap<String, i128>,
+    #[schema(value_type = BTreeMap<Method, i64>)]
+    pub payments_by_method: BTreeMap<Method, i128>,
+    #[schema(value_type = BTreeMap<Method, i64>)]
+    pub refunds_by_method: BTreeMap<Method, i128>,
 }
 
 /// The first instant of local day `date` in `tz`.

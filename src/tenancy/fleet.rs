@@ -37,6 +37,7 @@ use crate::{
     crypto::Purpose,
     db::{
         ids::{MerchantId, RunId},
+        kinds::MigrationStatus,
         platform::{
             Platform,
             merchants::Merchant,
@@ -91,6 +92,36 @@ impl Target {
     }
 }
 
+/// What a run did with one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    Migrated,
+    /// Already at the latest version: not connected to.
+    UpToDate,
+    /// Behind, left as it is by a dry run.
+    Pending,
+    /// The migration failed (`error` says why).
+    Failed,
+}
+
+impl OutcomeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Migrated => "migrated",
+            OutcomeStatus::UpToDate => "up_to_date",
+            OutcomeStatus::Pending => "pending",
+            OutcomeStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// What happened to one tenant.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -100,8 +131,7 @@ pub struct Outcome {
     pub tier: Tier,
     pub before: Option<String>,
     pub after: Option<String>,
-    /// `migrated`, `up_to_date`, `pending` (dry run) or `failed`.
-    pub status: &'static str,
+    pub status: OutcomeStatus,
     pub error: Option<String>,
     pub duration_ms: u64,
     /// What the table check found after the migration (the tenant is not
@@ -240,7 +270,11 @@ pub fn migrate_target(
         } else {
             t.before.clone()
         },
-        status: if result.is_ok() { "migrated" } else { "failed" },
+        status: if result.is_ok() {
+            OutcomeStatus::Migrated
+        } else {
+            OutcomeStatus::Failed
+        },
         error: result.err(),
         duration_ms,
         unclassified,
@@ -280,7 +314,11 @@ fn record(
         &MigrationState {
             merchant_id: t.merchant,
             version,
-            status: if error.is_none() { "ok" } else { "failed" }.into(),
+            status: if error.is_none() {
+                MigrationStatus::Ok
+            } else {
+                MigrationStatus::Failed
+            },
             error,
             duration_ms: i64::try_from(duration_ms).unwrap_or(i64::MAX),
             run_id: run,
@@ -376,7 +414,11 @@ pub fn execute(
                 slug: t.slug,
                 tier: t.tier,
                 after: t.before.clone(),
-                status: if current { "up_to_date" } else { "pending" },
+                status: if current {
+                    OutcomeStatus::UpToDate
+                } else {
+                    OutcomeStatus::Pending
+                },
                 before: t.before,
                 error: None,
                 duration_ms: 0,
@@ -426,15 +468,15 @@ pub fn execute(
     }
     outcomes.extend(done.into_inner());
     // At most `total` outcomes, which fits an i32.
-    let count = |s: &str| {
+    let count = |s: OutcomeStatus| {
         i32::try_from(outcomes.iter().filter(|o| o.status == s).count()).unwrap_or(i32::MAX)
     };
     let run = FleetRun::finish(
         &mut Platform::new(&mut owner),
         run.id,
-        count("migrated"),
-        count("failed"),
-        count("up_to_date"),
+        count(OutcomeStatus::Migrated),
+        count(OutcomeStatus::Failed),
+        count(OutcomeStatus::UpToDate),
     )
     .context("cannot record the end of the fleet run")?;
     Ok(Report { run, outcomes })
@@ -531,7 +573,7 @@ fn run_on_demand(app: &Tenancy, merchant: MerchantId) -> bool {
                         tracing::error!(%merchant, run = %report.run.id, error = %e, "on-demand tenant migration failed; not serving the tenant");
                     }
                     None => {
-                        tracing::info!(%merchant, run = %report.run.id, before = ?o.before, after = ?o.after, status = o.status, "tenant migrated on demand");
+                        tracing::info!(%merchant, run = %report.run.id, before = ?o.before, after = ?o.after, status = %o.status, "tenant migrated on demand");
                     }
                 }
                 apply_check(app, o);
@@ -549,7 +591,7 @@ fn run_on_demand(app: &Tenancy, merchant: MerchantId) -> bool {
 /// dedicated tenant's pool is dropped, so that it is checked again when it
 /// is rebuilt.
 pub fn apply_check(app: &Tenancy, o: &Outcome) {
-    if o.status != "migrated" {
+    if o.status != OutcomeStatus::Migrated {
         return;
     }
     let blocked = app
@@ -568,7 +610,7 @@ pub fn apply_check(app: &Tenancy, o: &Outcome) {
 pub fn recheck_blocked(app: &Tenancy, outcomes: &[Outcome]) {
     let placements: Vec<_> = outcomes
         .iter()
-        .filter(|o| o.status == "up_to_date" && app.coverage.get(o.merchant_id).is_some())
+        .filter(|o| o.status == OutcomeStatus::UpToDate && app.coverage.get(o.merchant_id).is_some())
         .filter_map(|o| match app.directory.resolve(o.merchant_id) {
             Ok(p) => p,
             Err(e) => {

@@ -23,7 +23,7 @@ use posd::{
     db::platform::{Platform, migration_state::schema_versions},
     tenancy::{
         Tier,
-        fleet::{self, Selection},
+        fleet::{self, OutcomeStatus, Selection},
         migrations::latest_tenant_version,
         tenant_schema_name,
     },
@@ -126,7 +126,7 @@ async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
     assert_eq!(
         dry.outcomes
             .iter()
-            .filter(|o| o.status == "pending")
+            .filter(|o| o.status == OutcomeStatus::Pending)
             .count(),
         N
     );
@@ -153,7 +153,7 @@ async fn a_fleet_run_migrates_every_tenant_and_a_broken_one_fails_alone() {
     let failed: Vec<_> = report
         .outcomes
         .iter()
-        .filter(|o| o.status == "failed")
+        .filter(|o| o.status == OutcomeStatus::Failed)
         .collect();
     assert_eq!(failed[0].merchant_id, broken);
     assert!(

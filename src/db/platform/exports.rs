@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::{Platform, schema::tenant_exports};
 use crate::db::{ids::MerchantId, kinds::Tier};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize)]
+/// A recorded export of a merchant's data (who took it, from which tier).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = tenant_exports, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct TenantExport {

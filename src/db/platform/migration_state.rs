@@ -13,7 +13,10 @@ use super::{
     Platform,
     schema::{tenant_migration_runs, tenant_migration_state},
 };
-use crate::db::ids::{MerchantId, RunId};
+use crate::db::{
+    ids::{MerchantId, RunId},
+    kinds::MigrationStatus,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = tenant_migration_state, check_for_backend(diesel::pg::Pg))]
@@ -21,13 +24,25 @@ use crate::db::ids::{MerchantId, RunId};
 pub struct MigrationState {
     pub merchant_id: MerchantId,
     pub version: Option<String>,
-    pub status: String,
+    pub status: MigrationStatus,
     pub error: Option<String>,
     pub duration_ms: i64,
     pub run_id: Option<RunId>,
 }
 
 impl MigrationState {
+    /// A tenant standing at `version`, not by a fleet run.
+    pub fn ok(merchant: MerchantId, version: Option<String>) -> Self {
+        MigrationState {
+            merchant_id: merchant,
+            version,
+            status: MigrationStatus::Ok,
+            error: None,
+            duration_ms: 0,
+            run_id: None,
+        }
+    }
+
     pub fn record(p: &mut Platform<'_>, s: &MigrationState) -> QueryResult<()> {
         diesel::insert_into(tenant_migration_state::table)
             .values(s)
@@ -120,7 +135,7 @@ impl FleetRun {
     pub fn failures(p: &mut Platform<'_>, id: RunId) -> QueryResult<Vec<MigrationState>> {
         tenant_migration_state::table
             .filter(tenant_migration_state::run_id.eq(id))
-            .filter(tenant_migration_state::status.eq("failed"))
+            .filter(tenant_migration_state::status.eq(MigrationStatus::Failed))
             .select(MigrationState::as_select())
             .load(p.conn)
     }

@@ -8,7 +8,10 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::{Platform, schema::provisioning_runs};
-use crate::db::ids::{MerchantId, RunId};
+use crate::db::{
+    ids::{MerchantId, RunId},
+    kinds::{ProvisioningStatus, Tier},
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = provisioning_runs, check_for_backend(diesel::pg::Pg))]
@@ -16,10 +19,10 @@ use crate::db::ids::{MerchantId, RunId};
 pub struct ProvisioningRun {
     pub id: RunId,
     pub merchant_id: MerchantId,
-    pub target_tier: String,
+    pub target_tier: Tier,
     /// The merchant brought the database (`databaseUrl`).
     pub byo: bool,
-    pub status: String,
+    pub status: ProvisioningStatus,
     /// The step being run, or the last one run.
     pub step: Option<String>,
     pub failed_step: Option<String>,
@@ -32,7 +35,10 @@ pub struct ProvisioningRun {
 impl ProvisioningRun {
     /// Whether the run has ended (`ready` or `failed`).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "ready" | "failed")
+        matches!(
+            self.status,
+            ProvisioningStatus::Ready | ProvisioningStatus::Failed
+        )
     }
 
     pub fn find(p: &mut Platform<'_>, id: RunId) -> QueryResult<Option<ProvisioningRun>> {
@@ -50,7 +56,7 @@ impl ProvisioningRun {
     ) -> QueryResult<Option<ProvisioningRun>> {
         provisioning_runs::table
             .filter(provisioning_runs::merchant_id.eq(merchant))
-            .filter(provisioning_runs::status.eq("ready"))
+            .filter(provisioning_runs::status.eq(ProvisioningStatus::Ready))
             .order(provisioning_runs::updated_at.desc())
             .select(ProvisioningRun::as_select())
             .first(p.conn)
@@ -62,7 +68,7 @@ impl ProvisioningRun {
         p: &mut Platform<'_>,
         id: RunId,
         merchant: MerchantId,
-        target_tier: &str,
+        target_tier: Tier,
         byo: bool,
     ) -> QueryResult<ProvisioningRun> {
         diesel::insert_into(provisioning_runs::table)
@@ -71,7 +77,7 @@ impl ProvisioningRun {
                 provisioning_runs::merchant_id.eq(merchant),
                 provisioning_runs::target_tier.eq(target_tier),
                 provisioning_runs::byo.eq(byo),
-                provisioning_runs::status.eq("pending"),
+                provisioning_runs::status.eq(ProvisioningStatus::Pending),
             ))
             .returning(ProvisioningRun::as_returning())
             .get_result(p.conn)
@@ -81,7 +87,7 @@ impl ProvisioningRun {
     pub fn advance(
         p: &mut Platform<'_>,
         id: RunId,
-        status: &str,
+        status: ProvisioningStatus,
         step: &str,
     ) -> QueryResult<ProvisioningRun> {
         diesel::update(provisioning_runs::table.find(id))
@@ -103,7 +109,7 @@ impl ProvisioningRun {
     ) -> QueryResult<ProvisioningRun> {
         diesel::update(provisioning_runs::table.find(id))
             .set((
-                provisioning_runs::status.eq("failed"),
+                provisioning_runs::status.eq(ProvisioningStatus::Failed),
                 provisioning_runs::failed_step.eq(step),
                 provisioning_runs::error_code.eq(code),
                 provisioning_runs::error.eq(error),

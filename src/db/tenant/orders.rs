@@ -14,7 +14,7 @@ use super::{
 };
 use crate::db::{
     ids::{CustomerId, MerchantId, OrderId, ProductId, RefundId, StaffId},
-    kinds::OrderStatus,
+    kinds::{Method, OrderSource, OrderStatus},
     statement::statement,
 };
 
@@ -26,7 +26,7 @@ pub struct Order {
     pub merchant_id: MerchantId,
     pub id: OrderId,
     pub status: OrderStatus,
-    pub source: String,
+    pub source: OrderSource,
     pub client_bill_id: Option<Uuid>,
     pub customer_id: Option<CustomerId>,
     pub staff_id: StaffId,
@@ -76,7 +76,7 @@ pub struct Payment {
     pub id: Uuid,
     #[serde(skip)]
     pub order_id: OrderId,
-    pub method: String,
+    pub method: Method,
     pub tendered_minor: i64,
     pub amount_minor: i64,
     pub reference: Option<String>,
@@ -92,7 +92,7 @@ pub struct Refund {
     pub id: RefundId,
     pub order_id: OrderId,
     pub amount_minor: i64,
-    pub method: String,
+    pub method: Method,
     pub restock: bool,
     pub reason: Option<String>,
     pub staff_id: StaffId,
@@ -207,7 +207,7 @@ impl Order {
         .bind::<Array<Int4>, _>(col(lines, |l| l.refunded_quantity))
         .bind::<Array<Int8>, _>(col(lines, |l| l.refunded_minor))
         .bind::<Array<SqlUuid>, _>(col(pays, |p| p.id))
-        .bind::<Array<Text>, _>(col(pays, |p| p.method.clone()))
+        .bind::<Array<Text>, _>(col(pays, |p| p.method))
         .bind::<Array<Int8>, _>(col(pays, |p| p.tendered_minor))
         .bind::<Array<Int8>, _>(col(pays, |p| p.amount_minor))
         .bind::<Array<Nullable<Text>>, _>(col(pays, |p| p.reference.clone()))
@@ -329,7 +329,7 @@ impl Order {
     }
 
     /// The methods the order was paid with, largest amount first.
-    pub fn payment_methods(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Vec<String>> {
+    pub fn payment_methods(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Vec<Method>> {
         payments::table
             .filter(payments::merchant_id.eq(tx.merchant))
             .filter(payments::order_id.eq(id.0))

@@ -8,6 +8,7 @@ use diesel::{
 };
 
 use super::TenantTx;
+use crate::db::kinds::Method;
 
 /// A sum of amounts over any number of rows. PostgreSQL sums `bigint` into
 /// `numeric`, which cannot overflow; it crosses as text into an `i128`,
@@ -52,7 +53,7 @@ pub struct SalesTotals {
 #[derive(Debug, QueryableByName)]
 pub struct ByMethod {
     #[diesel(sql_type = Text)]
-    pub method: String,
+    pub method: Method,
     #[diesel(sql_type = Text)]
     pub amount: Sum,
     #[diesel(sql_type = BigInt)]

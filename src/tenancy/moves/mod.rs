@@ -818,14 +818,7 @@ impl Driver<'_> {
             } else {
                 MigrationState::record(
                     p,
-                    &MigrationState {
-                        merchant_id: merchant,
-                        version: Some(latest_tenant_version()),
-                        status: "ok".into(),
-                        error: None,
-                        duration_ms: 0,
-                        run_id: None,
-                    },
+                    &MigrationState::ok(merchant, Some(latest_tenant_version())),
                 )?;
             }
             Move::flipped(p, run, fence_ms)?;

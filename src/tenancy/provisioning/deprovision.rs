@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// What a deprovisioning did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deprovisioned {
     /// The merchant, back on the shared tier.

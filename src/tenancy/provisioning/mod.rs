@@ -101,7 +101,7 @@ pub enum ProvisionError {
     RunIdMismatch {
         run: RunId,
         merchant: MerchantId,
-        tier: String,
+        tier: Tier,
         byo: bool,
     },
     #[error(
@@ -221,13 +221,13 @@ fn with_lock<T>(
 /// A repeated run id must describe the same provisioning.
 fn check_same(run: &ProvisioningRun, req: &Request) -> Result<(), ProvisionError> {
     if run.merchant_id != req.merchant
-        || run.target_tier != req.tier.as_str()
+        || run.target_tier != req.tier
         || run.byo != req.database_url.is_some()
     {
         return Err(ProvisionError::RunIdMismatch {
             run: run.id,
             merchant: run.merchant_id,
-            tier: run.target_tier.clone(),
+            tier: run.target_tier,
             byo: run.byo,
         });
     }
@@ -315,7 +315,7 @@ fn provision_locked(
             &mut platform,
             req.run_id.unwrap_or_else(|| RunId(uuid::Uuid::now_v7())),
             merchant,
-            req.tier.as_str(),
+            req.tier,
             req.database_url.is_some(),
         )
         // Another call started a run for the merchant meanwhile.

@@ -23,6 +23,7 @@ use crate::{
     crypto::Purpose,
     db::{
         ids::{DatabaseId, MerchantId, RunId},
+        kinds::ProvisioningStatus,
         platform::{
             Platform,
             merchants::{Merchant, NewPlacement},
@@ -98,7 +99,7 @@ impl Steps<'_> {
     fn begin(
         &self,
         owner: &mut PgConnection,
-        status: &str,
+        status: ProvisioningStatus,
         step: &'static str,
     ) -> Result<(), StepError> {
         at(
@@ -133,7 +134,7 @@ impl Steps<'_> {
         tier: Tier,
         database: Option<&TenantDatabase>,
     ) -> Result<(), StepError> {
-        self.begin(owner, "migrating", "place")?;
+        self.begin(owner, ProvisioningStatus::Migrating, "place")?;
         owner.transaction(|c| {
             let mut p = Platform::new(c);
             if let Some(db) = database {
@@ -141,14 +142,10 @@ impl Steps<'_> {
             }
             MigrationState::record(
                 &mut p,
-                &MigrationState {
-                    merchant_id: self.merchant,
-                    version: Some(crate::tenancy::migrations::latest_tenant_version()),
-                    status: "ok".into(),
-                    error: None,
-                    duration_ms: 0,
-                    run_id: None,
-                },
+                &MigrationState::ok(
+                    self.merchant,
+                    Some(crate::tenancy::migrations::latest_tenant_version()),
+                ),
             )?;
             Merchant::set_placement(
                 &mut p,
@@ -160,7 +157,7 @@ impl Steps<'_> {
                     database_id: database.map(|d| d.id),
                 },
             )?;
-            ProvisioningRun::advance(&mut p, self.run, "ready", "place")?;
+            ProvisioningRun::advance(&mut p, self.run, ProvisioningStatus::Ready, "place")?;
             // Inside the transaction: an injected failure here rolls back.
             self.done("place")
         })
@@ -216,13 +213,13 @@ fn cleanup(result: &mut Result<(), StepError>, what: &str, done: diesel::QueryRe
 fn schema_tier(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepError> {
     let schema = quote_ident(&s.schema);
     let mut result = (|| {
-        s.begin(owner, "creating", "create_schema")?;
+        s.begin(owner, ProvisioningStatus::Creating, "create_schema")?;
         at(
             "create_schema",
             exec(owner, &format!("CREATE SCHEMA IF NOT EXISTS {schema}")),
         )?;
         s.done("create_schema")?;
-        s.begin(owner, "migrating", "migrate")?;
+        s.begin(owner, ProvisioningStatus::Migrating, "migrate")?;
         at(
             "migrate",
             migrate_tenant_schema(owner, &s.schema, Some(&s.app.app_role)),
@@ -245,7 +242,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
     let db_name = tenant_database_name(s.merchant);
     let db = quote_ident(&db_name);
     let mut result = (|| {
-        s.begin(owner, "creating", "create_database")?;
+        s.begin(owner, ProvisioningStatus::Creating, "create_database")?;
         let mut server = at("create_database", pool::connect(server_url))?;
         if !at("create_database", database_exists(&mut server, &db_name))? {
             at(
@@ -255,7 +252,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
         }
         s.done("create_database")?;
 
-        s.begin(owner, "creating", "secure_database")?;
+        s.begin(owner, ProvisioningStatus::Creating, "secure_database")?;
         let app_role = quote_ident(&s.app.app_role);
         at(
             "secure_database",
@@ -274,7 +271,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
         drop(server);
         s.done("secure_database")?;
 
-        s.begin(owner, "creating", "create_schema")?;
+        s.begin(owner, ProvisioningStatus::Creating, "create_schema")?;
         let owner_url = at(
             "create_schema",
             url_for_database(server_url, None, &db_name),
@@ -293,7 +290,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
         )?;
         s.done("create_schema")?;
 
-        s.begin(owner, "migrating", "migrate")?;
+        s.begin(owner, ProvisioningStatus::Migrating, "migrate")?;
         at(
             "migrate",
             migrate_tenant_schema(&mut conn, &s.schema, Some(&s.app.app_role)),
@@ -301,7 +298,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
         drop(conn);
         s.done("migrate")?;
 
-        s.begin(owner, "migrating", "seal")?;
+        s.begin(owner, ProvisioningStatus::Migrating, "seal")?;
         let app_url = at(
             "seal",
             url_for_database(server_url, Some(&settings.app_database_url), &db_name),
@@ -345,12 +342,12 @@ fn brought(
     let mut created_schema = false;
     let schema = quote_ident(&s.schema);
     let mut result = (|| {
-        s.begin(owner, "pending", "check")?;
+        s.begin(owner, ProvisioningStatus::Pending, "check")?;
         let (c, found) = byo::check(url, &s.schema)?;
         let c = conn.insert(c);
         s.done("check")?;
 
-        s.begin(owner, "creating", "create_schema")?;
+        s.begin(owner, ProvisioningStatus::Creating, "create_schema")?;
         if !found.schema_exists {
             at(
                 "create_schema",
@@ -362,11 +359,11 @@ fn brought(
 
         // The merchant's role runs the migrations and owns the tables;
         // forced row-level security binds it all the same.
-        s.begin(owner, "migrating", "migrate")?;
+        s.begin(owner, ProvisioningStatus::Migrating, "migrate")?;
         at("migrate", migrate_tenant_schema(c, &s.schema, None))?;
         s.done("migrate")?;
 
-        s.begin(owner, "migrating", "seal")?;
+        s.begin(owner, ProvisioningStatus::Migrating, "seal")?;
         let sealed = s.seal(url.url.expose_secret())?;
         s.done("seal")?;
 
