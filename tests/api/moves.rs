@@ -997,3 +997,62 @@ async fn an_export_restores_into_another_merchant_and_a_cut_one_loads_nothing() 
         "a failed restore left rows"
     );
 }
+
+#[rocket::async_test]
+async fn a_merchant_moves_into_a_database_it_brings_and_back() {
+    let t = TestApp::with_config(|s| {
+        quick(s);
+        s.move_fault = Some("stall:copy".into());
+    })
+    .await;
+    let (m, _) = trading_merchant(&t, "brings").await;
+    let original = current(&t, &m);
+    let byo = crate::byo::ByoDb::new("", true);
+    // While it runs, the tenant view shows it.
+    let mv = start_move(
+        &t,
+        &m,
+        json!({ "tier": "dedicated", "databaseUrl": byo.url() }),
+    )
+    .await;
+    let run = mv["id"].as_str().unwrap().to_string();
+    wait_move(&t, &m, &run, |mv| mv["phase"] == "copy").await;
+    let (s, view) = t.get(&admin_path(&m, ""), &t.admin_token()).await;
+    assert_eq!(s, Status::Ok, "{view}");
+    assert_eq!(view["move"]["id"], run.as_str(), "{view}");
+    assert!(
+        !view.to_string().contains(&byo.password),
+        "the URL is never answered"
+    );
+    // Another process without the fault finishes it.
+    let TestApp { client, db } = t;
+    drop(client);
+    let t = TestApp::on_with(db, quick).await;
+    let mv = wait_move(&t, &m, &run, ended).await;
+    assert_eq!(mv["status"], "done", "{mv}");
+    let (tier, database, _) = location(&t, m.id);
+    assert_eq!(
+        (tier.as_str(), database.as_str()),
+        ("dedicated", byo.name.as_str())
+    );
+    assert_eq!(current(&t, &m), original);
+    let (s, view) = t.get(&admin_path(&m, ""), &t.admin_token()).await;
+    assert_eq!(s, Status::Ok);
+    assert!(view.get("move").is_none(), "{view}");
+    // And back; the old placement in the merchant's database is retired.
+    let mv = move_to(&t, &m, json!({ "tier": "shared" })).await;
+    assert_eq!(mv["status"], "done", "{mv}");
+    assert_eq!(current(&t, &m), original);
+    let retired = count(
+        &mut byo.superuser(),
+        &format!(
+            "SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'posd_retired_{}'",
+            mv["id"].as_str().unwrap().replace('-', "")
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        retired, 1,
+        "the merchant's schema is kept, renamed, in its database"
+    );
+}
