@@ -70,7 +70,7 @@ async fn blocking<T: Send + 'static>(
     responses(
         (status = 202, description = "The move, started (or the one its runId names)", body = MoveAnswer),
         (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
-        (status = 409, description = "Already on that tier, another move or a provisioning is running, or the tenant's migrations are behind", body = crate::error::ErrorBody),
+        (status = 409, description = "Already on that tier, another move or a provisioning is running, or the tenant's migrations are behind", body = docs::ErrorEnvelope),
         (status = 422, response = docs::Invalid), (status = 503, response = docs::Unavailable)))]
 #[post("/admin/tenants/<id>/move", data = "<body>")]
 async fn start_move(
@@ -109,7 +109,7 @@ async fn start_move(
 /// The merchant's moves, newest first.
 #[utoipa::path(get, path = "/admin/tenants/{id}/moves", tag = "admin", security(("admin" = [])),
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = MoveList), (status = 401, response = docs::Unauthorized), (status = 503, response = docs::Unavailable)))]
+    responses((status = 200, body = MoveList), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound), (status = 503, response = docs::Unavailable)))]
 #[get("/admin/tenants/<id>/moves")]
 async fn list_moves(
     _admin: PlatformAdmin,
@@ -153,7 +153,7 @@ async fn get_move(
 #[utoipa::path(post, path = "/admin/tenants/{id}/moves/{run}/cancel", tag = "admin", security(("admin" = [])),
     params(("id" = Uuid, Path), ("run" = Uuid, Path)),
     responses((status = 202, body = MoveAnswer), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
-        (status = 409, description = "The move has flipped or ended", body = crate::error::ErrorBody), (status = 503, response = docs::Unavailable)))]
+        (status = 409, description = "The move has flipped or ended", body = docs::ErrorEnvelope), (status = 503, response = docs::Unavailable)))]
 #[post("/admin/tenants/<id>/moves/<run>/cancel")]
 async fn cancel_move(
     admin: PlatformAdmin,
