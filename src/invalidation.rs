@@ -14,7 +14,10 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{
     auth::revocation::StaffStates,
     db::ids::{MerchantId, StaffId},
-    tenancy::placement::{self, Directory},
+    tenancy::{
+        placement::{self, Directory},
+        pools::TenantPools,
+    },
 };
 
 /// The channel of staff state changes.
@@ -25,6 +28,9 @@ pub const STAFF_CHANNEL: &str = "posd_staff";
 pub struct Caches {
     pub directory: Arc<Directory>,
     pub staff: Arc<StaffStates>,
+    /// A merchant whose row changed loses its dedicated pool too: after a
+    /// move, no connection of the service stays open on the old database.
+    pub pools: Arc<TenantPools>,
 }
 
 impl Caches {
@@ -36,7 +42,10 @@ impl Caches {
     fn notified(&self, channel: &str, payload: &str) {
         let id = uuid::Uuid::parse_str(payload).ok();
         match (channel, id) {
-            (placement::CHANNEL, Some(id)) => self.directory.invalidate(MerchantId(id)),
+            (placement::CHANNEL, Some(id)) => {
+                self.directory.invalidate(MerchantId(id));
+                self.pools.evict(MerchantId(id));
+            }
             (placement::CHANNEL, None) => self.directory.invalidate_all(),
             (STAFF_CHANNEL, Some(id)) => self.staff.invalidate(StaffId(id)),
             (STAFF_CHANNEL, None) => self.staff.invalidate_all(),

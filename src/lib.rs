@@ -31,6 +31,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
     let caches = invalidation::Caches {
         directory: app.directory.clone(),
         staff: app.staff_states.clone(),
+        pools: app.pools.clone(),
     };
     let metrics = api::metrics::Metrics::new(&app.move_metrics);
     let login_limiter = api::auth::LoginLimiter::new(&app.settings);

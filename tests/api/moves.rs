@@ -895,6 +895,10 @@ async fn a_move_whose_process_is_killed_resumes_and_the_cli_moves_back() {
         source["orders"].len() + 1,
         "the sale made meanwhile"
     );
+    // A sale at the new placement: this instance opens a pool on the new
+    // database, which the move back must leave droppable.
+    t.sell(&m, &product, 1, 600).await;
+    let moved = current(&t, &m);
     // Back with one command, which waits for the end.
     let out = posd(&t)
         .args(["tenants", "move", &m.slug, "--to", "shared", "--wait"])

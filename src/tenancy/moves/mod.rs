@@ -1008,15 +1008,19 @@ pub fn cleanup(app: &Tenancy, all: bool) -> Result<Vec<Cleaned>, MoveError> {
         let Some(retired) = mv.retired_as.clone() else {
             continue;
         };
-        let result = drop_retired(app, &mut p, &mv, &retired);
+        let (dropped, result) = drop_retired(app, &mut p, &mv, &retired);
         if result.is_ok() {
             Move::cleaned(&mut p, mv.id)?;
         }
-        let (dropped, error) = match result {
-            Ok(what) => (what, None),
-            Err(e) => (retired, Some(redact_text(&e.to_string()))),
-        };
-        tracing::info!(merchant = %mv.merchant_id, run = %mv.id, %dropped, error = ?error, "moved merchant's old placement cleaned up");
+        let error = result.err().map(|e| redact_text(&e.to_string()));
+        match &error {
+            None => {
+                tracing::info!(merchant = %mv.merchant_id, run = %mv.id, %dropped, "moved merchant's old placement dropped");
+            }
+            Some(e) => {
+                tracing::warn!(merchant = %mv.merchant_id, run = %mv.id, %dropped, error = %e, "could not drop a moved merchant's old placement");
+            }
+        }
         out.push(Cleaned {
             run: mv.id,
             merchant_id: mv.merchant_id,
@@ -1027,31 +1031,39 @@ pub fn cleanup(app: &Tenancy, all: bool) -> Result<Vec<Cleaned>, MoveError> {
     Ok(out)
 }
 
+/// Drops one retained source: what it is, and how that went.
 fn drop_retired(
     app: &Tenancy,
     p: &mut Platform<'_>,
     mv: &Move,
     retired: &str,
-) -> Result<String, MoveError> {
-    let (source, _) = sides(p, mv)?;
+) -> (String, Result<(), MoveError>) {
+    let source = match sides(p, mv) {
+        Ok((source, _)) => source,
+        Err(e) => return (format!("schema {retired}"), Err(e)),
+    };
     match &source.database {
-        Some(db) if db.created_by_posd => {
-            drop_database(app, &db.database_name)?;
-            TenantDatabase::delete(p, db.id)?;
-            Ok(format!("database {}", db.database_name))
-        }
-        _ => {
-            let url = source.owner_url(app, mv.merchant_id)?;
-            let mut conn = owner_conn(&url)?;
-            exec(
-                &mut conn,
-                &format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(retired)),
-            )?;
-            if let Some(db) = &source.database {
-                TenantDatabase::delete(p, db.id)?;
-            }
-            Ok(format!("schema {retired}"))
-        }
+        Some(db) if db.created_by_posd => (
+            format!("database {}", db.database_name),
+            drop_database(app, &db.database_name)
+                .and_then(|()| Ok(TenantDatabase::delete(p, db.id)?)),
+        ),
+        _ => (
+            format!("schema {retired}"),
+            source
+                .owner_url(app, mv.merchant_id)
+                .and_then(|url| owner_conn(&url))
+                .and_then(|mut conn| {
+                    Ok(exec(
+                        &mut conn,
+                        &format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(retired)),
+                    )?)
+                })
+                .and_then(|()| match &source.database {
+                    Some(db) => Ok(TenantDatabase::delete(p, db.id)?),
+                    None => Ok(()),
+                }),
+        ),
     }
 }
 
