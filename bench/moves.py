@@ -355,7 +355,7 @@ INSERT INTO orders (merchant_id, id, status, source, staff_id, currency, gross_m
                     created_at, recorded_at)
 SELECT '{mid}', pg_temp.u7({t0} + o * {step}, 'o' || o), 'completed', 'till', '{staff}', 'EUR',
        s.g, 0, s.t, s.g + s.t, w.tend, w.tend - (s.g + s.t), x.ts, x.ts
-  FROM generate_series({a}, {z}) o,
+  FROM generate_series({a}::bigint, {z}) o,
        LATERAL (SELECT to_timestamp(({t0} + o * {step}) / 1000.0) AS ts) x,
        LATERAL (SELECT sum(pg_temp.price(p) * q)::bigint AS g,
                        sum(pg_temp.price(p) * q * pg_temp.bps(p) / 10000)::bigint AS t
@@ -369,13 +369,13 @@ SELECT '{mid}', pg_temp.u7({t0} + o * {step}, 'o' || o), k, pg_temp.u7({p0} + p,
        'SKU-' || lpad(p::text, 4, '0'), 'Product ' || p, q, pg_temp.price(p), pg_temp.bps(p),
        pg_temp.price(p) * q, 0, pg_temp.price(p) * q * pg_temp.bps(p) / 10000,
        pg_temp.price(p) * q + pg_temp.price(p) * q * pg_temp.bps(p) / 10000
-  FROM generate_series({a}, {z}) o, generate_series(1, 3) k, {line};
+  FROM generate_series({a}::bigint, {z}) o, generate_series(1, 3) k, {line};
 INSERT INTO payments (merchant_id, id, order_id, method, tendered_minor, amount_minor, reference,
                       created_at)
 SELECT '{mid}', pg_temp.u7({t0} + o * {step}, 'pay' || o), pg_temp.u7({t0} + o * {step}, 'o' || o),
        CASE WHEN w.change > 0 THEN 'cash' ELSE 'card' END, w.tend, w.total,
        CASE WHEN w.change > 0 THEN NULL ELSE 'card-' || o END, x.ts
-  FROM generate_series({a}, {z}) o,
+  FROM generate_series({a}::bigint, {z}) o,
        LATERAL (SELECT to_timestamp(({t0} + o * {step}) / 1000.0) AS ts) x,
        LATERAL (SELECT total_minor AS total, tendered_minor AS tend, change_minor AS change
                   FROM orders WHERE merchant_id = '{mid}'
