@@ -5,7 +5,7 @@ import sys
 import time
 
 TIERS = ("shared", "schema", "dedicated")
-SECTIONS = ("reads", "orders", "routing", "growth")
+SECTIONS = ("reads", "orders", "routing", "growth", "moves")
 PRODUCTS = 30  # per benchmark merchant; orders take 3 of them
 PRICE = 250
 # The password of every benchmark merchant's owner (bulk merchants get its hash).

@@ -105,7 +105,117 @@ def render(r):
                 out.append(f"| {tier} | {c['from']}→{c['to']} | {c['rows_s']} | {c['provision_s']} | "
                            f"{c['products_s']} | {1000 * total / max(1, n):.0f} | "
                            f"{c.get('product_503s', 0)} | {c.get('without_product', 0)} |")
+    if "moves" in r:
+        out += render_moves(r["moves"])
     return "\n".join(out) + "\n"
+
+
+PHASES = ("prepare", "capture", "copy", "catch_up", "verify", "fence", "retire")
+
+
+def n(x, fmt="{:.0f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+
+def render_moves(mv):
+    out = []
+    lg = mv.get("large")
+    if lg:
+        rows = sum(lg["rows"].values())
+        out += ["", f"### Tier moves: a merchant of {lg['orders']:,} orders ({rows:,} rows) moved while "
+                f"{lg['clients']} clients order for it and {lg['unrelated_clients']} for an unrelated "
+                "shared-tier merchant", "",
+                f"Generated with SQL in {lg['generate_s']} s (VACUUM ANALYZE {lg['vacuum_s']} s); rows: "
+                + ", ".join(f"{t} {c:,}" for t, c in lg["rows"].items() if c) + ".", "",
+                "| direction | status | to the flip s | with retire s | raw COPY idle s | raw COPY under load s "
+                "| move ÷ raw (load) | move ÷ raw (idle) | copy phase ÷ raw (load) | fence ms | rounds | rows: raw COPY, "
+                "move's snapshot, at verify |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for d in lg["directions"]:
+            m = d.get("move")
+            if not m:
+                continue
+            flip = m.get("to_flip_s")
+            copy = m["phase_ms"].get("copy")
+            snap = sum(t.get("total", 0) for t in (m.get("copied") or []))
+            verified = sum(t.get("total", 0) for t in (m.get("tables") or []))
+            raw = sum(d["raw_idle_rows"].values())
+            out.append(
+                f"| {d['from']} → {d['to']} | {m['status']} | {n(flip, '{:.1f}')} | {n(m.get('total_s'), '{:.1f}')} | "
+                f"{d['raw_idle_s']:.1f} | {d['raw_load_s']:.1f} | "
+                f"{n(flip and flip / d['raw_load_s'], '{:.2f}')} | {n(flip and flip / d['raw_idle_s'], '{:.2f}')} | "
+                f"{n(copy and copy / 1000 / d['raw_load_s'], '{:.2f}')} | {n(m['fence_ms'])} | {m['rounds']} | "
+                f"{raw:,}, {snap:,}, {verified:,} |")
+        out += ["", "Time per phase, s (phaseMs; fence: the phase up to the flip, from flippedAt):", "",
+                "| direction | " + " | ".join(PHASES) + " |", "|---|" + "---|" * len(PHASES)]
+        for d in lg["directions"]:
+            m = d.get("move")
+            if not m:
+                continue
+            ph = dict(m["phase_ms"], fence=m.get("fence_phase_ms"))
+            out.append(f"| {d['from']} → {d['to']} | "
+                       + " | ".join(n(ph.get(p) and ph[p] / 1000, "{:.1f}") for p in PHASES) + " |")
+        out += ["", "Where the move's connections were, per phase: pg_stat_activity sampled every 0.5 s "
+                "(samples, wait event or CPU, statement):", ""]
+        for d in lg["directions"]:
+            m = d.get("move")
+            for ph in PHASES:
+                top = (m or {}).get("activity", {}).get(ph)
+                if top:
+                    out.append(f"- {d['from']} → {d['to']}, {ph}: " + "; ".join(
+                        f"{c} × `{k[:110]}`" for c, k in top[:3]))
+        out += ["", "Orders/s answered 201, before the move (window) and during it (start to done), "
+                "and what the clients saw during the whole run of each direction:", "",
+                "| direction | merchant | before | during | during ÷ before | to the flip | after | "
+                "503 + Retry-After (retried) | other errors | longest order ms (with retries) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for d in lg["directions"]:
+            if "during" not in d:
+                continue
+            for who in ("moving", "unrelated"):
+                b, du, w = d["before"][who], d["during"][who], d["whole"][who]
+                tf = d.get("to_flip", {}).get(who, {})
+                ratio = du["rate"] / b["rate"] if b["rate"] and du["rate"] is not None else None
+                out.append(f"| {d['from']} → {d['to']} | {who} | {n(b['rate'])} | {n(du['rate'])} | "
+                           f"{n(ratio, '{:.2f}')} | {n(tf.get('rate'))} | {n(d['after'][who]['rate'])} | "
+                           f"{w['retried_503']} | {w['errors']} | {n(du['longest_ms'])} |")
+        for d in lg["directions"]:
+            for who in ("moving", "unrelated"):
+                kinds = d.get("whole", {}).get(who, {}).get("error_kinds")
+                if kinds:
+                    out.append(f"- errors, {d['from']} → {d['to']}, {who}: "
+                               + "; ".join(f"{c} × {k}" for k, c in kinds.items()))
+            m = d.get("move")
+            if m and m.get("timed_out"):
+                t = m["timed_out"]
+                out.append(f"- the move {d['from']} → {d['to']} was still in phase {t['phase']} after "
+                           f"{t['after_s']} s (rounds {t['rounds']}, backlog {t['backlog']}); the suite "
+                           f"cancelled it (answer {t.get('cancel')})")
+            if m and m["status"] != "done":
+                out.append(f"- the move {d['from']} → {d['to']} ended {m['status']} in phase {m['phase']}: "
+                           f"{m.get('error_code')} {m.get('error')}")
+    fe = mv.get("fence")
+    if fe:
+        out += ["", f"### Tier moves: the fence over {len(fe['moves'])} moves of a small merchant "
+                f"({fe['seed_orders']} orders to start with; {fe['clients']} clients, each pausing "
+                f"{fe['pause_s']} s between orders)", "",
+                f"fenceMs: p50 {n(fe['p50_ms'])}, p99 {n(fe['p99_ms'])}, max {n(fe['max_ms'])} "
+                f"(nearest rank: with 10 moves p99 is the largest). Orders at the end: {fe['orders_after']:,}; "
+                f"{fe['whole']['orders']} placed during the moves, {fe['whole']['retried_503']} answers 503 "
+                f"with Retry-After (retried), {fe['whole']['errors']} other errors.", "",
+                "| move | status | fence ms | fence phase ms | to the flip s | with retire s | rounds | "
+                "503 retried | errors | longest order ms |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for x in fe["moves"]:
+            c = x["clients"]
+            out.append(f"| {x['from']} → {x['to']} | {x['status']} | {n(x['fence_ms'])} | "
+                       f"{n(x.get('fence_phase_ms'))} | {n(x.get('to_flip_s'), '{:.2f}')} | "
+                       f"{n(x.get('total_s'), '{:.2f}')} | {x['rounds']} | {c['retried_503']} | "
+                       f"{c['errors']} | {n(c['longest_ms'])} |")
+        kinds = fe["whole"].get("error_kinds")
+        if kinds:
+            out.append("- errors: " + "; ".join(f"{c} × {k}" for k, c in kinds.items()))
+    return out
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import time
 import urllib.request
 import uuid
 
+import moves
 import report
 from common import OWNER_PASSWORD, PRICE, TIERS, log, stats
 
@@ -502,6 +503,8 @@ def run(b, only):
             routing(b)
         if "growth" in only:
             growth(b)
+        if "moves" in only:
+            moves.run(b)
     except TimeoutError as e:
         # Report what was measured; the rest is marked missing.
         log(f"stopping early: {e}")
