@@ -124,7 +124,14 @@ def _any(key):
     return _random.choice(IDS[key])
 
 
-# Path ids: (method, path) -> (run that may use it, how to get an id).
+def moved():
+    """The merchant moved once in set-up, and that move (finished: it
+    can be read, and cancelling it is refused)."""
+    return {"id": IDS["moverId"], "run": IDS["moveRunId"]}
+
+
+# Path ids: (method, path) -> (run that may use it, how to get an id, or
+# a dict of ids for a path that names several).
 PATH_IDS = {
     ("GET", "/products/{id}"): ("staff", lambda: _any("productIds")),
     ("PATCH", "/products/{id}"): ("staff", lambda: IDS["patchProductId"]),
@@ -144,6 +151,8 @@ PATH_IDS = {
     ("POST", "/admin/tenants/{id}/suspend"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/resume"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/deprovision"): ("admin", lambda: spare_on("schema")),
+    ("GET", "/admin/tenants/{id}/moves/{run}"): ("admin", moved),
+    ("POST", "/admin/tenants/{id}/moves/{run}/cancel"): ("admin", moved),
 }
 
 TIMEZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Lord_Howe"]
@@ -187,6 +196,23 @@ def _operation(case):
     return method, case.operation.path.removeprefix(PREFIX)
 
 
+ARCHIVE_MAGIC = b"posd-export 1\n"
+
+
+@schemathesis.deserializer("application/octet-stream")
+def _archive(ctx, response):
+    """An export archive (the only binary answer): its first line and its
+    JSON manifest are checked here; the whole archive is then a string of
+    bytes, which is what the schema says."""
+    content = response.content
+    if not content.startswith(ARCHIVE_MAGIC):
+        raise ValueError(f"not a posd archive: starts {content[:20]!r}")
+    manifest, newline, _ = content[len(ARCHIVE_MAGIC) :].partition(b"\n")
+    if not newline or not isinstance(json.loads(manifest), dict):
+        raise ValueError("the archive's manifest is not a JSON object on one line")
+    return content.decode("latin-1")
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     op = _operation(case)
@@ -198,9 +224,12 @@ def before_call(context, case, kwargs):
     # 401 whatever the id.
     run, make = PATH_IDS.get(op, (None, None))
     if run == AS and case.path_parameters and _positive(case, ParameterLocation.PATH):
-        name = "product" if "{product}" in path else "id"
-        if name in case.path_parameters:
-            case.path_parameters[name] = make()
+        made = make()
+        if not isinstance(made, dict):
+            made = {"product" if "{product}" in path else "id": made}
+        for name, value in made.items():
+            if name in case.path_parameters:
+                case.path_parameters[name] = value
 
     if case.query and _positive(case, ParameterLocation.QUERY):
         for key, make in QUERY_IDS.items():

@@ -18,6 +18,7 @@ use rocket::{
     routes, tokio,
 };
 use serde_json::json;
+use utoipa::openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
 
 use crate::{
     api::guards::PlatformAdmin,
@@ -72,9 +73,22 @@ impl<'r> Responder<'r, 'r> for Download {
     }
 }
 
+/// In the OpenAPI document, the archive is bytes (a `Vec<u8>` would read as
+/// an array of numbers).
+impl utoipa::PartialSchema for Download {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Download {}
+
 #[utoipa::path(get, path = "/admin/tenants/{id}/export", tag = "admin", security(("admin" = [])), params(("id" = Uuid, Path)),
     responses(
-        (status = 200, description = "The merchant's archive: `posd-export 1`, a manifest line of JSON, then each table as framed binary COPY (see `posd tenants restore`)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The merchant's archive: `posd-export 1`, a manifest line of JSON, then each table as framed binary COPY (see `posd tenants restore`)", content_type = "application/octet-stream", body = Download),
         (status = 401, response = super::docs::Unauthorized),
         (status = 404, response = super::docs::NotFound),
         (status = 503, response = super::docs::Unavailable),

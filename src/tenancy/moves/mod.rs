@@ -18,13 +18,16 @@
 //!    table by table with binary `COPY` into the target, in one target
 //!    transaction: a copy cut short leaves nothing and starts over.
 //! 4. **`catch_up`**: rounds that apply the captured changes (see
-//!    [`sync::catch_up`]) until the backlog is small.
+//!    [`sync::catch_up`]) until one is short: a quarter of the fence's
+//!    budget. Each round costs what it applies, never the merchant's size
+//!    (keys are looked up one by one), so under steady writes the rounds
+//!    shrink until the backlog is what arrives in such a moment.
 //! 5. **`verify`**: one more round that also compares, in the same snapshot,
 //!    every table's row count and content checksum at both sides.
 //! 6. **`fence`**: the merchant's writes are held (an advisory lock the
 //!    capture trigger takes shared in every writing transaction, the fence
-//!    exclusively, waiting at most `POSD_MOVE_FENCE_TIMEOUT` for writes in
-//!    flight), the last changes are applied, the source is marked moved (its
+//!    exclusively, waiting at most half of `POSD_MOVE_FENCE_TIMEOUT` for
+//!    writes in flight), the last changes are applied, the source is marked moved (its
 //!    trigger refuses every later write of the merchant: a write blocked by
 //!    the fence, or begun on a stale placement, fails with 503
 //!    `tenant_moved` and the client retries at the new placement), and the
@@ -171,8 +174,6 @@ impl From<postgres::Error> for MoveError {
     }
 }
 
-/// How many captured changes may be left for the fence to apply.
-const FENCE_BACKLOG: u64 = 2_000;
 /// Catch-up rounds before the fence is tried anyway.
 const MAX_ROUNDS: i32 = 20;
 /// Fence attempts before the move fails (`fence_not_acquired`).
@@ -599,14 +600,8 @@ impl Driver<'_> {
             MovePhase::CatchUp => {
                 self.connect(mv)?;
                 let mut rounds = mv.rounds;
-                loop {
-                    let applied = self.round(mv, &mut rounds, false)?;
-                    if applied <= FENCE_BACKLOG || rounds >= MAX_ROUNDS {
-                        break;
-                    }
-                    if self.find()?.status != MoveStatus::Running {
-                        return Ok(Step::Recorded);
-                    }
+                if !self.converge(mv, &mut rounds)? {
+                    return Ok(Step::Recorded);
                 }
                 Step::Next(MovePhase::Verify)
             }
@@ -728,8 +723,27 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// One catch-up round; the number of changes applied.
-    fn round(&mut self, mv: &Move, rounds: &mut i32, verify: bool) -> Result<u64, MoveError> {
+    /// Catch-up rounds until one is short: one that took at most a quarter
+    /// of the fence's budget, so that the round inside the fence, which
+    /// applies what came in meanwhile, is about as short (or until
+    /// `MAX_ROUNDS` more rounds). `false` when the move was cancelled.
+    fn converge(&mut self, mv: &Move, rounds: &mut i32) -> Result<bool, MoveError> {
+        let short = self.app.settings.move_fence_timeout / 4;
+        for _ in 0..MAX_ROUNDS {
+            let started = Instant::now();
+            self.round(mv, rounds, false)?;
+            if started.elapsed() <= short {
+                break;
+            }
+            if self.find()?.status != MoveStatus::Running {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One catch-up round.
+    fn round(&mut self, mv: &Move, rounds: &mut i32, verify: bool) -> Result<(), MoveError> {
         let (run, merchant) = (self.run, self.merchant);
         let (src, dst, tables) = self.clients();
         let round = sync::catch_up(src, dst, tables, merchant, run, verify)?;
@@ -748,7 +762,7 @@ impl Driver<'_> {
             }
         }
         Move::progress(&mut self.p(), mv.id, &progress, backlog, *rounds)?;
-        Ok(round.changes)
+        Ok(())
     }
 
     /// Fences the merchant, applies the last changes and flips the
@@ -757,12 +771,17 @@ impl Driver<'_> {
         let timeout = self.app.settings.move_fence_timeout;
         let mut rounds = mv.rounds;
         for attempt in 1..=FENCE_ATTEMPTS {
-            self.round(mv, &mut rounds, false)?;
+            if !self.converge(mv, &mut rounds)? {
+                return Ok(false);
+            }
             let (run, merchant) = (self.run, self.merchant);
             let (src, _, _) = self.clients();
             let started = Instant::now();
-            if !sync::fence(src, merchant, timeout)? {
-                tracing::info!(%merchant, %run, attempt, "tier move: writes in flight outlasted the fence timeout; retrying");
+            // Writes wait from the moment the fence is asked for: half the
+            // budget for those in flight to end, half for the last round
+            // and the flip.
+            if !sync::fence(src, merchant, timeout / 2)? {
+                tracing::info!(%merchant, %run, attempt, "tier move: writes in flight outlasted half the fence timeout; retrying");
                 continue;
             }
             let outcome = self.fenced(mv, started);
@@ -784,8 +803,8 @@ impl Driver<'_> {
         Err(MoveError::failed(
             "fence_not_acquired",
             format!(
-                "the merchant's writes in flight outlasted the fence timeout ({}) {FENCE_ATTEMPTS} times",
-                humantime::format_duration(timeout)
+                "the merchant's writes in flight outlasted half the fence timeout ({}) {FENCE_ATTEMPTS} times",
+                humantime::format_duration(timeout / 2)
             ),
         ))
     }

@@ -86,6 +86,36 @@ impl Table {
     pub(super) fn ident(&self) -> String {
         quote_ident(&self.name)
     }
+
+    /// Every column, qualified by `alias`.
+    fn qualified_cols(&self, alias: &str) -> String {
+        self.cols
+            .iter()
+            .map(|c| format!("{alias}.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `a.k = b.k AND ...` over the primary key.
+    fn pk_join(&self, a: &str, b: &str) -> String {
+        self.pk
+            .iter()
+            .map(|k| format!("{a}.{q} = {b}.{q}", q = quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// The columns outside the primary key, as an SQL string literal of a
+    /// `text[]` (the capture trigger's argument).
+    fn non_key_literal(&self) -> String {
+        let items: Vec<String> = self
+            .cols
+            .iter()
+            .filter(|c| !self.pk.contains(c))
+            .map(|c| format!("\"{}\"", c.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        format!("'{{{}}}'", items.join(",").replace('\'', "''"))
+    }
 }
 
 fn join(names: &[String]) -> String {
@@ -197,9 +227,13 @@ BEGIN
             RAISE EXCEPTION '{MOVED_MESSAGE}: this merchant''s data has moved; retry'
                 USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
-        SELECT jsonb_object_agg(k, r -> k) INTO key
-          FROM to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END) r,
-               unnest(string_to_array(TG_ARGV[2], ',')) k;
+        -- The key: the row without its other columns (TG_ARGV[2]), an
+        -- expression rather than a query, evaluated without a plan.
+        IF TG_OP = 'DELETE' THEN
+            key := to_jsonb(OLD) - TG_ARGV[2]::text[];
+        ELSE
+            key := to_jsonb(NEW) - TG_ARGV[2]::text[];
+        END IF;
         INSERT INTO {s}.changes (run_id, tbl, pk) VALUES (TG_ARGV[1]::uuid, TG_TABLE_NAME, key);
     END IF;
     IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
@@ -262,11 +296,11 @@ pub fn capture(
     for t in tables {
         let sql = format!(
             "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT OR UPDATE OR DELETE ON {schema}.{table}
-             FOR EACH ROW EXECUTE FUNCTION {CAPTURE_SCHEMA}.capture('{merchant}', '{run}', '{pk}')",
+             FOR EACH ROW EXECUTE FUNCTION {CAPTURE_SCHEMA}.capture('{merchant}', '{run}', {rest})",
             trigger = trigger_name(run),
             schema = quote_ident(schema),
             table = t.ident(),
-            pk = t.pk.join(","),
+            rest = t.non_key_literal(),
         );
         ddl(c, &sql)?;
     }
@@ -544,14 +578,24 @@ pub fn catch_up(
         .iter()
         .filter(|t| pending.contains_key(&t.name))
         .collect();
+    by_key(&mut s, true)?;
+    by_key(&mut d, true)?;
     for t in &changed {
         stage(&mut s, &mut d, t, merchant, run)?;
     }
     apply(&mut d, &changed, merchant)?;
     if verify {
-        for t in tables {
-            let at_source = checksum(&mut s, t, merchant)?;
-            let at_target = checksum(&mut d, t, merchant)?;
+        by_key(&mut s, false)?;
+        by_key(&mut d, false)?;
+        // Both sides at once: each is a scan of every row of the merchant.
+        let (at_source, at_target) = std::thread::scope(|scope| {
+            let source = scope.spawn(|| checksums(&mut s, tables, merchant));
+            let target = checksums(&mut d, tables, merchant);
+            (source.join(), target)
+        });
+        let at_source = at_source.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let at_target = at_target?;
+        for ((t, at_source), at_target) in tables.iter().zip(at_source).zip(at_target) {
             if at_source != at_target {
                 return Err(SyncError::Mismatch(format!(
                     "table {}: the source has {} rows (checksum {}), the target {} (checksum {})",
@@ -567,6 +611,27 @@ pub fn catch_up(
     ))?;
     s.commit()?;
     Ok(round)
+}
+
+/// Plans a transaction's queries for a round (`true`) or for checksums. A
+/// round touches a few keys of a merchant that may have millions of rows,
+/// and must look each one up by its key: without statistics of the change
+/// log or of the staging tables, the planner may otherwise choose to hash
+/// or sort every row of the merchant, in every round.
+fn by_key(tx: &mut Transaction<'_>, on: bool) -> PgResult<()> {
+    let v = if on { "off" } else { "on" };
+    tx.batch_execute(&format!(
+        "SET LOCAL enable_hashjoin = {v}; SET LOCAL enable_mergejoin = {v}"
+    ))
+}
+
+/// [`checksum`] of every table, in order.
+fn checksums(
+    tx: &mut Transaction<'_>,
+    tables: &[Table],
+    merchant: MerchantId,
+) -> PgResult<Vec<Checksum>> {
+    tables.iter().map(|t| checksum(tx, t, merchant)).collect()
 }
 
 /// Stages at the target, in temporary tables, the keys of `t` changed for
@@ -603,13 +668,14 @@ fn stage(
         src,
         dst,
         &format!(
-            "SELECT {cols} FROM {table} WHERE merchant_id = {m} AND ({pk}) IN ({keys_of})",
-            cols = t.cols(),
+            "SELECT {cols} FROM ({keys_of}) k JOIN {table} t ON {on} WHERE t.merchant_id = {m}",
+            cols = t.qualified_cols("t"),
             table = t.ident(),
-            pk = t.pk(),
+            on = t.pk_join("t", "k"),
         ),
         &format!("{rows} ({})", t.cols()),
     )?;
+    dst.batch_execute(&format!("ANALYZE {rows}, {keys}"))?;
     Ok(())
 }
 
@@ -640,10 +706,11 @@ fn apply(d: &mut Transaction<'_>, changed: &[&Table], merchant: MerchantId) -> P
     }
     for t in changed.iter().rev() {
         d.batch_execute(&format!(
-            "DELETE FROM {table} WHERE merchant_id = {m} AND ({pk}) IN
-                 (SELECT {pk} FROM {keys} EXCEPT SELECT {pk} FROM {rows})",
+            "DELETE FROM {table} t USING (SELECT {pk} FROM {keys} EXCEPT SELECT {pk} FROM {rows}) g
+              WHERE {on} AND t.merchant_id = {m}",
             table = t.ident(),
             pk = t.pk(),
+            on = t.pk_join("t", "g"),
             keys = staging_name(t, "k"),
             rows = staging_name(t, "s"),
         ))?;
