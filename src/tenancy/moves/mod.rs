@@ -175,7 +175,9 @@ impl From<postgres::Error> for MoveError {
 }
 
 /// Catch-up rounds before the fence is tried anyway.
-const MAX_ROUNDS: i32 = 20;
+const MAX_ROUNDS: u32 = 20;
+/// Catch-up rounds before rounds that stopped shrinking end the catch-up.
+const MIN_ROUNDS: u32 = 3;
 /// Fence attempts before the move fails (`fence_not_acquired`).
 const FENCE_ATTEMPTS: u32 = 10;
 
@@ -725,16 +727,21 @@ impl Driver<'_> {
 
     /// Catch-up rounds until one is short: one that took at most a quarter
     /// of the fence's budget, so that the round inside the fence, which
-    /// applies what came in meanwhile, is about as short (or until
-    /// `MAX_ROUNDS` more rounds). `false` when the move was cancelled.
+    /// applies what came in meanwhile, is about as short. Also stops once
+    /// the rounds stop shrinking (the writes come in as fast as a round
+    /// applies them: more rounds would not shorten the last one), or after
+    /// `MAX_ROUNDS`. `false` when the move was cancelled.
     fn converge(&mut self, mv: &Move, rounds: &mut i32) -> Result<bool, MoveError> {
         let short = self.app.settings.move_fence_timeout / 4;
-        for _ in 0..MAX_ROUNDS {
+        let mut last = Duration::MAX;
+        for n in 1..=MAX_ROUNDS {
             let started = Instant::now();
             self.round(mv, rounds, false)?;
-            if started.elapsed() <= short {
+            let took = started.elapsed();
+            if took <= short || (n >= MIN_ROUNDS && took >= last) {
                 break;
             }
+            last = took;
             if self.find()?.status != MoveStatus::Running {
                 return Ok(false);
             }

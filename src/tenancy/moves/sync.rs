@@ -501,6 +501,13 @@ pub fn copy_snapshot(
             ))?;
             n
         };
+        if fresh {
+            // Statistics of the rows just loaded, for the merchant's own
+            // queries after the flip. (Not on the shared tier: inside this
+            // transaction, it would hold off every other move's triggers
+            // and ANALYZE of the table until it commits.)
+            d.batch_execute(&format!("ANALYZE {}", t.ident()))?;
+        }
         done[i].rows = rows;
         if !progress(&done) {
             return Err(SyncError::Cancelled);
@@ -613,16 +620,32 @@ pub fn catch_up(
     Ok(round)
 }
 
-/// Plans a transaction's queries for a round (`true`) or for checksums. A
-/// round touches a few keys of a merchant that may have millions of rows,
-/// and must look each one up by its key: without statistics of the change
-/// log or of the staging tables, the planner may otherwise choose to hash
-/// or sort every row of the merchant, in every round.
+/// Plans a transaction's queries for a round (`true`) or, as the server
+/// would, for checksums (`false`). A round touches a few keys of a
+/// merchant that may have millions of rows, and must look each one up by
+/// its key. The planner cannot be trusted with that choice here: the change
+/// log's keys come out of JSON (it guesses one row each), and a table's
+/// statistics can be far behind a merchant that has just been copied in or
+/// keeps writing during the move, so it could scan or hash every row of the
+/// merchant, in every round. JIT goes too: the costs of the plans it is
+/// steered away from would make it compile every statement of a round.
 fn by_key(tx: &mut Transaction<'_>, on: bool) -> PgResult<()> {
-    let v = if on { "off" } else { "on" };
-    tx.batch_execute(&format!(
-        "SET LOCAL enable_hashjoin = {v}; SET LOCAL enable_mergejoin = {v}"
-    ))
+    let sql = [
+        "enable_hashjoin",
+        "enable_mergejoin",
+        "enable_seqscan",
+        "jit",
+    ]
+    .iter()
+    .map(|name| {
+        if on {
+            format!("SET LOCAL {name} = off;")
+        } else {
+            format!("SET LOCAL {name} TO DEFAULT;")
+        }
+    })
+    .collect::<String>();
+    tx.batch_execute(&sql)
 }
 
 /// [`checksum`] of every table, in order.
@@ -668,14 +691,17 @@ fn stage(
         src,
         dst,
         &format!(
-            "SELECT {cols} FROM ({keys_of}) k JOIN {table} t ON {on} WHERE t.merchant_id = {m}",
-            cols = t.qualified_cols("t"),
+            // A lateral subquery that cannot be flattened (OFFSET 0): one
+            // index lookup per changed key, whatever the statistics say.
+            "SELECT {cols} FROM ({keys_of}) k CROSS JOIN LATERAL
+                 (SELECT {all} FROM {table} t WHERE {on} AND t.merchant_id = {m} OFFSET 0) r",
+            cols = t.qualified_cols("r"),
+            all = t.qualified_cols("t"),
             table = t.ident(),
             on = t.pk_join("t", "k"),
         ),
         &format!("{rows} ({})", t.cols()),
     )?;
-    dst.batch_execute(&format!("ANALYZE {rows}, {keys}"))?;
     Ok(())
 }
 
@@ -705,15 +731,24 @@ fn apply(d: &mut Transaction<'_>, changed: &[&Table], merchant: MerchantId) -> P
         ))?;
     }
     for t in changed.iter().rev() {
-        d.batch_execute(&format!(
-            "DELETE FROM {table} t USING (SELECT {pk} FROM {keys} EXCEPT SELECT {pk} FROM {rows}) g
-              WHERE {on} AND t.merchant_id = {m}",
-            table = t.ident(),
+        // Rows are seldom deleted: most rounds have none to delete, and
+        // skip the statement.
+        let gone = format!(
+            "SELECT {pk} FROM {keys} EXCEPT SELECT {pk} FROM {rows}",
             pk = t.pk(),
-            on = t.pk_join("t", "g"),
             keys = staging_name(t, "k"),
             rows = staging_name(t, "s"),
-        ))?;
+        );
+        let n: i64 = d
+            .query_one(&format!("SELECT count(*) FROM ({gone}) g"), &[])?
+            .get(0);
+        if n > 0 {
+            d.batch_execute(&format!(
+                "DELETE FROM {table} t USING ({gone}) g WHERE {on} AND t.merchant_id = {m}",
+                table = t.ident(),
+                on = t.pk_join("t", "g"),
+            ))?;
+        }
     }
     Ok(())
 }
