@@ -745,3 +745,124 @@ async fn offline_bills_are_behind_a_flag() {
     let answer = t.post(bills, &m.token, json!({ "bills": [] })).await;
     assert_error(&answer, Status::UnprocessableEntity, "validation_failed");
 }
+
+/// `posd plans ...` and `posd flags ...` against the same database, as an
+/// operator runs them next to a serving instance: the instance learns of
+/// each change by NOTIFY.
+#[rocket::async_test]
+async fn the_command_line_manages_plans_and_flags() {
+    use secrecy::ExposeSecret;
+    let hour = Duration::from_secs(3600);
+    let t = TestApp::with_config(move |s| s.placement_cache_ttl = hour).await;
+    let m = t.shared_merchant("ctx-cli").await;
+    let s = &t.app().settings;
+    let (db, app_db, jwt) = (
+        s.database_url.expose_secret().to_string(),
+        s.app_database_url.expose_secret().to_string(),
+        s.jwt_secret.expose_secret().to_string(),
+    );
+    let posd = move |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_posd"))
+            .args(args)
+            .env("POSD_DATABASE_URL", &db)
+            .env("POSD_APP_DATABASE_URL", &app_db)
+            .env("POSD_JWT_SECRET", &jwt)
+            .env("POSD_ENCRYPTION_KEYS", crate::common::Server::get().keys())
+            .env("POSD_LOG", "error")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (status, _) = t.get(CONTEXT, &m.token).await;
+    assert_eq!(status, Status::Ok);
+
+    let (ok, out, err) = posd(&["plans", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().nth(1).unwrap().starts_with("starter"), "{out}");
+    assert!(out.contains("enterprise"), "{out}");
+
+    let (ok, out, err) = posd(&[
+        "plans",
+        "set",
+        "ctx-cli",
+        "pro",
+        "--limit",
+        "maxProducts=3",
+        "--limit",
+        "max_staff=unlimited",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ctx-cli is on plan pro"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (_, ctx) = t.get(CONTEXT, &m.token).await;
+        if ctx["plan"]["key"] == "pro" {
+            assert_eq!(ctx["limits"]["maxProducts"], 3);
+            assert_eq!(ctx["limits"]["maxStaff"], Value::Null);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the plan change did not arrive: {ctx}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (ok, out, err) = posd(&[
+        "flags",
+        "set",
+        "beta",
+        "--rollout",
+        "100",
+        "--min-plan",
+        "enterprise",
+        "--description",
+        "A beta",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("flag beta"), "{out}");
+    let (ok, out, err) = posd(&["flags", "override", "ctx-cli", "beta", "on"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "beta is on for ctx-cli");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !features(&t, &m.token).await.contains(&"beta".to_string()) {
+        assert!(Instant::now() < deadline, "the override did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (ok, out, _) = posd(&["flags", "override", "ctx-cli", "beta", "clear"]);
+    assert!(ok);
+    assert_eq!(
+        out.trim(),
+        "beta is off for ctx-cli",
+        "the plan gate shuts it"
+    );
+    let (ok, out, _) = posd(&["flags", "list"]);
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("beta") && l.contains("enterprise") && l.contains("100%")),
+        "{out}"
+    );
+
+    // Bad input is refused with a message, and changes nothing.
+    for args in [
+        &["plans", "set", "ctx-cli", "--limit", "maxThings=1"][..],
+        &["plans", "set", "ctx-cli", "--limit", "maxStaff=-1"],
+        &["plans", "set", "ctx-cli", "gold"],
+        &["plans", "set", "no-such-shop", "pro"],
+        &["flags", "set", "Beta"],
+        &["flags", "set", "beta", "--rollout", "101"],
+        &["flags", "set", "beta", "--min-plan", "gold"],
+        &["flags", "override", "ctx-cli", "nope", "on"],
+    ] {
+        let (ok, _, err) = posd(args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(!err.trim().is_empty(), "{args:?}: no message");
+    }
+    let (_, ctx) = t.get(CONTEXT, &m.token).await;
+    assert_eq!(ctx["plan"]["key"], "pro");
+}
