@@ -131,6 +131,10 @@ impl Product {
     /// product creations: a creation that counts first holds it until it
     /// commits, so two creations at once cannot both find room for one.
     /// The lock lives where the products live, so it holds on every tier.
+    /// The count is a statement of its own, after the lock: in read
+    /// committed it then sees what the creation that held the lock
+    /// committed (one statement would count from a snapshot taken before
+    /// the wait).
     pub fn lock_and_count(tx: &mut TenantTx<'_>) -> QueryResult<i64> {
         diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
             .bind::<diesel::sql_types::Integer, _>(PRODUCT_LIMIT_LOCK_CLASS)
