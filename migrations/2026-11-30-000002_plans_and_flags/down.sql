@@ -1,7 +1,6 @@
 DROP TABLE merchant_flag_overrides;
 DROP TABLE feature_flags;
 DROP TRIGGER merchants_context_changed ON merchants;
-DROP FUNCTION posd_notify_context();
 DROP INDEX merchants_plan;
 ALTER TABLE merchants
     DROP COLUMN limit_overrides,
@@ -9,3 +8,4 @@ ALTER TABLE merchants
     ALTER COLUMN plan DROP DEFAULT;
 DROP FUNCTION posd_limit_overrides_valid(jsonb);
 DROP TABLE plans;
+DROP FUNCTION posd_notify_context();

@@ -866,3 +866,72 @@ async fn the_command_line_manages_plans_and_flags() {
     let (_, ctx) = t.get(CONTEXT, &m.token).await;
     assert_eq!(ctx["plan"]["key"], "pro");
 }
+
+/// Merchants made before plans existed keep their plan text as a plan
+/// without limits (one that cannot be a plan key goes to `starter`).
+#[test]
+fn merchants_from_before_plans_keep_their_plan() {
+    use diesel::migration::Migration;
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+    use diesel_migrations::MigrationHarness;
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        slug: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        plan: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        max_staff: Option<i64>,
+    }
+    let server = crate::common::Server::get();
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    server
+        .superuser()
+        .batch_execute(&format!(
+            "CREATE DATABASE {name} OWNER {}",
+            server.owner_role()
+        ))
+        .unwrap();
+    let mut conn = PgConnection::establish(&server.owner_url(&name)).unwrap();
+    loop {
+        let pending = conn
+            .pending_migrations(posd::tenancy::migrations::PLATFORM)
+            .unwrap();
+        let next = pending.first().expect("the plans migration is pending");
+        if next.name().to_string().starts_with("2026-11-30-000002") {
+            break;
+        }
+        conn.run_migration(next.as_ref()).unwrap();
+    }
+    conn.batch_execute(
+        "INSERT INTO merchants (id, slug, name, timezone, currency, plan) VALUES
+           (gen_random_uuid(), 'old-a', 'A', 'UTC', 'USD', 'standard'),
+           (gen_random_uuid(), 'old-b', 'B', 'UTC', 'USD', 'Gold Plan!'),
+           (gen_random_uuid(), 'old-c', 'C', 'UTC', 'USD', 'pro')",
+    )
+    .unwrap();
+    conn.run_pending_migrations(posd::tenancy::migrations::PLATFORM)
+        .unwrap();
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT m.slug, m.plan, p.max_staff FROM merchants m JOIN plans p ON p.key = m.plan ORDER BY m.slug",
+    )
+    .load(&mut conn)
+    .unwrap();
+    let row = |slug: &str, plan: &str, max_staff| Row {
+        slug: slug.into(),
+        plan: plan.into(),
+        max_staff,
+    };
+    assert_eq!(
+        rows,
+        [
+            row("old-a", "standard", None),
+            row("old-b", "starter", Some(5)),
+            row("old-c", "pro", Some(50))
+        ]
+    );
+    drop(conn);
+    let _ = server
+        .superuser()
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"));
+}
