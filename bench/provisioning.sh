@@ -61,7 +61,7 @@ ADMIN=$("$BIN" admin-token --ttl 2h)
 # hashes an owner password each time, which is not what is measured here).
 new_merchants() { # prefix count -> ids on stdout
   "${PSQL[@]}" -c "INSERT INTO merchants (id, slug, name, timezone, currency, plan)
-    SELECT gen_random_uuid(), '$1-' || i, 'Bench ' || i, 'UTC', 'USD', 'standard'
+    SELECT gen_random_uuid(), '$1-' || i, 'Bench ' || i, 'UTC', 'USD', 'starter'
     FROM generate_series(1, $2) i RETURNING id"
 }
 

@@ -296,7 +296,7 @@ def bulk_merchants(b, tier, start, count):
         slug = f"t-{tier}-{i:05d}"
         ms.append({"id": mid, "staff": sid, "slug": slug, "tier": tier,
                    "email": f"owner@{slug}.example"})
-        values_m.append(f"('{mid}', '{slug}', '{slug}', 'Europe/Paris', 'EUR', 'standard')")
+        values_m.append(f"('{mid}', '{slug}', '{slug}', 'Europe/Paris', 'EUR', 'starter')")
         values_s.append(f"('{sid}', '{mid}', '{ms[-1]['email']}', '{pw_hash}', 'owner')")
     if ms:
         b.data.psql(

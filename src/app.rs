@@ -219,9 +219,14 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         coverage.clone(),
     );
     pools.start_sweeper(settings.pool_sweep_interval);
+    let contexts = Arc::new(crate::tenancy::context::Contexts::new(
+        settings.placement_cache_ttl,
+        directory.clone(),
+    ));
     let tenancy = Tenancy {
         platform: PoolHandle::new(global),
         directory,
+        contexts,
         pools,
         app_role: Arc::from(app_role),
         settings: Arc::new(settings),

@@ -57,6 +57,9 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// What a client may act on beyond the code, as `error.details`
+    /// (`plan_limit_reached`: the limit and its value).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -68,7 +71,19 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
+    }
+
+    /// The same error with `details` (an object) answered as
+    /// `error.details`.
+    #[must_use]
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = match details {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        };
+        self
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -241,6 +256,13 @@ pub struct ErrorBody {
     /// A human sentence; for validation errors it starts with the field.
     #[schema(example = "this action needs the manager role or higher")]
     pub message: String,
+    /// Only for some codes, what a client may act on beyond the code:
+    /// for `plan_limit_reached` `{limit, value, plan}` (the limit's name as
+    /// in the tenant context's `limits`, its value, the merchant's plan), for
+    /// `feature_disabled` `{feature}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `ErrorBody.code` in the OpenAPI document: a string, one of the codes.
@@ -263,6 +285,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
             error: ErrorBody {
                 code: self.code,
                 message: self.message.clone(),
+                details: self.details.clone(),
             },
         });
         let mut res = Response::build_from(body.respond_to(req)?);

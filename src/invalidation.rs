@@ -4,7 +4,9 @@
 //! user's role or active flag changes (triggers in `migrations/`); the
 //! payload is the id whose entry every instance drops at once. While the
 //! connection is down nothing cached is trusted: every (re)connect drops
-//! both caches whole.
+//! every cache whole. `posd_context` carries changes of plans, limits and
+//! feature flags ([`crate::tenancy::context`]): a merchant id, or `*` for
+//! all.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,6 +17,7 @@ use crate::{
     auth::revocation::StaffStates,
     db::ids::{MerchantId, StaffId},
     tenancy::{
+        context::{self, Contexts},
         placement::{self, Directory},
         pools::TenantPools,
     },
@@ -27,6 +30,7 @@ pub const STAFF_CHANNEL: &str = "posd_staff";
 #[derive(Clone)]
 pub struct Caches {
     pub directory: Arc<Directory>,
+    pub contexts: Arc<Contexts>,
     pub staff: Arc<StaffStates>,
     /// A merchant whose row changed loses its dedicated pool too: after a
     /// move, no connection of the service stays open on the old database.
@@ -37,6 +41,7 @@ impl Caches {
     fn drop_all(&self) {
         self.directory.invalidate_all();
         self.staff.invalidate_all();
+        self.contexts.invalidate_all();
     }
 
     fn notified(&self, channel: &str, payload: &str) {
@@ -49,6 +54,9 @@ impl Caches {
             (placement::CHANNEL, None) => self.directory.invalidate_all(),
             (STAFF_CHANNEL, Some(id)) => self.staff.invalidate(StaffId(id)),
             (STAFF_CHANNEL, None) => self.staff.invalidate_all(),
+            (context::CHANNEL, Some(id)) => self.contexts.invalidate(MerchantId(id)),
+            // `*`: a plan or a flag changed.
+            (context::CHANNEL, None) => self.contexts.invalidate_all(),
             _ => {}
         }
     }
@@ -93,8 +101,9 @@ async fn listen(url: &SecretString, caches: &Caches) -> Result<(), tokio_postgre
     });
     client
         .batch_execute(&format!(
-            "LISTEN {}; LISTEN {STAFF_CHANNEL}",
-            placement::CHANNEL
+            "LISTEN {}; LISTEN {STAFF_CHANNEL}; LISTEN {}",
+            placement::CHANNEL,
+            context::CHANNEL
         ))
         .await?;
     // Anything cached before this point may have missed a notification.

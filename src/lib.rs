@@ -30,6 +30,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
     let listener_url = app.settings.app_database_url.clone();
     let caches = invalidation::Caches {
         directory: app.directory.clone(),
+        contexts: app.contexts.clone(),
         staff: app.staff_states.clone(),
         pools: app.pools.clone(),
     };

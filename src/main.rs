@@ -37,6 +37,16 @@ enum Cmd {
         #[command(subcommand)]
         command: TenantsCmd,
     },
+    /// Plans: list them, put a merchant on one, override its limits.
+    Plans {
+        #[command(subcommand)]
+        command: PlansCmd,
+    },
+    /// Feature flags: list, create or change them, override one for a merchant.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCmd,
+    },
     /// Encryption keys: generate one, re-seal every stored credential.
     Keys {
         #[command(subcommand)]
@@ -119,6 +129,60 @@ enum TenantsCmd {
     CleanupMoves {
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlansCmd {
+    /// Show every plan and its limits (`-`: unlimited).
+    List,
+    /// Put a merchant on a plan and/or override its limits; they apply at
+    /// once on every serving instance.
+    Set {
+        /// The merchant: its id or its slug.
+        merchant: String,
+        /// The plan's key (see `posd plans list`).
+        plan: Option<String>,
+        /// A limit of the merchant's own, replacing the plan's:
+        /// NAME=VALUE or NAME=unlimited (repeatable), NAME one of maxStaff,
+        /// maxProducts, requestsPerMinute, maxStorageBytes.
+        #[arg(long = "limit", value_parser = cli::plans::parse_limit)]
+        limits: Vec<(posd::db::platform::plans::LimitKind, Option<i64>)>,
+        /// Remove the merchant's limit overrides first (it follows its plan).
+        #[arg(long)]
+        clear_limits: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FlagsCmd {
+    /// Show every feature flag.
+    List,
+    /// Create a flag, or change the fields given of an existing one.
+    Set {
+        /// The flag's key: lowercase letters, digits and '_'.
+        key: String,
+        /// What merchants get when no override, gate or rollout decides.
+        #[arg(long = "default", value_parser = cli::plans::parse_on_off)]
+        default_on: Option<bool>,
+        /// Off for merchants on a plan ranked below this one; `none` removes the gate.
+        #[arg(long, value_parser = cli::plans::parse_min_plan)]
+        min_plan: Option<cli::plans::MinPlan>,
+        /// On for this share of merchants (0 to 100), instead of the
+        /// default; `none` removes the rollout.
+        #[arg(long, value_parser = cli::plans::parse_rollout)]
+        rollout: Option<cli::plans::Rollout>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Turn a flag on or off for one merchant, or `clear` its override.
+    Override {
+        /// The merchant: its id or its slug.
+        merchant: String,
+        /// The flag's key.
+        flag: String,
+        #[arg(value_parser = ["on", "off", "clear"])]
+        state: String,
     },
 }
 
@@ -313,6 +377,62 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 TenantsCmd::CleanupMoves { all } => {
                     let app = posd::boot(settings)?;
                     cli::moves::cleanup(&app, all)
+                }
+            }
+        }
+        Cmd::Plans { command } => {
+            let (figment, _cluster) = configure()?;
+            let settings = config::Settings::from_figment(&figment)?;
+            posd::app::migrate(&settings)?;
+            match command {
+                PlansCmd::List => cli::plans::list_plans(&settings),
+                PlansCmd::Set {
+                    merchant,
+                    plan,
+                    limits,
+                    clear_limits,
+                } => cli::plans::set_plan(
+                    &settings,
+                    &merchant,
+                    plan.as_deref(),
+                    &limits,
+                    clear_limits,
+                ),
+            }
+        }
+        Cmd::Flags { command } => {
+            let (figment, _cluster) = configure()?;
+            let settings = config::Settings::from_figment(&figment)?;
+            posd::app::migrate(&settings)?;
+            match command {
+                FlagsCmd::List => cli::plans::list_flags(&settings),
+                FlagsCmd::Set {
+                    key,
+                    default_on,
+                    min_plan,
+                    rollout,
+                    description,
+                } => cli::plans::set_flag(
+                    &settings,
+                    &key,
+                    &cli::plans::FlagSet {
+                        description,
+                        default_on,
+                        min_plan,
+                        rollout_percent: rollout,
+                    },
+                ),
+                FlagsCmd::Override {
+                    merchant,
+                    flag,
+                    state,
+                } => {
+                    let enabled = match state.as_str() {
+                        "on" => Some(true),
+                        "off" => Some(false),
+                        _ => None,
+                    };
+                    cli::plans::override_flag(&settings, &merchant, &flag, enabled)
                 }
             }
         }

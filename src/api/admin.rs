@@ -12,7 +12,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body, docs,
-    fields::{CurrencyCode, Email, Name, Password, Slug, TimeZone, Token64},
+    fields::{CurrencyCode, Email, Name, Password, PlanKey, Slug, TimeZone},
 };
 use crate::{
     api::guards::PlatformAdmin,
@@ -44,8 +44,9 @@ struct CreateMerchant {
     name: Name,
     timezone: TimeZone,
     currency: CurrencyCode,
-    /// `standard` when absent.
-    plan: Option<Token64>,
+    /// A plan's key (`GET /admin/plans`); `starter` when absent. An unknown
+    /// plan is 422 `unknown_plan`.
+    plan: Option<PlanKey>,
     owner: NewOwner,
 }
 
@@ -67,7 +68,7 @@ async fn create_merchant(
     let b = body.0;
     let plan = b
         .plan
-        .map_or_else(|| "standard".to_string(), Token64::into_inner);
+        .map_or_else(|| "starter".to_string(), PlanKey::into_inner);
     let pw = b.owner.password.into_inner();
     let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
         .await
@@ -88,11 +89,21 @@ async fn create_merchant(
                         plan: &plan,
                     },
                 )
-                .map_err(ApiError::or_taken(
-                    "merchant",
-                    ErrorCode::SlugTaken,
-                    "a merchant with this slug exists",
-                ))?;
+                .map_err(|e| match e {
+                    diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                        _,
+                    ) => ApiError::new(
+                        Status::UnprocessableEntity,
+                        ErrorCode::UnknownPlan,
+                        "plan: no such plan",
+                    ),
+                    e => ApiError::or_taken(
+                        "merchant",
+                        ErrorCode::SlugTaken,
+                        "a merchant with this slug exists",
+                    )(e),
+                })?;
                 StaffUser::insert(
                     p,
                     &NewStaffUser {

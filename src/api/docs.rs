@@ -198,6 +198,7 @@ impl Modify for SharedResponses {
         (name = "reports"),
         (name = "offline", description = "Bills recorded while a till was offline"),
         (name = "staff", description = "Staff users (owner only)"),
+        (name = "context", description = "The merchant's plan, limits and features, as a till reads them at start-up"),
         (name = "admin", description = "Platform operators"),
     )
 )]
@@ -207,8 +208,8 @@ struct ApiDoc;
 /// mounted at (see [`super::routes`]), with the [`SharedResponses`].
 pub fn openapi() -> openapi::OpenApi {
     use super::{
-        PREFIX, admin, auth, categories, customers, export, fleet, health, inventory, metrics,
-        moves, offline, orders, products, provisioning, reports, staff,
+        PREFIX, admin, auth, categories, context, customers, export, fleet, health, inventory,
+        metrics, moves, offline, orders, plans, products, provisioning, reports, staff,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -222,6 +223,8 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, reports::Doc::openapi())
         .nest(PREFIX, offline::Doc::openapi())
         .nest(PREFIX, staff::Doc::openapi())
+        .nest(PREFIX, context::Doc::openapi())
+        .nest(PREFIX, plans::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
         .nest(PREFIX, fleet::Doc::openapi())
         .nest(PREFIX, moves::Doc::openapi())

@@ -113,3 +113,32 @@ impl From<MoveError> for ApiError {
         }
     }
 }
+
+/// 409 `plan_limit_reached`: a creation would take the merchant past
+/// `kind`, whose value is `value`. 409 rather than 403: the request is
+/// allowed to this caller and would succeed in another state of the
+/// merchant (after a deletion, on another plan), as a taken sku would;
+/// 403 is kept for who is asking (role, suspension, flags). Nothing is
+/// truncated: the creation is refused whole.
+pub fn plan_limit_reached(
+    plan: &str,
+    kind: crate::db::platform::plans::LimitKind,
+    value: i64,
+) -> ApiError {
+    ApiError::conflict(
+        C::PlanLimitReached,
+        format!(
+            "the merchant's limit {kind} = {value} (plan {plan}) is reached; delete some or ask for a higher limit"
+        ),
+    )
+    .with_details(serde_json::json!({ "limit": kind.field(), "value": value, "plan": plan }))
+}
+
+/// 403 `feature_disabled`: `flag` is off for the merchant.
+pub fn feature_disabled(flag: &str) -> ApiError {
+    ApiError::forbidden(
+        C::FeatureDisabled,
+        format!("the feature {flag} is not enabled for this merchant"),
+    )
+    .with_details(serde_json::json!({ "feature": flag }))
+}

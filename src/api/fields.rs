@@ -251,6 +251,18 @@ int_field!(
     PositiveAmount: i64, Int64, 1, pricing::MAX_AMOUNT
 );
 int_field!(
+    /// A plan limit: 0 to 10^15 (null, where allowed, is unlimited).
+    LimitValue: i64, Int64, 0, 1_000_000_000_000_000
+);
+int_field!(
+    /// A plan's rank: 0 to 1,000,000; higher plans rank higher.
+    PlanRank: i32, Int32, 0, 1_000_000
+);
+int_field!(
+    /// A rollout share: 0 to 100 %.
+    RolloutPercent: i16, Int32, 0, 100
+);
+int_field!(
     /// A tax rate in basis points: 0 to 10,000 (100 %).
     TaxRateBps: i32, Int32, 0, 10_000
 );
@@ -382,6 +394,46 @@ checked_text!(
         .min_length(Some(2))
         .max_length(Some(63))
         .pattern(Some("^[a-z0-9][a-z0-9-]{1,62}$"))
+);
+
+checked_text!(
+    /// A plan's key: 1 to 64 lowercase letters, digits, `-` or `_`, not
+    /// starting with `-` or `_`.
+    PlanKey,
+    |s| {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+            && !s.starts_with(['-', '_']);
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err("must be 1 to 64 lowercase letters, digits, '-' or '_', not starting with '-' or '_'")
+        }
+    },
+    string()
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some("^[a-z0-9][a-z0-9_-]{0,63}$"))
+);
+
+checked_text!(
+    /// A feature flag's key: 1 to 64 lowercase letters, digits or `_`,
+    /// starting with a letter.
+    FlagKey,
+    |s| {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+            && s.starts_with(|c: char| c.is_ascii_lowercase());
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err("must be 1 to 64 lowercase letters, digits or '_', starting with a letter")
+        }
+    },
+    string()
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some("^[a-z][a-z0-9_]{0,63}$"))
 );
 
 checked_text!(

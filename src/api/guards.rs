@@ -4,7 +4,8 @@
 //! placement: unknown merchant 401, suspended 403; a deactivated, deleted or
 //! foreign staff user 401, a demoted one acts with the current role, see
 //! [`crate::auth::revocation`]) → `Manager` / `Owner` (role checks, 403) and
-//! `TenantDb` (the merchant's data plane). `PlatformAdmin` verifies an
+//! `TenantDb` (the merchant's data plane) and `&TenantContext` (its plan,
+//! limits and features, cached). `PlatformAdmin` verifies an
 //! operator token. Every failure is an error outcome with a JSON body, never
 //! a forward.
 
@@ -26,7 +27,7 @@ use crate::{
     },
     db::{ids::StaffId, platform::staff::StaffUser},
     error::{ApiError, ErrorCode, fail},
-    tenancy::{placement::Placement, tenant_db::TenantDb},
+    tenancy::{context::TenantContext, placement::Placement, tenant_db::TenantDb},
 };
 
 fn app<'r>(req: &'r Request<'_>) -> Result<&'r App, ApiError> {
@@ -213,6 +214,34 @@ impl<'r> FromRequest<'r> for Owner<'r> {
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
         with_role(req, Role::Owner).await.map(Owner)
+    }
+}
+
+/// The verified staff member's tenant context (plan, limits, features):
+/// from the per-process cache, so a hit costs no I/O; resolved once per
+/// request.
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for &'r TenantContext {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let staff = match req.guard::<&Staff>().await {
+            Outcome::Success(s) => s,
+            Outcome::Error(e) => return Outcome::Error(e),
+            Outcome::Forward(s) => return Outcome::Forward(s),
+        };
+        let cached: &Result<Arc<TenantContext>, ApiError> = req
+            .local_cache_async(async {
+                let app = app(req)?;
+                app.context(staff.claims.mid)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("the token's merchant does not exist"))
+            })
+            .await;
+        match cached {
+            Ok(c) => Outcome::Success(c),
+            Err(e) => fail(req, e.clone()),
+        }
     }
 }
 

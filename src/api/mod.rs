@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bench_control;
 pub mod categories;
 pub mod client;
+pub mod context;
 pub mod customers;
 pub mod docs;
 pub mod errors;
@@ -22,6 +23,7 @@ pub mod moves;
 pub mod offline;
 pub mod orders;
 pub mod params;
+pub mod plans;
 pub mod products;
 pub mod provisioning;
 pub mod reports;
@@ -55,6 +57,8 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, reports::routes()),
         (PREFIX, offline::routes()),
         (PREFIX, staff::routes()),
+        (PREFIX, context::routes()),
+        (PREFIX, plans::routes()),
         (PREFIX, admin::routes()),
         (PREFIX, fleet::routes()),
         (PREFIX, moves::routes()),

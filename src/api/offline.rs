@@ -7,9 +7,18 @@
 //! a count); it is `rejected` only when it cannot be applied (malformed,
 //! unknown product, payments short). Each bill is applied in a savepoint of
 //! its own, so a rejected bill does not block the others.
+//!
+//! The capability is behind the feature flag [`FLAG`] (on by default): a
+//! merchant for whom it is off gets 403 `feature_disabled` before its
+//! batch is read.
 
 use chrono::{DateTime, Duration, Utc};
-use rocket::{Route, State, post, routes, serde::json::Json};
+use rocket::{
+    Request, Route, State, post,
+    request::{FromRequest, Outcome},
+    routes,
+    serde::json::Json,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
@@ -28,10 +37,31 @@ use crate::{
         ids::{CustomerId, OrderId},
         tenant::orders::Order,
     },
-    error::{ApiError, ApiResult, ErrorBody, ErrorCode},
+    error::{ApiError, ApiResult, ErrorBody, ErrorCode, fail},
     pos::checkout::{self, OfflineBill},
-    tenancy::tenant_db::TenantDb,
+    tenancy::{context::TenantContext, tenant_db::TenantDb},
 };
+
+/// The feature flag offline bills are behind.
+pub const FLAG: &str = "offline_bills";
+
+/// The merchant has the [`FLAG`] feature on (403 `feature_disabled`
+/// otherwise).
+struct OfflineBillsEnabled;
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for OfflineBillsEnabled {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        match req.guard::<&TenantContext>().await {
+            Outcome::Success(ctx) if ctx.enabled(FLAG) => Outcome::Success(OfflineBillsEnabled),
+            Outcome::Success(_) => fail(req, super::errors::feature_disabled(FLAG)),
+            Outcome::Error(e) => Outcome::Error(e),
+            Outcome::Forward(s) => Outcome::Forward(s),
+        }
+    }
+}
 
 pub const MAX_BILLS: usize = 100;
 /// How far in the future a till's clock may be.
@@ -114,6 +144,7 @@ fn rejected(index: usize, client_id: Option<Uuid>, e: &ApiError) -> BillResult {
         error: Some(ErrorBody {
             code: e.code,
             message: e.message.clone(),
+            details: e.details.clone(),
         }),
     }
 }
@@ -166,19 +197,21 @@ fn prepare(
 }
 
 /// Bills recorded while offline; one result per bill (`created`,
-/// `duplicate` or `rejected` with the reason).
+/// `duplicate` or `rejected` with the reason). Behind the feature flag
+/// `offline_bills` (403 `feature_disabled` when it is off).
 #[utoipa::path(post, path = "/offline-bills", tag = "offline", security(("staff" = [])),
     request_body = Batch,
     responses(
         (status = 200, body = BatchResult),
         (status = 401, response = docs::Unauthorized),
-        (status = 403, response = docs::Forbidden),
+        (status = 403, description = "`insufficient_role`, `merchant_suspended` or `feature_disabled` (`offline_bills` is off)", body = docs::ErrorEnvelope),
         (status = 422, response = docs::Invalid),
         (status = 503, response = docs::Unavailable),
     ))]
 #[post("/offline-bills", data = "<body>")]
 async fn offline_bills(
     staff: &Staff,
+    _enabled: OfflineBillsEnabled,
     db: TenantDb,
     app: &State<App>,
     body: Body<Batch>,

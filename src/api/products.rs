@@ -12,13 +12,17 @@ use super::{
     params::{self, Page},
 };
 use crate::{
-    api::guards::{Manager, Staff},
+    api::{
+        errors::plan_limit_reached,
+        guards::{Manager, Staff},
+    },
     db::{
         ids::ProductId,
+        platform::plans::LimitKind,
         tenant::products::{NewProduct, Product, ProductChanges, ProductFilter},
     },
     error::{ApiError, ApiResult, ErrorCode},
-    tenancy::tenant_db::TenantDb,
+    tenancy::{context::TenantContext, tenant_db::TenantDb},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -145,7 +149,8 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: ProductId) -> ApiResult<Json<
         .map(Json)
 }
 
-/// Manager or owner. `sku` is unique per merchant (409 `sku_taken`).
+/// Manager or owner. `sku` is unique per merchant (409 `sku_taken`). A
+/// merchant at its `maxProducts` limit gets 409 `plan_limit_reached`.
 #[utoipa::path(post, path = "/products", tag = "catalog", security(("staff" = [])),
     request_body = CreateProduct,
     responses(
@@ -159,6 +164,7 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: ProductId) -> ApiResult<Json<
 #[post("/products", data = "<body>")]
 async fn create(
     _m: Manager<'_>,
+    ctx: &TenantContext,
     db: TenantDb,
     body: Body<CreateProduct>,
 ) -> ApiResult<(Status, Json<Product>)> {
@@ -172,8 +178,20 @@ async fn create(
         track_stock: b.track_stock,
         active: b.active,
     };
+    // Counted in the creating transaction, under a lock that the next
+    // creation waits for (`Product::lock_and_count`): two creations at once
+    // cannot both take the last place. Only a merchant with a limit pays.
+    let max = ctx.limit(LimitKind::MaxProducts);
+    let plan = ctx.plan.key.clone();
     let product = db
-        .run(move |tx| Product::create(tx, &new).map_err(product_error))
+        .run(move |tx| {
+            if let Some(max) = max
+                && Product::lock_and_count(tx)? >= max
+            {
+                return Err(plan_limit_reached(&plan, LimitKind::MaxProducts, max));
+            }
+            Product::create(tx, &new).map_err(product_error)
+        })
         .await?;
     Ok((Status::Created, Json(product)))
 }

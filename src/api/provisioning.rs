@@ -81,6 +81,7 @@ fn failed(run: ProvisioningRun) -> Provisioned {
             run.failed_step.clone().unwrap_or_default(),
             run.error.clone().unwrap_or_default()
         ),
+        details: None,
     };
     Provisioned::Failed(Custom(
         Status::UnprocessableEntity,

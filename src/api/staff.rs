@@ -15,14 +15,19 @@ use super::{
     fields::{Email, Password},
 };
 use crate::{
-    api::guards::Owner,
+    api::{errors::plan_limit_reached, guards::Owner},
     app::App,
     auth::{Role, password},
     db::{
         ids::{MerchantId, StaffId},
-        platform::staff::{NewStaffUser, StaffChanges, StaffUser},
+        platform::{
+            Platform,
+            plans::{LimitKind, MerchantPlan},
+            staff::{NewStaffUser, StaffChanges, StaffUser},
+        },
     },
     error::{ApiError, ApiResult, ErrorCode},
+    tenancy::context::TenantContext,
 };
 
 /// A staff user as the API shows it (never the password hash).
@@ -64,6 +69,37 @@ struct UpdateStaff {
     active: Option<bool>,
 }
 
+/// The merchant's `maxStaff` limit (active staff users), as a creation or
+/// a reactivation checks it.
+struct StaffLimit {
+    max: Option<i64>,
+    plan: String,
+}
+
+impl StaffLimit {
+    fn of(ctx: &TenantContext) -> Self {
+        StaffLimit {
+            max: ctx.limit(LimitKind::MaxStaff),
+            plan: ctx.plan.key.clone(),
+        }
+    }
+
+    /// Refuses one more active staff user past the limit. The merchant's row
+    /// is locked first, until the transaction ends: the next creation waits
+    /// for this one's commit before it counts, so two at once cannot both
+    /// take the last place.
+    fn check(&self, p: &mut Platform<'_>, merchant: MerchantId) -> ApiResult<()> {
+        let Some(max) = self.max else {
+            return Ok(());
+        };
+        MerchantPlan::lock(p, merchant)?;
+        if StaffUser::count_active(p, merchant)? >= max {
+            return Err(plan_limit_reached(&self.plan, LimitKind::MaxStaff, max));
+        }
+        Ok(())
+    }
+}
+
 /// The merchant's staff users, oldest first. Owner only.
 #[utoipa::path(get, path = "/staff", tag = "staff", security(("staff" = [])),
     responses(
@@ -81,7 +117,9 @@ async fn list(owner: Owner<'_>, app: &State<App>) -> ApiResult<Json<Vec<StaffVie
     Ok(Json(users.into_iter().map(StaffView::new).collect()))
 }
 
-/// Adds a staff user to the owner's merchant (409 `email_taken`).
+/// Adds a staff user to the owner's merchant (409 `email_taken`). A
+/// merchant at its `maxStaff` limit of active staff gets 409
+/// `plan_limit_reached`.
 #[utoipa::path(post, path = "/staff", tag = "staff", security(("staff" = [])),
     request_body = CreateStaff,
     responses(
@@ -95,6 +133,7 @@ async fn list(owner: Owner<'_>, app: &State<App>) -> ApiResult<Json<Vec<StaffVie
 #[post("/staff", data = "<body>")]
 async fn create(
     owner: Owner<'_>,
+    ctx: &TenantContext,
     app: &State<App>,
     body: Body<CreateStaff>,
 ) -> ApiResult<(Status, Json<StaffView>)> {
@@ -107,23 +146,27 @@ async fn create(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     let merchant: MerchantId = owner.0.claims.mid;
+    let limit = StaffLimit::of(ctx);
     let user = app
         .platform(move |p| {
-            StaffUser::insert(
-                p,
-                &NewStaffUser {
-                    id: StaffId(uuid::Uuid::now_v7()),
-                    merchant_id: merchant,
-                    email: &email,
-                    password_hash: &hash,
-                    role: b.role,
-                },
-            )
-            .map_err(ApiError::or_taken(
-                "staff user",
-                ErrorCode::EmailTaken,
-                "another staff user of this merchant has this email",
-            ))
+            p.transaction(|p| {
+                limit.check(p, merchant)?;
+                StaffUser::insert(
+                    p,
+                    &NewStaffUser {
+                        id: StaffId(uuid::Uuid::now_v7()),
+                        merchant_id: merchant,
+                        email: &email,
+                        password_hash: &hash,
+                        role: b.role,
+                    },
+                )
+                .map_err(ApiError::or_taken(
+                    "staff user",
+                    ErrorCode::EmailTaken,
+                    "another staff user of this merchant has this email",
+                ))
+            })
         })
         .await?;
     tracing::info!(merchant = %merchant, staff = %user.id, by = %owner.0.claims.sub, "staff user created");
@@ -132,7 +175,8 @@ async fn create(
 
 /// Changes a staff user's role or deactivates them; their tokens follow
 /// at once. An owner cannot change themselves (409 `cannot_change_self`)
-/// and the merchant keeps an active owner (409 `last_owner`).
+/// and the merchant keeps an active owner (409 `last_owner`); reactivating
+/// a user at the merchant's `maxStaff` limit is 409 `plan_limit_reached`.
 #[utoipa::path(patch, path = "/staff/{id}", tag = "staff", security(("staff" = [])),
     params(("id" = Uuid, Path)), request_body = UpdateStaff,
     responses(
@@ -147,6 +191,7 @@ async fn create(
 #[patch("/staff/<id>", data = "<body>")]
 async fn update(
     owner: Owner<'_>,
+    ctx: &TenantContext,
     app: &State<App>,
     id: StaffId,
     body: Body<UpdateStaff>,
@@ -160,9 +205,18 @@ async fn update(
             "an owner cannot change their own role or deactivate themselves; ask another owner",
         ));
     }
+    let limit = StaffLimit::of(ctx);
     let user = app
         .platform(move |p| {
             p.transaction(|p| {
+                if b.active == Some(true)
+                    && !StaffUser::find(p, merchant, id)
+                        .map_err(ApiError::or_not_found("staff user"))?
+                        .active
+                {
+                    // Reactivating takes a place as a creation does.
+                    limit.check(p, merchant)?;
+                }
                 StaffUser::lock_active_owners(p, merchant)?;
                 let changes = StaffChanges {
                     role: b.role,

@@ -83,6 +83,18 @@ error_codes! {
     LastOwner = "last_owner",
     InsufficientStock = "insufficient_stock",
 
+    // Plans and features.
+    /// A creation would exceed a limit of the merchant's plan (or of its
+    /// override); `details` names the limit and its value.
+    PlanLimitReached = "plan_limit_reached",
+    /// The capability is behind a feature flag that is off for this
+    /// merchant; `details.feature` names it.
+    FeatureDisabled = "feature_disabled",
+    /// No plan with this key.
+    UnknownPlan = "unknown_plan",
+    /// A plan or a flag with this key exists.
+    KeyTaken = "key_taken",
+
     // Sales, refunds and voids.
     PriceOverrideForbidden = "price_override_forbidden",
     UnknownProduct = "unknown_product",

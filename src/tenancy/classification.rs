@@ -56,6 +56,9 @@ pub const SHARED: &[&str] = &[
     "tenant_migration_runs",
     "tenant_exports",
     "tenant_moves",
+    "plans",
+    "feature_flags",
+    "merchant_flag_overrides",
 ];
 
 /// Data-plane tables.

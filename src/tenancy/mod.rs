@@ -5,6 +5,8 @@
 //!   are TENANT (data plane), and the boot check that enforces it;
 //! - [`placement`]: the directory of merchant placements, cached, with
 //!   LISTEN/NOTIFY invalidation and the kill switch;
+//! - [`context`]: each merchant's plan, effective limits and enabled
+//!   features, cached like placements;
 //! - [`pools`]: the global pool and the per-merchant pools of dedicated
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
 //! - [`tenant_db`]: a merchant's data plane as a handler or job gets it, a
@@ -15,6 +17,7 @@
 
 pub mod breaker;
 pub mod classification;
+pub mod context;
 pub mod fleet;
 pub mod keys;
 pub mod migrations;
@@ -39,6 +42,8 @@ pub struct Tenancy {
     /// The app-role pool on the platform database.
     pub platform: pools::PoolHandle,
     pub directory: Arc<placement::Directory>,
+    /// The tenant contexts (plan, limits, features), cached like placements.
+    pub contexts: Arc<context::Contexts>,
     pub pools: Arc<pools::TenantPools>,
     /// The role requests are served as.
     pub app_role: Arc<str>,
@@ -62,6 +67,31 @@ impl Tenancy {
                 f(&mut Platform::new(conn))
             })
             .await
+    }
+
+    /// The merchant's tenant context, from the cache or the control plane;
+    /// `None` for no such merchant.
+    pub async fn context(
+        &self,
+        id: crate::db::ids::MerchantId,
+    ) -> ApiResult<Option<Arc<context::TenantContext>>> {
+        if let Some(c) = self.contexts.cached(id) {
+            return Ok(Some(c));
+        }
+        let epoch = self.contexts.epoch();
+        let loaded = self
+            .platform(move |p| {
+                context::load(p, id).map_err(|e| match e {
+                    context::LoadError::Db(e) => e.into(),
+                    e @ context::LoadError::Invalid(_) => crate::error::ApiError::internal(e),
+                })
+            })
+            .await?;
+        Ok(loaded.map(|c| {
+            let c = Arc::new(c);
+            self.contexts.store(epoch, c.clone());
+            c
+        }))
     }
 
     /// [`Tenancy::platform`] for code already on a thread that may block.

@@ -626,7 +626,7 @@ impl TestApp {
                     owner
                         .batch_execute(&format!(
                             "INSERT INTO merchants (id, slug, name, timezone, currency, plan) \
-                             VALUES ('{id}', '{prefix}-{i}', 'Fleet {i}', 'UTC', 'USD', 'standard')"
+                             VALUES ('{id}', '{prefix}-{i}', 'Fleet {i}', 'UTC', 'USD', 'starter')"
                         ))
                         .unwrap();
                     match posd::tenancy::provisioning::provision(&app, id, Tier::Schema) {
@@ -892,5 +892,64 @@ impl TestApp {
         })
         .await
         .expect("no NOTIFY arrived");
+    }
+}
+
+/// Another posd instance over the same database as a [`TestApp`], as a
+/// second process behind a load balancer would be: its own caches and its
+/// own LISTEN connection.
+pub struct Instance {
+    pub client: Client,
+}
+
+impl TestApp {
+    /// Boots a second instance over this test's database, configured by
+    /// `configure`, and waits until it listens for invalidations.
+    pub async fn second_instance(
+        &self,
+        configure: impl FnOnce(&mut Settings) + Send + 'static,
+    ) -> Instance {
+        let name = self.db.name.clone();
+        let app = tokio::task::spawn_blocking(move || boot_with(&name, configure))
+            .await
+            .expect("boot task")
+            .expect("boot");
+        let figment = Server::get().figment(&self.db.name);
+        let client = Client::tracked(posd::rocket(app, figment))
+            .await
+            .expect("rocket client");
+        let i = Instance { client };
+        tokio::time::timeout(Duration::from_secs(20), i.app().directory.wait_listening())
+            .await
+            .expect("the second instance's listener never connected");
+        i
+    }
+}
+
+impl Instance {
+    pub fn app(&self) -> &App {
+        self.client.rocket().state::<App>().expect("app state")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (Status, Value) {
+        let res = self
+            .client
+            .get(path.to_string())
+            .header(Header::new("Authorization", format!("Bearer {token}")))
+            .dispatch()
+            .await;
+        read(res).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (Status, Value) {
+        let res = self
+            .client
+            .post(path.to_string())
+            .header(Header::new("Authorization", format!("Bearer {token}")))
+            .header(ContentType::JSON)
+            .body(body.to_string())
+            .dispatch()
+            .await;
+        read(res).await
     }
 }

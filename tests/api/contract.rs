@@ -23,7 +23,7 @@ use rocket::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{Server, TestApp, api};
+use crate::common::{API, Server, TestApp, api};
 use posd::{
     auth::Role,
     config::RateLimit,
@@ -206,6 +206,49 @@ async fn error_envelopes() {
     record(
         "429 too many attempts",
         error_answer(login().dispatch().await).await,
+    );
+
+    // The merchant at a limit of its plan (it has one product), and
+    // without a feature.
+    let admin = t.admin_token();
+    let (status, _) = t
+        .post(
+            &format!("{API}/admin/tenants/{}/plan", m.id),
+            &admin,
+            json!({ "limitOverrides": { "maxProducts": 1 } }),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    record(
+        "409 a plan limit reached",
+        error_answer(
+            req(Method::Post, products, Some(&m.token))
+                .header(ContentType::JSON)
+                .body(product("MORE", 1).to_string())
+                .dispatch()
+                .await,
+        )
+        .await,
+    );
+    let (status, _) = t
+        .request(
+            Method::Put,
+            &format!("{API}/admin/tenants/{}/flags/offline_bills", m.id),
+            Some(&admin),
+            Some(json!({ "enabled": false })),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    record(
+        "403 a feature that is off",
+        error_answer(
+            req(Method::Post, api!("/offline-bills"), Some(&m.token))
+                .header(ContentType::JSON)
+                .body(json!({ "bills": [] }).to_string())
+                .dispatch()
+                .await,
+        )
+        .await,
     );
 
     // The merchant's database stops taking connections.

@@ -9,6 +9,7 @@ mod common;
 mod boot;
 mod byo;
 mod catalog;
+mod context;
 mod contract;
 mod coverage;
 mod docs;

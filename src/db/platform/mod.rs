@@ -10,6 +10,7 @@ pub mod exports;
 pub mod merchants;
 pub mod migration_state;
 pub mod moves;
+pub mod plans;
 pub mod runs;
 pub mod staff;
 pub mod tenant_databases;

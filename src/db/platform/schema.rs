@@ -16,6 +16,42 @@ diesel::table! {
         generation -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        limit_overrides -> Jsonb,
+    }
+}
+
+diesel::table! {
+    plans (key) {
+        key -> Text,
+        name -> Text,
+        rank -> Int4,
+        max_staff -> Nullable<Int8>,
+        max_products -> Nullable<Int8>,
+        requests_per_minute -> Nullable<Int8>,
+        max_storage_bytes -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    feature_flags (key) {
+        key -> Text,
+        description -> Text,
+        default_on -> Bool,
+        min_plan -> Nullable<Text>,
+        rollout_percent -> Nullable<Int2>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    merchant_flag_overrides (merchant_id, flag) {
+        merchant_id -> Uuid,
+        flag -> Text,
+        enabled -> Bool,
+        created_at -> Timestamptz,
     }
 }
 
@@ -137,8 +173,14 @@ diesel::table! {
 
 diesel::joinable!(staff_users -> merchants (merchant_id));
 diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
+diesel::joinable!(merchants -> plans (plan));
+diesel::joinable!(merchant_flag_overrides -> merchants (merchant_id));
+diesel::joinable!(merchant_flag_overrides -> feature_flags (flag));
 diesel::allow_tables_to_appear_in_same_query!(
     merchants,
+    plans,
+    feature_flags,
+    merchant_flag_overrides,
     tenant_databases,
     staff_users,
     provisioning_runs,

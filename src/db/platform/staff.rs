@@ -109,6 +109,15 @@ impl StaffUser {
             .get_result(p.conn)
     }
 
+    /// How many active staff users the merchant has.
+    pub fn count_active(p: &mut Platform<'_>, merchant: MerchantId) -> QueryResult<i64> {
+        staff_users::table
+            .filter(staff_users::merchant_id.eq(merchant))
+            .filter(staff_users::active.eq(true))
+            .count()
+            .get_result(p.conn)
+    }
+
     /// Whether a staff user is active and their current role; `None` for
     /// an id that is not a staff user.
     pub fn status(

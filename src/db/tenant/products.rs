@@ -82,6 +82,10 @@ pub(super) fn like_pattern(q: &str) -> String {
     p
 }
 
+/// First key of the advisory lock product creations take when the merchant
+/// has a product limit ("polm").
+pub const PRODUCT_LIMIT_LOCK_CLASS: i32 = 0x706f_6c6d;
+
 impl Product {
     /// One page, in id order (ids are UUIDv7, so this is creation order).
     pub fn list(tx: &mut TenantTx<'_>, f: &ProductFilter) -> QueryResult<Vec<Product>> {
@@ -120,6 +124,27 @@ impl Product {
             .filter(products::deleted_at.is_null())
             .select(Product::as_select())
             .first(tx.conn)
+    }
+
+    /// How many products the merchant has (deleted ones do not count),
+    /// counted under a transaction-level advisory lock of the merchant's
+    /// product creations: a creation that counts first holds it until it
+    /// commits, so two creations at once cannot both find room for one.
+    /// The lock lives where the products live, so it holds on every tier.
+    /// The count is a statement of its own, after the lock: in read
+    /// committed it then sees what the creation that held the lock
+    /// committed (one statement would count from a snapshot taken before
+    /// the wait).
+    pub fn lock_and_count(tx: &mut TenantTx<'_>) -> QueryResult<i64> {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind::<diesel::sql_types::Integer, _>(PRODUCT_LIMIT_LOCK_CLASS)
+            .bind::<diesel::sql_types::Text, _>(tx.merchant.to_string())
+            .execute(tx.conn)?;
+        products::table
+            .filter(products::merchant_id.eq(tx.merchant))
+            .filter(products::deleted_at.is_null())
+            .count()
+            .get_result(tx.conn)
     }
 
     /// Creates the product and its (empty) stock level.
