@@ -58,6 +58,8 @@ pub struct Settings {
     /// How long a moved merchant's old placement is kept before cleanup
     /// may drop it.
     pub move_retention: Duration,
+    /// The most captured changes one catch-up round of a tier move applies.
+    pub move_round_batch: u32,
     /// Test hook (debug builds only): `fail:<phase>` makes every move fail
     /// once that phase has run; `stall:<phase>` makes its driver stop there
     /// as if posd had died. See `tenancy::moves`.
@@ -136,6 +138,7 @@ struct Raw {
     move_fence_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     move_retention: Option<Duration>,
+    move_round_batch: Option<u32>,
     move_fault: Option<String>,
     #[serde(default, with = "humantime_serde")]
     offline_bill_max_age: Option<Duration>,
@@ -197,6 +200,7 @@ const KEYS: &[&str] = &[
     "migration_concurrency",
     "move_fence_timeout",
     "move_retention",
+    "move_round_batch",
     "move_fault",
     "offline_bill_max_age",
     "trusted_proxies",
@@ -395,6 +399,7 @@ impl Settings {
             move_retention: raw
                 .move_retention
                 .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            move_round_batch: positive(raw.move_round_batch.unwrap_or(10_000), "move_round_batch")?,
             move_fault: raw.move_fault,
             offline_bill_max_age: nonzero(
                 raw.offline_bill_max_age

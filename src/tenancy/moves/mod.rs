@@ -178,6 +178,9 @@ impl From<postgres::Error> for MoveError {
 const MAX_ROUNDS: u32 = 20;
 /// Catch-up rounds before rounds that stopped shrinking end the catch-up.
 const MIN_ROUNDS: u32 = 3;
+/// Rounds of a full batch before the fence is tried anyway (writes that
+/// come in faster than a round applies them).
+const MAX_BATCHES: u32 = 1_000;
 /// Fence attempts before the move fails (`fence_not_acquired`).
 const FENCE_ATTEMPTS: u32 = 10;
 
@@ -734,14 +737,22 @@ impl Driver<'_> {
     fn converge(&mut self, mv: &Move, rounds: &mut i32) -> Result<bool, MoveError> {
         let short = self.app.settings.move_fence_timeout / 4;
         let mut last = Duration::MAX;
-        for n in 1..=MAX_ROUNDS {
+        let (mut whole, mut batches) = (0, 0);
+        while whole < MAX_ROUNDS && batches < MAX_BATCHES {
             let started = Instant::now();
-            self.round(mv, rounds, false)?;
+            let truncated = self.round(mv, rounds, false)?;
             let took = started.elapsed();
-            if took <= short || (n >= MIN_ROUNDS && took >= last) {
-                break;
+            if truncated {
+                // A batch of a large backlog: not a measure of the rounds'
+                // length yet.
+                batches += 1;
+            } else {
+                whole += 1;
+                if took <= short || (whole >= MIN_ROUNDS && took >= last) {
+                    break;
+                }
+                last = took;
             }
-            last = took;
             if self.find()?.status != MoveStatus::Running {
                 return Ok(false);
             }
@@ -749,11 +760,13 @@ impl Driver<'_> {
         Ok(true)
     }
 
-    /// One catch-up round.
-    fn round(&mut self, mv: &Move, rounds: &mut i32, verify: bool) -> Result<(), MoveError> {
+    /// One catch-up round (the verifying one takes every change, the others
+    /// a batch); whether it left changes for the next.
+    fn round(&mut self, mv: &Move, rounds: &mut i32, verify: bool) -> Result<bool, MoveError> {
         let (run, merchant) = (self.run, self.merchant);
+        let batch = (!verify).then_some(i64::from(self.app.settings.move_round_batch));
         let (src, dst, tables) = self.clients();
-        let round = sync::catch_up(src, dst, tables, merchant, run, verify)?;
+        let round = sync::catch_up(src, dst, tables, merchant, run, verify, batch)?;
         let backlog = sync::backlog(src, run)?;
         self.app.move_metrics.applied(run, round.changes, backlog);
         *rounds += 1;
@@ -769,7 +782,7 @@ impl Driver<'_> {
             }
         }
         Move::progress(&mut self.p(), mv.id, &progress, backlog, *rounds)?;
-        Ok(())
+        Ok(round.truncated)
     }
 
     /// Fences the merchant, applies the last changes and flips the
@@ -820,7 +833,7 @@ impl Driver<'_> {
     fn fenced(&mut self, mv: &Move, started: Instant) -> Result<bool, MoveError> {
         let (run, merchant) = (self.run, self.merchant);
         let (src, dst, tables) = self.clients();
-        sync::catch_up(src, dst, tables, merchant, run, false)?;
+        sync::catch_up(src, dst, tables, merchant, run, false, None)?;
         sync::set_moved(src, run, true)?;
         let fence_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
         let injected = fault(self.app) == Some(Fault::Fail(MovePhase::Fence));

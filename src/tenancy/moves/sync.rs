@@ -207,7 +207,11 @@ CREATE TABLE IF NOT EXISTS {s}.changes (
     tbl     text NOT NULL,
     pk      jsonb NOT NULL
 );
-CREATE INDEX IF NOT EXISTS changes_run ON {s}.changes (run_id, tbl);
+-- The writing transaction: a round's batch takes whole transactions.
+ALTER TABLE {s}.changes ADD COLUMN IF NOT EXISTS xact xid8 NOT NULL DEFAULT pg_current_xact_id();
+DROP INDEX IF EXISTS {s}.changes_run;
+CREATE INDEX IF NOT EXISTS changes_run_seq ON {s}.changes (run_id, seq);
+CREATE INDEX IF NOT EXISTS changes_run_xact ON {s}.changes (run_id, xact);
 CREATE TABLE IF NOT EXISTS {s}.fences (
     run_id       uuid PRIMARY KEY,
     merchant_id  uuid NOT NULL,
@@ -525,6 +529,9 @@ pub(super) fn staging_name(t: &Table, kind: &str) -> String {
     )
 }
 
+/// The changes a round applies (a temporary table at the source).
+const BATCH: &str = "pg_temp.posd_batch";
+
 /// What one catch-up round did.
 #[derive(Debug, Default)]
 pub struct Round {
@@ -532,6 +539,8 @@ pub struct Round {
     pub changes: u64,
     /// Per table checksums of both sides, when asked for and equal.
     pub checksums: Vec<(String, Checksum)>,
+    /// The round took a batch of the changes; more may be waiting.
+    pub truncated: bool,
 }
 
 /// One catch-up round: in one snapshot of the source, the changes captured
@@ -546,6 +555,13 @@ pub struct Round {
 /// With `verify`, every table's count and checksum are compared in the
 /// round's snapshot and in the target before it commits; a difference fails
 /// the round and leaves the target as it was.
+///
+/// With `batch`, a round takes the transactions that wrote the oldest
+/// `batch` changes (the rest wait for the next round, and
+/// [`Round::truncated`] says so): a
+/// round's snapshot then never lives long, and while it lives every row
+/// version since it began is kept, in the whole database, for every
+/// merchant of the shared tier too.
 pub fn catch_up(
     src: &mut Client,
     dst: &mut Client,
@@ -553,17 +569,32 @@ pub fn catch_up(
     merchant: MerchantId,
     run: RunId,
     verify: bool,
+    batch: Option<i64>,
 ) -> Result<Round, SyncError> {
     let mut s = src
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()?;
     let r = lit(run);
+    by_key(&mut s, true)?;
+    // The round's changes, picked once: every visible one, or, with
+    // `batch`, those of the transactions that wrote the oldest `batch`
+    // (whole transactions: a batch that split one could apply a child row
+    // before its parent).
+    let pick = match batch {
+        Some(n) => format!(
+            "SELECT seq, tbl, pk FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r} AND xact IN
+               (SELECT xact FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r} ORDER BY seq LIMIT {n})"
+        ),
+        None => format!("SELECT seq, tbl, pk FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r}"),
+    };
+    let picked = s.execute(
+        &format!("CREATE TEMP TABLE {BATCH} ON COMMIT DROP AS {pick}"),
+        &[],
+    )?;
     let pending: HashMap<String, i64> = s
         .query(
-            &format!(
-                "SELECT tbl, count(*) FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r} GROUP BY tbl"
-            ),
+            &format!("SELECT tbl, count(*) FROM {BATCH} GROUP BY tbl"),
             &[],
         )?
         .into_iter()
@@ -575,6 +606,7 @@ pub fn catch_up(
             .map(|n| u64::try_from(*n).unwrap_or(0))
             .sum(),
         checksums: Vec::new(),
+        truncated: batch.is_some_and(|n| i64::try_from(picked).unwrap_or(i64::MAX) >= n),
     };
     if pending.is_empty() && !verify {
         s.commit()?;
@@ -585,10 +617,9 @@ pub fn catch_up(
         .iter()
         .filter(|t| pending.contains_key(&t.name))
         .collect();
-    by_key(&mut s, true)?;
     by_key(&mut d, true)?;
     for t in &changed {
-        stage(&mut s, &mut d, t, merchant, run)?;
+        stage(&mut s, &mut d, t, merchant)?;
     }
     apply(&mut d, &changed, merchant)?;
     if verify {
@@ -614,7 +645,7 @@ pub fn catch_up(
     }
     d.commit()?;
     s.batch_execute(&format!(
-        "DELETE FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r}"
+        "DELETE FROM {CAPTURE_SCHEMA}.changes WHERE seq IN (SELECT seq FROM {BATCH})"
     ))?;
     s.commit()?;
     Ok(round)
@@ -657,20 +688,18 @@ fn checksums(
     tables.iter().map(|t| checksum(tx, t, merchant)).collect()
 }
 
-/// Stages at the target, in temporary tables, the keys of `t` changed for
-/// `run` and their rows as the source's snapshot has them.
+/// Stages at the target, in temporary tables, the keys of `t` in the
+/// round's changes and their rows as the source's snapshot has them.
 fn stage(
     src: &mut Transaction<'_>,
     dst: &mut Transaction<'_>,
     t: &Table,
     merchant: MerchantId,
-    run: RunId,
 ) -> Result<(), SyncError> {
-    let (r, m) = (lit(run), lit(merchant));
+    let m = lit(merchant);
     let keys_of = format!(
-        "SELECT DISTINCT {pk_r} FROM {CAPTURE_SCHEMA}.changes c,
-                jsonb_populate_record(NULL::{table}, c.pk) r
-          WHERE c.run_id = {r} AND c.tbl = '{name}'",
+        "SELECT DISTINCT {pk_r} FROM {BATCH} c, jsonb_populate_record(NULL::{table}, c.pk) r
+          WHERE c.tbl = '{name}'",
         pk_r =
             t.pk.iter()
                 .map(|k| format!("r.{}", quote_ident(k)))
