@@ -362,3 +362,61 @@ async fn the_cashier_discount_limit_follows_the_setting() {
     let answer = sell(cashier, 100).await;
     assert_error(answer, Status::Forbidden, "price_override_forbidden");
 }
+
+/// The daily report covers the merchant's business day: from midnight by
+/// default, from the cut-off hour when one is set (a sale at 02:30 counts
+/// on the previous evening's day with a cut-off at 4).
+#[rocket::async_test]
+async fn the_daily_report_follows_the_business_day_cutoff() {
+    let t = TestApp::new().await;
+    let m = t.shared_merchant("set-day").await;
+    let jam = t.stocked_product(&m, "JAM", 500, 0, None).await;
+    let (mut conn, _) = t.data_conn(&m);
+    for (qty, local) in [
+        (1, "2026-11-09 23:30"),
+        (2, "2026-11-10 02:30"),
+        (3, "2026-11-10 05:30"),
+    ] {
+        let order = t.sell(&m, &jam, qty, 500 * qty).await;
+        let id = order["id"].as_str().unwrap();
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!(
+                "UPDATE orders SET created_at = TIMESTAMP '{local}' AT TIME ZONE 'Europe/Paris' WHERE id = '{id}'"
+            )),
+            &mut conn,
+        )
+        .unwrap();
+    }
+    let report = |date: &'static str| {
+        let t = &t;
+        let token = m.token.clone();
+        async move {
+            let (status, r) = t
+                .get(&format!("{}?date={date}", api!("/reports/daily")), &token)
+                .await;
+            assert_eq!(status, Status::Ok, "{r}");
+            (
+                r["orderCount"].as_i64().unwrap(),
+                r["salesMinor"].as_i64().unwrap(),
+                r,
+            )
+        }
+    };
+    // Midnight: 23:30 on the 9th; 02:30 and 05:30 on the 10th.
+    assert_eq!(report("2026-11-09").await.0, 1);
+    let (n, sales, r) = report("2026-11-10").await;
+    assert_eq!((n, sales), (2, 2500), "{r}");
+    assert_eq!(r["from"], "2026-11-09T23:00:00Z", "{r}");
+
+    let (status, _) = t
+        .patch(SETTINGS, &m.token, json!({ "businessDayCutoffHour": 4 }))
+        .await;
+    assert_eq!(status, Status::Ok);
+    // 04:00: 23:30 and 02:30 belong to the 9th's business day.
+    let (n, sales, r) = report("2026-11-09").await;
+    assert_eq!((n, sales), (2, 1500), "{r}");
+    assert_eq!(r["from"], "2026-11-09T03:00:00Z", "{r}");
+    assert_eq!(r["to"], "2026-11-10T03:00:00Z", "{r}");
+    let (n, sales, _) = report("2026-11-10").await;
+    assert_eq!((n, sales), (1, 1500));
+}
