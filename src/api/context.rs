@@ -1,5 +1,5 @@
 //! `GET /context`: what a till needs at start-up: its merchant, plan,
-//! effective limits and enabled features. Any staff member. Read from the
+//! effective limits, enabled features, settings and branding. Any staff member. Read from the
 //! cached tenant context ([`crate::tenancy::context`]): no database round
 //! trip on a cache hit.
 
@@ -11,7 +11,10 @@ use super::docs;
 use crate::{
     api::guards::Staff,
     db::platform::plans::Limits,
-    tenancy::context::{MerchantInfo, PlanInfo, TenantContext},
+    tenancy::{
+        context::{MerchantInfo, PlanInfo, TenantContext},
+        settings::{Branding, Settings},
+    },
 };
 
 /// The tenant context as a till reads it.
@@ -24,12 +27,10 @@ pub struct ContextView {
     pub limits: Limits,
     /// The keys of the feature flags on for this merchant, sorted.
     pub features: Vec<String>,
-    /// Reserved for the merchant's settings: always `{}` for now.
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Map<String, serde_json::Value>,
-    /// Reserved for the merchant's branding: always `{}` for now.
-    #[schema(value_type = Object)]
-    pub branding: serde_json::Map<String, serde_json::Value>,
+    /// The merchant's settings, defaults applied.
+    pub settings: Settings,
+    /// The merchant's branding; null is unset.
+    pub branding: Branding,
 }
 
 impl ContextView {
@@ -39,8 +40,8 @@ impl ContextView {
             plan: ctx.plan.clone(),
             limits: ctx.limits,
             features: ctx.features.iter().cloned().collect(),
-            settings: serde_json::Map::new(),
-            branding: serde_json::Map::new(),
+            settings: ctx.settings.clone(),
+            branding: ctx.branding.clone(),
         }
     }
 }

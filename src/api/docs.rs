@@ -199,6 +199,7 @@ impl Modify for SharedResponses {
         (name = "offline", description = "Bills recorded while a till was offline"),
         (name = "staff", description = "Staff users (owner only)"),
         (name = "context", description = "The merchant's plan, limits and features, as a till reads them at start-up"),
+        (name = "settings", description = "The merchant's settings and branding"),
         (name = "admin", description = "Platform operators"),
     )
 )]
@@ -209,7 +210,7 @@ struct ApiDoc;
 pub fn openapi() -> openapi::OpenApi {
     use super::{
         PREFIX, admin, auth, categories, context, customers, export, fleet, health, inventory,
-        metrics, moves, offline, orders, plans, products, provisioning, reports, staff,
+        metrics, moves, offline, orders, plans, products, provisioning, reports, settings, staff,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -224,6 +225,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, offline::Doc::openapi())
         .nest(PREFIX, staff::Doc::openapi())
         .nest(PREFIX, context::Doc::openapi())
+        .nest(PREFIX, settings::Doc::openapi())
         .nest(PREFIX, plans::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
         .nest(PREFIX, fleet::Doc::openapi())

@@ -22,7 +22,7 @@ impl From<SaleError> for ApiError {
         use SaleError as E;
         match e {
             E::Db(e) => e.into(),
-            E::PriceOverrideForbidden { .. } => {
+            E::PriceOverrideForbidden { .. } | E::DiscountOverLimit { .. } => {
                 ApiError::forbidden(C::PriceOverrideForbidden, e.to_string())
             }
             E::InsufficientStock { .. } => ApiError::conflict(C::InsufficientStock, e.to_string()),

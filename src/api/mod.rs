@@ -28,6 +28,7 @@ pub mod products;
 pub mod provisioning;
 pub mod reports;
 pub mod screen;
+pub mod settings;
 pub mod staff;
 
 use std::fmt::Write as _;
@@ -58,6 +59,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, offline::routes()),
         (PREFIX, staff::routes()),
         (PREFIX, context::routes()),
+        (PREFIX, settings::routes()),
         (PREFIX, plans::routes()),
         (PREFIX, admin::routes()),
         (PREFIX, fleet::routes()),

@@ -156,6 +156,7 @@ fn prepare(
     staff: &Staff,
     now: DateTime<Utc>,
     max_age: std::time::Duration,
+    discount_limit_bps: i64,
 ) -> ApiResult<checkout::Sale> {
     let bill: Bill = parse(&raw.to_string()).map_err(|e| {
         if e.code == ErrorCode::InvalidBody {
@@ -191,7 +192,7 @@ fn prepare(
         customer_id: bill.customer_id,
         note: bill.note,
     };
-    let sale = order.into_sale(staff, Some(offline));
+    let sale = order.into_sale(staff, discount_limit_bps, Some(offline));
     checkout::validate(&sale)?;
     Ok(sale)
 }
@@ -212,11 +213,19 @@ fn prepare(
 async fn offline_bills(
     staff: &Staff,
     _enabled: OfflineBillsEnabled,
+    ctx: &TenantContext,
     db: TenantDb,
     app: &State<App>,
     body: Body<Batch>,
 ) -> ApiResult<Json<BatchResult>> {
-    let max_age = app.settings.offline_bill_max_age;
+    // The merchant's window if it set one, else the server's.
+    let max_age = ctx
+        .settings
+        .offline_bill_window_hours
+        .and_then(|h| u64::try_from(h).ok())
+        .map_or(app.settings.offline_bill_max_age, |h| {
+            std::time::Duration::from_secs(h.saturating_mul(3600))
+        });
     let bills = body.0.bills.into_inner();
     let now = Utc::now();
     let prepared: Vec<(Option<Uuid>, ApiResult<checkout::Sale>)> = bills
@@ -226,7 +235,16 @@ async fn offline_bills(
                 .get("clientId")
                 .and_then(Value::as_str)
                 .and_then(|s| Uuid::parse_str(s).ok());
-            (client_id, prepare(raw, staff, now, max_age))
+            (
+                client_id,
+                prepare(
+                    raw,
+                    staff,
+                    now,
+                    max_age,
+                    ctx.settings.cashier_discount_limit_bps,
+                ),
+            )
         })
         .collect();
     let results = db

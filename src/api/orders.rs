@@ -32,7 +32,7 @@ use crate::{
         checkout::{self, OfflineBill, Sale, SaleLine, Tender},
         refund::{self, RefundRequest, RefundWhat},
     },
-    tenancy::tenant_db::TenantDb,
+    tenancy::{context::TenantContext, tenant_db::TenantDb},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -43,7 +43,8 @@ pub struct LineBody {
     /// Defaults to the catalog price (for an offline bill, the price in
     /// effect at the bill's time); another price needs the manager role.
     pub unit_price_minor: Option<UnitPrice>,
-    /// A discount off the line; needs the manager role.
+    /// A discount off the line; needs the manager role, except within the
+    /// merchant's `cashierDiscountLimitBps`.
     #[serde(default)]
     pub discount_minor: Amount,
 }
@@ -79,7 +80,14 @@ pub struct CreateOrder {
 
 impl CreateOrder {
     /// The sale this body asks for, by `staff`.
-    pub fn into_sale(self, staff: &Staff, offline: Option<OfflineBill>) -> Sale {
+    /// The sale by `staff`; `discount_limit_bps` is the merchant's
+    /// cashier discount limit.
+    pub fn into_sale(
+        self,
+        staff: &Staff,
+        discount_limit_bps: i64,
+        offline: Option<OfflineBill>,
+    ) -> Sale {
         Sale {
             lines: self
                 .lines
@@ -107,6 +115,7 @@ impl CreateOrder {
             staff: staff.claims.sub,
             currency: staff.placement.currency.to_string(),
             may_override_price: staff.role() >= Role::Manager,
+            discount_limit_bps,
             offline,
         }
     }
@@ -133,13 +142,16 @@ fn to_json<T: Serialize>(v: &T) -> ApiResult<serde_json::Value> {
 #[post("/orders", data = "<body>")]
 async fn create(
     staff: &Staff,
+    ctx: &TenantContext,
     db: TenantDb,
     key: IdempotencyKey,
     app: &State<App>,
     body: Body<CreateOrder>,
 ) -> ApiResult<Stored> {
     let hash = IdempotencyKey::request_hash("POST /orders", &body.0)?;
-    let sale = body.0.into_sale(staff, None);
+    let sale = body
+        .0
+        .into_sale(staff, ctx.settings.cashier_discount_limit_bps, None);
     // A request that fails validation saves nothing under its key.
     checkout::validate(&sale)?;
     idempotent::run(

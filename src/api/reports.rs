@@ -9,10 +9,11 @@ use crate::{
     api::guards::Manager,
     error::ApiResult,
     pos::report::{self, DailyReport},
-    tenancy::tenant_db::TenantDb,
+    tenancy::{context::TenantContext, tenant_db::TenantDb},
 };
 
-/// The report of one day in the merchant's time zone (today by default).
+/// The report of one business day in the merchant's time zone (today's by
+/// default), starting at the merchant's `businessDayCutoffHour`.
 #[utoipa::path(get, path = "/reports/daily", tag = "reports", security(("staff" = [])),
     params(("date" = inline(Option<Day>), Query, description = "today in the merchant's time zone by default")),
     responses(
@@ -23,14 +24,20 @@ use crate::{
         (status = 503, response = docs::Unavailable),
     ))]
 #[get("/reports/daily?<date>")]
-async fn daily(m: Manager<'_>, db: TenantDb, date: Option<&str>) -> ApiResult<Json<DailyReport>> {
+async fn daily(
+    m: Manager<'_>,
+    ctx: &TenantContext,
+    db: TenantDb,
+    date: Option<&str>,
+) -> ApiResult<Json<DailyReport>> {
     let tz = m.0.placement.timezone;
     let currency = m.0.placement.currency.clone();
+    let cutoff = u32::try_from(ctx.settings.business_day_cutoff_hour).unwrap_or(0);
     let date = match date {
-        None => chrono::Utc::now().with_timezone(&tz).date_naive(),
+        None => report::business_day(tz, chrono::Utc::now(), cutoff),
         Some(d) => params::day("date", d)?,
     };
-    db.run(move |tx| report::daily(tx, date, tz, &currency))
+    db.run(move |tx| report::daily(tx, date, tz, cutoff, &currency))
         .await
         .map(Json)
 }

@@ -58,6 +58,10 @@ pub struct Sale {
     /// Whether the caller may sell at a price other than the catalog's, or
     /// give a discount.
     pub may_override_price: bool,
+    /// The largest discount a seller who may not change prices may still
+    /// give on a line at the catalog's price, in basis points of the
+    /// line's amount (the merchant's `cashierDiscountLimitBps`).
+    pub discount_limit_bps: i64,
     /// Set for an offline bill: it records a sale that already happened, so
     /// it takes stock below zero (flagging the product for a count) rather
     /// than fail, keeps the till's time, and is priced as the catalog was
@@ -72,6 +76,12 @@ pub enum SaleError {
     /// A value out of its limits (`validation_failed`).
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// A discount beyond the merchant's cashier limit from a seller who
+    /// may not change prices.
+    #[error(
+        "lines[{line}].discountMinor: a discount above {limit_bps} basis points of the line needs the manager role"
+    )]
+    DiscountOverLimit { line: usize, limit_bps: i64 },
     /// A price other than the catalog's, or a discount, from a seller who
     /// may not change prices.
     #[error(
@@ -173,18 +183,35 @@ pub fn validate(sale: &Sale) -> Result<(), SaleError> {
 }
 
 /// The one rule for what a line may cost: the catalog's price (for an
-/// offline bill, the price in effect at the bill's time) and no discount,
-/// unless the seller may change prices. A different price and a discount
-/// are the same permission: both sell below the catalog.
+/// offline bill, the price in effect at the bill's time) and no discount
+/// beyond the merchant's cashier limit (none by default), unless the
+/// seller may change prices. A different price and a discount are the
+/// same permission: both sell below the catalog.
 fn check_price_rule(
     sale: &Sale,
     i: usize,
+    quantity: i32,
     unit: i64,
     catalog: i64,
     discount: i64,
 ) -> Result<(), SaleError> {
     if sale.may_override_price || (unit == catalog && discount == 0) {
         return Ok(());
+    }
+    if unit == catalog && discount > 0 {
+        // discount / (quantity × unit) ≤ limit / 10,000, in i128: no
+        // overflow for any amount.
+        let allowed = i128::from(discount) * 10_000
+            <= i128::from(quantity) * i128::from(unit) * i128::from(sale.discount_limit_bps);
+        if allowed {
+            return Ok(());
+        }
+        if sale.discount_limit_bps > 0 {
+            return Err(SaleError::DiscountOverLimit {
+                line: i,
+                limit_bps: sale.discount_limit_bps,
+            });
+        }
     }
     let field = if unit == catalog {
         "discountMinor"
@@ -232,7 +259,7 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
             });
         }
         let unit = l.unit_price_minor.unwrap_or(p.price_minor);
-        check_price_rule(sale, i, unit, p.price_minor, l.discount_minor)?;
+        check_price_rule(sale, i, l.quantity, unit, p.price_minor, l.discount_minor)?;
         let a = pricing::price_line(l.quantity, unit, l.discount_minor, p.tax_rate_bps)
             .map_err(|e| price_error(i, e))?;
         if p.track_stock {

@@ -34,7 +34,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use super::placement::Directory;
+use super::{
+    placement::Directory,
+    settings::{Branding, Settings},
+};
 use crate::db::{
     ids::MerchantId,
     platform::{
@@ -77,6 +80,9 @@ pub struct TenantContext {
     pub limits: Limits,
     /// The keys of the flags on for this merchant.
     pub features: BTreeSet<String>,
+    /// The merchant's settings, defaults applied.
+    pub settings: Settings,
+    pub branding: Branding,
 }
 
 impl TenantContext {
@@ -146,6 +152,10 @@ pub fn load(p: &mut Platform<'_>, id: MerchantId) -> Result<Option<TenantContext
     })?;
     let overrides = LimitOverrides::from_json(&m.limit_overrides)
         .map_err(|e| LoadError::Invalid(format!("merchant {id}: {e}")))?;
+    let settings = Settings::from_stored(&m.settings)
+        .map_err(|e| LoadError::Invalid(format!("merchant {id}: settings: {e}")))?;
+    let branding = Branding::from_stored(&m.branding)
+        .map_err(|e| LoadError::Invalid(format!("merchant {id}: branding: {e}")))?;
     let ranks: HashMap<&str, i32> = plans.iter().map(|pl| (pl.key.as_str(), pl.rank)).collect();
     let flag_overrides: HashMap<String, bool> =
         FeatureFlag::overrides(p, id)?.into_iter().collect();
@@ -178,6 +188,8 @@ pub fn load(p: &mut Platform<'_>, id: MerchantId) -> Result<Option<TenantContext
             timezone: m.timezone,
         },
         features,
+        settings,
+        branding,
     }))
 }
 

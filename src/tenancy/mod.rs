@@ -7,6 +7,8 @@
 //!   LISTEN/NOTIFY invalidation and the kill switch;
 //! - [`context`]: each merchant's plan, effective limits and enabled
 //!   features, cached like placements;
+//! - [`settings`]: each merchant's settings and branding, part of its
+//!   context;
 //! - [`pools`]: the global pool and the per-merchant pools of dedicated
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
 //! - [`tenant_db`]: a merchant's data plane as a handler or job gets it, a
@@ -25,6 +27,7 @@ pub mod moves;
 pub mod placement;
 pub mod pools;
 pub mod provisioning;
+pub mod settings;
 pub mod tenant_db;
 
 use std::sync::Arc;

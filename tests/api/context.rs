@@ -97,8 +97,11 @@ async fn a_till_reads_its_context() {
             "limits": { "maxStaff": 5, "maxProducts": 1000, "requestsPerMinute": 600,
                         "maxStorageBytes": 1_073_741_824_i64 },
             "features": ["offline_bills"],
-            "settings": {},
-            "branding": {},
+            "settings": { "receiptHeader": null, "receiptFooter": null, "pricesIncludeTax": false,
+                          "cashRounding": 1, "businessDayCutoffHour": 0,
+                          "offlineBillWindowHours": null, "cashierDiscountLimitBps": 0 },
+            "branding": { "logoUrl": null, "primaryColor": null, "accentColor": null,
+                          "receiptName": null, "supportEmail": null, "supportPhone": null },
         })
     );
     // Cached: the next request reads it without the database.

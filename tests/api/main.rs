@@ -32,6 +32,7 @@ mod products;
 mod provisioning;
 mod reports;
 mod routing;
+mod settings;
 mod staff;
 mod statements;
 mod tokens;

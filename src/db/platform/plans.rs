@@ -264,6 +264,8 @@ pub struct MerchantPlan {
     pub currency: String,
     pub plan: String,
     pub limit_overrides: serde_json::Value,
+    pub settings: serde_json::Value,
+    pub branding: serde_json::Value,
 }
 
 impl MerchantPlan {
@@ -294,6 +296,36 @@ impl MerchantPlan {
         diesel::update(merchants::table.find(id))
             .set((
                 merchants::limit_overrides.eq(overrides.to_json()),
+                merchants::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(MerchantPlan::as_returning())
+            .get_result(p.conn)
+    }
+
+    /// Replaces the merchant's stored settings.
+    pub fn set_settings(
+        p: &mut Platform<'_>,
+        id: MerchantId,
+        settings: serde_json::Value,
+    ) -> QueryResult<MerchantPlan> {
+        diesel::update(merchants::table.find(id))
+            .set((
+                merchants::settings.eq(settings),
+                merchants::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(MerchantPlan::as_returning())
+            .get_result(p.conn)
+    }
+
+    /// Replaces the merchant's stored branding.
+    pub fn set_branding(
+        p: &mut Platform<'_>,
+        id: MerchantId,
+        branding: serde_json::Value,
+    ) -> QueryResult<MerchantPlan> {
+        diesel::update(merchants::table.find(id))
+            .set((
+                merchants::branding.eq(branding),
                 merchants::updated_at.eq(diesel::dsl::now),
             ))
             .returning(MerchantPlan::as_returning())

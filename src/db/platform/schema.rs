@@ -17,6 +17,8 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         limit_overrides -> Jsonb,
+        settings -> Jsonb,
+        branding -> Jsonb,
     }
 }
 
