@@ -151,6 +151,18 @@ PATH_IDS = {
     ("POST", "/admin/tenants/{id}/suspend"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/resume"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/deprovision"): ("admin", lambda: spare_on("schema")),
+    ("PATCH", "/admin/plans/{key}"): ("admin", lambda: {"key": _any("planKeys")}),
+    ("PATCH", "/admin/flags/{key}"): ("admin", lambda: {"key": IDS["flagKey"]}),
+    ("GET", "/admin/tenants/{id}/plan"): ("admin", lambda: IDS["spareMerchantId"]),
+    ("POST", "/admin/tenants/{id}/plan"): ("admin", lambda: IDS["spareMerchantId"]),
+    ("PUT", "/admin/tenants/{id}/flags/{key}"): (
+        "admin",
+        lambda: {"id": IDS["spareMerchantId"], "key": IDS["flagKey"]},
+    ),
+    ("DELETE", "/admin/tenants/{id}/flags/{key}"): (
+        "admin",
+        lambda: {"id": IDS["spareMerchantId"], "key": IDS["flagKey"]},
+    ),
     ("GET", "/admin/tenants/{id}/moves/{run}"): ("admin", moved),
     ("POST", "/admin/tenants/{id}/moves/{run}/cancel"): ("admin", moved),
 }
@@ -259,6 +271,8 @@ def before_call(context, case, kwargs):
         # Only a merchant with no data on the shared tier can be provisioned.
         if case.body.get("tier") in ("schema", "dedicated"):
             ids["merchantId"] = lambda: spare_on("shared")
+    if op == ("POST", "/admin/tenants/{id}/plan"):
+        ids["plan"] = lambda: _any("planKeys")
     if op == ("POST", "/orders/{id}/refunds"):
         ids["lineNo"] = lambda: _random.randint(1, ORDER_LINES)
     case.body = _fill_body(case.body, ids)
