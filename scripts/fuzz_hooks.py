@@ -130,8 +130,17 @@ def moved():
     return {"id": IDS["moverId"], "run": IDS["moveRunId"]}
 
 
-# Path ids: (method, path) -> (run that may use it, how to get an id, or
-# a dict of ids for a path that names several).
+def fresh_override():
+    """The spare merchant with an override of the fuzz flag, to delete."""
+    spare, key = IDS["spareMerchantId"], IDS["flagKey"]
+    _admin("PUT", f"/admin/tenants/{spare}/flags/{key}", {"enabled": True})
+    return {"id": spare, "key": key}
+
+
+# Path ids: (method, path) -> (run that may use it, `any` for both, how to
+# get an id, or a dict of ids for a path that names several). A path key
+# that is not a valid key does not reach the route at all (404 whatever
+# the token), so those are filled in for both runs.
 PATH_IDS = {
     ("GET", "/products/{id}"): ("staff", lambda: _any("productIds")),
     ("PATCH", "/products/{id}"): ("staff", lambda: IDS["patchProductId"]),
@@ -151,18 +160,15 @@ PATH_IDS = {
     ("POST", "/admin/tenants/{id}/suspend"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/resume"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/deprovision"): ("admin", lambda: spare_on("schema")),
-    ("PATCH", "/admin/plans/{key}"): ("admin", lambda: {"key": _any("planKeys")}),
-    ("PATCH", "/admin/flags/{key}"): ("admin", lambda: {"key": IDS["flagKey"]}),
+    ("PATCH", "/admin/plans/{key}"): ("any", lambda: {"key": _any("planKeys")}),
+    ("PATCH", "/admin/flags/{key}"): ("any", lambda: {"key": IDS["flagKey"]}),
     ("GET", "/admin/tenants/{id}/plan"): ("admin", lambda: IDS["spareMerchantId"]),
     ("POST", "/admin/tenants/{id}/plan"): ("admin", lambda: IDS["spareMerchantId"]),
     ("PUT", "/admin/tenants/{id}/flags/{key}"): (
-        "admin",
+        "any",
         lambda: {"id": IDS["spareMerchantId"], "key": IDS["flagKey"]},
     ),
-    ("DELETE", "/admin/tenants/{id}/flags/{key}"): (
-        "admin",
-        lambda: {"id": IDS["spareMerchantId"], "key": IDS["flagKey"]},
-    ),
+    ("DELETE", "/admin/tenants/{id}/flags/{key}"): ("any", fresh_override),
     ("GET", "/admin/tenants/{id}/moves/{run}"): ("admin", moved),
     ("POST", "/admin/tenants/{id}/moves/{run}/cancel"): ("admin", moved),
 }
@@ -235,7 +241,7 @@ def before_call(context, case, kwargs):
     # Only for the token that may use the operation: the other one answers
     # 401 whatever the id.
     run, make = PATH_IDS.get(op, (None, None))
-    if run == AS and case.path_parameters and _positive(case, ParameterLocation.PATH):
+    if run in (AS, "any") and case.path_parameters and _positive(case, ParameterLocation.PATH):
         made = make()
         if not isinstance(made, dict):
             made = {"product" if "{product}" in path else "id": made}
@@ -264,6 +270,9 @@ def before_call(context, case, kwargs):
         "categoryId": lambda: IDS["categoryId"],
         "merchantId": lambda: IDS["merchantId"],
         "merchantIds": lambda: IDS["merchantId"],
+        # A plan's key, in a merchant's or a plan change, or a flag's gate.
+        "plan": lambda: _any("planKeys"),
+        "minPlan": lambda: _any("planKeys"),
         # Not an id, but a name from a list the schema cannot hold.
         "timezone": lambda: _random.choice(TIMEZONES),
     }
@@ -271,8 +280,6 @@ def before_call(context, case, kwargs):
         # Only a merchant with no data on the shared tier can be provisioned.
         if case.body.get("tier") in ("schema", "dedicated"):
             ids["merchantId"] = lambda: spare_on("shared")
-    if op == ("POST", "/admin/tenants/{id}/plan"):
-        ids["plan"] = lambda: _any("planKeys")
     if op == ("POST", "/orders/{id}/refunds"):
         ids["lineNo"] = lambda: _random.randint(1, ORDER_LINES)
     case.body = _fill_body(case.body, ids)
