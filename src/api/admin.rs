@@ -89,21 +89,11 @@ async fn create_merchant(
                         plan: &plan,
                     },
                 )
-                .map_err(|e| match e {
-                    diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                        _,
-                    ) => ApiError::new(
-                        Status::UnprocessableEntity,
-                        ErrorCode::UnknownPlan,
-                        "plan: no such plan",
-                    ),
-                    e => ApiError::or_taken(
-                        "merchant",
-                        ErrorCode::SlugTaken,
-                        "a merchant with this slug exists",
-                    )(e),
-                })?;
+                .map_err(super::plans::or_unknown_plan(ApiError::or_taken(
+                    "merchant",
+                    ErrorCode::SlugTaken,
+                    "a merchant with this slug exists",
+                )))?;
                 StaffUser::insert(
                     p,
                     &NewStaffUser {

@@ -33,9 +33,11 @@ use crate::{
     error::{ApiError, ApiResult, ErrorCode},
 };
 
-/// A unique violation is 409 `key_taken`, a foreign key violation (a plan
-/// that does not exist) 422 `unknown_plan`, `NotFound` a 404 of `what`.
-fn plan_error(what: &'static str) -> impl Fn(diesel::result::Error) -> ApiError {
+/// A foreign key violation of a write that names a plan (one that does
+/// not exist) is 422 `unknown_plan`; any other error goes to `other`.
+pub(super) fn or_unknown_plan(
+    other: impl Fn(diesel::result::Error) -> ApiError,
+) -> impl Fn(diesel::result::Error) -> ApiError {
     move |e| match e {
         diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::ForeignKeyViolation,
@@ -45,8 +47,18 @@ fn plan_error(what: &'static str) -> impl Fn(diesel::result::Error) -> ApiError 
             ErrorCode::UnknownPlan,
             "plan: no such plan",
         ),
-        e => ApiError::or_taken(what, ErrorCode::KeyTaken, "this key is taken")(e),
+        e => other(e),
     }
+}
+
+/// A unique violation is 409 `key_taken`, a foreign key violation (a plan
+/// that does not exist) 422 `unknown_plan`, `NotFound` a 404 of `what`.
+fn plan_error(what: &'static str) -> impl Fn(diesel::result::Error) -> ApiError {
+    or_unknown_plan(ApiError::or_taken(
+        what,
+        ErrorCode::KeyTaken,
+        "this key is taken",
+    ))
 }
 
 #[derive(Serialize, ToSchema)]

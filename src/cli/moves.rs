@@ -25,7 +25,11 @@ use posd::{
 pub fn resolve(app: &App, merchant: &str) -> anyhow::Result<Merchant> {
     let mut conn =
         pool::connect(&app.settings.database_url).context("cannot connect to POSD_DATABASE_URL")?;
-    let p = &mut Platform::new(&mut conn);
+    find_merchant(&mut Platform::new(&mut conn), merchant)
+}
+
+/// The merchant `merchant` names: its id, or its slug.
+pub fn find_merchant(p: &mut Platform<'_>, merchant: &str) -> anyhow::Result<Merchant> {
     let found = match uuid::Uuid::parse_str(merchant) {
         Ok(id) => Merchant::find(p, MerchantId(id)),
         Err(_) => Merchant::find_by_slug(p, merchant),

@@ -8,10 +8,8 @@ use anyhow::{Context as _, bail};
 use posd::{
     config::Settings,
     db::{
-        ids::MerchantId,
         platform::{
             Platform, audit,
-            merchants::Merchant,
             plans::{
                 FeatureFlag, FlagChanges, LimitKind, LimitOverrides, MerchantPlan, NewFeatureFlag,
                 Plan,
@@ -28,18 +26,6 @@ const ACTOR: &str = "cli";
 
 fn owner(settings: &Settings) -> anyhow::Result<diesel::PgConnection> {
     pool::connect(&settings.database_url).context("cannot connect to POSD_DATABASE_URL")
-}
-
-fn merchant(p: &mut Platform<'_>, merchant: &str) -> anyhow::Result<Merchant> {
-    let found = match uuid::Uuid::parse_str(merchant) {
-        Ok(id) => Merchant::find(p, MerchantId(id)),
-        Err(_) => Merchant::find_by_slug(p, merchant),
-    };
-    match found {
-        Ok(m) => Ok(m),
-        Err(diesel::result::Error::NotFound) => bail!("no merchant {merchant}"),
-        Err(e) => Err(e).context("cannot read the merchant"),
-    }
 }
 
 fn show(limit: Option<i64>) -> String {
@@ -108,7 +94,7 @@ pub fn set_plan(
 ) -> anyhow::Result<()> {
     let mut conn = owner(settings)?;
     let p = &mut Platform::new(&mut conn);
-    let m = merchant(p, who)?;
+    let m = super::moves::find_merchant(p, who)?;
     let ctx = p.transaction(|p| -> anyhow::Result<_> {
         let current = MerchantPlan::find(p, m.id).context("cannot read the merchant")?;
         if let Some(plan) = plan {
@@ -313,7 +299,7 @@ pub fn override_flag(
 ) -> anyhow::Result<()> {
     let mut conn = owner(settings)?;
     let p = &mut Platform::new(&mut conn);
-    let m = merchant(p, who)?;
+    let m = super::moves::find_merchant(p, who)?;
     let ctx = p.transaction(|p| -> anyhow::Result<_> {
         match FeatureFlag::find(p, key) {
             Err(diesel::result::Error::NotFound) => bail!("no flag {key} (see `posd flags list`)"),
