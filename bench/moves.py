@@ -21,6 +21,7 @@ only to 127.0.0.1; every loop is bounded in count and time.
 import datetime
 import http.client
 import json
+import os
 import random
 import subprocess
 import threading
@@ -477,7 +478,9 @@ def raw_copy(b, src, dst, mid):
 # --------------------------------------------------------------- sections
 
 def large(b, res):
-    n_orders = 20_000 if b.quick else 1_000_000
+    # POSD_BENCH_MOVE_ORDERS sets another size (for a look at a size in
+    # between; the write-up uses the defaults).
+    n_orders = int(os.environ.get("POSD_BENCH_MOVE_ORDERS") or (20_000 if b.quick else 1_000_000))
     n_products = 200 if b.quick else 2_000
     window = 5 if b.quick else 15
     after = 3 if b.quick else 10

@@ -576,6 +576,7 @@ pub fn catch_up(
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()?;
     let r = lit(run);
+    let started = std::time::Instant::now();
     by_key(&mut s, true)?;
     // The round's changes, picked once: every visible one, or, with
     // `batch`, those of the transactions that wrote the oldest `batch`
@@ -618,10 +619,13 @@ pub fn catch_up(
         .filter(|t| pending.contains_key(&t.name))
         .collect();
     by_key(&mut d, true)?;
+    let picked_at = started.elapsed();
     for t in &changed {
         stage(&mut s, &mut d, t, merchant)?;
     }
+    let staged_at = started.elapsed();
     apply(&mut d, &changed, merchant)?;
+    let applied_at = started.elapsed();
     if verify {
         by_key(&mut s, false)?;
         by_key(&mut d, false)?;
@@ -643,11 +647,20 @@ pub fn catch_up(
             round.checksums.push((t.name.clone(), at_source));
         }
     }
+    let verified_at = started.elapsed();
     d.commit()?;
     s.batch_execute(&format!(
         "DELETE FROM {CAPTURE_SCHEMA}.changes WHERE seq IN (SELECT seq FROM {BATCH})"
     ))?;
     s.commit()?;
+    let ms = |d: std::time::Duration| d.as_millis();
+    tracing::debug!(
+        %merchant, %run, changes = round.changes, tables = changed.len(),
+        pick_ms = ms(picked_at), stage_ms = ms(staged_at - picked_at),
+        apply_ms = ms(applied_at - staged_at), verify_ms = ms(verified_at - applied_at),
+        commit_ms = ms(started.elapsed() - verified_at),
+        "tier move: catch-up round"
+    );
     Ok(round)
 }
 
