@@ -60,6 +60,9 @@ pub struct Settings {
     pub move_retention: Duration,
     /// The most captured changes one catch-up round of a tier move applies.
     pub move_round_batch: u32,
+    /// How many streams (pairs of connections) copy a large table at once
+    /// in a tier move.
+    pub move_copy_streams: u32,
     /// Test hook (debug builds only): `fail:<phase>` makes every move fail
     /// once that phase has run; `stall:<phase>` makes its driver stop there
     /// as if posd had died. See `tenancy::moves`.
@@ -139,6 +142,7 @@ struct Raw {
     #[serde(default, with = "humantime_serde")]
     move_retention: Option<Duration>,
     move_round_batch: Option<u32>,
+    move_copy_streams: Option<u32>,
     move_fault: Option<String>,
     #[serde(default, with = "humantime_serde")]
     offline_bill_max_age: Option<Duration>,
@@ -175,6 +179,12 @@ pub fn env_name(key: &str) -> String {
 
 /// Rocket's own figment (Rocket.toml, `ROCKET_*`) plus posd's environment.
 /// The keys posd reads (each also `POSD_<KEY>` in the environment).
+/// Streams copying a large table in a tier move, by default (as many
+/// table jobs as pgcopydb runs by default).
+const MOVE_COPY_STREAMS: u32 = 4;
+/// The most streams a move may copy with (each is two connections).
+const MAX_MOVE_COPY_STREAMS: u32 = 16;
+
 const KEYS: &[&str] = &[
     "database_url",
     "app_database_url",
@@ -201,6 +211,7 @@ const KEYS: &[&str] = &[
     "move_fence_timeout",
     "move_retention",
     "move_round_batch",
+    "move_copy_streams",
     "move_fault",
     "offline_bill_max_age",
     "trusted_proxies",
@@ -400,6 +411,15 @@ impl Settings {
                 .move_retention
                 .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
             move_round_batch: positive(raw.move_round_batch.unwrap_or(10_000), "move_round_batch")?,
+            move_copy_streams: match raw.move_copy_streams.unwrap_or(MOVE_COPY_STREAMS) {
+                n @ 1..=MAX_MOVE_COPY_STREAMS => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "move_copy_streams",
+                        format!("must be between 1 and {MAX_MOVE_COPY_STREAMS}"),
+                    ));
+                }
+            },
             move_fault: raw.move_fault,
             offline_bill_max_age: nonzero(
                 raw.offline_bill_max_age

@@ -491,8 +491,20 @@ async fn a_trading_merchant_moves_every_way_and_loses_nothing() {
 #[rocket::async_test]
 async fn a_move_there_and_back_yields_the_original_content() {
     let t = TestApp::with_config(quick).await;
-    let (m, _) = trading_merchant(&t, "roundtrip").await;
+    let (m, product) = trading_merchant(&t, "roundtrip").await;
+    // Enough stock movements (netting to zero) for the copy to split the
+    // table into key ranges copied by several streams (50,000 rows and up).
+    connect(&t.db.name)
+        .batch_execute(&format!(
+            "INSERT INTO tenant_shared.stock_movements (merchant_id, id, product_id, delta, reason, note)
+             SELECT '{m}', gen_random_uuid(), '{product}', CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END,
+                    'correction', 'bulk ' || g
+               FROM generate_series(1, 60000) g",
+            m = m.id
+        ))
+        .expect("bulk movements");
     let original = current(&t, &m);
+    assert!(original["stock_movements"].len() > 60_000);
     for tier in ["dedicated", "shared"] {
         let mv = move_to(&t, &m, json!({ "tier": tier })).await;
         assert_eq!(mv["status"], "done", "{mv}");

@@ -125,7 +125,7 @@ pub fn quote_ident(ident: &str) -> String {
 }
 
 /// Quotes an SQL string literal (`E'...'`, whatever `standard_conforming_strings` says).
-fn quote_literal(text: &str) -> String {
+pub fn quote_literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 

@@ -15,8 +15,10 @@
 //!    tables records the key of every row the merchant writes into
 //!    `posd_move.changes` (in the source database, same transaction).
 //! 3. **`copy`**: one `REPEATABLE READ` snapshot of the source, streamed
-//!    table by table with binary `COPY` into the target, in one target
-//!    transaction: a copy cut short leaves nothing and starts over.
+//!    table by table with binary `COPY` into the target, a large table in
+//!    key ranges by several streams at once (`POSD_MOVE_COPY_STREAMS`,
+//!    each importing the snapshot); a copy cut short starts over, from an
+//!    emptied target.
 //! 4. **`catch_up`**: rounds that apply the captured changes (see
 //!    [`sync::catch_up`]) until one is short: a quarter of the fence's
 //!    budget. Each round costs what it applies, never the merchant's size
@@ -700,6 +702,15 @@ impl Driver<'_> {
         let fresh = mv.target_tier != Tier::Shared;
         let (run, merchant) = (self.run, self.merchant);
         let mut control = owner_conn(&self.app.settings.database_url)?;
+        // The copy's other streams, for its lifetime only.
+        let (source, target) = self.sides(mv)?;
+        let mut extra = Vec::new();
+        for _ in 1..self.app.settings.move_copy_streams {
+            extra.push((
+                source.connect(self.app, merchant)?,
+                target.connect(self.app, merchant)?,
+            ));
+        }
         let (src, dst, tables) = match (self.src.as_mut(), self.dst.as_mut()) {
             (Some(s), Some(d)) => (s, d, &self.tables),
             _ => unreachable!("connected above"),
@@ -719,7 +730,15 @@ impl Driver<'_> {
             matches!(Move::find(p, run), Ok(Some(m)) if m.status == MoveStatus::Running)
         };
         let started = Instant::now();
-        let done = sync::copy_snapshot(src, dst, tables, merchant, fresh, &mut on_progress)?;
+        let done = sync::copy_snapshot(
+            src,
+            dst,
+            &mut extra,
+            tables,
+            merchant,
+            fresh,
+            &mut on_progress,
+        )?;
         let rows: u64 = done.iter().map(|t| t.rows).sum();
         self.app.move_metrics.copied(rows);
         tracing::info!(%merchant, %run, rows, ms = started.elapsed().as_millis(), "tier move: snapshot copied");

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::db::{
     ids::{MerchantId, RunId},
-    tenant::quote_ident,
+    tenant::{quote_ident, quote_literal},
 };
 
 /// Advisory-lock class of the fence ("pomv"): writers of a moving merchant
@@ -427,17 +427,29 @@ pub struct TableProgress {
     pub checksum: Option<String>,
 }
 
+/// A table with fewer rows than this is copied by one stream.
+const SPLIT_MIN_ROWS: i64 = 50_000;
+
 /// Copies the merchant's rows as of one snapshot of the source into the
-/// target, replacing whatever the target held for the merchant, in one
-/// target transaction (a copy cut short leaves nothing). `fresh`: the
-/// target tables are the merchant's alone (its own schema or database), so
-/// rows go straight in with `COPY` (forced row-level security is lifted for
-/// the owner inside the transaction: `COPY FROM` refuses it); otherwise
-/// (the shared tier) through a temporary table and `INSERT`, under
-/// row-level security. `progress` is told after each table and may cancel.
+/// target, replacing whatever the target held for the merchant. Tables go
+/// one after the other, parents first; a large table is split into as many
+/// key ranges as there are streams, each copied at once by its own pair of
+/// connections: `src`/`dst` and the pairs of `extra`, whose source sessions
+/// import the snapshot of `src` (as `pg_dump --jobs` does). Each table's
+/// rows commit at the target before its children's start (their foreign
+/// keys see them); a copy cut short leaves rows that the next attempt, or
+/// the run's discarding of its target, deletes.
+///
+/// `fresh`: the target tables are the merchant's alone (its own schema or
+/// database), so rows go straight in with `COPY` (forced row-level security
+/// is lifted for the owner until the copy ends: `COPY FROM` refuses it;
+/// the service's role stays bound by it); otherwise (the shared tier)
+/// through a temporary table and `INSERT`, under row-level security.
+/// `progress` is told after each table and may cancel.
 pub fn copy_snapshot(
     src: &mut Client,
     dst: &mut Client,
+    extra: &mut [(Client, Client)],
     tables: &[Table],
     merchant: MerchantId,
     fresh: bool,
@@ -448,9 +460,10 @@ pub fn copy_snapshot(
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
-    let mut d = dst.transaction()?;
+    let snapshot: String = s.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
     let m = lit(merchant);
     let mut done: Vec<TableProgress> = Vec::with_capacity(tables.len());
+    let mut totals = Vec::with_capacity(tables.len());
     for t in tables {
         let total: i64 = s
             .query_one(
@@ -458,6 +471,7 @@ pub fn copy_snapshot(
                 &[],
             )?
             .get(0);
+        totals.push(total);
         done.push(TableProgress {
             table: t.name.clone(),
             rows: 0,
@@ -468,58 +482,169 @@ pub fn copy_snapshot(
     if !progress(&done) {
         return Err(SyncError::Cancelled);
     }
-    delete_all(&mut d, tables, merchant)?;
+    force_rls(dst, tables, merchant, fresh, false)?;
+    let mut readers = vec![s];
+    let mut writers = vec![dst];
+    for (es, ed) in extra.iter_mut() {
+        let mut r = es
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        r.batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT {}",
+            quote_literal(&snapshot)
+        ))?;
+        readers.push(r);
+        writers.push(ed);
+    }
     for (i, t) in tables.iter().enumerate() {
-        let out = format!(
-            "SELECT {} FROM {} WHERE merchant_id = {m}",
-            t.cols(),
-            t.ident()
-        );
-        let rows = if fresh {
-            d.batch_execute(&format!(
-                "ALTER TABLE {} NO FORCE ROW LEVEL SECURITY",
-                t.ident()
-            ))?;
-            let n = stream(
-                &mut s,
-                &mut d,
-                &out,
-                &format!("{} ({})", t.ident(), t.cols()),
-            )?;
-            d.batch_execute(&format!(
-                "ALTER TABLE {} FORCE ROW LEVEL SECURITY",
-                t.ident()
-            ))?;
-            n
-        } else {
-            let staging = staging_name(t, "s");
-            d.batch_execute(&format!(
-                "CREATE TEMP TABLE {staging} (LIKE {}) ON COMMIT DROP",
-                t.ident()
-            ))?;
-            let n = stream(&mut s, &mut d, &out, &format!("{staging} ({})", t.cols()))?;
-            d.batch_execute(&format!(
-                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging}; DROP TABLE {staging}",
-                table = t.ident(),
-                cols = t.cols()
-            ))?;
-            n
-        };
+        let streams = readers.len();
+        let ranges = key_ranges(&mut readers[0], t, merchant, totals[i], streams)?;
+        let copied = std::thread::scope(|scope| {
+            let streams: Vec<_> = readers
+                .iter_mut()
+                .zip(writers.iter_mut())
+                .zip(&ranges)
+                .map(|((r, w), range)| {
+                    scope.spawn(move || copy_range(r, w, t, merchant, range, fresh))
+                })
+                .collect();
+            streams
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<Vec<u64>, SyncError>>()
+        })?;
         if fresh {
-            // Statistics of the rows just loaded, for the merchant's own
-            // queries after the flip. (Not on the shared tier: inside this
-            // transaction, it would hold off every other move's triggers
-            // and ANALYZE of the table until it commits.)
-            d.batch_execute(&format!("ANALYZE {}", t.ident()))?;
+            // Statistics of the rows just loaded, for the catch-up and the
+            // merchant's own queries after the flip. (Not on the shared
+            // tier, whose statistics are every merchant's.)
+            writers[0].batch_execute(&format!("ANALYZE {}", t.ident()))?;
         }
-        done[i].rows = rows;
+        done[i].rows = copied.iter().sum();
         if !progress(&done) {
             return Err(SyncError::Cancelled);
         }
     }
-    d.commit()?;
-    s.commit()?;
+    for r in readers {
+        r.commit()?;
+    }
+    let dst = writers.swap_remove(0);
+    force_rls(dst, tables, merchant, fresh, true)?;
     Ok(done)
+}
+
+/// Before a copy (`force` false): deletes the merchant's rows at the target
+/// and, on a `fresh` target, lifts forced row-level security for the owner;
+/// after it (`force` true), forces it again.
+fn force_rls(
+    dst: &mut Client,
+    tables: &[Table],
+    merchant: MerchantId,
+    fresh: bool,
+    force: bool,
+) -> PgResult<()> {
+    let mut d = dst.transaction()?;
+    if !force {
+        delete_all(&mut d, tables, merchant)?;
+    }
+    if fresh {
+        for t in tables {
+            d.batch_execute(&format!(
+                "ALTER TABLE {} {} ROW LEVEL SECURITY",
+                t.ident(),
+                if force { "FORCE" } else { "NO FORCE" }
+            ))?;
+        }
+    }
+    d.commit()
+}
+
+/// The `WHERE` conditions that split `t`'s rows of the merchant into at
+/// most `n` ranges of about the same size, on the second column of its
+/// primary key (the first is `merchant_id`): bounds read from the key's
+/// index in the copy's snapshot. One range, and no condition, for a small
+/// table.
+fn key_ranges(
+    s: &mut Transaction<'_>,
+    t: &Table,
+    merchant: MerchantId,
+    total: i64,
+    n: usize,
+) -> PgResult<Vec<String>> {
+    let Some(col) = t.pk.get(1).filter(|_| n > 1 && total >= SPLIT_MIN_ROWS) else {
+        return Ok(vec![String::new()]);
+    };
+    let col = quote_ident(col);
+    let parts = i64::try_from(n).unwrap_or(1);
+    let mut bounds: Vec<String> = Vec::new();
+    for i in 1..parts {
+        let row = s.query_opt(
+            &format!(
+                "SELECT {col}::text FROM {table} WHERE merchant_id = {m}
+                  ORDER BY {col} OFFSET {offset} LIMIT 1",
+                table = t.ident(),
+                m = lit(merchant),
+                offset = total * i / parts,
+            ),
+            &[],
+        )?;
+        if let Some(b) = row.map(|r| quote_literal(&r.get::<_, String>(0)))
+            && bounds.last() != Some(&b)
+        {
+            bounds.push(b);
+        }
+    }
+    let ranges = (0..=bounds.len())
+        .map(|i| {
+            let lo = i
+                .checked_sub(1)
+                .map(|j| format!(" AND {col} >= {}", bounds[j]));
+            let hi = bounds.get(i).map(|b| format!(" AND {col} < {b}"));
+            format!("{}{}", lo.unwrap_or_default(), hi.unwrap_or_default())
+        })
+        .collect();
+    Ok(ranges)
+}
+
+/// Copies the merchant's rows of `t` within `range` (a condition of
+/// [`key_ranges`]) in a target transaction of its own; the number of rows.
+fn copy_range(
+    s: &mut Transaction<'_>,
+    dst: &mut Client,
+    t: &Table,
+    merchant: MerchantId,
+    range: &str,
+    fresh: bool,
+) -> Result<u64, SyncError> {
+    let out = format!(
+        "SELECT {} FROM {} WHERE merchant_id = {}{range}",
+        t.cols(),
+        t.ident(),
+        lit(merchant)
+    );
+    let mut d = dst.transaction()?;
+    let rows = if fresh {
+        stream(s, &mut d, &out, &format!("{} ({})", t.ident(), t.cols()))?
+    } else {
+        let staging = staging_name(t, "s");
+        d.batch_execute(&format!(
+            "CREATE TEMP TABLE {staging} (LIKE {}) ON COMMIT DROP",
+            t.ident()
+        ))?;
+        let n = stream(s, &mut d, &out, &format!("{staging} ({})", t.cols()))?;
+        d.batch_execute(&format!(
+            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging}",
+            table = t.ident(),
+            cols = t.cols()
+        ))?;
+        n
+    };
+    d.commit()?;
+    Ok(rows)
 }
 
 pub(super) fn staging_name(t: &Table, kind: &str) -> String {
@@ -581,11 +706,14 @@ pub fn catch_up(
     // The round's changes, picked once: every visible one, or, with
     // `batch`, those of the transactions that wrote the oldest `batch`
     // (whole transactions: a batch that split one could apply a child row
-    // before its parent).
+    // before its parent), each transaction's looked up by its index.
     let pick = match batch {
         Some(n) => format!(
-            "SELECT seq, tbl, pk FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r} AND xact IN
-               (SELECT xact FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r} ORDER BY seq LIMIT {n})"
+            "WITH x AS MATERIALIZED (SELECT DISTINCT xact FROM
+                 (SELECT xact FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r} ORDER BY seq LIMIT {n}) o)
+             SELECT c.seq, c.tbl, c.pk FROM x CROSS JOIN LATERAL
+                 (SELECT seq, tbl, pk FROM {CAPTURE_SCHEMA}.changes
+                   WHERE run_id = {r} AND xact = x.xact OFFSET 0) c"
         ),
         None => format!("SELECT seq, tbl, pk FROM {CAPTURE_SCHEMA}.changes WHERE run_id = {r}"),
     };
@@ -656,9 +784,10 @@ pub fn catch_up(
     let ms = |d: std::time::Duration| d.as_millis();
     tracing::debug!(
         %merchant, %run, changes = round.changes, tables = changed.len(),
-        pick_ms = ms(picked_at), stage_ms = ms(staged_at - picked_at),
-        apply_ms = ms(applied_at - staged_at), verify_ms = ms(verified_at - applied_at),
-        commit_ms = ms(started.elapsed() - verified_at),
+        pick_ms = ms(picked_at), stage_ms = ms(staged_at.saturating_sub(picked_at)),
+        apply_ms = ms(applied_at.saturating_sub(staged_at)),
+        verify_ms = ms(verified_at.saturating_sub(applied_at)),
+        commit_ms = ms(started.elapsed().saturating_sub(verified_at)),
         "tier move: catch-up round"
     );
     Ok(round)
@@ -701,8 +830,14 @@ fn checksums(
     tables.iter().map(|t| checksum(tx, t, merchant)).collect()
 }
 
-/// Stages at the target, in temporary tables, the keys of `t` in the
-/// round's changes and their rows as the source's snapshot has them.
+/// Marks a staged key whose row is gone at the source (a column of the
+/// staging tables only).
+const GONE: &str = "posd_gone";
+
+/// Stages at the target, in a temporary table, the keys of `t` in the
+/// round's changes with their rows as the source's snapshot has them: a
+/// key whose row is gone comes with its other columns null and [`GONE`]
+/// set. One stream per table, each key looked up once.
 fn stage(
     src: &mut Transaction<'_>,
     dst: &mut Transaction<'_>,
@@ -721,28 +856,38 @@ fn stage(
         table = t.ident(),
         name = t.name.replace('\'', "''"),
     );
-    let (rows, keys) = (staging_name(t, "s"), staging_name(t, "k"));
+    // Key columns from the key, the others from the row (null when gone).
+    let cols = t
+        .cols
+        .iter()
+        .map(|c| {
+            let from = if t.pk.contains(c) { "k" } else { "r" };
+            format!("{from}.{}", quote_ident(c))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = staging_name(t, "s");
+    // CREATE TABLE AS keeps the types and drops the NOT NULL constraints.
     dst.batch_execute(&format!(
-        "CREATE TEMP TABLE {rows} (LIKE {table}) ON COMMIT DROP;
-         CREATE TEMP TABLE {keys} ON COMMIT DROP AS SELECT {pk} FROM {table} WITH NO DATA",
+        "CREATE TEMP TABLE {rows} ON COMMIT DROP AS
+             SELECT {all}, false AS {GONE} FROM {table} WITH NO DATA",
+        all = t.cols(),
         table = t.ident(),
-        pk = t.pk()
     ))?;
-    stream(src, dst, &keys_of, &keys)?;
     stream(
         src,
         dst,
         &format!(
             // A lateral subquery that cannot be flattened (OFFSET 0): one
             // index lookup per changed key, whatever the statistics say.
-            "SELECT {cols} FROM ({keys_of}) k CROSS JOIN LATERAL
-                 (SELECT {all} FROM {table} t WHERE {on} AND t.merchant_id = {m} OFFSET 0) r",
-            cols = t.qualified_cols("r"),
+            "SELECT {cols}, r.{GONE} IS NULL FROM ({keys_of}) k LEFT JOIN LATERAL
+                 (SELECT {all}, true AS {GONE} FROM {table} t
+                   WHERE {on} AND t.merchant_id = {m} OFFSET 0) r ON true",
             all = t.qualified_cols("t"),
             table = t.ident(),
             on = t.pk_join("t", "k"),
         ),
-        &format!("{rows} ({})", t.cols()),
+        &format!("{rows} ({}, {GONE})", t.cols()),
     )?;
     Ok(())
 }
@@ -764,7 +909,7 @@ fn apply(d: &mut Transaction<'_>, changed: &[&Table], merchant: MerchantId) -> P
             format!("UPDATE SET {}", set.join(", "))
         };
         d.batch_execute(&format!(
-            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {rows}
+            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {rows} WHERE NOT {GONE}
              ON CONFLICT ({pk}) DO {action}",
             table = t.ident(),
             cols = t.cols(),
@@ -773,24 +918,12 @@ fn apply(d: &mut Transaction<'_>, changed: &[&Table], merchant: MerchantId) -> P
         ))?;
     }
     for t in changed.iter().rev() {
-        // Rows are seldom deleted: most rounds have none to delete, and
-        // skip the statement.
-        let gone = format!(
-            "SELECT {pk} FROM {keys} EXCEPT SELECT {pk} FROM {rows}",
-            pk = t.pk(),
-            keys = staging_name(t, "k"),
+        d.batch_execute(&format!(
+            "DELETE FROM {table} t USING {rows} g WHERE g.{GONE} AND {on} AND t.merchant_id = {m}",
+            table = t.ident(),
             rows = staging_name(t, "s"),
-        );
-        let n: i64 = d
-            .query_one(&format!("SELECT count(*) FROM ({gone}) g"), &[])?
-            .get(0);
-        if n > 0 {
-            d.batch_execute(&format!(
-                "DELETE FROM {table} t USING ({gone}) g WHERE {on} AND t.merchant_id = {m}",
-                table = t.ident(),
-                on = t.pk_join("t", "g"),
-            ))?;
-        }
+            on = t.pk_join("t", "g"),
+        ))?;
     }
     Ok(())
 }
