@@ -137,6 +137,18 @@ def fresh_override():
     return {"id": spare, "key": key}
 
 
+def fresh_integration(run):
+    """An integration to delete: the merchant's own (`staff`) or the
+    platform's (`admin`) of the kind the set-up leaves free (one per
+    kind), made unless generated cases made one already."""
+    call, path = (_staff, "/integrations") if run == "staff" else (_admin, "/admin/integrations")
+    for item in call("GET", path)["items"]:
+        if item["kind"] == "shipping" and item["source"] == ("merchant" if run == "staff" else "platform"):
+            return item["id"]
+    body = {"kind": "shipping", "provider": "fuzz", "credentials": {"apiKey": "fuzz-shipping"}}
+    return call("POST", path, body)["id"]
+
+
 # Path ids: (method, path) -> (run that may use it, `any` for both, how to
 # get an id, or a dict of ids for a path that names several). A path key
 # that is not a valid key does not reach the route at all (404 whatever
@@ -169,6 +181,10 @@ PATH_IDS = {
         lambda: {"id": IDS["spareMerchantId"], "key": IDS["flagKey"]},
     ),
     ("DELETE", "/admin/tenants/{id}/flags/{key}"): ("any", fresh_override),
+    ("PATCH", "/integrations/{id}"): ("staff", lambda: IDS["integrationId"]),
+    ("DELETE", "/integrations/{id}"): ("staff", lambda: fresh_integration("staff")),
+    ("PATCH", "/admin/integrations/{id}"): ("admin", lambda: IDS["defaultIntegrationId"]),
+    ("DELETE", "/admin/integrations/{id}"): ("admin", lambda: fresh_integration("admin")),
     ("GET", "/admin/tenants/{id}/moves/{run}"): ("admin", moved),
     ("POST", "/admin/tenants/{id}/moves/{run}/cancel"): ("admin", moved),
 }

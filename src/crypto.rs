@@ -1,10 +1,17 @@
-//! Sealing of tenant-database credentials at rest (AES-256-GCM).
+//! Sealing of credentials at rest (AES-256-GCM): tenant-database URLs and
+//! integrations' credentials.
 //!
 //! Sealed layout: `version (1) ‖ key id length (1) ‖ key id ‖ nonce (12) ‖
-//! ciphertext+tag`. The associated data binds the merchant and the purpose,
-//! so a value copied to another merchant's row (or used for another purpose)
-//! does not open. Several keys may be configured; the first is active and
-//! seals, all of them open.
+//! ciphertext+tag`. The associated data binds the merchant and the purpose
+//! (for an integration, its id too), so a value copied to another
+//! merchant's row, another integration's or used for another purpose does
+//! not open. Several keys may be configured; the first is active and seals,
+//! all of them open.
+//!
+//! [`Keyring::fingerprint`] is a short keyed digest of a plaintext
+//! (HMAC-SHA256 under a key derived from the active key), shown instead of
+//! a credential: it tells two values apart without revealing either, and
+//! cannot be checked against a guess without the key.
 
 use std::sync::Arc;
 
@@ -13,6 +20,8 @@ use aes_gcm::{
     aead::{Aead, AeadCore, OsRng, Payload},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -20,23 +29,45 @@ const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 
 /// What a sealed value is for; part of the associated data.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     TenantDatabaseUrl,
+    /// The credentials of one integration (its id). A platform default
+    /// (no merchant) is sealed for the nil merchant id.
+    IntegrationCredentials {
+        integration: Uuid,
+    },
 }
 
 impl Purpose {
     fn as_str(self) -> &'static str {
         match self {
             Purpose::TenantDatabaseUrl => "tenant-database-url",
+            Purpose::IntegrationCredentials { .. } => "integration-credentials",
         }
     }
 }
+
+/// What [`Keyring::fingerprint`] derives its key with, from each AES key.
+const FINGERPRINT_LABEL: &[u8] = b"posd:v1:credential-fingerprint";
 
 #[derive(Clone)]
 struct NamedKey {
     id: String,
     cipher: Aes256Gcm,
+    /// HMAC-SHA256(key, [`FINGERPRINT_LABEL`]): never the AES key itself.
+    fingerprint_key: Zeroizing<[u8; 32]>,
+}
+
+/// HMAC-SHA256 of `msg` under `key`.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    // HMAC takes a key of any length: `new_from_slice` cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(msg);
+    let mut out = [0; 32];
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
 }
 
 /// The configured AES-256 keys; the first one is active.
@@ -110,9 +141,11 @@ impl Keyring {
                 });
             }
             let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes));
+            let fingerprint_key = Zeroizing::new(hmac_sha256(&bytes, FINGERPRINT_LABEL));
             keys.push(NamedKey {
                 id: id.to_string(),
                 cipher,
+                fingerprint_key,
             });
         }
         if keys.is_empty() {
@@ -133,8 +166,32 @@ impl Keyring {
         &self.keys[0].id
     }
 
+    /// The associated data. A tenant database URL's is unchanged since
+    /// version 1 (`posd:v1:<merchant>:tenant-database-url`): URLs sealed
+    /// before integrations existed still open.
     fn aad(merchant: Uuid, purpose: Purpose) -> String {
-        format!("posd:v{VERSION}:{merchant}:{}", purpose.as_str())
+        match purpose {
+            Purpose::TenantDatabaseUrl => {
+                format!("posd:v{VERSION}:{merchant}:{}", purpose.as_str())
+            }
+            Purpose::IntegrationCredentials { integration } => format!(
+                "posd:v{VERSION}:{merchant}:{}:{integration}",
+                purpose.as_str()
+            ),
+        }
+    }
+
+    /// A keyed fingerprint of `plaintext`: the first 16 hex digits (64
+    /// bits) of HMAC-SHA256 under a key derived from the active key. Stored
+    /// beside a sealed value when it is set, so that a rotation does not
+    /// change it; the same value set again after a rotation shows another.
+    pub fn fingerprint(&self, plaintext: &[u8]) -> String {
+        let mac = hmac_sha256(&*self.keys[0].fingerprint_key, plaintext);
+        mac[..8].iter().fold(String::with_capacity(16), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
     }
 
     /// Seals `plaintext` under the active key for this merchant and purpose.
@@ -276,6 +333,51 @@ mod tests {
         );
         assert!(!sealed.windows(2).any(|w| w == b"pw"));
         assert_eq!(Keyring::sealed_key_id(b"\x01"), Err(CryptoError::Malformed));
+    }
+
+    #[test]
+    fn database_url_aad_is_unchanged() {
+        let m = Uuid::nil();
+        assert_eq!(
+            Keyring::aad(m, Purpose::TenantDatabaseUrl),
+            format!("posd:v1:{m}:tenant-database-url")
+        );
+    }
+
+    #[test]
+    fn integration_credentials_bind_merchant_and_integration() {
+        let k = ring(&Keyring::generate_spec("k1"));
+        let (m, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (integration, another) = (Uuid::new_v4(), Uuid::new_v4());
+        let p = Purpose::IntegrationCredentials { integration };
+        let sealed = k.seal(m, p, b"{\"apiKey\":\"sk\"}").unwrap();
+        assert_eq!(&*k.open(m, p, &sealed).unwrap(), b"{\"apiKey\":\"sk\"}");
+        for (merchant, purpose) in [
+            (other, p),
+            (
+                m,
+                Purpose::IntegrationCredentials {
+                    integration: another,
+                },
+            ),
+            (m, Purpose::TenantDatabaseUrl),
+        ] {
+            assert_eq!(k.open(merchant, purpose, &sealed), Err(CryptoError::Open));
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_short_and_stable() {
+        let a = ring(&Keyring::generate_spec("a"));
+        let b = ring(&Keyring::generate_spec("b"));
+        let f = a.fingerprint(b"secret");
+        assert_eq!(f.len(), 16);
+        assert!(f.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.fingerprint(b"secret"), f);
+        assert_ne!(a.fingerprint(b"secret2"), f);
+        assert_ne!(b.fingerprint(b"secret"), f);
+        let digest = format!("{:x}", <Sha256 as sha2::Digest>::digest(b"secret"));
+        assert!(!digest.starts_with(&f));
     }
 
     #[test]

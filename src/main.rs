@@ -452,9 +452,12 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             posd::app::migrate(&settings)?;
             let r = posd::tenancy::keys::rotate(&settings)?;
             for f in &r.failures {
+                let merchant = f
+                    .merchant_id
+                    .map_or_else(|| "platform".to_string(), |m| m.to_string());
                 println!(
-                    "failed     database {} merchant {}: {}",
-                    f.database_id, f.merchant_id, f.error
+                    "failed     {} merchant {merchant}: {}",
+                    f.credential, f.error
                 );
             }
             println!(

@@ -200,6 +200,7 @@ impl Modify for SharedResponses {
         (name = "staff", description = "Staff users (owner only)"),
         (name = "context", description = "The merchant's plan, limits and features, as a till reads them at start-up"),
         (name = "settings", description = "The merchant's settings and branding"),
+        (name = "integrations", description = "The merchant's payment, email, accounting... integrations; credentials are write-only (owner only)"),
         (name = "admin", description = "Platform operators"),
     )
 )]
@@ -209,8 +210,9 @@ struct ApiDoc;
 /// mounted at (see [`super::routes`]), with the [`SharedResponses`].
 pub fn openapi() -> openapi::OpenApi {
     use super::{
-        PREFIX, admin, auth, categories, context, customers, export, fleet, health, inventory,
-        metrics, moves, offline, orders, plans, products, provisioning, reports, settings, staff,
+        PREFIX, admin, auth, categories, context, customers, export, fleet, health, integrations,
+        inventory, metrics, moves, offline, orders, plans, products, provisioning, reports,
+        settings, staff,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -226,6 +228,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, staff::Doc::openapi())
         .nest(PREFIX, context::Doc::openapi())
         .nest(PREFIX, settings::Doc::openapi())
+        .nest(PREFIX, integrations::Doc::openapi())
         .nest(PREFIX, plans::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
         .nest(PREFIX, fleet::Doc::openapi())

@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod guards;
 pub mod health;
 pub mod idempotent;
+pub mod integrations;
 pub mod inventory;
 pub mod metrics;
 pub mod moves;
@@ -60,6 +61,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, staff::routes()),
         (PREFIX, context::routes()),
         (PREFIX, settings::routes()),
+        (PREFIX, integrations::routes()),
         (PREFIX, plans::routes()),
         (PREFIX, admin::routes()),
         (PREFIX, fleet::routes()),

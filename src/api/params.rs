@@ -31,7 +31,16 @@ macro_rules! id_params {
 }
 
 id_params!(
-    MerchantId, StaffId, ProductId, CategoryId, CustomerId, OrderId, RefundId, DatabaseId, RunId
+    MerchantId,
+    StaffId,
+    ProductId,
+    CategoryId,
+    CustomerId,
+    OrderId,
+    RefundId,
+    DatabaseId,
+    RunId,
+    IntegrationId
 );
 
 /// One page of a list; `nextCursor` is null on the last page.

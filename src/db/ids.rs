@@ -22,5 +22,14 @@ macro_rules! id_type {
 }
 
 id_type!(
-    MerchantId, StaffId, ProductId, CategoryId, CustomerId, OrderId, RefundId, DatabaseId, RunId
+    MerchantId,
+    StaffId,
+    ProductId,
+    CategoryId,
+    CustomerId,
+    OrderId,
+    RefundId,
+    DatabaseId,
+    RunId,
+    IntegrationId
 );

@@ -82,6 +82,9 @@ error_codes! {
     CannotChangeSelf = "cannot_change_self",
     LastOwner = "last_owner",
     InsufficientStock = "insufficient_stock",
+    /// The merchant (or the platform) already has an integration of this
+    /// kind.
+    IntegrationKindTaken = "integration_kind_taken",
 
     // Plans and features.
     /// A creation would exceed a limit of the merchant's plan (or of its

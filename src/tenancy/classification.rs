@@ -59,6 +59,7 @@ pub const SHARED: &[&str] = &[
     "plans",
     "feature_flags",
     "merchant_flag_overrides",
+    "merchant_integrations",
 ];
 
 /// Data-plane tables.

@@ -1,4 +1,5 @@
-//! Key rotation: re-sealing every stored credential under the active key.
+//! Key rotation: re-sealing every stored credential under the active key:
+//! tenant database URLs and integrations' credentials.
 //!
 //! Resumable: each row is re-sealed and committed on its own, rows already
 //! sealed with the active key are skipped, and a row changed by someone
@@ -12,8 +13,8 @@ use crate::crypto::{Keyring, Purpose};
 use crate::{
     config::Settings,
     db::{
-        ids::{DatabaseId, MerchantId},
-        platform::{Platform, tenant_databases::TenantDatabase},
+        ids::MerchantId,
+        platform::{Platform, integrations::IntegrationRow, tenant_databases::TenantDatabase},
         pool,
     },
     redact::redact_text,
@@ -34,13 +35,15 @@ pub struct RotationReport {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationFailure {
-    pub database_id: DatabaseId,
-    pub merchant_id: MerchantId,
+    /// What was not re-sealed: `database <id>` or `integration <id>`.
+    pub credential: String,
+    /// `None` for a platform default integration.
+    pub merchant_id: Option<MerchantId>,
     pub error: String,
 }
 
-/// Re-seals every tenant database URL under the active key of
-/// `settings.keyring` (blocking).
+/// Re-seals every tenant database URL and every integration's credentials
+/// under the active key of `settings.keyring` (blocking).
 pub fn rotate(settings: &Settings) -> anyhow::Result<RotationReport> {
     let keyring = &settings.keyring;
     // The driver's message may hold the URL: only its redacted text goes on.
@@ -52,28 +55,73 @@ pub fn rotate(settings: &Settings) -> anyhow::Result<RotationReport> {
     })?;
     let mut p = Platform::new(&mut conn);
     let rows = TenantDatabase::all(&mut p).context("cannot read the tenant databases")?;
+    let integrations =
+        IntegrationRow::all_with_credentials(&mut p).context("cannot read the integrations")?;
     let mut report = RotationReport {
         active_key: keyring.active_key_id().to_string(),
-        total: rows.len(),
+        total: rows.len() + integrations.len(),
         ..RotationReport::default()
     };
     for row in rows {
-        match reseal(&mut p, keyring, &row) {
-            Ok(true) => report.resealed += 1,
-            Ok(false) => report.already_current += 1,
+        let outcome = reseal(&mut p, keyring, &row);
+        report.record(
+            outcome,
+            format!("database {}", row.id),
+            Some(row.merchant_id),
+        );
+    }
+    for row in integrations {
+        let outcome = reseal_integration(&mut p, keyring, &row);
+        report.record(outcome, format!("integration {}", row.id), row.merchant_id);
+    }
+    Ok(report)
+}
+
+impl RotationReport {
+    fn record(
+        &mut self,
+        outcome: anyhow::Result<bool>,
+        credential: String,
+        merchant_id: Option<MerchantId>,
+    ) {
+        match outcome {
+            Ok(true) => self.resealed += 1,
+            Ok(false) => self.already_current += 1,
             Err(e) => {
                 let error = format!("{e:#}");
-                tracing::warn!(database = %row.id, merchant = %row.merchant_id, %error, "could not re-seal");
-                report.failed += 1;
-                report.failures.push(RotationFailure {
-                    database_id: row.id,
-                    merchant_id: row.merchant_id,
+                tracing::warn!(%credential, merchant = ?merchant_id, %error, "could not re-seal");
+                self.failed += 1;
+                self.failures.push(RotationFailure {
+                    credential,
+                    merchant_id,
                     error,
                 });
             }
         }
     }
-    Ok(report)
+}
+
+/// Re-seals one integration's credentials; `Ok(false)` when they are
+/// already under the active key. The fingerprint stays as it was.
+fn reseal_integration(
+    p: &mut Platform<'_>,
+    keyring: &Keyring,
+    row: &IntegrationRow,
+) -> anyhow::Result<bool> {
+    let Some(previous) = &row.credentials_sealed else {
+        return Ok(false);
+    };
+    if Keyring::sealed_key_id(previous)? == keyring.active_key_id() {
+        return Ok(false);
+    }
+    let plain = crate::tenancy::integrations::open(keyring, row)?
+        .ok_or_else(|| anyhow!("the credentials were removed during the rotation; run it again"))?;
+    let sealed = crate::tenancy::integrations::seal(keyring, row.merchant_id, row.id, &plain)?;
+    drop(plain);
+    if !IntegrationRow::reseal(p, row.id, previous, &sealed.sealed, &sealed.key_id)? {
+        bail!("the row changed during the rotation; run it again");
+    }
+    Ok(true)
 }
 
 /// Re-seals one row; `Ok(false)` when it is already under the active key.

@@ -21,6 +21,7 @@ pub mod breaker;
 pub mod classification;
 pub mod context;
 pub mod fleet;
+pub mod integrations;
 pub mod keys;
 pub mod migrations;
 pub mod moves;

@@ -13,7 +13,7 @@ use crate::{
 };
 use posd::{crypto::Keyring, tenancy::Tier};
 
-fn rotate_cli(t: &TestApp, keys: &str) -> (bool, String) {
+pub(crate) fn rotate_cli(t: &TestApp, keys: &str) -> (bool, String) {
     let s = &t.app().settings;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_posd"))
         .args(["keys", "rotate"])

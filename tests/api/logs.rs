@@ -5,7 +5,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -14,6 +14,12 @@ use crate::common::{API, JWT_SECRET, Server, TestDb, api};
 
 /// Sends one HTTP/1.1 request and returns the status code.
 fn request(port: u16, head: &str, body: &str) -> u16 {
+    exchange(port, head, body).0
+}
+
+/// Sends one HTTP/1.1 request; answers the status code and the whole
+/// answer as text (head and body).
+pub(crate) fn exchange(port: u16, head: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -24,72 +30,111 @@ fn request(port: u16, head: &str, body: &str) -> u16 {
     .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
-    answer
+    let status = answer
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    (status, answer)
+}
+
+/// A `posd serve` over a test database, its stdout and stderr read line
+/// by line.
+pub(crate) struct Serving {
+    pub child: Child,
+    pub port: u16,
+    /// The lines written up to its announcement.
+    pub lines: Vec<String>,
+    rx: mpsc::Receiver<String>,
+}
+
+impl Serving {
+    /// Starts posd on database `db` with `POSD_LOG` set to `log` (unset
+    /// when `None`), and waits for it to announce itself.
+    pub(crate) fn start(db: &str, log: Option<&str>) -> Serving {
+        let server = Server::get();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_posd"));
+        cmd.arg("serve").env_remove("ROCKET_LOG_LEVEL");
+        match log {
+            Some(filter) => cmd.env("POSD_LOG", filter),
+            None => cmd.env_remove("POSD_LOG"),
+        };
+        let mut child = cmd
+            .env("POSD_BENCH_SUITE", "1") // for a build with --features bench-control
+            .env("POSD_DATABASE_URL", server.owner_url(db))
+            .env("POSD_APP_DATABASE_URL", server.app_url(db))
+            .env("POSD_JWT_SECRET", JWT_SECRET)
+            .env("POSD_ENCRYPTION_KEYS", server.keys())
+            .env("ROCKET_ADDRESS", "127.0.0.1")
+            .env("ROCKET_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start posd serve");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        let streams: [Box<dyn Read + Send>; 2] = [Box::new(stdout), Box::new(stderr)];
+        for stream in streams {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+
+        // posd announces itself once Rocket listens.
+        let mut lines = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    let up = line.contains("posd serving on");
+                    lines.push(line);
+                    if up {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("posd did not announce itself ({e}):\n{}", lines.join("\n"));
+                }
+            }
+        }
+        Serving {
+            child,
+            port,
+            lines,
+            rx,
+        }
+    }
+
+    /// Stops posd and answers every line it wrote. Each access line was
+    /// written before its answer was sent; stopping posd closes its pipes,
+    /// which ends the readers.
+    pub(crate) fn stop(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.lines.extend(self.rx.iter());
+        self.lines
+    }
 }
 
 #[test]
 fn serve_logs_an_access_line_per_request_and_no_warning() {
     let db = TestDb::new();
-    let server = Server::get();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_posd"))
-        .arg("serve")
-        .env_remove("POSD_LOG")
-        .env_remove("ROCKET_LOG_LEVEL")
-        .env("POSD_BENCH_SUITE", "1") // for a build with --features bench-control
-        .env("POSD_DATABASE_URL", server.owner_url(&db.name))
-        .env("POSD_APP_DATABASE_URL", server.app_url(&db.name))
-        .env("POSD_JWT_SECRET", JWT_SECRET)
-        .env("POSD_ENCRYPTION_KEYS", server.keys())
-        .env("ROCKET_ADDRESS", "127.0.0.1")
-        .env("ROCKET_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start posd serve");
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let streams: [Box<dyn Read + Send>; 2] = [Box::new(stdout), Box::new(stderr)];
-    for stream in streams {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
-
-    // posd announces itself once Rocket listens.
-    let mut lines = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => {
-                let up = line.contains("posd serving on");
-                lines.push(line);
-                if up {
-                    break;
-                }
-            }
-            Err(e) => {
-                let _ = child.kill();
-                panic!("posd did not announce itself ({e}):\n{}", lines.join("\n"));
-            }
-        }
-    }
+    let serving = Serving::start(&db.name, None);
+    let port = serving.port;
 
     let token = "not.a-valid.token-7f3a";
     let body_marker = "body-marker-9c1e";
@@ -109,11 +154,7 @@ fn serve_logs_an_access_line_per_request_and_no_warning() {
     ];
     assert_eq!(statuses, [200, 401, 422, 404]);
 
-    // Each access line was written before its answer was sent; stopping
-    // posd closes its pipes, which ends the readers.
-    child.kill().unwrap();
-    child.wait().unwrap();
-    lines.extend(rx.iter());
+    let lines = serving.stop();
     let log = lines.join("\n");
 
     let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN")).collect();

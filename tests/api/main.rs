@@ -17,6 +17,7 @@ mod errors;
 mod export;
 mod faults;
 mod hardening;
+mod integrations;
 mod isolation;
 mod keys;
 mod kinds;

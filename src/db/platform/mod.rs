@@ -7,6 +7,7 @@ mod schema;
 
 pub mod audit;
 pub mod exports;
+pub mod integrations;
 pub mod merchants;
 pub mod migration_state;
 pub mod moves;

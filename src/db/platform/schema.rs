@@ -173,6 +173,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    merchant_integrations (id) {
+        id -> Uuid,
+        merchant_id -> Nullable<Uuid>,
+        kind -> Text,
+        provider -> Text,
+        settings -> Jsonb,
+        credentials_sealed -> Nullable<Bytea>,
+        credentials_key_id -> Nullable<Text>,
+        credentials_fingerprint -> Nullable<Text>,
+        credentials_set_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(staff_users -> merchants (merchant_id));
 diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
 diesel::joinable!(merchants -> plans (plan));
@@ -191,4 +207,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tenant_migration_runs,
     tenant_exports,
     tenant_moves,
+    merchant_integrations,
 );
