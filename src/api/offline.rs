@@ -39,7 +39,7 @@ use crate::{
     },
     error::{ApiError, ApiResult, ErrorBody, ErrorCode, fail},
     pos::checkout::{self, OfflineBill},
-    tenancy::{context::TenantContext, tenant_db::TenantDb},
+    tenancy::{context::TenantContext, settings::Settings, tenant_db::TenantDb},
 };
 
 /// The feature flag offline bills are behind.
@@ -156,7 +156,7 @@ fn prepare(
     staff: &Staff,
     now: DateTime<Utc>,
     max_age: std::time::Duration,
-    discount_limit_bps: i64,
+    settings: &Settings,
 ) -> ApiResult<checkout::Sale> {
     let bill: Bill = parse(&raw.to_string()).map_err(|e| {
         if e.code == ErrorCode::InvalidBody {
@@ -192,7 +192,7 @@ fn prepare(
         customer_id: bill.customer_id,
         note: bill.note,
     };
-    let sale = order.into_sale(staff, discount_limit_bps, Some(offline));
+    let sale = order.into_sale(staff, settings, Some(offline));
     checkout::validate(&sale)?;
     Ok(sale)
 }
@@ -235,16 +235,7 @@ async fn offline_bills(
                 .get("clientId")
                 .and_then(Value::as_str)
                 .and_then(|s| Uuid::parse_str(s).ok());
-            (
-                client_id,
-                prepare(
-                    raw,
-                    staff,
-                    now,
-                    max_age,
-                    ctx.settings.cashier_discount_limit_bps,
-                ),
-            )
+            (client_id, prepare(raw, staff, now, max_age, &ctx.settings))
         })
         .collect();
     let results = db

@@ -32,7 +32,7 @@ use crate::{
         checkout::{self, OfflineBill, Sale, SaleLine, Tender},
         refund::{self, RefundRequest, RefundWhat},
     },
-    tenancy::{context::TenantContext, tenant_db::TenantDb},
+    tenancy::{context::TenantContext, settings::Settings, tenant_db::TenantDb},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -79,13 +79,13 @@ pub struct CreateOrder {
 }
 
 impl CreateOrder {
-    /// The sale this body asks for, by `staff`.
-    /// The sale by `staff`; `discount_limit_bps` is the merchant's
-    /// cashier discount limit.
+    /// The sale this body asks for, by `staff`, under the merchant's
+    /// `settings` (cashier discount limit, tax-inclusive prices, cash
+    /// rounding).
     pub fn into_sale(
         self,
         staff: &Staff,
-        discount_limit_bps: i64,
+        settings: &Settings,
         offline: Option<OfflineBill>,
     ) -> Sale {
         Sale {
@@ -115,7 +115,9 @@ impl CreateOrder {
             staff: staff.claims.sub,
             currency: staff.placement.currency.to_string(),
             may_override_price: staff.role() >= Role::Manager,
-            discount_limit_bps,
+            discount_limit_bps: settings.cashier_discount_limit_bps,
+            prices_include_tax: settings.prices_include_tax,
+            cash_rounding: settings.cash_rounding,
             offline,
         }
     }
@@ -149,9 +151,7 @@ async fn create(
     body: Body<CreateOrder>,
 ) -> ApiResult<Stored> {
     let hash = IdempotencyKey::request_hash("POST /orders", &body.0)?;
-    let sale = body
-        .0
-        .into_sale(staff, ctx.settings.cashier_discount_limit_bps, None);
+    let sale = body.0.into_sale(staff, &ctx.settings, None);
     // A request that fails validation saves nothing under its key.
     checkout::validate(&sale)?;
     idempotent::run(

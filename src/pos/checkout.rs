@@ -62,6 +62,12 @@ pub struct Sale {
     /// give on a line at the catalog's price, in basis points of the
     /// line's amount (the merchant's `cashierDiscountLimitBps`).
     pub discount_limit_bps: i64,
+    /// Whether catalog prices include tax (the merchant's
+    /// `pricesIncludeTax`); recorded on the order.
+    pub prices_include_tax: bool,
+    /// The step the cash part of the payments is rounded to, in minor
+    /// units (the merchant's `cashRounding`; 1 is none).
+    pub cash_rounding: i64,
     /// Set for an offline bill: it records a sale that already happened, so
     /// it takes stock below zero (flagging the product for a count) rather
     /// than fail, keeps the till's time, and is priced as the catalog was
@@ -260,8 +266,14 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
         }
         let unit = l.unit_price_minor.unwrap_or(p.price_minor);
         check_price_rule(sale, i, l.quantity, unit, p.price_minor, l.discount_minor)?;
-        let a = pricing::price_line(l.quantity, unit, l.discount_minor, p.tax_rate_bps)
-            .map_err(|e| price_error(i, e))?;
+        let a = pricing::price_line(
+            l.quantity,
+            unit,
+            l.discount_minor,
+            p.tax_rate_bps,
+            sale.prices_include_tax,
+        )
+        .map_err(|e| price_error(i, e))?;
         if p.track_stock {
             *take.entry(p.id).or_default() += i64::from(l.quantity);
         }
@@ -307,7 +319,7 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
         .iter()
         .map(|p| (p.method, p.amount_minor))
         .collect();
-    let t = pricing::tender(total, &tenders).map_err(SaleError::Tender)?;
+    let t = pricing::tender(total, &tenders, sale.cash_rounding).map_err(SaleError::Tender)?;
 
     if let Some(c) = sale.customer_id {
         Customer::find(tx, c).map_err(|e| match e {
@@ -329,10 +341,12 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
         customer_id: sale.customer_id,
         staff_id: sale.staff,
         currency: sale.currency.clone(),
+        prices_include_tax: sale.prices_include_tax,
         gross_minor: gross,
         discount_minor: discount,
         tax_minor: tax,
         total_minor: total,
+        rounding_minor: t.rounding,
         tendered_minor: t.tendered,
         change_minor: t.change,
         refunded_minor: 0,

@@ -8,6 +8,12 @@
 //! is allowed only before settlement: on the merchant's business day the
 //! order was made (in the merchant's time zone), and only if nothing was
 //! refunded yet. Afterwards, refund it.
+//!
+//! A refund is of the goods' value: a line's units at their share of the
+//! line's total (what the customer paid for it, tax-inclusive or not), an
+//! amount at most what is left of the order's total. The cash rounding of
+//! the sale (`orders.rounding_minor`) stays with the sale, and a cash
+//! refund is not rounded here.
 
 use std::collections::BTreeMap;
 

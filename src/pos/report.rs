@@ -6,9 +6,12 @@
 //! sales until 04:00 count on the evening's day); 23 or 25 hours long
 //! across a DST change. Sales count
 //! on the day the order was made; refunds on the day they were given. The
-//! figures are sums over the rows they cover: `salesMinor` = gross −
-//! discounts + tax, `netMinor` = sales − refunds, and the payments per
-//! method add up to the sales. Sums are computed in `numeric` and `i128`,
+//! figures are sums over the rows they cover: `salesMinor` is the sum of
+//! the orders' totals (gross − discounts + tax for tax-exclusive orders,
+//! gross − discounts for tax-inclusive ones, whose tax is within),
+//! `roundingMinor` the sum of their cash rounding, the payments per method
+//! add up to sales + rounding, and `netMinor` = sales + rounding −
+//! refunds. Sums are computed in `numeric` and `i128`,
 //! so no number of orders can overflow them. An offline bill counts on the
 //! day it was made, even when it arrives after the day closed:
 //! `lateOrderCount` says how many of a day's orders did.
@@ -46,11 +49,18 @@ pub struct DailyReport {
     pub discounts_minor: i128,
     #[schema(value_type = i64)]
     pub tax_minor: i128,
+    /// The sum of the orders' totals.
     #[schema(value_type = i64)]
     pub sales_minor: i128,
+    /// The orders' cash rounding: what rounding cash payments to the
+    /// merchant's `cashRounding` step added (negative: took off). The
+    /// payments per method add up to sales + rounding.
+    #[schema(value_type = i64)]
+    pub rounding_minor: i128,
     #[schema(value_type = i64)]
     pub refunds_minor: i128,
     pub refund_count: i64,
+    /// Sales + rounding − refunds.
     #[schema(value_type = i64)]
     pub net_minor: i128,
     #[schema(value_type = BTreeMap<Method, i64>)]
@@ -118,9 +128,10 @@ pub fn daily(
         discounts_minor: s.discount.0,
         tax_minor: s.tax.0,
         sales_minor: s.total.0,
+        rounding_minor: s.rounding.0,
         refunds_minor,
         refund_count: refunds.iter().map(|r| r.count).sum(),
-        net_minor: s.total.0 - refunds_minor,
+        net_minor: s.total.0 + s.rounding.0 - refunds_minor,
         payments_by_method: payments
             .into_iter()
             .map(|p| (p.method, p.amount.0))

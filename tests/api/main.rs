@@ -29,6 +29,7 @@ mod offline;
 mod orders;
 mod pooler;
 mod pools;
+mod pricing;
 mod products;
 mod provisioning;
 mod reports;

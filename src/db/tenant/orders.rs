@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
-    sql_types::{Array, Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Array, Bool, Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -31,10 +31,19 @@ pub struct Order {
     pub customer_id: Option<CustomerId>,
     pub staff_id: StaffId,
     pub currency: String,
+    /// Whether the order was priced tax-inclusive (the merchant's
+    /// `pricesIncludeTax` when it was made): the lines' gross amounts then
+    /// include their tax, and `totalMinor` = gross − discount; otherwise
+    /// `totalMinor` = gross − discount + tax.
+    pub prices_include_tax: bool,
     pub gross_minor: i64,
     pub discount_minor: i64,
     pub tax_minor: i64,
     pub total_minor: i64,
+    /// What cash rounding added to (negative: took off) the total: the
+    /// payments settle `totalMinor + roundingMinor`. Zero unless cash paid
+    /// part of the order and the merchant's `cashRounding` step was above 1.
+    pub rounding_minor: i64,
     pub tendered_minor: i64,
     pub change_minor: i64,
     pub refunded_minor: i64,
@@ -159,9 +168,9 @@ impl Order {
                  INSERT INTO orders (merchant_id, id, status, source, client_bill_id, customer_id,
                      staff_id, currency, gross_minor, discount_minor, tax_minor, total_minor,
                      tendered_minor, change_minor, refunded_minor, note, created_at, recorded_at,
-                     voided_at)
+                     voided_at, prices_include_tax, rounding_minor)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $19)
+                     $17, $18, $19, $38, $39)
              ), l AS (
                  INSERT INTO order_lines (merchant_id, order_id, line_no, product_id, sku, name,
                      quantity, unit_price_minor, tax_rate_bps, gross_minor, discount_minor,
@@ -211,6 +220,8 @@ impl Order {
         .bind::<Array<Int8>, _>(col(pays, |p| p.tendered_minor))
         .bind::<Array<Int8>, _>(col(pays, |p| p.amount_minor))
         .bind::<Array<Nullable<Text>>, _>(col(pays, |p| p.reference.clone()))
+        .bind::<Bool, _>(order.prices_include_tax)
+        .bind::<Int8, _>(order.rounding_minor)
         .execute(tx.conn)
         .map(drop)
     }

@@ -42,6 +42,9 @@ pub struct SalesTotals {
     pub tax: Sum,
     #[diesel(sql_type = Text)]
     pub total: Sum,
+    /// The orders' cash rounding.
+    #[diesel(sql_type = Text)]
+    pub rounding: Sum,
     #[diesel(sql_type = BigInt)]
     pub voided: i64,
     /// Orders made in the period but recorded after it ended (offline
@@ -73,6 +76,7 @@ pub fn sales(
                 coalesce(sum(discount_minor) FILTER (WHERE status <> 'voided'), 0)::text AS discount,
                 coalesce(sum(tax_minor) FILTER (WHERE status <> 'voided'), 0)::text AS tax,
                 coalesce(sum(total_minor) FILTER (WHERE status <> 'voided'), 0)::text AS total,
+                coalesce(sum(rounding_minor) FILTER (WHERE status <> 'voided'), 0)::text AS rounding,
                 count(*) FILTER (WHERE status = 'voided') AS voided,
                 count(*) FILTER (WHERE status <> 'voided' AND recorded_at >= $3) AS late
            FROM orders

@@ -88,6 +88,8 @@ diesel::table! {
         created_at -> Timestamptz,
         recorded_at -> Timestamptz,
         voided_at -> Nullable<Timestamptz>,
+        prices_include_tax -> Bool,
+        rounding_minor -> Int8,
     }
 }
 
