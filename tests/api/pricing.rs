@@ -367,7 +367,7 @@ async fn cash_is_rounded_to_the_step_and_the_report_shows_it() {
 }
 
 /// Both at once, on a dedicated database: a tax-inclusive total is
-/// rounded in cash like any other.
+/// rounded in cash like any other, on a till order and an offline bill.
 #[rocket::async_test]
 async fn tax_inclusive_totals_are_rounded_in_cash() {
     let t = TestApp::new().await;
@@ -398,6 +398,29 @@ async fn tax_inclusive_totals_are_rounded_in_cash() {
         ),
         (1047, -2, 955)
     );
+    // An offline bill is priced and settled the same way.
+    let bill = json!({
+        "clientId": Uuid::new_v4(),
+        "createdAt": (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339(),
+        "lines": [{ "productId": p, "quantity": 1 }],
+        "payments": [{ "method": "cash", "amountMinor": 350 }]
+    });
+    let (status, b) = t
+        .post(api!("/offline-bills"), &m.token, json!({ "bills": [bill] }))
+        .await;
+    assert_eq!(status, Status::Ok, "{b}");
+    assert_eq!(b["results"][0]["status"], "created", "{b}");
+    let id = b["results"][0]["orderId"].as_str().unwrap();
+    let (_, off) = t.get(&format!("{API}/orders/{id}"), &m.token).await;
+    assert_consistent(&off);
+    // 3.49 holding 0.1819… → 0.18 of tax; 3.50 in cash, 0.01 rounded up.
+    assert_eq!(off["pricesIncludeTax"], true, "{off}");
+    assert_eq!(lines_of(&off), vec![(349, 0, 18, 349)]);
+    assert_eq!(
+        (int(&off, "roundingMinor"), int(&off, "changeMinor")),
+        (1, 0)
+    );
+
     let r = daily(&t, &m).await;
     assert_eq!(
         (
@@ -407,7 +430,7 @@ async fn tax_inclusive_totals_are_rounded_in_cash() {
             int(&r, "netMinor"),
             int(&r["paymentsByMethod"], "cash"),
         ),
-        (1047, 55, -2, 1045, 1045),
+        (1047 + 349, 55 + 18, -2 + 1, 1045 + 350, 1045 + 350),
         "{r}"
     );
 }
