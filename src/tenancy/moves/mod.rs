@@ -1032,10 +1032,7 @@ impl Driver<'_> {
 /// Drops a database posd created on the dedicated server.
 fn drop_database(app: &Tenancy, name: &str) -> Result<(), MoveError> {
     let mut server = owner_conn(&app.settings.dedicated_server_url)?;
-    exec(
-        &mut server,
-        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
-    )?;
+    provisioning::drop_database(&mut server, name)?;
     Ok(())
 }
 

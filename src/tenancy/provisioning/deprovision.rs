@@ -190,11 +190,5 @@ fn deprovision_locked(
 fn drop_database(app: &Tenancy, name: &str) -> anyhow::Result<()> {
     let mut conn = pool::connect(&app.settings.dedicated_server_url)
         .context("cannot connect to POSD_DEDICATED_SERVER_URL")?;
-    diesel::sql_query(format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(name)
-    ))
-    .execute(&mut conn)
-    .map(drop)
-    .context("cannot drop the database")
+    super::drop_database(&mut conn, name).context("cannot drop the database")
 }

@@ -38,7 +38,7 @@ use crate::{
         kinds::{MovePhase, MoveStatus},
         platform::{Platform, merchants::Merchant, moves::Move, runs::ProvisioningRun},
         pool,
-        tenant::TenantTx,
+        tenant::{TenantTx, quote_ident},
     },
     error::{ApiError, ErrorCode},
 };
@@ -358,6 +358,44 @@ pub enum UrlError {
     User,
     #[error("cannot set the password")]
     Password,
+}
+
+/// The longest [`drop_database`] waits for closing sessions of other
+/// roles to end.
+const DROP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(diesel::QueryableByName)]
+struct Lingering {
+    #[diesel(sql_type = Bool)]
+    lingering: bool,
+}
+
+/// Drops a database posd created, ending the sessions still on it. A
+/// session of a role the connection's own may not signal (the service's
+/// pool of the merchant, or a mover's stream, just closed and not yet
+/// gone) is waited for, at most [`DROP_WAIT`]: `WITH (FORCE)` would refuse
+/// to end it.
+pub fn drop_database(conn: &mut PgConnection, name: &str) -> diesel::QueryResult<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let l: Lingering = diesel::sql_query(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE datname = $1 AND pid <> pg_backend_pid()
+                               AND NOT pg_has_role(usesysid, 'MEMBER')) AS lingering",
+        )
+        .bind::<Text, _>(name)
+        .get_result(conn)?;
+        if !l.lingering || started.elapsed() >= DROP_WAIT {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    diesel::sql_query(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    ))
+    .execute(conn)
+    .map(drop)
 }
 
 /// `server`'s URL pointed at database `db`, with the credentials of
