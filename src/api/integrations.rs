@@ -28,8 +28,8 @@ use crate::{
     },
     error::{ApiError, ApiResult, ErrorCode},
     tenancy::integrations::{
-        CredentialsStatus, Kind, Source, check_credentials, check_provider, check_settings,
-        credentials_status, seal,
+        CredentialsStatus, Kind, MAX_CREDENTIAL_NAME, Source, check_credentials, check_provider,
+        check_settings, credentials_status, seal,
     },
 };
 
@@ -76,7 +76,7 @@ struct CreateIntegration {
     /// An object of non-empty strings (`{"apiKey": "..."}`), at most 8 KiB
     /// as JSON; write-only.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = credentials_schema)]
     credentials: Option<Value>,
 }
 
@@ -97,8 +97,49 @@ struct UpdateIntegration {
     settings: Option<Option<Value>>,
     /// Replaces the credentials whole; null removes them. Write-only.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = nullable_credentials_schema)]
     credentials: Option<Option<Value>>,
+}
+
+/// Credentials as [`check_credentials`] takes them: at least one, each
+/// named (1 to 64 characters, not blank) and a non-empty string.
+fn credentials_schema() -> utoipa::openapi::Object {
+    credentials_builder(
+        utoipa::openapi::schema::Type::Object.into(),
+        "An object of non-empty strings (`{\"apiKey\": \"...\"}`), at most 8 KiB as JSON; write-only.",
+    )
+}
+
+fn nullable_credentials_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    credentials_builder(
+        SchemaType::from_iter([Type::Object, Type::Null]),
+        "Replaces the credentials whole; null removes them. Write-only.",
+    )
+}
+
+fn credentials_builder(
+    of: utoipa::openapi::schema::SchemaType,
+    description: &str,
+) -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, schema::Type};
+    ObjectBuilder::new()
+        .schema_type(of)
+        .description(Some(description))
+        .min_properties(Some(1))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_CREDENTIAL_NAME))
+                .pattern(Some(r"\S")),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+        ))
+        .build()
 }
 
 fn provider(s: String) -> ApiResult<String> {
