@@ -482,7 +482,10 @@ pub fn copy_snapshot(
     if !progress(&done) {
         return Err(SyncError::Cancelled);
     }
-    force_rls(dst, tables, merchant, fresh, false)?;
+    delete_rows(dst, tables, merchant)?;
+    if fresh {
+        force_rls(dst, tables, false)?;
+    }
     let mut readers = vec![s];
     let mut writers = vec![dst];
     for (es, ed) in extra.iter_mut() {
@@ -502,7 +505,7 @@ pub fn copy_snapshot(
         let streams = readers.len();
         let ranges = key_ranges(&mut readers[0], t, merchant, totals[i], streams)?;
         let copied = std::thread::scope(|scope| {
-            let streams: Vec<_> = readers
+            let handles: Vec<_> = readers
                 .iter_mut()
                 .zip(writers.iter_mut())
                 .zip(&ranges)
@@ -510,7 +513,7 @@ pub fn copy_snapshot(
                     scope.spawn(move || copy_range(r, w, t, merchant, range, fresh))
                 })
                 .collect();
-            streams
+            handles
                 .into_iter()
                 .map(|h| {
                     h.join()
@@ -532,33 +535,22 @@ pub fn copy_snapshot(
     for r in readers {
         r.commit()?;
     }
-    let dst = writers.swap_remove(0);
-    force_rls(dst, tables, merchant, fresh, true)?;
+    if fresh {
+        force_rls(writers.swap_remove(0), tables, true)?;
+    }
     Ok(done)
 }
 
-/// Before a copy (`force` false): deletes the merchant's rows at the target
-/// and, on a `fresh` target, lifts forced row-level security for the owner;
-/// after it (`force` true), forces it again.
-fn force_rls(
-    dst: &mut Client,
-    tables: &[Table],
-    merchant: MerchantId,
-    fresh: bool,
-    force: bool,
-) -> PgResult<()> {
+/// Forces row-level security on every table for its owner too (`force`),
+/// or lifts that for the owner (the service's role stays bound by it).
+fn force_rls(dst: &mut Client, tables: &[Table], force: bool) -> PgResult<()> {
     let mut d = dst.transaction()?;
-    if !force {
-        delete_all(&mut d, tables, merchant)?;
-    }
-    if fresh {
-        for t in tables {
-            d.batch_execute(&format!(
-                "ALTER TABLE {} {} ROW LEVEL SECURITY",
-                t.ident(),
-                if force { "FORCE" } else { "NO FORCE" }
-            ))?;
-        }
+    for t in tables {
+        d.batch_execute(&format!(
+            "ALTER TABLE {} {} ROW LEVEL SECURITY",
+            t.ident(),
+            if force { "FORCE" } else { "NO FORCE" }
+        ))?;
     }
     d.commit()
 }
