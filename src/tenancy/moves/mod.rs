@@ -784,7 +784,7 @@ impl Driver<'_> {
         let batch = (!verify).then_some(i64::from(self.app.settings.move_round_batch));
         let (src, dst, tables) = self.clients();
         let round = sync::catch_up(src, dst, tables, merchant, run, verify, batch)?;
-        let backlog = sync::backlog(src, run)?;
+        let backlog = sync::backlog(src, run, !round.truncated)?;
         self.app.move_metrics.applied(run, round.changes, backlog);
         *rounds += 1;
         let mut progress = self.find()?.tables;
