@@ -137,6 +137,15 @@ def fresh_override():
     return {"id": spare, "key": key}
 
 
+def fresh_domain():
+    """A domain of the spare merchant, registered just now (to verify or
+    to remove)."""
+    spare = IDS["spareMerchantId"]
+    domain = f"fz-{uuid.uuid4().hex[:12]}.example.org"
+    _admin("POST", f"/admin/tenants/{spare}/domains", {"domain": domain})
+    return {"id": spare, "domain": domain}
+
+
 def fresh_integration(run):
     """An integration to delete: the merchant's own (`staff`) or the
     platform's (`admin`) of the kind the set-up leaves free (one per
@@ -200,6 +209,10 @@ PATH_IDS = {
         lambda: {"id": IDS["spareMerchantId"], "key": IDS["flagKey"]},
     ),
     ("DELETE", "/admin/tenants/{id}/flags/{key}"): ("any", fresh_override),
+    ("GET", "/admin/tenants/{id}/domains"): ("admin", lambda: IDS["spareMerchantId"]),
+    ("POST", "/admin/tenants/{id}/domains"): ("admin", lambda: IDS["spareMerchantId"]),
+    ("POST", "/admin/tenants/{id}/domains/{domain}/verify"): ("admin", fresh_domain),
+    ("DELETE", "/admin/tenants/{id}/domains/{domain}"): ("admin", fresh_domain),
     ("PATCH", "/integrations/{id}"): ("staff", lambda: IDS["integrationId"]),
     ("DELETE", "/integrations/{id}"): ("staff", lambda: fresh_integration("staff")),
     ("PATCH", "/admin/integrations/{id}"): ("admin", lambda: IDS["defaultIntegrationId"]),

@@ -223,10 +223,16 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         settings.placement_cache_ttl,
         directory.clone(),
     ));
+    let hosts = Arc::new(crate::tenancy::hosts::Hosts::new(
+        settings.base_domain.clone(),
+        settings.placement_cache_ttl,
+        directory.clone(),
+    ));
     let tenancy = Tenancy {
         platform: PoolHandle::new(global),
         directory,
         contexts,
+        hosts,
         pools,
         app_role: Arc::from(app_role),
         settings: Arc::new(settings),

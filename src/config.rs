@@ -75,6 +75,10 @@ pub struct Settings {
     pub login_account_limit: RateLimit,
     /// Login attempts per client address.
     pub login_address_limit: RateLimit,
+    /// Merchants are reached at `<slug>.<base domain>`, and any host that
+    /// names no merchant is 404 `unknown_host` (see `tenancy::hosts`).
+    /// Lower-case, without a trailing dot.
+    pub base_domain: Option<String>,
 }
 
 /// A token bucket: `burst` at once, then one more per `interval`.
@@ -149,6 +153,7 @@ struct Raw {
     trusted_proxies: Option<String>,
     login_account_limit: Option<String>,
     login_address_limit: Option<String>,
+    base_domain: Option<String>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -217,6 +222,7 @@ const KEYS: &[&str] = &[
     "trusted_proxies",
     "login_account_limit",
     "login_address_limit",
+    "base_domain",
 ];
 
 /// `POSD_*` variables that are not settings but are read elsewhere: by posd
@@ -440,6 +446,12 @@ impl Settings {
                 raw.login_address_limit.as_deref().unwrap_or("100/500ms"),
                 "login_address_limit",
             )?,
+            base_domain: raw
+                .base_domain
+                .as_deref()
+                .filter(|v| !v.trim().is_empty())
+                .map(base_domain)
+                .transpose()?,
         })
     }
 }
@@ -460,6 +472,39 @@ fn proxies(v: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 })
         })
         .collect()
+}
+
+/// Whether `name` is a lower-case DNS name: labels of 1 to 63 letters,
+/// digits and inner hyphens, 253 characters at most, and a last label that
+/// starts with a letter (as every top-level domain does: no IPv4 address
+/// passes).
+pub fn is_dns_name(name: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253
+        && name.split('.').all(label)
+        && name
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+}
+
+/// `POSD_BASE_DOMAIN`, lower-cased and without a trailing dot.
+fn base_domain(v: &str) -> Result<String, ConfigError> {
+    let name = v.trim().trim_end_matches('.').to_ascii_lowercase();
+    if is_dns_name(&name) {
+        Ok(name)
+    } else {
+        Err(ConfigError::new(
+            "base_domain",
+            format!("`{v}` is not a DNS name such as pos.example.com"),
+        ))
+    }
 }
 
 fn required(v: Option<SecretString>, key: &str) -> Result<SecretString, ConfigError> {
@@ -501,7 +546,47 @@ fn validate_url(v: &SecretString, key: &str) -> Result<(), ConfigError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::{ConfigError, refuse_unknown_variables};
+    use super::{ConfigError, base_domain, is_dns_name, refuse_unknown_variables};
+
+    #[test]
+    fn dns_names() {
+        for ok in [
+            "pos.example.com",
+            "a.b",
+            "localhost",
+            "x-1.example",
+            "9lives.shop",
+        ] {
+            assert!(is_dns_name(ok), "{ok}");
+        }
+        let long_label = format!("{}.com", "a".repeat(64));
+        let long_name = format!("{}a.com", "a.".repeat(125));
+        for bad in [
+            "",
+            "Pos.example.com",
+            "a..b",
+            ".a.b",
+            "a.b.",
+            "-a.b",
+            "a-.b",
+            "a_b.c",
+            "1.2.3.4",
+            "shop.example.123",
+            "shop.example.9x",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+        assert_eq!(
+            base_domain(" POS.Example.com. ").unwrap(),
+            "pos.example.com"
+        );
+        assert_eq!(
+            base_domain("pos example").unwrap_err().to_string(),
+            "configuration: POSD_BASE_DOMAIN: `pos example` is not a DNS name such as pos.example.com"
+        );
+    }
 
     fn check(names: &[&str]) -> Result<(), ConfigError> {
         refuse_unknown_variables(names.iter().map(Into::into))

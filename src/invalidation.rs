@@ -6,7 +6,8 @@
 //! connection is down nothing cached is trusted: every (re)connect drops
 //! every cache whole. `posd_context` carries changes of plans, limits and
 //! feature flags ([`crate::tenancy::context`]): a merchant id, or `*` for
-//! all.
+//! all. `posd_hosts` carries changes of merchants' addresses (custom
+//! domains, slugs): the whole host cache goes ([`crate::tenancy::hosts`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,6 +19,7 @@ use crate::{
     db::ids::{MerchantId, StaffId},
     tenancy::{
         context::{self, Contexts},
+        hosts::{self, Hosts},
         placement::{self, Directory},
         pools::TenantPools,
     },
@@ -32,6 +34,7 @@ pub struct Caches {
     pub directory: Arc<Directory>,
     pub contexts: Arc<Contexts>,
     pub staff: Arc<StaffStates>,
+    pub hosts: Arc<Hosts>,
     /// A merchant whose row changed loses its dedicated pool too: after a
     /// move, no connection of the service stays open on the old database.
     pub pools: Arc<TenantPools>,
@@ -42,6 +45,7 @@ impl Caches {
         self.directory.invalidate_all();
         self.staff.invalidate_all();
         self.contexts.invalidate_all();
+        self.hosts.invalidate_all();
     }
 
     fn notified(&self, channel: &str, payload: &str) {
@@ -57,6 +61,7 @@ impl Caches {
             (context::CHANNEL, Some(id)) => self.contexts.invalidate(MerchantId(id)),
             // `*`: a plan or a flag changed.
             (context::CHANNEL, None) => self.contexts.invalidate_all(),
+            (hosts::CHANNEL, _) => self.hosts.invalidate_all(),
             _ => {}
         }
     }
@@ -101,9 +106,10 @@ async fn listen(url: &SecretString, caches: &Caches) -> Result<(), tokio_postgre
     });
     client
         .batch_execute(&format!(
-            "LISTEN {}; LISTEN {STAFF_CHANNEL}; LISTEN {}",
+            "LISTEN {}; LISTEN {STAFF_CHANNEL}; LISTEN {}; LISTEN {}",
             placement::CHANNEL,
-            context::CHANNEL
+            context::CHANNEL,
+            hosts::CHANNEL
         ))
         .await?;
     // Anything cached before this point may have missed a notification.

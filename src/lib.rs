@@ -32,6 +32,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         directory: app.directory.clone(),
         contexts: app.contexts.clone(),
         staff: app.staff_states.clone(),
+        hosts: app.hosts.clone(),
         pools: app.pools.clone(),
     };
     let metrics = api::metrics::Metrics::new(&app.move_metrics);
@@ -41,6 +42,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         .manage(metrics.clone())
         .manage(login_limiter)
         .attach(api::screen::Screen)
+        .attach(api::host::HostRouting)
         .attach(api::metrics::Recorder(metrics))
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(

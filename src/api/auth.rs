@@ -1,5 +1,10 @@
 //! `POST /auth/login`: staff credentials for a token.
 //!
+//! The merchant is the body's `merchant` (its slug), or the merchant the
+//! request's host names ([`super::host`]): from a merchant's host the field
+//! may be left out, and one naming another merchant is 403
+//! `tenant_mismatch`.
+//!
 //! Attempts are rate-limited per merchant and email (guessing one staff
 //! member's password) and per client address (spraying many accounts);
 //! past the limit the answer is 429 with `Retry-After`, before any
@@ -19,6 +24,7 @@ use super::{
     client::ClientAddr,
     docs,
     fields::{EmailText, PasswordText, Token64},
+    host::RequestHost,
 };
 use crate::{
     app::App,
@@ -31,8 +37,11 @@ use crate::{
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Login {
-    /// The merchant's slug.
-    merchant: Token64,
+    /// The merchant's slug. May be left out when the request is sent to
+    /// the merchant's own host (`<slug>.<base domain>` or a verified
+    /// custom domain).
+    #[serde(default)]
+    merchant: Option<Token64>,
     email: EmailText,
     password: PasswordText,
 }
@@ -57,6 +66,24 @@ fn bad_credentials() -> ApiError {
         ErrorCode::InvalidCredentials,
         "merchant, email or password is wrong",
     )
+}
+
+/// The slug of the merchant a login is for: the body's, the host's, which
+/// must then be the same merchant, or 422 when there is neither.
+fn login_merchant(given: Option<String>, host: &RequestHost) -> ApiResult<String> {
+    match (given, &host.0) {
+        (Some(given), Some(h)) if !given.eq_ignore_ascii_case(&h.slug) => Err(ApiError::forbidden(
+            ErrorCode::TenantMismatch,
+            "merchant names another merchant than this host",
+        )),
+        (_, Some(h)) => Ok(h.slug.to_string()),
+        (Some(given), None) => Ok(given),
+        (None, None) => Err(ApiError::new(
+            Status::UnprocessableEntity,
+            ErrorCode::InvalidBody,
+            "missing field `merchant`",
+        )),
+    }
 }
 
 /// Keys kept before forgetting those whose limit has fully recovered.
@@ -111,7 +138,7 @@ impl LoginLimiter {
     responses(
         (status = 200, body = Token),
         (status = 401, description = "`invalid_credentials`", body = docs::ErrorEnvelope),
-        (status = 403, description = "`merchant_suspended`", body = docs::ErrorEnvelope),
+        (status = 403, description = "`merchant_suspended`, or `tenant_mismatch`: `merchant` names another merchant than the request's host", body = docs::ErrorEnvelope),
         (status = 422, response = docs::Invalid),
         (status = 503, response = docs::Unavailable),
     ))]
@@ -120,6 +147,7 @@ async fn login(
     app: &State<App>,
     limiter: &State<LoginLimiter>,
     address: ClientAddr,
+    host: &RequestHost,
     body: Body<Login>,
 ) -> ApiResult<Json<Token>> {
     let Login {
@@ -127,11 +155,8 @@ async fn login(
         email,
         password,
     } = body.0;
-    let (merchant, email, pw) = (
-        merchant.into_inner(),
-        email.into_inner(),
-        password.into_inner(),
-    );
+    let merchant = login_merchant(merchant.map(Token64::into_inner), host)?;
+    let (email, pw) = (email.into_inner(), password.into_inner());
     if let Err(wait) = limiter.check(&merchant, &email, address.0) {
         let mut e = ApiError::new(
             Status::TooManyRequests,

@@ -210,9 +210,9 @@ struct ApiDoc;
 /// mounted at (see [`super::routes`]), with the [`SharedResponses`].
 pub fn openapi() -> openapi::OpenApi {
     use super::{
-        PREFIX, admin, auth, categories, context, customers, export, fleet, health, integrations,
-        inventory, metrics, moves, offline, orders, plans, products, provisioning, reports,
-        settings, staff,
+        PREFIX, admin, auth, categories, context, customers, domains, export, fleet, health,
+        integrations, inventory, metrics, moves, offline, orders, plans, products, provisioning,
+        reports, settings, staff,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -231,6 +231,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, integrations::Doc::openapi())
         .nest(PREFIX, plans::Doc::openapi())
         .nest(PREFIX, admin::Doc::openapi())
+        .nest(PREFIX, domains::Doc::openapi())
         .nest(PREFIX, fleet::Doc::openapi())
         .nest(PREFIX, moves::Doc::openapi())
         .nest(PREFIX, provisioning::Doc::openapi())

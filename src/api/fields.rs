@@ -397,6 +397,25 @@ checked_text!(
 );
 
 checked_text!(
+    /// A domain name of two labels or more, such as `shop.example.com`
+    /// (read lower-cased): labels of 1 to 63 letters, digits and inner
+    /// hyphens, the last one starting with a letter; 253 characters at most.
+    DomainName,
+    |s| {
+        let name = s.to_ascii_lowercase();
+        if name.contains('.') && crate::config::is_dns_name(&name) {
+            Ok(name)
+        } else {
+            Err("must be a domain name such as shop.example.com")
+        }
+    },
+    string()
+        .min_length(Some(3))
+        .max_length(Some(253))
+        .pattern(Some("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"))
+);
+
+checked_text!(
     /// A plan's key: 1 to 64 lowercase letters, digits, `-` or `_`, not
     /// starting with `-` or `_`.
     PlanKey,

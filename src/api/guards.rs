@@ -1,8 +1,10 @@
 //! Every Rocket request guard of posd.
 //!
 //! `StaffClaims` (a verified staff JWT) → `Staff` (plus the merchant's
-//! placement: unknown merchant 401, suspended 403; a deactivated, deleted or
-//! foreign staff user 401, a demoted one acts with the current role, see
+//! placement: unknown merchant 401, suspended 403, a merchant other than
+//! the one `X-Tenant-Id` or the request's host names 403
+//! `tenant_mismatch`; a deactivated, deleted or foreign staff user 401, a
+//! demoted one acts with the current role, see
 //! [`crate::auth::revocation`]) → `Manager` / `Owner` (role checks, 403) and
 //! `TenantDb` (the merchant's data plane) and `&TenantContext` (its plan,
 //! limits and features, cached). `PlatformAdmin` verifies an
@@ -18,6 +20,7 @@ use rocket::{
     tokio,
 };
 
+use super::host::RequestHost;
 use crate::{
     app::App,
     auth::{
@@ -100,6 +103,14 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
         return Err(ApiError::forbidden(
             ErrorCode::TenantMismatch,
             "X-Tenant-Id does not match the token's merchant",
+        ));
+    }
+    if let RequestHost(Some(host)) = req.local_cache(RequestHost::default)
+        && host.id != claims.mid
+    {
+        return Err(ApiError::forbidden(
+            ErrorCode::TenantMismatch,
+            "this host belongs to another merchant than the token's",
         ));
     }
     let placement = match app.directory.cached(claims.mid) {

@@ -10,12 +10,14 @@ pub mod client;
 pub mod context;
 pub mod customers;
 pub mod docs;
+pub mod domains;
 pub mod errors;
 pub mod export;
 pub mod fields;
 pub mod fleet;
 pub mod guards;
 pub mod health;
+pub mod host;
 pub mod idempotent;
 pub mod integrations;
 pub mod inventory;
@@ -64,6 +66,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, integrations::routes()),
         (PREFIX, plans::routes()),
         (PREFIX, admin::routes()),
+        (PREFIX, domains::routes()),
         (PREFIX, fleet::routes()),
         (PREFIX, moves::routes()),
         (PREFIX, export::routes()),

@@ -67,7 +67,12 @@ error_codes! {
     TooManyAttempts = "too_many_attempts",
     StaffInactive = "staff_inactive",
     StaffUnknown = "staff_unknown",
+    /// The token's merchant is not the one the request names (by
+    /// `X-Tenant-Id`, its host, or a login's `merchant` on a merchant's
+    /// host).
     TenantMismatch = "tenant_mismatch",
+    /// The request's host is neither the platform's nor a merchant's.
+    UnknownHost = "unknown_host",
     MerchantSuspended = "merchant_suspended",
     InsufficientRole = "insufficient_role",
 
@@ -85,6 +90,8 @@ error_codes! {
     /// The merchant (or the platform) already has an integration of this
     /// kind.
     IntegrationKindTaken = "integration_kind_taken",
+    /// Another merchant has registered this domain.
+    DomainTaken = "domain_taken",
 
     // Plans and features.
     /// A creation would exceed a limit of the merchant's plan (or of its

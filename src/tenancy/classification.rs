@@ -60,6 +60,7 @@ pub const SHARED: &[&str] = &[
     "feature_flags",
     "merchant_flag_overrides",
     "merchant_integrations",
+    "merchant_domains",
 ];
 
 /// Data-plane tables.

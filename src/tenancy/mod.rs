@@ -7,6 +7,8 @@
 //!   LISTEN/NOTIFY invalidation and the kill switch;
 //! - [`context`]: each merchant's plan, effective limits and enabled
 //!   features, cached like placements;
+//! - [`hosts`]: which merchant a request's host names (`<slug>.<base
+//!   domain>` or a verified custom domain), cached like placements;
 //! - [`settings`]: each merchant's settings and branding, part of its
 //!   context;
 //! - [`pools`]: the global pool and the per-merchant pools of dedicated
@@ -21,6 +23,7 @@ pub mod breaker;
 pub mod classification;
 pub mod context;
 pub mod fleet;
+pub mod hosts;
 pub mod integrations;
 pub mod keys;
 pub mod migrations;
@@ -48,6 +51,8 @@ pub struct Tenancy {
     pub directory: Arc<placement::Directory>,
     /// The tenant contexts (plan, limits, features), cached like placements.
     pub contexts: Arc<context::Contexts>,
+    /// What request hosts name, cached like placements.
+    pub hosts: Arc<hosts::Hosts>,
     pub pools: Arc<pools::TenantPools>,
     /// The role requests are served as.
     pub app_role: Arc<str>,
@@ -96,6 +101,47 @@ impl Tenancy {
             self.contexts.store(epoch, c.clone());
             c
         }))
+    }
+
+    /// What the request host `raw` names: from the cache, or looked up in
+    /// the control plane ([`hosts`]).
+    pub async fn host(&self, raw: Option<&str>) -> ApiResult<hosts::HostTarget> {
+        use crate::db::platform::{domains::MerchantDomain, merchants::Merchant};
+        use diesel::OptionalExtension;
+
+        let address = self.hosts.address(raw);
+        match &address {
+            hosts::Address::Platform => return Ok(hosts::HostTarget::Platform),
+            hosts::Address::Unknown => return Ok(self.hosts.nothing()),
+            hosts::Address::Slug(_) | hosts::Address::Domain(_) => {}
+        }
+        if let Some(t) = self.hosts.cached(&address) {
+            return Ok(t);
+        }
+        let epoch = self.hosts.epoch();
+        let lookup = address.clone();
+        let found = self
+            .platform(move |p| {
+                Ok(match &lookup {
+                    hosts::Address::Slug(slug) => Merchant::find_by_slug(p, slug)
+                        .optional()?
+                        .map(|m| (m.id, m.slug)),
+                    hosts::Address::Domain(domain) => MerchantDomain::route(p, domain)?,
+                    hosts::Address::Platform | hosts::Address::Unknown => None,
+                })
+            })
+            .await?;
+        let target = found.map_or_else(
+            || self.hosts.nothing(),
+            |(id, slug)| {
+                hosts::HostTarget::Merchant(hosts::HostMerchant {
+                    id,
+                    slug: Arc::from(slug),
+                })
+            },
+        );
+        self.hosts.store(epoch, address, target.clone());
+        Ok(target)
     }
 
     /// [`Tenancy::platform`] for code already on a thread that may block.

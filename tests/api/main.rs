@@ -13,6 +13,7 @@ mod context;
 mod contract;
 mod coverage;
 mod docs;
+mod domains;
 mod errors;
 mod export;
 mod faults;

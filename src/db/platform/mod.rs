@@ -6,6 +6,7 @@
 mod schema;
 
 pub mod audit;
+pub mod domains;
 pub mod exports;
 pub mod integrations;
 pub mod merchants;

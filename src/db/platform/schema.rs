@@ -189,7 +189,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    merchant_domains (domain) {
+        domain -> Text,
+        merchant_id -> Uuid,
+        verified_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(staff_users -> merchants (merchant_id));
+diesel::joinable!(merchant_domains -> merchants (merchant_id));
 diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
 diesel::joinable!(merchants -> plans (plan));
 diesel::joinable!(merchant_flag_overrides -> merchants (merchant_id));
@@ -208,4 +218,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tenant_exports,
     tenant_moves,
     merchant_integrations,
+    merchant_domains,
 );
