@@ -130,6 +130,22 @@ enum TenantsCmd {
         #[arg(long)]
         all: bool,
     },
+    /// List a merchant's custom domains, or register one (pending), verify
+    /// it (from then on it routes to the merchant) or remove it.
+    Domains {
+        /// The merchant: its id or its slug.
+        merchant: String,
+        /// Register this domain, pending verification.
+        #[arg(long, conflicts_with_all = ["verify", "remove"])]
+        add: Option<String>,
+        /// Mark this domain verified: the operator has confirmed that the
+        /// merchant owns it.
+        #[arg(long, conflicts_with = "remove")]
+        verify: Option<String>,
+        /// Remove this domain.
+        #[arg(long)]
+        remove: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -377,6 +393,23 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 TenantsCmd::CleanupMoves { all } => {
                     let app = posd::boot(settings)?;
                     cli::moves::cleanup(&app, all)
+                }
+                TenantsCmd::Domains {
+                    merchant,
+                    add,
+                    verify,
+                    remove,
+                } => {
+                    use cli::domains::Change;
+                    let change = add
+                        .map(|d| (Change::Add, d))
+                        .or(verify.map(|d| (Change::Verify, d)))
+                        .or(remove.map(|d| (Change::Remove, d)));
+                    cli::domains::run(
+                        &settings,
+                        &merchant,
+                        change.as_ref().map(|(c, d)| (*c, d.as_str())),
+                    )
                 }
             }
         }
