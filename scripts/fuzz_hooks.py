@@ -197,6 +197,7 @@ PATH_IDS = {
     ("GET", "/admin/tenants/{id}"): ("admin", lambda: IDS["merchantId"]),
     ("GET", "/admin/fleet-runs/{id}"): ("admin", a_fleet_run),
     ("GET", "/admin/tenants/{id}/export"): ("admin", lambda: IDS["merchantId"]),
+    ("GET", "/admin/tenants/{id}/usage"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/suspend"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/resume"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/deprovision"): ("admin", lambda: spare_on("schema")),

@@ -239,6 +239,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         coverage,
         on_demand: Arc::default(),
         move_metrics: MoveMetrics::default(),
+        usage: Arc::default(),
     };
     Ok(App {
         jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),

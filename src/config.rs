@@ -79,6 +79,10 @@ pub struct Settings {
     /// names no merchant is 404 `unknown_host` (see `tenancy::hosts`).
     /// Lower-case, without a trailing dot.
     pub base_domain: Option<String>,
+    /// How often usage counters are flushed to the control plane.
+    pub usage_flush_interval: Duration,
+    /// How often every merchant's storage is measured.
+    pub usage_storage_interval: Duration,
 }
 
 /// A token bucket: `burst` at once, then one more per `interval`.
@@ -154,6 +158,10 @@ struct Raw {
     login_account_limit: Option<String>,
     login_address_limit: Option<String>,
     base_domain: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    usage_flush_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    usage_storage_interval: Option<Duration>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -223,6 +231,8 @@ const KEYS: &[&str] = &[
     "login_account_limit",
     "login_address_limit",
     "base_domain",
+    "usage_flush_interval",
+    "usage_storage_interval",
 ];
 
 /// `POSD_*` variables that are not settings but are read elsewhere: by posd
@@ -452,6 +462,15 @@ impl Settings {
                 .filter(|v| !v.trim().is_empty())
                 .map(base_domain)
                 .transpose()?,
+            usage_flush_interval: nonzero(
+                raw.usage_flush_interval.unwrap_or(Duration::from_secs(10)),
+                "usage_flush_interval",
+            )?,
+            usage_storage_interval: nonzero(
+                raw.usage_storage_interval
+                    .unwrap_or(Duration::from_secs(3600)),
+                "usage_storage_interval",
+            )?,
         })
     }
 }

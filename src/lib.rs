@@ -44,6 +44,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         .attach(api::screen::Screen)
         .attach(api::host::HostRouting)
         .attach(api::metrics::Recorder(metrics))
+        .attach(api::usage::Meter)
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(
             "cache invalidation listener",
@@ -52,6 +53,12 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
                 rocket
             },
         ))
+        .attach(AdHoc::on_ignite("usage metering", |rocket| async move {
+            if let Some(app) = rocket.state::<App>() {
+                tenancy::usage::spawn(app.tenancy.clone());
+            }
+            rocket
+        }))
         .attach(AdHoc::on_liftoff("announce", |rocket| {
             Box::pin(async move {
                 let c = rocket.config();
@@ -61,6 +68,9 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         .attach(AdHoc::on_shutdown("close tenant pools", |rocket| {
             Box::pin(async move {
                 if let Some(app) = rocket.state::<App>() {
+                    if let Err(e) = app.usage.flush(app).await {
+                        tracing::warn!(error = %e, "could not flush usage counters at shutdown; they are lost");
+                    }
                     app.pools.close_all();
                     tracing::info!("tenant pools closed");
                 }

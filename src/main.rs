@@ -146,6 +146,22 @@ enum TenantsCmd {
         #[arg(long)]
         remove: Option<String>,
     },
+    /// Show a merchant's usage per UTC day (API calls, orders, database
+    /// time, rows and bytes stored), as recorded in the control plane
+    /// (serving instances flush theirs every POSD_USAGE_FLUSH_INTERVAL).
+    Usage {
+        /// The merchant: its id or its slug.
+        merchant: String,
+        /// First day, YYYY-MM-DD (29 days before --to by default).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day, YYYY-MM-DD (today by default).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Print CSV with a header row, for billing.
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -411,6 +427,12 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                         change.as_ref().map(|(c, d)| (*c, d.as_str())),
                     )
                 }
+                TenantsCmd::Usage {
+                    merchant,
+                    from,
+                    to,
+                    csv,
+                } => cli::tenants::usage(&settings, &merchant, from, to, csv),
             }
         }
         Cmd::Plans { command } => {

@@ -212,7 +212,7 @@ pub fn openapi() -> openapi::OpenApi {
     use super::{
         PREFIX, admin, auth, categories, context, customers, domains, export, fleet, health,
         integrations, inventory, metrics, moves, offline, orders, plans, products, provisioning,
-        reports, settings, staff,
+        reports, settings, staff, usage,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -235,7 +235,8 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, fleet::Doc::openapi())
         .nest(PREFIX, moves::Doc::openapi())
         .nest(PREFIX, provisioning::Doc::openapi())
-        .nest(PREFIX, export::Doc::openapi());
+        .nest(PREFIX, export::Doc::openapi())
+        .nest(PREFIX, usage::Doc::openapi());
     SharedResponses.modify(&mut doc);
     doc
 }

@@ -33,6 +33,7 @@ pub mod reports;
 pub mod screen;
 pub mod settings;
 pub mod staff;
+pub mod usage;
 
 use std::fmt::Write as _;
 
@@ -70,6 +71,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, fleet::routes()),
         (PREFIX, moves::routes()),
         (PREFIX, export::routes()),
+        (PREFIX, usage::routes()),
         (PREFIX, provisioning::routes()),
         #[cfg(feature = "bench-control")]
         (PREFIX, bench_control::routes()),

@@ -294,8 +294,10 @@ async fn offline_bills(
         })
         .await?;
     let count = |s: fn(&BillStatus) -> bool| results.iter().filter(|r| s(&r.status)).count();
+    let created = count(|s| matches!(s, BillStatus::Created));
+    app.usage.orders(staff.claims.mid, created);
     Ok(Json(BatchResult {
-        created: count(|s| matches!(s, BillStatus::Created)),
+        created,
         duplicate: count(|s| matches!(s, BillStatus::Duplicate)),
         rejected: count(|s| matches!(s, BillStatus::Rejected)),
         results,

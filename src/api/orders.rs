@@ -154,7 +154,7 @@ async fn create(
     let sale = body.0.into_sale(staff, &ctx.settings, None);
     // A request that fails validation saves nothing under its key.
     checkout::validate(&sale)?;
-    idempotent::run(
+    let stored = idempotent::run(
         &db,
         key,
         hash,
@@ -162,7 +162,11 @@ async fn create(
         Status::Created,
         move |tx| to_json(&checkout::checkout(tx, &sale)?),
     )
-    .await
+    .await?;
+    if !stored.replayed {
+        app.usage.orders(staff.claims.mid, 1);
+    }
+    Ok(stored)
 }
 
 #[derive(Debug, FromForm)]

@@ -170,3 +170,43 @@ pub fn migrate(
     }
     Ok(())
 }
+
+/// Prints a merchant's usage per day, as a table or as CSV.
+#[expect(clippy::print_stdout, reason = "the usage is the command's output")]
+pub fn usage(
+    settings: &Settings,
+    merchant: &str,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+    csv: bool,
+) -> anyhow::Result<()> {
+    use posd::{db::platform::usage::UsageDay, tenancy::usage};
+
+    let (from, to) = usage::range(from, to, chrono::Utc::now().date_naive())
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let mut conn = owner(settings)?;
+    let p = &mut Platform::new(&mut conn);
+    let m = super::moves::find_merchant(p, merchant)?;
+    let days = UsageDay::list(p, m.id, from, to).context("cannot read the merchant's usage")?;
+    if csv {
+        print!("{}", usage::csv(m.id, &days));
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>10} {:>8} {:>12} {:>12} {:>14}",
+        "DAY", "API CALLS", "ORDERS", "DB TIME MS", "ROWS", "BYTES"
+    );
+    let gauge = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    for d in &days {
+        println!(
+            "{:<10} {:>10} {:>8} {:>12.1} {:>12} {:>14}",
+            d.day,
+            d.api_calls,
+            d.orders,
+            usage::db_time_ms(d.db_time_us),
+            gauge(d.rows_stored),
+            gauge(d.bytes_stored)
+        );
+    }
+    Ok(())
+}

@@ -61,6 +61,7 @@ pub const SHARED: &[&str] = &[
     "merchant_flag_overrides",
     "merchant_integrations",
     "merchant_domains",
+    "merchant_usage",
 ];
 
 /// Data-plane tables.

@@ -15,6 +15,8 @@
 //!   tenants (LRU cap, idle sweeper, connection budget, circuit breaker);
 //! - [`tenant_db`]: a merchant's data plane as a handler or job gets it, a
 //!   bound transaction at a time;
+//! - [`usage`]: each merchant's usage per day, metered in memory and
+//!   flushed in batches;
 //! - [`moves`]: live moves of a trading merchant between placements;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crate::crypto`] and [`keys`] (rotation).
@@ -33,6 +35,7 @@ pub mod pools;
 pub mod provisioning;
 pub mod settings;
 pub mod tenant_db;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -62,6 +65,8 @@ pub struct Tenancy {
     pub on_demand: Arc<fleet::OnDemand>,
     /// What tier moves record for `/metrics`.
     pub move_metrics: moves::MoveMetrics,
+    /// This instance's usage counters, not flushed yet.
+    pub usage: Arc<usage::Usage>,
 }
 
 impl Tenancy {

@@ -7,6 +7,9 @@
 //! closure on a blocking thread inside one transaction that starts by
 //! binding the merchant and `search_path`.
 //!
+//! The time each transaction takes counts to the merchant's usage
+//! ([`super::usage`]), in memory.
+//!
 //! Resolving it has no side effect on the tenant: it never migrates (a behind
 //! tenant is migrated in the background) and consults the in-memory set of
 //! blocked tenants, never the catalog, except for a blocked tenant due for
@@ -20,6 +23,7 @@ use super::{
     migrations::latest_tenant_version,
     placement::Placement,
     pools::{PoolHandle, TenantPools},
+    usage::Usage,
 };
 use crate::{
     db::{ids::MerchantId, platform::migration_state::MigrationState, tenant::TenantTx},
@@ -32,6 +36,10 @@ pub struct TenantDb {
     handle: PoolHandle,
     pools: Arc<TenantPools>,
     wait: std::time::Duration,
+    /// Where the time of each transaction is counted: the merchant's usage
+    /// for a request, nothing for a background job (operator work, such as
+    /// measuring storage, is not the merchant's).
+    usage: Option<Arc<Usage>>,
 }
 
 impl TenantDb {
@@ -90,6 +98,7 @@ impl TenantDb {
             handle,
             pools: app.pools.clone(),
             wait: app.settings.pool_connect_timeout,
+            usage: Some(app.usage.clone()),
         })
     }
 
@@ -104,7 +113,9 @@ impl TenantDb {
             .await
             .map_err(ApiError::internal)??
             .ok_or_else(|| ApiError::not_found("merchant"))?;
-        Self::for_placement(app, placement).await
+        let mut db = Self::for_placement(app, placement).await?;
+        db.usage = None;
+        Ok(db)
     }
 
     pub fn placement(&self) -> &Placement {
@@ -138,9 +149,15 @@ impl TenantDb {
                 }))
             }
         };
+        let usage = self.usage.clone();
         self.handle
             .run(self.wait, checkout, move |conn| {
-                TenantTx::transaction(conn, placement.merchant, &placement.schema, f)
+                let started = std::time::Instant::now();
+                let result = TenantTx::transaction(conn, placement.merchant, &placement.schema, f);
+                if let Some(usage) = usage {
+                    usage.db_time(placement.merchant, started.elapsed());
+                }
+                result
             })
             .await
     }

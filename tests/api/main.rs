@@ -39,3 +39,4 @@ mod settings;
 mod staff;
 mod statements;
 mod tokens;
+mod usage;

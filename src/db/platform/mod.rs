@@ -16,6 +16,7 @@ pub mod plans;
 pub mod runs;
 pub mod staff;
 pub mod tenant_databases;
+pub mod usage;
 
 use diesel::PgConnection;
 

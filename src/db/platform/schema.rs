@@ -198,8 +198,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    merchant_usage (merchant_id, day) {
+        merchant_id -> Uuid,
+        day -> Date,
+        api_calls -> Int8,
+        orders -> Int8,
+        db_time_us -> Int8,
+        rows_stored -> Nullable<Int8>,
+        bytes_stored -> Nullable<Int8>,
+    }
+}
+
 diesel::joinable!(staff_users -> merchants (merchant_id));
 diesel::joinable!(merchant_domains -> merchants (merchant_id));
+diesel::joinable!(merchant_usage -> merchants (merchant_id));
 diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
 diesel::joinable!(merchants -> plans (plan));
 diesel::joinable!(merchant_flag_overrides -> merchants (merchant_id));
@@ -219,4 +232,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     tenant_moves,
     merchant_integrations,
     merchant_domains,
+    merchant_usage,
 );

@@ -166,3 +166,46 @@ impl TenantTx<'_> {
             .map(|v| v.version)
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct Stored {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    rows: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    bytes: i64,
+}
+
+impl TenantTx<'_> {
+    /// The merchant's rows in `tables` and the bytes they take: with
+    /// `own_tables` (the tables hold only this merchant's rows: a schema or
+    /// dedicated tenant) the tables' total size, indexes and TOAST
+    /// included; otherwise the size of the merchant's rows themselves.
+    pub fn storage(
+        &mut self,
+        tables: &[&str],
+        own_tables: bool,
+    ) -> diesel::QueryResult<(i64, i64)> {
+        let (mut rows, mut bytes) = (0_i64, 0_i64);
+        for table in tables {
+            let t = quote_ident(table);
+            let q = if own_tables {
+                format!(
+                    "SELECT count(*)::bigint AS rows, pg_total_relation_size({})::bigint AS bytes \
+                     FROM {t} WHERE merchant_id = $1",
+                    quote_literal(&t)
+                )
+            } else {
+                format!(
+                    "SELECT count(*)::bigint AS rows, coalesce(sum(pg_column_size(t.*)), 0)::bigint AS bytes \
+                     FROM {t} t WHERE merchant_id = $1"
+                )
+            };
+            let s: Stored = diesel::sql_query(q)
+                .bind::<diesel::sql_types::Uuid, _>(self.merchant.0)
+                .get_result(self.conn)?;
+            rows = rows.saturating_add(s.rows);
+            bytes = bytes.saturating_add(s.bytes);
+        }
+        Ok((rows, bytes))
+    }
+}
