@@ -99,6 +99,24 @@ impl<'r> FromRequest<'r> for AcceptsCsv {
     }
 }
 
+/// How a usage report is answered (`format`).
+#[derive(Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+enum UsageFormat {
+    Json,
+    Csv,
+}
+
+impl UsageFormat {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(UsageFormat::Json),
+            "csv" => Some(UsageFormat::Csv),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Responder)]
 enum UsageAnswer {
     Json(Json<UsageReport>),
@@ -115,7 +133,7 @@ enum UsageAnswer {
         ("id" = Uuid, Path),
         ("from" = inline(Option<Day>), Query, description = "first day, inclusive; 29 days before `to` by default"),
         ("to" = inline(Option<Day>), Query, description = "last day, inclusive; today (UTC) by default"),
-        ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
+        ("format" = inline(Option<UsageFormat>), Query, description = "`json` (default) or `csv`"),
     ),
     responses(
         (status = 200, description = "JSON, or CSV with `format=csv` or `Accept: text/csv`",
@@ -137,11 +155,11 @@ async fn usage_days(
 ) -> ApiResult<UsageAnswer> {
     let from = from.map(|d| params::day("from", d)).transpose()?;
     let to = to.map(|d| params::day("to", d)).transpose()?;
-    let csv = match format {
+    let csv = match format.map(UsageFormat::parse) {
         None => accept.0,
-        Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::invalid("format", "must be json or csv")),
+        Some(Some(UsageFormat::Json)) => false,
+        Some(Some(UsageFormat::Csv)) => true,
+        Some(None) => return Err(ApiError::invalid("format", "must be json or csv")),
     };
     let (from, to) = usage::range(from, to, Utc::now().date_naive())
         .map_err(|e| ApiError::invalid(e.field, e.message))?;
