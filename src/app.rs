@@ -222,6 +222,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
     let contexts = Arc::new(crate::tenancy::context::Contexts::new(
         settings.placement_cache_ttl,
         directory.clone(),
+        usize::MAX,
     ));
     let hosts = Arc::new(crate::tenancy::hosts::Hosts::new(
         settings.base_domain.clone(),

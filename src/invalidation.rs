@@ -45,7 +45,7 @@ impl Caches {
         self.directory.invalidate_all();
         self.staff.invalidate_all();
         self.contexts.invalidate_all();
-        self.hosts.invalidate_all();
+        self.hosts.cache.invalidate_all();
     }
 
     fn notified(&self, channel: &str, payload: &str) {
@@ -58,10 +58,10 @@ impl Caches {
             (placement::CHANNEL, None) => self.directory.invalidate_all(),
             (STAFF_CHANNEL, Some(id)) => self.staff.invalidate(StaffId(id)),
             (STAFF_CHANNEL, None) => self.staff.invalidate_all(),
-            (context::CHANNEL, Some(id)) => self.contexts.invalidate(MerchantId(id)),
+            (context::CHANNEL, Some(id)) => self.contexts.invalidate(&MerchantId(id)),
             // `*`: a plan or a flag changed.
             (context::CHANNEL, None) => self.contexts.invalidate_all(),
-            (hosts::CHANNEL, _) => self.hosts.invalidate_all(),
+            (hosts::CHANNEL, _) => self.hosts.cache.invalidate_all(),
             _ => {}
         }
     }

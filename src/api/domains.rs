@@ -142,7 +142,7 @@ async fn verify_domain(
             })
         })
         .await?;
-    app.hosts.invalidate_all();
+    app.hosts.cache.invalidate_all();
     Ok(Json(row))
 }
 
@@ -164,7 +164,7 @@ async fn remove_domain(
     let Some(domain) = removed else {
         return Err(ApiError::not_found("domain"));
     };
-    app.hosts.invalidate_all();
+    app.hosts.cache.invalidate_all();
     record_audit(
         app,
         &admin.operator,

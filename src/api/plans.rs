@@ -241,7 +241,7 @@ impl OverridesBody {
 }
 
 async fn merchant_plan_view(app: &App, id: MerchantId) -> ApiResult<MerchantPlanView> {
-    app.contexts.invalidate(id);
+    app.contexts.invalidate(&id);
     let (m, ctx) = app
         .platform(move |p| {
             let m = MerchantPlan::find(p, id).map_err(ApiError::or_not_found("merchant"))?;
@@ -480,7 +480,7 @@ async fn clear_flag_override(
     let Some(key) = removed else {
         return Err(ApiError::not_found("flag override"));
     };
-    app.contexts.invalidate(id);
+    app.contexts.invalidate(&id);
     record_audit(
         app,
         &admin.operator,

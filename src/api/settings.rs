@@ -113,7 +113,7 @@ async fn update(
         })
         .await?;
     // This instance at once; the others by NOTIFY.
-    app.contexts.invalidate(merchant);
+    app.contexts.invalidate(&merchant);
     Ok(stored)
 }
 

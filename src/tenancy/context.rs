@@ -22,20 +22,14 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::Arc,
 };
 
-use parking_lot::Mutex;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
 
 use super::{
-    placement::Directory,
+    cache::NotifiedCache,
     settings::{Branding, Settings},
 };
 use crate::db::{
@@ -203,78 +197,8 @@ pub enum LoadError {
     Invalid(String),
 }
 
-/// Per-process cache of tenant contexts.
-pub struct Contexts {
-    ttl: Duration,
-    /// Whose LISTEN connection vouches for the cache.
-    directory: Arc<Directory>,
-    cache: Mutex<HashMap<MerchantId, (Arc<TenantContext>, Instant)>>,
-    /// Bumped by every invalidation: a context read before one is not
-    /// stored after it (it may predate the change).
-    epoch: AtomicU64,
-    events: broadcast::Sender<Option<MerchantId>>,
-}
-
-impl Contexts {
-    pub fn new(ttl: Duration, directory: Arc<Directory>) -> Self {
-        Contexts {
-            ttl,
-            directory,
-            cache: Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
-            events: broadcast::channel(64).0,
-        }
-    }
-
-    /// The cached context, if fresh and the LISTEN connection is up. No I/O.
-    pub fn cached(&self, id: MerchantId) -> Option<Arc<TenantContext>> {
-        if !self.directory.listening() {
-            return None;
-        }
-        self.cache
-            .lock()
-            .get(&id)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(c, _)| c.clone())
-    }
-
-    /// The epoch to pass to [`Contexts::store`], taken before reading.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
-    }
-
-    /// Caches `context`, read after [`Contexts::epoch`] answered `epoch`,
-    /// unless an invalidation came in between.
-    pub fn store(&self, epoch: u64, context: Arc<TenantContext>) {
-        let mut cache = self.cache.lock();
-        if self.epoch.load(Ordering::SeqCst) == epoch {
-            cache.insert(context.merchant.id, (context, Instant::now()));
-        }
-    }
-
-    pub fn invalidate(&self, id: MerchantId) {
-        {
-            let mut cache = self.cache.lock();
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-            cache.remove(&id);
-        }
-        let _ = self.events.send(Some(id));
-    }
-
-    pub fn invalidate_all(&self) {
-        {
-            let mut cache = self.cache.lock();
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-            cache.clear();
-        }
-        let _ = self.events.send(None);
-    }
-
-    /// Invalidation events (`None` = everything), for tests and tooling.
-    pub fn subscribe(&self) -> broadcast::Receiver<Option<MerchantId>> {
-        self.events.subscribe()
-    }
-}
+/// Per-process cache of tenant contexts, by merchant.
+pub type Contexts = NotifiedCache<MerchantId, Arc<TenantContext>>;
 
 #[cfg(test)]
 mod tests {

@@ -18,19 +18,12 @@
 //! trusted while the LISTEN connection is down.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv6Addr},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::Arc,
+    time::Duration,
 };
 
-use parking_lot::Mutex;
-use tokio::sync::broadcast;
-
-use super::placement::Directory;
+use super::{cache::NotifiedCache, placement::Directory};
 use crate::{config::is_dns_name, db::ids::MerchantId};
 
 /// The channel the triggers notify on.
@@ -134,25 +127,14 @@ pub fn under_base(domain: &str, base: &str) -> bool {
 /// Per-process cache of what hosts name.
 pub struct Hosts {
     base: Option<String>,
-    ttl: Duration,
-    /// Whose LISTEN connection vouches for the cache.
-    directory: Arc<Directory>,
-    cache: Mutex<HashMap<Address, (HostTarget, Instant)>>,
-    /// Bumped by every invalidation: a lookup made before one is not
-    /// stored after it.
-    epoch: AtomicU64,
-    events: broadcast::Sender<()>,
+    pub cache: NotifiedCache<Address, HostTarget>,
 }
 
 impl Hosts {
     pub fn new(base: Option<String>, ttl: Duration, directory: Arc<Directory>) -> Self {
         Hosts {
             base,
-            ttl,
-            directory,
-            cache: Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
-            events: broadcast::channel(64).0,
+            cache: NotifiedCache::new(ttl, directory, MAX_ENTRIES),
         }
     }
 
@@ -174,50 +156,6 @@ impl Hosts {
         } else {
             HostTarget::Platform
         }
-    }
-
-    /// The cached target, if fresh and the LISTEN connection is up. No I/O.
-    pub fn cached(&self, address: &Address) -> Option<HostTarget> {
-        if !self.directory.listening() {
-            return None;
-        }
-        self.cache
-            .lock()
-            .get(address)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(t, _)| t.clone())
-    }
-
-    /// The epoch to pass to [`Hosts::store`], taken before looking up.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
-    }
-
-    /// Caches what a lookup begun at `epoch` found, unless an invalidation
-    /// came in between.
-    pub fn store(&self, epoch: u64, address: Address, target: HostTarget) {
-        let mut cache = self.cache.lock();
-        if self.epoch.load(Ordering::SeqCst) != epoch {
-            return;
-        }
-        if cache.len() >= MAX_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(address, (target, Instant::now()));
-    }
-
-    pub fn invalidate_all(&self) {
-        {
-            let mut cache = self.cache.lock();
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-            cache.clear();
-        }
-        let _ = self.events.send(());
-    }
-
-    /// Invalidation events, for tests and tooling.
-    pub fn subscribe(&self) -> broadcast::Receiver<()> {
-        self.events.subscribe()
     }
 }
 

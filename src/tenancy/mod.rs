@@ -22,6 +22,7 @@
 //!   [`crate::crypto`] and [`keys`] (rotation).
 
 pub mod breaker;
+pub mod cache;
 pub mod classification;
 pub mod context;
 pub mod fleet;
@@ -89,7 +90,7 @@ impl Tenancy {
         &self,
         id: crate::db::ids::MerchantId,
     ) -> ApiResult<Option<Arc<context::TenantContext>>> {
-        if let Some(c) = self.contexts.cached(id) {
+        if let Some(c) = self.contexts.cached(&id) {
             return Ok(Some(c));
         }
         let epoch = self.contexts.epoch();
@@ -103,7 +104,7 @@ impl Tenancy {
             .await?;
         Ok(loaded.map(|c| {
             let c = Arc::new(c);
-            self.contexts.store(epoch, c.clone());
+            self.contexts.store(epoch, id, c.clone());
             c
         }))
     }
@@ -120,10 +121,10 @@ impl Tenancy {
             hosts::Address::Unknown => return Ok(self.hosts.nothing()),
             hosts::Address::Slug(_) | hosts::Address::Domain(_) => {}
         }
-        if let Some(t) = self.hosts.cached(&address) {
+        if let Some(t) = self.hosts.cache.cached(&address) {
             return Ok(t);
         }
-        let epoch = self.hosts.epoch();
+        let epoch = self.hosts.cache.epoch();
         let lookup = address.clone();
         let found = self
             .platform(move |p| {
@@ -145,7 +146,7 @@ impl Tenancy {
                 })
             },
         );
-        self.hosts.store(epoch, address, target.clone());
+        self.hosts.cache.store(epoch, address, target.clone());
         Ok(target)
     }
 

@@ -105,7 +105,7 @@ async fn a_till_reads_its_context() {
         })
     );
     // Cached: the next request reads it without the database.
-    assert!(t.app().contexts.cached(m.id).is_some());
+    assert!(t.app().contexts.cached(&m.id).is_some());
     // Only staff tokens.
     let (status, body) = t.get(CONTEXT, &t.admin_token()).await;
     assert_error((status, &body), Status::Unauthorized, "unauthorized");
@@ -623,7 +623,7 @@ async fn changes_reach_a_second_instance_within_a_second() {
     assert_eq!(status, Status::Ok);
     assert_eq!(ctx["plan"]["key"], "starter");
     assert!(
-        other.app().contexts.cached(m.id).is_some(),
+        other.app().contexts.cached(&m.id).is_some(),
         "cached on the second instance"
     );
 

@@ -219,7 +219,7 @@ async fn a_change_reaches_every_instance_context() {
     let cashier = t.staff_token(m.id, Role::Cashier);
     let (_, ctx) = other.get(CONTEXT, &cashier).await;
     assert_eq!(ctx["settings"]["cashRounding"], 1);
-    assert!(other.app().contexts.cached(m.id).is_some());
+    assert!(other.app().contexts.cached(&m.id).is_some());
     let (_, ctx) = t.get(CONTEXT, &cashier).await;
     assert_eq!(ctx["settings"]["cashRounding"], 1);
 
