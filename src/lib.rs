@@ -41,6 +41,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         .manage(app)
         .manage(metrics.clone())
         .manage(login_limiter)
+        .manage(api::ratelimit::RequestLimiter::default())
         .attach(api::screen::Screen)
         .attach(api::host::HostRouting)
         .attach(api::metrics::Recorder(metrics))

@@ -9,7 +9,10 @@ use super::{
     fields::{CategoryName, SortOrder},
 };
 use crate::{
-    api::guards::{Manager, Staff},
+    api::{
+        errors::storage_room,
+        guards::{Manager, Staff},
+    },
     db::{
         ids::CategoryId,
         tenant::categories::{Category, CategoryChanges, NewCategory},
@@ -53,7 +56,9 @@ async fn list(_staff: &Staff, db: TenantDb) -> ApiResult<Json<Vec<Category>>> {
     db.run(|tx| Ok(Category::list(tx)?)).await.map(Json)
 }
 
-/// Manager or owner; names are unique (409 `category_name_taken`).
+/// Manager or owner; names are unique (409 `category_name_taken`). A
+/// merchant whose storage has reached its `maxStorageBytes` gets 409
+/// `plan_limit_reached`.
 #[utoipa::path(post, path = "/categories", tag = "catalog", security(("staff" = [])),
     request_body = CreateCategory,
     responses(
@@ -66,10 +71,11 @@ async fn list(_staff: &Staff, db: TenantDb) -> ApiResult<Json<Vec<Category>>> {
     ))]
 #[post("/categories", data = "<body>")]
 async fn create(
-    _m: Manager<'_>,
+    m: Manager<'_>,
     db: TenantDb,
     body: Body<CreateCategory>,
 ) -> ApiResult<(Status, Json<Category>)> {
+    storage_room(&m.0.context)?;
     let new = NewCategory {
         name: body.0.name.into_inner(),
         sort_order: body.0.sort_order.map_or(0, SortOrder::get),

@@ -11,7 +11,7 @@ use super::{
     params::{self, Page},
 };
 use crate::{
-    api::guards::Staff,
+    api::{errors::storage_room, guards::Staff},
     db::{
         ids::CustomerId,
         tenant::customers::{Customer, CustomerChanges, CustomerFilter, NewCustomer},
@@ -106,7 +106,8 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: CustomerId) -> ApiResult<Json
         .map(Json)
 }
 
-/// Emails are unique per merchant (409 `email_taken`).
+/// Emails are unique per merchant (409 `email_taken`). A merchant whose
+/// storage has reached its `maxStorageBytes` gets 409 `plan_limit_reached`.
 #[utoipa::path(post, path = "/customers", tag = "customers", security(("staff" = [])),
     request_body = CreateCustomer,
     responses(
@@ -119,10 +120,11 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: CustomerId) -> ApiResult<Json
     ))]
 #[post("/customers", data = "<body>")]
 async fn create(
-    _staff: &Staff,
+    staff: &Staff,
     db: TenantDb,
     body: Body<CreateCustomer>,
 ) -> ApiResult<(Status, Json<Customer>)> {
+    storage_room(&staff.context)?;
     let b = body.0;
     let new = NewCustomer {
         name: b.name.into_inner(),

@@ -86,8 +86,10 @@ pub struct Unavailable(ErrorEnvelope);
 #[expect(dead_code, reason = "documentation only")]
 pub struct BadRequest(ErrorEnvelope);
 
-/// Too many attempts (`too_many_attempts`); retry after the number of
-/// seconds in `Retry-After`.
+/// Too many requests: login attempts (`too_many_attempts`), or the
+/// merchant's `requestsPerMinute` used up for now (`rate_limited`, with the
+/// limit in `error.details`); retry after the number of seconds in
+/// `Retry-After`.
 #[derive(ToResponse)]
 #[response(headers(("Retry-After" = u64, description = "seconds to wait before retrying")))]
 #[expect(dead_code, reason = "documentation only")]
@@ -117,9 +119,19 @@ impl Modify for Security {
     }
 }
 
-/// Operations behind a rate limit, as (method, path under
-/// [`super::PREFIX`]).
+/// Operations behind a rate limit of their own, as (method, path under
+/// [`super::PREFIX`]); every operation for staff is behind the
+/// merchant's ([`super::ratelimit`]).
 const RATE_LIMITED: [(&str, &str); 1] = [("post", "/auth/login")];
+
+/// Whether the operation takes a staff token.
+fn for_staff(op: &Operation) -> bool {
+    op.security.iter().flatten().any(|req| {
+        serde_json::to_value(req)
+            .ok()
+            .is_some_and(|v| v.get("staff").is_some())
+    })
+}
 
 /// The methods of a path and their operations.
 fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
@@ -141,7 +153,7 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut O
 /// a handler, added here once instead of in every `#[utoipa::path]`: 400
 /// on every operation that reads a body (a body that is not UTF-8 is
 /// refused before it is parsed), and 429 on every operation behind a rate
-/// limit ([`RATE_LIMITED`]). Applied to the whole document, after the
+/// limit (staff operations and [`RATE_LIMITED`]). Applied to the whole document, after the
 /// modules' paths are nested.
 struct SharedResponses;
 
@@ -149,15 +161,17 @@ impl Modify for SharedResponses {
     fn modify(&self, doc: &mut openapi::OpenApi) {
         for (path, item) in &mut doc.paths.paths {
             for (method, op) in operations(item) {
+                let staff = for_staff(op);
                 let responses = &mut op.responses.responses;
                 if op.request_body.is_some() {
                     responses
                         .entry("400".into())
                         .or_insert_with(|| Ref::from_response_name("BadRequest").into());
                 }
-                let limited = RATE_LIMITED
-                    .iter()
-                    .any(|&(m, p)| m == method && path.strip_prefix(super::PREFIX) == Some(p));
+                let limited = staff
+                    || RATE_LIMITED
+                        .iter()
+                        .any(|&(m, p)| m == method && path.strip_prefix(super::PREFIX) == Some(p));
                 if limited {
                     responses
                         .entry("429".into())

@@ -134,6 +134,36 @@ pub fn plan_limit_reached(
     .with_details(serde_json::json!({ "limit": kind.field(), "value": value, "plan": plan }))
 }
 
+/// Refuses a creation of catalogue or customer data once the merchant's
+/// storage, as last measured, has reached its `maxStorageBytes`: 409
+/// `plan_limit_reached`. Sales, refunds, offline bills and stock changes
+/// are never refused for storage: a till keeps trading.
+pub fn storage_room(ctx: &crate::tenancy::context::TenantContext) -> Result<(), ApiError> {
+    match ctx.storage_full() {
+        Some(max) => Err(plan_limit_reached(
+            &ctx.plan.key,
+            crate::db::platform::plans::LimitKind::MaxStorageBytes,
+            max,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// 429 `rate_limited`: the merchant has used up its `requestsPerMinute`
+/// (`value`, plan `plan`) for now; `wait` is how long until the next
+/// request is taken, as `Retry-After` (whole seconds, at least 1).
+pub fn rate_limited(plan: &str, value: i64, wait: std::time::Duration) -> ApiError {
+    let kind = crate::db::platform::plans::LimitKind::RequestsPerMinute;
+    let mut e = ApiError::new(
+        Status::TooManyRequests,
+        C::RateLimited,
+        format!("the merchant's limit {kind} = {value} (plan {plan}) is used up for now; retry after the Retry-After seconds"),
+    )
+    .with_details(serde_json::json!({ "limit": kind.field(), "value": value, "plan": plan }));
+    e.retry_after = Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));
+    e
+}
+
 /// 403 `feature_disabled`: `flag` is off for the merchant.
 pub fn feature_disabled(flag: &str) -> ApiError {
     ApiError::forbidden(

@@ -3,8 +3,9 @@
 //! `StaffClaims` (a verified staff JWT) → `Staff` (plus the merchant's
 //! placement: unknown merchant 401, suspended 403, a merchant other than
 //! the one `X-Tenant-Id` or the request's host names 403
-//! `tenant_mismatch`; a deactivated, deleted or foreign staff user 401, a
-//! demoted one acts with the current role, see
+//! `tenant_mismatch`; a merchant past its `requestsPerMinute` 429
+//! `rate_limited`, see [`super::ratelimit`]; a deactivated, deleted or
+//! foreign staff user 401, a demoted one acts with the current role, see
 //! [`crate::auth::revocation`]) → `Manager` / `Owner` (role checks, 403) and
 //! `TenantDb` (the merchant's data plane) and `&TenantContext` (its plan,
 //! limits and features, cached). `PlatformAdmin` verifies an
@@ -20,7 +21,7 @@ use rocket::{
     tokio,
 };
 
-use super::host::RequestHost;
+use super::{errors::rate_limited, host::RequestHost, ratelimit::RequestLimiter};
 use crate::{
     app::App,
     auth::{
@@ -28,7 +29,10 @@ use crate::{
         jwt::{AdminClaims, StaffClaims},
         revocation::StaffState,
     },
-    db::{ids::StaffId, platform::staff::StaffUser},
+    db::{
+        ids::StaffId,
+        platform::{plans::LimitKind, staff::StaffUser},
+    },
     error::{ApiError, ErrorCode, fail},
     tenancy::{context::TenantContext, placement::Placement, tenant_db::TenantDb},
 };
@@ -85,6 +89,8 @@ impl<'r> FromRequest<'r> for StaffClaims {
 pub struct Staff {
     pub claims: StaffClaims,
     pub placement: Arc<Placement>,
+    /// The merchant's plan, limits and features.
+    pub context: Arc<TenantContext>,
 }
 
 impl Staff {
@@ -131,6 +137,16 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
             "this merchant is suspended",
         ));
     }
+    let context = app
+        .context(claims.mid)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the token's merchant does not exist"))?;
+    if let Some(limiter) = req.rocket().state::<RequestLimiter>() {
+        let per_minute = context.limit(LimitKind::RequestsPerMinute);
+        limiter
+            .check(claims.mid, per_minute)
+            .map_err(|wait| rate_limited(&context.plan.key, per_minute.unwrap_or(0), wait))?;
+    }
     match staff_state(app, claims.sub).await? {
         StaffState::Active(role, merchant) if merchant == claims.mid => {
             claims.role = claims.role.min(role);
@@ -150,7 +166,11 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
             ));
         }
     }
-    Ok(Staff { claims, placement })
+    Ok(Staff {
+        claims,
+        placement,
+        context,
+    })
 }
 
 /// The staff user's current state, from the per-process cache or the
@@ -228,31 +248,15 @@ impl<'r> FromRequest<'r> for Owner<'r> {
     }
 }
 
-/// The verified staff member's tenant context (plan, limits, features):
-/// from the per-process cache, so a hit costs no I/O; resolved once per
-/// request.
+/// The verified staff member's tenant context (plan, limits, features),
+/// resolved with the staff member: from the per-process cache, so a hit
+/// costs no I/O.
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for &'r TenantContext {
     type Error = ApiError;
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ApiError> {
-        let staff = match req.guard::<&Staff>().await {
-            Outcome::Success(s) => s,
-            Outcome::Error(e) => return Outcome::Error(e),
-            Outcome::Forward(s) => return Outcome::Forward(s),
-        };
-        let cached: &Result<Arc<TenantContext>, ApiError> = req
-            .local_cache_async(async {
-                let app = app(req)?;
-                app.context(staff.claims.mid)
-                    .await?
-                    .ok_or_else(|| ApiError::unauthorized("the token's merchant does not exist"))
-            })
-            .await;
-        match cached {
-            Ok(c) => Outcome::Success(c),
-            Err(e) => fail(req, e.clone()),
-        }
+        req.guard::<&Staff>().await.map(|s| &*s.context)
     }
 }
 

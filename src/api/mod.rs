@@ -29,6 +29,7 @@ pub mod params;
 pub mod plans;
 pub mod products;
 pub mod provisioning;
+pub mod ratelimit;
 pub mod reports;
 pub mod screen;
 pub mod settings;

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     api::{
-        errors::plan_limit_reached,
+        errors::{plan_limit_reached, storage_room},
         guards::{Manager, Staff},
     },
     db::{
@@ -150,7 +150,8 @@ async fn get_one(_staff: &Staff, db: TenantDb, id: ProductId) -> ApiResult<Json<
 }
 
 /// Manager or owner. `sku` is unique per merchant (409 `sku_taken`). A
-/// merchant at its `maxProducts` limit gets 409 `plan_limit_reached`.
+/// merchant at its `maxProducts` limit, or whose storage has reached its
+/// `maxStorageBytes`, gets 409 `plan_limit_reached`.
 #[utoipa::path(post, path = "/products", tag = "catalog", security(("staff" = [])),
     request_body = CreateProduct,
     responses(
@@ -168,6 +169,7 @@ async fn create(
     db: TenantDb,
     body: Body<CreateProduct>,
 ) -> ApiResult<(Status, Json<Product>)> {
+    storage_room(ctx)?;
     let b = body.0;
     let new = NewProduct {
         sku: b.sku.into_inner(),

@@ -65,6 +65,8 @@ error_codes! {
     // Who is asking.
     InvalidCredentials = "invalid_credentials",
     TooManyAttempts = "too_many_attempts",
+    /// The merchant's `requestsPerMinute` is used up for now.
+    RateLimited = "rate_limited",
     StaffInactive = "staff_inactive",
     StaffUnknown = "staff_unknown",
     /// The token's merchant is not the one the request names (by

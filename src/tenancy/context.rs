@@ -37,6 +37,7 @@ use crate::db::{
     platform::{
         Platform,
         plans::{FeatureFlag, LimitKind, LimitOverrides, Limits, MerchantPlan, Plan},
+        usage::UsageDay,
     },
 };
 
@@ -77,6 +78,9 @@ pub struct TenantContext {
     /// The merchant's settings, defaults applied.
     pub settings: Settings,
     pub branding: Branding,
+    /// The merchant's storage in bytes as last measured (see
+    /// [`super::usage`]), if ever.
+    pub stored_bytes: Option<i64>,
 }
 
 impl TenantContext {
@@ -87,6 +91,17 @@ impl TenantContext {
     pub fn limit(&self, kind: LimitKind) -> Option<i64> {
         self.limits.get(kind)
     }
+
+    /// The merchant's `maxStorageBytes` when its storage as last measured
+    /// has reached it.
+    pub fn storage_full(&self) -> Option<i64> {
+        storage_full(self.limit(LimitKind::MaxStorageBytes), self.stored_bytes)
+    }
+}
+
+/// `limit` when `stored` has reached it.
+pub fn storage_full(limit: Option<i64>, stored: Option<i64>) -> Option<i64> {
+    limit.filter(|&max| stored.is_some_and(|b| b >= max))
 }
 
 /// The merchant's bucket for `flag`, 0 to 99: the first eight bytes of
@@ -129,7 +144,7 @@ pub fn flag_enabled(
     }
 }
 
-/// Reads the merchant's context from the control plane (four queries on
+/// Reads the merchant's context from the control plane (six queries on
 /// one connection). `Ok(None)` for no such merchant.
 pub fn load(p: &mut Platform<'_>, id: MerchantId) -> Result<Option<TenantContext>, LoadError> {
     let m = match MerchantPlan::find(p, id) {
@@ -184,6 +199,7 @@ pub fn load(p: &mut Platform<'_>, id: MerchantId) -> Result<Option<TenantContext
         features,
         settings,
         branding,
+        stored_bytes: UsageDay::last_bytes(p, id)?,
     }))
 }
 

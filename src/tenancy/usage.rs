@@ -11,18 +11,22 @@
 //! dies without a clean shutdown is). Storage is a gauge: a pass every
 //! `POSD_USAGE_STORAGE_INTERVAL` measures one merchant at a time and sets
 //! that day's value; a merchant it cannot measure is logged and skipped.
+//! The last measurement is part of the merchant's tenant context, where it
+//! enforces `maxStorageBytes`; one that crosses the limit NOTIFYs every
+//! instance to reload the context.
 
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
 use chrono::{NaiveDate, Utc};
 use parking_lot::Mutex;
 
-use super::{Tenancy, Tier, classification::TENANT, tenant_db::TenantDb};
+use super::{Tenancy, Tier, classification::TENANT, context::storage_full, tenant_db::TenantDb};
 use crate::{
     db::{
         ids::MerchantId,
         platform::{
             merchants::Merchant,
+            plans::LimitKind,
             usage::{UsageDay, UsageDelta},
         },
     },
@@ -159,14 +163,27 @@ pub async fn measure_storage(app: &Tenancy) -> ApiResult<usize> {
 }
 
 async fn measure_one(app: &Tenancy, merchant: MerchantId) -> ApiResult<()> {
+    let before = app.context(merchant).await?;
     let db = TenantDb::for_job(app, Some(merchant)).await?;
     let own_tables = db.placement().tier != Tier::Shared;
     let (rows, bytes) = db
         .run(move |tx| Ok(tx.storage(TENANT, own_tables)?))
         .await?;
+    // Contexts hold the last measurement to enforce `maxStorageBytes`: when
+    // this one crosses the limit (either way), every instance reloads it.
+    let crossed = before.is_some_and(|c| {
+        let limit = c.limit(LimitKind::MaxStorageBytes);
+        c.storage_full().is_some() != storage_full(limit, Some(bytes)).is_some()
+    });
     let day = Utc::now().date_naive();
-    app.platform(move |p| Ok(UsageDay::set_storage(p, merchant, day, rows, bytes)?))
-        .await
+    app.platform(move |p| {
+        UsageDay::set_storage(p, merchant, day, rows, bytes)?;
+        if crossed {
+            UsageDay::notify_context(p, merchant)?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Flushes the counters every `POSD_USAGE_FLUSH_INTERVAL` and measures

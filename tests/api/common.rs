@@ -799,6 +799,20 @@ impl TestApp {
         id
     }
 
+    /// Changes the merchant's plan or limit overrides as an operator
+    /// (`POST /admin/tenants/{id}/plan`); answers the merchant's plan view.
+    pub async fn set_plan(&self, m: MerchantId, body: Value) -> Value {
+        let (status, view) = self
+            .post(
+                &format!("{API}/admin/tenants/{m}/plan"),
+                &self.admin_token(),
+                body,
+            )
+            .await;
+        assert_eq!(status, Status::Ok, "{view}");
+        view
+    }
+
     /// A cash sale of `qty` × `product`, paid exactly; returns the order.
     pub async fn sell(&self, m: &Merchant, product: &str, qty: i64, cash: i64) -> Value {
         let (status, body, _) = self

@@ -15,18 +15,6 @@ use posd::{auth::Role, db::ids::MerchantId, tenancy::context::in_rollout};
 
 const CONTEXT: &str = api!("/context");
 
-async fn set_plan(t: &TestApp, m: MerchantId, body: Value) -> Value {
-    let (status, view) = t
-        .post(
-            &format!("{API}/admin/tenants/{m}/plan"),
-            &t.admin_token(),
-            body,
-        )
-        .await;
-    assert_eq!(status, Status::Ok, "{view}");
-    view
-}
-
 async fn new_product(t: &TestApp, m: &Merchant, sku: &str) -> (Status, Value) {
     t.post(
         api!("/products"),
@@ -155,12 +143,12 @@ async fn limits_hold_on_every_tier_and_follow_plan_changes() {
         let m = t.merchant(&format!("lim-{}", tier.as_str()), tier).await;
         // Overrides over the starter plan: 2 products, 2 staff (the owner
         // is one).
-        let view = set_plan(
-            &t,
-            m.id,
-            json!({ "limitOverrides": { "maxProducts": 2, "maxStaff": 2 } }),
-        )
-        .await;
+        let view = t
+            .set_plan(
+                m.id,
+                json!({ "limitOverrides": { "maxProducts": 2, "maxStaff": 2 } }),
+            )
+            .await;
         assert_eq!(
             view["limitOverrides"],
             json!({ "maxProducts": 2, "maxStaff": 2 })
@@ -204,7 +192,9 @@ async fn limits_hold_on_every_tier_and_follow_plan_changes() {
         assert_limit(&refused, "maxStaff", 2, "starter");
 
         // Moved to pro without overrides: the next creation passes at once.
-        let view = set_plan(&t, m.id, json!({ "plan": "pro", "limitOverrides": {} })).await;
+        let view = t
+            .set_plan(m.id, json!({ "plan": "pro", "limitOverrides": {} }))
+            .await;
         assert_eq!(view["context"]["plan"]["key"], "pro");
         assert_eq!(view["context"]["limits"]["maxProducts"], 20000);
         let (status, body) = new_product(&t, &m, "C").await;
@@ -219,7 +209,7 @@ async fn limits_hold_on_every_tier_and_follow_plan_changes() {
         assert_eq!(status, Status::Ok);
 
         // Downgraded below what it has: nothing goes, nothing new comes.
-        set_plan(&t, m.id, json!({ "plan": "tiny" })).await;
+        t.set_plan(m.id, json!({ "plan": "tiny" })).await;
         assert_limit(&new_product(&t, &m, "D").await, "maxProducts", 1, "tiny");
         assert_limit(
             &new_staff(&t, &m, "three@lim.test").await,
@@ -241,12 +231,9 @@ async fn limits_hold_on_every_tier_and_follow_plan_changes() {
         assert_eq!(status, Status::NoContent);
         assert_limit(&new_product(&t, &m, "D").await, "maxProducts", 1, "tiny");
         // An override of null is unlimited, whatever the plan says.
-        let view = set_plan(
-            &t,
-            m.id,
-            json!({ "limitOverrides": { "maxProducts": null } }),
-        )
-        .await;
+        let view = t
+            .set_plan(m.id, json!({ "limitOverrides": { "maxProducts": null } }))
+            .await;
         assert_eq!(view["context"]["limits"]["maxProducts"], Value::Null);
         let (status, body) = new_product(&t, &m, "D").await;
         assert_eq!(status, Status::Created, "{tier}: {body}");
@@ -272,8 +259,7 @@ async fn concurrent_creations_cannot_overshoot_a_limit() {
     let t = TestApp::new().await;
     for tier in [posd::tenancy::Tier::Shared, posd::tenancy::Tier::Dedicated] {
         let m = t.merchant(&format!("race-{}", tier.as_str()), tier).await;
-        set_plan(
-            &t,
+        t.set_plan(
             m.id,
             json!({ "limitOverrides": { "maxProducts": 3, "maxStaff": 3 } }),
         )
@@ -494,7 +480,7 @@ async fn flag_precedence() {
     // A plan gate above the merchant's plan shuts it.
     patch(json!({ "minPlan": "pro" })).await;
     assert!(!has(&features(&t, &m.token).await), "gated");
-    set_plan(&t, m.id, json!({ "plan": "enterprise" })).await;
+    t.set_plan(m.id, json!({ "plan": "enterprise" })).await;
     assert!(has(&features(&t, &m.token).await), "a plan above the gate");
     // A rollout replaces the default.
     patch(json!({ "rolloutPercent": 0 })).await;
@@ -517,7 +503,7 @@ async fn flag_precedence() {
     )
     .unwrap()));
     assert!(!has(&features(&t, &m.token).await), "override off");
-    set_plan(&t, m.id, json!({ "plan": "starter" })).await;
+    t.set_plan(m.id, json!({ "plan": "starter" })).await;
     let (status, _) = t
         .request(
             rocket::http::Method::Put,
@@ -628,13 +614,14 @@ async fn changes_reach_a_second_instance_within_a_second() {
     );
 
     // A merchant's plan.
-    set_plan(&t, m.id, json!({ "plan": "pro" })).await;
+    t.set_plan(m.id, json!({ "plan": "pro" })).await;
     within_a_second(&other, &token, "a plan change", |c| {
         c["plan"]["key"] == "pro"
     })
     .await;
     // A merchant's override.
-    set_plan(&t, m.id, json!({ "limitOverrides": { "maxProducts": 7 } })).await;
+    t.set_plan(m.id, json!({ "limitOverrides": { "maxProducts": 7 } }))
+        .await;
     within_a_second(&other, &token, "an override", |c| {
         c["limits"]["maxProducts"] == 7
     })
@@ -675,7 +662,8 @@ async fn changes_reach_a_second_instance_within_a_second() {
     })
     .await;
     // And what the second instance enforces follows it.
-    set_plan(&t, m.id, json!({ "limitOverrides": { "maxProducts": 0 } })).await;
+    t.set_plan(m.id, json!({ "limitOverrides": { "maxProducts": 0 } }))
+        .await;
     within_a_second(&other, &token, "a limit of 0", |c| {
         c["limits"]["maxProducts"] == 0
     })

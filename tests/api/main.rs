@@ -33,6 +33,7 @@ mod pools;
 mod pricing;
 mod products;
 mod provisioning;
+mod ratelimit;
 mod reports;
 mod routing;
 mod settings;

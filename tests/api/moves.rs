@@ -289,6 +289,8 @@ async fn trade(t: &TestApp, m: &Merchant, product: &str, stop: &AtomicBool) -> R
 /// A merchant with rows in every data-plane table, and its stocked product.
 async fn trading_merchant(t: &TestApp, slug: &str) -> (Merchant, String) {
     let m = t.shared_merchant(slug).await;
+    // It trades as fast as it can: on the plan without a request limit.
+    t.set_plan(m.id, json!({ "plan": "enterprise" })).await;
     let (s, cat) = t
         .post(api!("/categories"), &m.token, json!({ "name": "Bakery" }))
         .await;

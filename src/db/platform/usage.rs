@@ -82,6 +82,27 @@ impl UsageDay {
         .execute(p.conn)
     }
 
+    /// The merchant's storage in bytes as last measured, if ever.
+    pub fn last_bytes(p: &mut Platform<'_>, merchant: MerchantId) -> QueryResult<Option<i64>> {
+        mu::table
+            .filter(mu::merchant_id.eq(merchant))
+            .filter(mu::bytes_stored.is_not_null())
+            .order(mu::day.desc())
+            .select(mu::bytes_stored)
+            .first::<Option<i64>>(p.conn)
+            .optional()
+            .map(Option::flatten)
+    }
+
+    /// Tells every instance that the merchant's tenant context changed
+    /// (`posd_context`, as the control plane's triggers do).
+    pub fn notify_context(p: &mut Platform<'_>, merchant: MerchantId) -> QueryResult<()> {
+        diesel::sql_query("SELECT pg_notify('posd_context', $1)")
+            .bind::<diesel::sql_types::Text, _>(merchant.to_string())
+            .execute(p.conn)
+            .map(drop)
+    }
+
     /// Sets the merchant's storage on `day` to what was just measured.
     pub fn set_storage(
         p: &mut Platform<'_>,
