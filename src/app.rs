@@ -241,6 +241,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         on_demand: Arc::default(),
         move_metrics: MoveMetrics::default(),
         usage: Arc::default(),
+        load: Arc::default(),
     };
     Ok(App {
         jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),

@@ -75,6 +75,9 @@ pub struct Settings {
     pub login_account_limit: RateLimit,
     /// Login attempts per client address.
     pub login_address_limit: RateLimit,
+    /// Merchants named in the `posd_merchant_*` series of `/metrics` (the
+    /// rest is `other`).
+    pub metrics_top_merchants: usize,
     /// Merchants are reached at `<slug>.<base domain>`, and any host that
     /// names no merchant is 404 `unknown_host` (see `tenancy::hosts`).
     /// Lower-case, without a trailing dot.
@@ -157,6 +160,7 @@ struct Raw {
     trusted_proxies: Option<String>,
     login_account_limit: Option<String>,
     login_address_limit: Option<String>,
+    metrics_top_merchants: Option<u32>,
     base_domain: Option<String>,
     #[serde(default, with = "humantime_serde")]
     usage_flush_interval: Option<Duration>,
@@ -198,6 +202,9 @@ const MOVE_COPY_STREAMS: u32 = 4;
 /// The most streams a move may copy with (each is two connections).
 const MAX_MOVE_COPY_STREAMS: u32 = 16;
 
+/// The most merchants `/metrics` may name (each costs four series).
+const MAX_METRICS_TOP_MERCHANTS: u32 = 1000;
+
 const KEYS: &[&str] = &[
     "database_url",
     "app_database_url",
@@ -230,6 +237,7 @@ const KEYS: &[&str] = &[
     "trusted_proxies",
     "login_account_limit",
     "login_address_limit",
+    "metrics_top_merchants",
     "base_domain",
     "usage_flush_interval",
     "usage_storage_interval",
@@ -456,6 +464,15 @@ impl Settings {
                 raw.login_address_limit.as_deref().unwrap_or("100/500ms"),
                 "login_address_limit",
             )?,
+            metrics_top_merchants: match raw.metrics_top_merchants.unwrap_or(20) {
+                n @ 1..=MAX_METRICS_TOP_MERCHANTS => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => {
+                    return Err(ConfigError::new(
+                        "metrics_top_merchants",
+                        format!("must be between 1 and {MAX_METRICS_TOP_MERCHANTS}"),
+                    ));
+                }
+            },
             base_domain: raw
                 .base_domain
                 .as_deref()

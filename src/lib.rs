@@ -45,7 +45,6 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         .attach(api::screen::Screen)
         .attach(api::host::HostRouting)
         .attach(api::metrics::Recorder(metrics))
-        .attach(api::usage::Meter)
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(
             "cache invalidation listener",

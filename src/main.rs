@@ -146,6 +146,26 @@ enum TenantsCmd {
         #[arg(long)]
         remove: Option<String>,
     },
+    /// Show a serving instance's merchants with the most load over the
+    /// last minutes (requests, 5xx, 429s, database and pool-wait time,
+    /// share of the pool, heaviest route). The load lives in each
+    /// instance's memory: this asks one instance over HTTP, with an
+    /// operator token signed with POSD_JWT_SECRET.
+    Top {
+        /// Rank by db_time, requests or errors.
+        #[arg(long, default_value = "db_time", value_parser = ["db_time", "requests", "errors"])]
+        by: String,
+        /// Whole minutes, 1m to 15m.
+        #[arg(long, default_value = "5m")]
+        window: String,
+        /// Merchants listed.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The instance (default: the address and port posd serves on,
+        /// from ROCKET_ADDRESS / ROCKET_PORT or Rocket.toml).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Show a merchant's usage per UTC day (API calls, orders, database
     /// time, rows and bytes stored), as recorded in the control plane
     /// (serving instances flush theirs every POSD_USAGE_FLUSH_INTERVAL).
@@ -363,6 +383,33 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             eprintln!("posd: migrations applied");
             Ok(())
         }
+        Cmd::Tenants {
+            command:
+                TenantsCmd::Top {
+                    by,
+                    window,
+                    limit,
+                    url,
+                },
+        } => {
+            let url = match url {
+                Some(u) => u,
+                None => {
+                    let rocket: rocket::Config = config::figment()
+                        .extract()
+                        .context("cannot read the address posd serves on")?;
+                    format!("http://{}:{}", rocket.address, rocket.port)
+                }
+            };
+            let token = operator_token("posd tenants top", Duration::from_secs(300))?;
+            cli::top::run(&cli::top::Query {
+                url: &url,
+                token: token.expose_secret(),
+                by: &by,
+                window: &window,
+                limit,
+            })
+        }
         Cmd::Tenants { command } => {
             let (figment, _cluster) = configure()?;
             let settings = config::Settings::from_figment(&figment)?;
@@ -433,6 +480,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                     to,
                     csv,
                 } => cli::tenants::usage(&settings, &merchant, from, to, csv),
+                TenantsCmd::Top { .. } => bail!("posd tenants top is answered without a database"),
             }
         }
         Cmd::Plans { command } => {
@@ -528,26 +576,32 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::AdminToken { ttl, subject } => {
-            let mut figment = config::figment();
-            if !config::has_database_url(&figment) {
-                let secrets = embedded::Secrets::load(&embedded::default_data_dir())
-                    .map_err(|e| anyhow!("{e} (run `posd serve` once, or set POSD_JWT_SECRET)"))?;
-                figment = figment.join(secrets.provider());
-            }
-            let secret: SecretString = figment
-                .extract_inner::<String>("jwt_secret")
-                .map_err(|_| anyhow!("configuration: POSD_JWT_SECRET: is not set"))?
-                .into();
-            if secret.expose_secret().len() < 32 {
-                bail!("configuration: POSD_JWT_SECRET: must be at least 32 bytes");
-            }
-            let token = posd::auth::jwt::JwtKeys::new(&secret)
-                .issue_admin(&subject, ttl)
-                .context("cannot sign the token")?;
-            println!("{token}");
+            println!("{}", operator_token(&subject, ttl)?.expose_secret());
             Ok(())
         }
     }
+}
+
+/// An operator token for `subject`, valid `ttl`, signed with
+/// `POSD_JWT_SECRET` (or the embedded cluster's secret).
+fn operator_token(subject: &str, ttl: Duration) -> anyhow::Result<SecretString> {
+    let mut figment = config::figment();
+    if !config::has_database_url(&figment) {
+        let secrets = embedded::Secrets::load(&embedded::default_data_dir())
+            .map_err(|e| anyhow!("{e} (run `posd serve` once, or set POSD_JWT_SECRET)"))?;
+        figment = figment.join(secrets.provider());
+    }
+    let secret: SecretString = figment
+        .extract_inner::<String>("jwt_secret")
+        .map_err(|_| anyhow!("configuration: POSD_JWT_SECRET: is not set"))?
+        .into();
+    if secret.expose_secret().len() < 32 {
+        bail!("configuration: POSD_JWT_SECRET: must be at least 32 bytes");
+    }
+    posd::auth::jwt::JwtKeys::new(&secret)
+        .issue_admin(subject, ttl)
+        .map(SecretString::from)
+        .context("cannot sign the token")
 }
 
 #[cfg(test)]

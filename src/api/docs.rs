@@ -225,8 +225,8 @@ struct ApiDoc;
 pub fn openapi() -> openapi::OpenApi {
     use super::{
         PREFIX, admin, auth, categories, context, customers, domains, export, fleet, health,
-        integrations, inventory, metrics, moves, offline, orders, plans, products, provisioning,
-        reports, settings, staff, usage,
+        integrations, inventory, load, metrics, moves, offline, orders, plans, products,
+        provisioning, reports, settings, staff, usage,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -250,7 +250,8 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, moves::Doc::openapi())
         .nest(PREFIX, provisioning::Doc::openapi())
         .nest(PREFIX, export::Doc::openapi())
-        .nest(PREFIX, usage::Doc::openapi());
+        .nest(PREFIX, usage::Doc::openapi())
+        .nest(PREFIX, load::Doc::openapi());
     SharedResponses.modify(&mut doc);
     doc
 }

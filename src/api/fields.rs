@@ -327,6 +327,11 @@ param_schema!(
         .pattern(Some(crate::api::params::INSTANT_PATTERN))
 );
 param_schema!(
+    /// A window of whole minutes, `1m` to `15m`.
+    WindowMinutes,
+    string().pattern(Some("^([1-9]|1[0-5])m$"))
+);
+param_schema!(
     /// A search text: at most 100 characters.
     SearchText,
     string()

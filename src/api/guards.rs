@@ -21,7 +21,12 @@ use rocket::{
     tokio,
 };
 
-use super::{errors::rate_limited, host::RequestHost, ratelimit::RequestLimiter};
+use super::{
+    errors::rate_limited,
+    host::RequestHost,
+    metrics::{Attribution, RequestTrace},
+    ratelimit::RequestLimiter,
+};
 use crate::{
     app::App,
     auth::{
@@ -141,6 +146,9 @@ async fn resolve_staff(req: &Request<'_>) -> Result<Staff, ApiError> {
         .context(claims.mid)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the token's merchant does not exist"))?;
+    // From here on the request is the merchant's, whatever its outcome:
+    // its load counts it (`super::metrics`).
+    req.local_cache(|| Attribution(Some((placement.clone(), context.clone()))));
     if let Some(limiter) = req.rocket().state::<RequestLimiter>() {
         let per_minute = context.limit(LimitKind::RequestsPerMinute);
         limiter
@@ -296,7 +304,18 @@ impl<'r> FromRequest<'r> for TenantDb {
             Outcome::Forward(s) => return Outcome::Forward(s),
         };
         let result = match app(req) {
-            Ok(app) => TenantDb::for_placement(app, staff.placement.clone()).await,
+            Ok(app) => TenantDb::for_placement(app, staff.placement.clone())
+                .await
+                .map(|db| {
+                    let trace = RequestTrace::of(req);
+                    let span = tracing::info_span!(
+                        "request",
+                        id = %trace.id,
+                        merchant = %staff.claims.mid,
+                        tier = %staff.placement.tier,
+                    );
+                    db.for_request(trace.spent.clone(), span)
+                }),
             Err(e) => Err(e),
         };
         match result {

@@ -1,9 +1,22 @@
 //! `GET /metrics`: Prometheus text exposition of request counts and
-//! latencies per route, and of the tenant pools; and the access log. Labels carry route
-//! templates (`/api/v2/POS/orders/<id>`), never ids, so no merchant or
-//! object appears in them and their number stays bounded.
+//! latencies per route, of the tenant pools, and of the merchants with the
+//! most load; the access log; and the per-request accounting. Route labels
+//! carry templates (`/api/v2/POS/orders/<id>`), never ids; merchant labels
+//! appear only on the `posd_merchant_*` series, for the top
+//! `POSD_METRICS_TOP_MERCHANTS` merchants of the last five minutes plus one
+//! `other` series, so their number stays bounded however many merchants
+//! there are.
+//!
+//! Every request gets an id: the client's `X-Request-Id` when it is a
+//! plain token (at most 128 letters, digits and `-_.:`), else a new UUID;
+//! the answer carries it back in `X-Request-Id`, the access line logs it,
+//! and so does every line logged inside the request's transactions (the
+//! `request` span, with the merchant and its tier).
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use parking_lot::Mutex;
 use prometheus_client::{
@@ -24,7 +37,62 @@ use rocket::{
     routes,
 };
 
-use crate::app::App;
+use crate::{
+    api::guards::Staff,
+    app::App,
+    error::ApiError,
+    tenancy::{
+        context::TenantContext,
+        load::{RankBy, Sample, Spent},
+        placement::Placement,
+    },
+};
+
+/// The window of the `posd_merchant_*` series, in minutes.
+const TOP_WINDOW_MINUTES: u32 = 5;
+
+/// A request's id and what its transactions spent, in the request's local
+/// cache from its arrival.
+pub struct RequestTrace {
+    pub id: String,
+    pub spent: Arc<Spent>,
+}
+
+impl RequestTrace {
+    fn new(given: Option<&str>) -> Self {
+        let id = given
+            .map(str::trim)
+            .filter(|id| {
+                (1..=128).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            })
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        RequestTrace {
+            id,
+            spent: Arc::default(),
+        }
+    }
+
+    /// The request's trace (made on arrival by [`Recorder`]).
+    pub fn of<'r>(req: &'r Request<'_>) -> &'r RequestTrace {
+        req.local_cache(|| RequestTrace::new(None))
+    }
+}
+
+/// The merchant a request is for, once the staff guard knows it (set
+/// before the rate limit and the staff user's checks, so a refused request
+/// counts to its merchant's load too).
+#[derive(Default)]
+pub struct Attribution(pub Option<(Arc<Placement>, Arc<TenantContext>)>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MerchantLabels {
+    merchant: String,
+    slug: String,
+    tier: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -50,6 +118,10 @@ pub struct Metrics {
     open_breakers: Gauge,
     pool_builds: Gauge,
     pool_evictions: Gauge,
+    merchant_requests: Family<MerchantLabels, Gauge>,
+    merchant_errors: Family<MerchantLabels, Gauge>,
+    merchant_db_seconds: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    merchant_wait_seconds: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -102,8 +174,38 @@ impl Metrics {
             "tenant_pool_evictions",
             "Dedicated-tenant pools evicted",
         );
+        let merchant_requests = Family::<MerchantLabels, Gauge>::default();
+        let merchant_errors = Family::<MerchantLabels, Gauge>::default();
+        let merchant_db_seconds =
+            Family::<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let merchant_wait_seconds =
+            Family::<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "merchant_requests",
+            "Staff requests of the merchant over the last 5 minutes (top merchants by database time, and `other`)",
+            merchant_requests.clone(),
+        );
+        registry.register(
+            "merchant_errors",
+            "5xx answers to the merchant over the last 5 minutes (top merchants, and `other`)",
+            merchant_errors.clone(),
+        );
+        registry.register(
+            "merchant_db_seconds",
+            "Time inside the merchant's transactions over the last 5 minutes (top merchants, and `other`)",
+            merchant_db_seconds.clone(),
+        );
+        registry.register(
+            "merchant_pool_wait_seconds",
+            "Time the merchant's transactions waited for a pool over the last 5 minutes (top merchants, and `other`)",
+            merchant_wait_seconds.clone(),
+        );
         Arc::new(Metrics {
             registry: Mutex::new(registry),
+            merchant_requests,
+            merchant_errors,
+            merchant_db_seconds,
+            merchant_wait_seconds,
             requests,
             latency,
             live_pools,
@@ -130,6 +232,7 @@ impl Metrics {
         );
         set(&self.pool_builds, s.builds);
         set(&self.pool_evictions, s.evictions);
+        self.set_top_merchants(app);
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry.lock()) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -138,13 +241,71 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The `posd_merchant_*` series: the top merchants by database time
+    /// over the last [`TOP_WINDOW_MINUTES`], and `other`; the previous
+    /// scrape's series go.
+    fn set_top_merchants(&self, app: &App) {
+        let top = app.load.top(
+            TOP_WINDOW_MINUTES,
+            RankBy::DbTime,
+            app.settings.metrics_top_merchants,
+        );
+        for f in [&self.merchant_requests, &self.merchant_errors] {
+            f.clear();
+        }
+        for f in [&self.merchant_db_seconds, &self.merchant_wait_seconds] {
+            f.clear();
+        }
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let secs = |us: u64| Duration::from_micros(us).as_secs_f64();
+        let rows = top
+            .items
+            .iter()
+            .map(|m| {
+                (
+                    MerchantLabels {
+                        merchant: m.merchant_id.to_string(),
+                        slug: m.slug.clone(),
+                        tier: m.tier.as_str().to_string(),
+                    },
+                    m.tally,
+                )
+            })
+            .chain(std::iter::once((
+                MerchantLabels {
+                    merchant: "other".into(),
+                    slug: String::new(),
+                    tier: String::new(),
+                },
+                top.other,
+            )));
+        for (labels, t) in rows {
+            self.merchant_requests
+                .get_or_create(&labels)
+                .set(int(t.requests));
+            self.merchant_errors
+                .get_or_create(&labels)
+                .set(int(t.errors));
+            self.merchant_db_seconds
+                .get_or_create(&labels)
+                .set(secs(t.db_time_us));
+            self.merchant_wait_seconds
+                .get_or_create(&labels)
+                .set(secs(t.wait_us));
+        }
+    }
+}
+
 /// The target of the access log: one INFO line per answered request.
 pub const ACCESS_LOG: &str = "posd::access";
 
 /// Records every answered request in the metrics, and logs it in one line
 /// at INFO (target [`ACCESS_LOG`]): method, path (without the query),
-/// status, milliseconds and the route template. Never a header (so never a
-/// token), a query or a body.
+/// status, milliseconds, the route template, the request id and, for a
+/// staff request, its merchant and tier. Never a header (so never a
+/// token), a query or a body. A staff request also counts to its
+/// merchant's usage (an API call and its database time) and load.
 pub struct Recorder(pub Arc<Metrics>);
 
 struct Started(Instant);
@@ -160,23 +321,51 @@ impl Fairing for Recorder {
 
     async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
         req.local_cache(|| Started(Instant::now()));
+        let given = req.headers().get_one("X-Request-Id").map(str::to_string);
+        req.local_cache(|| RequestTrace::new(given.as_deref()));
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let elapsed = req.local_cache(|| Started(Instant::now())).0.elapsed();
+        let trace = RequestTrace::of(req);
+        res.set_raw_header("X-Request-Id", trace.id.clone());
         let route = req.route().map_or_else(
             || "unmatched".to_string(),
             |r| r.uri.origin.path().to_string(),
         );
         let method = req.method().as_str().to_string();
         let status = res.status().code;
+        let Attribution(attributed) = req.local_cache(Attribution::default);
+        let (merchant, tier) = attributed
+            .as_ref()
+            .map(|(p, _)| (p.merchant.to_string(), p.tier.as_str()))
+            .unwrap_or_default();
         tracing::info!(
             target: ACCESS_LOG,
             route = %route,
+            request_id = %trace.id,
+            merchant = %merchant,
+            tier = %tier,
             "{method} {path} {status} {ms:.1} ms",
             path = req.uri().path(),
             ms = elapsed.as_secs_f64() * 1000.0,
         );
+        if let (Some((placement, context)), Some(app)) = (attributed, req.rocket().state::<App>()) {
+            let staff: &Result<Staff, ApiError> =
+                req.local_cache(|| Err(ApiError::unauthorized("not a staff request")));
+            if staff.is_ok() {
+                app.usage.request(placement.merchant, trace.spent.db_time());
+            }
+            app.load.record(&Sample {
+                merchant: placement.merchant,
+                slug: &context.merchant.slug,
+                tier: placement.tier,
+                route: &format!("{method} {route}"),
+                status,
+                latency: elapsed,
+                spent: &trace.spent,
+            });
+        }
         self.0
             .latency
             .get_or_create(&RouteLabels {

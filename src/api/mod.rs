@@ -21,6 +21,7 @@ pub mod host;
 pub mod idempotent;
 pub mod integrations;
 pub mod inventory;
+pub mod load;
 pub mod metrics;
 pub mod moves;
 pub mod offline;
@@ -73,6 +74,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, moves::routes()),
         (PREFIX, export::routes()),
         (PREFIX, usage::routes()),
+        (PREFIX, load::routes()),
         (PREFIX, provisioning::routes()),
         #[cfg(feature = "bench-control")]
         (PREFIX, bench_control::routes()),

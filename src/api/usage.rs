@@ -1,13 +1,11 @@
-//! Usage metering at the edge: [`Meter`] counts each authenticated staff
-//! request to its merchant's usage (in memory, see
-//! [`crate::tenancy::usage`]), and `GET /admin/tenants/{id}/usage` reads a
-//! merchant's usage per day (operator), as JSON or CSV for billing.
+//! `GET /admin/tenants/{id}/usage` reads a merchant's usage per day
+//! (operator), as JSON or CSV for billing. Requests are counted to it by
+//! [`super::metrics::Recorder`] (in memory, see
+//! [`crate::tenancy::usage`]).
 
 use chrono::{NaiveDate, Utc};
 use rocket::{
-    Request, Responder, Response, Route, State,
-    fairing::{Fairing, Info, Kind},
-    get,
+    Request, Responder, Route, State, get,
     http::ContentType,
     request::{FromRequest, Outcome},
     routes,
@@ -16,12 +14,7 @@ use rocket::{
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::{
-    docs,
-    fields::Day,
-    guards::{PlatformAdmin, Staff},
-    params,
-};
+use super::{docs, fields::Day, guards::PlatformAdmin, params};
 use crate::{
     app::App,
     db::{
@@ -31,30 +24,6 @@ use crate::{
     error::{ApiError, ApiResult},
     tenancy::usage,
 };
-
-/// Counts every request the staff guard authenticated, once, as an API
-/// call of its merchant.
-pub struct Meter;
-
-#[rocket::async_trait]
-impl Fairing for Meter {
-    fn info(&self) -> Info {
-        Info {
-            name: "usage metering",
-            kind: Kind::Response,
-        }
-    }
-
-    async fn on_response<'r>(&self, req: &'r Request<'_>, _: &mut Response<'r>) {
-        // The staff guard caches its outcome in the request; a request it
-        // never ran for (or refused) is not a staff request.
-        let staff: &Result<Staff, ApiError> =
-            req.local_cache(|| Err(ApiError::unauthorized("not a staff request")));
-        if let (Ok(staff), Some(app)) = (staff, req.rocket().state::<App>()) {
-            app.usage.api_call(staff.claims.mid);
-        }
-    }
-}
 
 /// One day of a merchant's usage (UTC).
 #[derive(Serialize, ToSchema)]

@@ -7,3 +7,4 @@ pub mod domains;
 pub mod moves;
 pub mod plans;
 pub mod tenants;
+pub mod top;

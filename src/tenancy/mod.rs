@@ -17,6 +17,8 @@
 //!   bound transaction at a time;
 //! - [`usage`]: each merchant's usage per day, metered in memory and
 //!   flushed in batches;
+//! - [`load`]: each merchant's load over the last minutes, in memory, for
+//!   operators;
 //! - [`moves`]: live moves of a trading merchant between placements;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crate::crypto`] and [`keys`] (rotation).
@@ -29,6 +31,7 @@ pub mod fleet;
 pub mod hosts;
 pub mod integrations;
 pub mod keys;
+pub mod load;
 pub mod migrations;
 pub mod moves;
 pub mod placement;
@@ -68,6 +71,8 @@ pub struct Tenancy {
     pub move_metrics: moves::MoveMetrics,
     /// This instance's usage counters, not flushed yet.
     pub usage: Arc<usage::Usage>,
+    /// This instance's per-merchant load over the last minutes.
+    pub load: Arc<load::Load>,
 }
 
 impl Tenancy {

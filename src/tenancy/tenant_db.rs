@@ -7,8 +7,10 @@
 //! closure on a blocking thread inside one transaction that starts by
 //! binding the merchant and `search_path`.
 //!
-//! The time each transaction takes counts to the merchant's usage
-//! ([`super::usage`]), in memory.
+//! For a request, what each transaction spent (time waiting for the pool,
+//! time inside) adds to the request's [`Spent`], which its answer reports
+//! to the merchant's usage and load ([`super::usage`], [`super::load`]), in
+//! memory.
 //!
 //! Resolving it has no side effect on the tenant: it never migrates (a behind
 //! tenant is migrated in the background) and consults the in-memory set of
@@ -20,10 +22,10 @@ use std::sync::Arc;
 use super::{
     Tenancy, Tier,
     classification::check_tenant_schema,
+    load::Spent,
     migrations::latest_tenant_version,
     placement::Placement,
     pools::{PoolHandle, TenantPools},
-    usage::Usage,
 };
 use crate::{
     db::{ids::MerchantId, platform::migration_state::MigrationState, tenant::TenantTx},
@@ -36,10 +38,13 @@ pub struct TenantDb {
     handle: PoolHandle,
     pools: Arc<TenantPools>,
     wait: std::time::Duration,
-    /// Where the time of each transaction is counted: the merchant's usage
-    /// for a request, nothing for a background job (operator work, such as
-    /// measuring storage, is not the merchant's).
-    usage: Option<Arc<Usage>>,
+    /// Where the time of each transaction is counted: the request's, when
+    /// there is one (a background job's work, such as measuring storage,
+    /// is the operator's, not the merchant's).
+    spent: Option<Arc<Spent>>,
+    /// Entered around each transaction, so that what it logs names the
+    /// request (its id, merchant and tier).
+    span: tracing::Span,
 }
 
 impl TenantDb {
@@ -98,8 +103,18 @@ impl TenantDb {
             handle,
             pools: app.pools.clone(),
             wait: app.settings.pool_connect_timeout,
-            usage: Some(app.usage.clone()),
+            spent: None,
+            span: tracing::Span::none(),
         })
+    }
+
+    /// The same handle for a request: each transaction counts to `spent`
+    /// and runs in `span`.
+    #[must_use]
+    pub fn for_request(mut self, spent: Arc<Spent>, span: tracing::Span) -> TenantDb {
+        self.spent = Some(spent);
+        self.span = span;
+        self
     }
 
     /// For background jobs, which have no request: resolves the merchant
@@ -113,9 +128,7 @@ impl TenantDb {
             .await
             .map_err(ApiError::internal)??
             .ok_or_else(|| ApiError::not_found("merchant"))?;
-        let mut db = Self::for_placement(app, placement).await?;
-        db.usage = None;
-        Ok(db)
+        Self::for_placement(app, placement).await
     }
 
     pub fn placement(&self) -> &Placement {
@@ -149,13 +162,16 @@ impl TenantDb {
                 }))
             }
         };
-        let usage = self.usage.clone();
+        let spent = self.spent.clone();
+        let span = self.span.clone();
+        let asked = std::time::Instant::now();
         self.handle
             .run(self.wait, checkout, move |conn| {
+                let _entered = span.enter();
                 let started = std::time::Instant::now();
                 let result = TenantTx::transaction(conn, placement.merchant, &placement.schema, f);
-                if let Some(usage) = usage {
-                    usage.db_time(placement.merchant, started.elapsed());
+                if let Some(spent) = spent {
+                    spent.add(started - asked, started.elapsed());
                 }
                 result
             })

@@ -66,12 +66,14 @@ impl Usage {
             .add(counts);
     }
 
-    /// One authenticated staff request.
-    pub fn api_call(&self, merchant: MerchantId) {
+    /// One authenticated staff request, and the time its transactions
+    /// took.
+    pub fn request(&self, merchant: MerchantId, db_time: Duration) {
         self.record(
             merchant,
             Counts {
                 api_calls: 1,
+                db_time_us: i64::try_from(db_time.as_micros()).unwrap_or(i64::MAX),
                 ..Counts::default()
             },
         );
@@ -88,17 +90,6 @@ impl Usage {
                 },
             );
         }
-    }
-
-    /// Time spent in one of the merchant's transactions.
-    pub fn db_time(&self, merchant: MerchantId, elapsed: Duration) {
-        self.record(
-            merchant,
-            Counts {
-                db_time_us: i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
-                ..Counts::default()
-            },
-        );
     }
 
     /// Takes every pending counter, to be flushed.
@@ -323,11 +314,11 @@ mod tests {
     fn a_failed_flush_puts_its_counts_back() {
         let usage = Usage::default();
         let m = MerchantId(uuid::Uuid::new_v4());
-        usage.api_call(m);
+        usage.request(m, Duration::ZERO);
         usage.orders(m, 2);
         let taken = usage.take();
         assert!(usage.take().is_empty());
-        usage.api_call(m);
+        usage.request(m, Duration::ZERO);
         usage.restore(taken);
         let back = usage.take();
         assert_eq!(back.len(), 1);

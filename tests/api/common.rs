@@ -799,6 +799,13 @@ impl TestApp {
         id
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        let res = self.client.get("/metrics").dispatch().await;
+        assert_eq!(res.status(), Status::Ok);
+        res.into_string().await.unwrap_or_default()
+    }
+
     /// Changes the merchant's plan or limit overrides as an operator
     /// (`POST /admin/tenants/{id}/plan`); answers the merchant's plan view.
     pub async fn set_plan(&self, m: MerchantId, body: Value) -> Value {

@@ -22,6 +22,7 @@ mod integrations;
 mod isolation;
 mod keys;
 mod kinds;
+mod load;
 mod logs;
 mod metrics;
 mod migrations;

@@ -552,14 +552,7 @@ async fn a_move_there_and_back_yields_the_original_content() {
         );
     }
     // Both moves are in the metrics.
-    let metrics = t
-        .client
-        .get("/metrics")
-        .dispatch()
-        .await
-        .into_string()
-        .await
-        .unwrap_or_default();
+    let metrics = t.metrics().await;
     assert!(
         metrics.contains("posd_move_fence_duration_seconds_count 2"),
         "{metrics}"
