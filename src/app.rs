@@ -229,8 +229,12 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         settings.placement_cache_ttl,
         directory.clone(),
     ));
+    let fair =
+        crate::tenancy::fair::FairShare::new(settings.pool_size, settings.merchant_pool_share)
+            .map(Arc::new);
     let tenancy = Tenancy {
         platform: PoolHandle::new(global),
+        fair,
         directory,
         contexts,
         hosts,
@@ -242,6 +246,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         move_metrics: MoveMetrics::default(),
         usage: Arc::default(),
         load: Arc::default(),
+        noisy: Arc::default(),
     };
     Ok(App {
         jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),

@@ -75,6 +75,12 @@ pub struct Settings {
     pub login_account_limit: RateLimit,
     /// Login attempts per client address.
     pub login_address_limit: RateLimit,
+    /// The share (0 to 1) of the global pool's connections one merchant's
+    /// transactions may hold at once (see `tenancy::fair`); 1 is no cap.
+    pub merchant_pool_share: f64,
+    /// A merchant taking this share (0 to 1) of a busy global pool's
+    /// database time is flagged noisy (see `tenancy::noisy`).
+    pub noisy_share: f64,
     /// Merchants named in the `posd_merchant_*` series of `/metrics` (the
     /// rest is `other`).
     pub metrics_top_merchants: usize,
@@ -161,6 +167,8 @@ struct Raw {
     login_account_limit: Option<String>,
     login_address_limit: Option<String>,
     metrics_top_merchants: Option<u32>,
+    merchant_pool_share: Option<f64>,
+    noisy_share: Option<f64>,
     base_domain: Option<String>,
     #[serde(default, with = "humantime_serde")]
     usage_flush_interval: Option<Duration>,
@@ -238,6 +246,8 @@ const KEYS: &[&str] = &[
     "login_account_limit",
     "login_address_limit",
     "metrics_top_merchants",
+    "merchant_pool_share",
+    "noisy_share",
     "base_domain",
     "usage_flush_interval",
     "usage_storage_interval",
@@ -464,6 +474,11 @@ impl Settings {
                 raw.login_address_limit.as_deref().unwrap_or("100/500ms"),
                 "login_address_limit",
             )?,
+            merchant_pool_share: share(
+                raw.merchant_pool_share.unwrap_or(0.5),
+                "merchant_pool_share",
+            )?,
+            noisy_share: share(raw.noisy_share.unwrap_or(0.5), "noisy_share")?,
             metrics_top_merchants: match raw.metrics_top_merchants.unwrap_or(20) {
                 n @ 1..=MAX_METRICS_TOP_MERCHANTS => usize::try_from(n).unwrap_or(usize::MAX),
                 _ => {
@@ -547,6 +562,18 @@ fn required(v: Option<SecretString>, key: &str) -> Result<SecretString, ConfigEr
     match v {
         Some(v) if !v.expose_secret().trim().is_empty() => Ok(v),
         _ => Err(ConfigError::new(key, "is not set")),
+    }
+}
+
+/// A share: more than 0, at most 1.
+fn share(v: f64, key: &str) -> Result<f64, ConfigError> {
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(ConfigError::new(
+            key,
+            "must be a share above 0 and at most 1, e.g. 0.5",
+        ))
     }
 }
 

@@ -53,9 +53,10 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
                 rocket
             },
         ))
-        .attach(AdHoc::on_ignite("usage metering", |rocket| async move {
+        .attach(AdHoc::on_ignite("usage metering and noisy neighbours", |rocket| async move {
             if let Some(app) = rocket.state::<App>() {
                 tenancy::usage::spawn(app.tenancy.clone());
+                tenancy::noisy::spawn(app.tenancy.clone());
             }
             rocket
         }))

@@ -143,6 +143,10 @@ struct TenantView {
     /// The tier move under way, if any.
     #[serde(rename = "move", skip_serializing_if = "Option::is_none")]
     moving: Option<Move>,
+    /// Flagged as a noisy neighbour on this instance, with the evidence
+    /// and what posd recommends (see `tenancy::noisy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    noisy: Option<crate::tenancy::noisy::Evidence>,
 }
 
 fn tenant_view(
@@ -168,6 +172,7 @@ fn tenant_view(
         pool: app.pools.state(m.id),
         routed_tier: placement.tier,
         migrating: app.on_demand.running(m.id),
+        noisy: app.noisy.get(m.id),
         merchant: m,
         migration_version,
         latest_migration_version: crate::tenancy::migrations::latest_tenant_version(),

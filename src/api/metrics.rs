@@ -122,6 +122,7 @@ pub struct Metrics {
     merchant_errors: Family<MerchantLabels, Gauge>,
     merchant_db_seconds: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     merchant_wait_seconds: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    merchant_noisy: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -200,8 +201,16 @@ impl Metrics {
             "Time the merchant's transactions waited for a pool over the last 5 minutes (top merchants, and `other`)",
             merchant_wait_seconds.clone(),
         );
+        let merchant_noisy =
+            Family::<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "merchant_noisy_share",
+            "Merchants flagged as noisy neighbours: their share of the busy global pool's database time",
+            merchant_noisy.clone(),
+        );
         Arc::new(Metrics {
             registry: Mutex::new(registry),
+            merchant_noisy,
             merchant_requests,
             merchant_errors,
             merchant_db_seconds,
@@ -254,8 +263,21 @@ impl Metrics {
         for f in [&self.merchant_requests, &self.merchant_errors] {
             f.clear();
         }
-        for f in [&self.merchant_db_seconds, &self.merchant_wait_seconds] {
+        for f in [
+            &self.merchant_db_seconds,
+            &self.merchant_wait_seconds,
+            &self.merchant_noisy,
+        ] {
             f.clear();
+        }
+        for (id, e) in app.noisy.all() {
+            self.merchant_noisy
+                .get_or_create(&MerchantLabels {
+                    merchant: id.to_string(),
+                    slug: e.slug,
+                    tier: e.tier.as_str().to_string(),
+                })
+                .set(e.share);
         }
         let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let secs = |us: u64| Duration::from_micros(us).as_secs_f64();

@@ -237,6 +237,11 @@ impl Load {
         }
     }
 
+    /// How long this tracker has been counting.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     fn minute(&self) -> u64 {
         self.started.elapsed().as_secs() / MINUTE.as_secs()
     }

@@ -18,7 +18,8 @@
 //! - [`usage`]: each merchant's usage per day, metered in memory and
 //!   flushed in batches;
 //! - [`load`]: each merchant's load over the last minutes, in memory, for
-//!   operators;
+//!   operators; [`noisy`]: the merchants that take most of a busy global
+//!   pool; [`fair`]: each merchant's cap on the global pool;
 //! - [`moves`]: live moves of a trading merchant between placements;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crate::crypto`] and [`keys`] (rotation).
@@ -27,6 +28,7 @@ pub mod breaker;
 pub mod cache;
 pub mod classification;
 pub mod context;
+pub mod fair;
 pub mod fleet;
 pub mod hosts;
 pub mod integrations;
@@ -34,6 +36,7 @@ pub mod keys;
 pub mod load;
 pub mod migrations;
 pub mod moves;
+pub mod noisy;
 pub mod placement;
 pub mod pools;
 pub mod provisioning;
@@ -55,6 +58,8 @@ pub struct Tenancy {
     pub settings: Arc<Settings>,
     /// The app-role pool on the platform database.
     pub platform: pools::PoolHandle,
+    /// Each merchant's cap on the global pool, unless the share is all of it.
+    pub fair: Option<Arc<fair::FairShare>>,
     pub directory: Arc<placement::Directory>,
     /// The tenant contexts (plan, limits, features), cached like placements.
     pub contexts: Arc<context::Contexts>,
@@ -73,6 +78,8 @@ pub struct Tenancy {
     pub usage: Arc<usage::Usage>,
     /// This instance's per-merchant load over the last minutes.
     pub load: Arc<load::Load>,
+    /// The merchants flagged as noisy neighbours, with their evidence.
+    pub noisy: Arc<noisy::Noisy>,
 }
 
 impl Tenancy {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use super::{
     Tenancy, Tier,
     classification::check_tenant_schema,
+    fair::FairShare,
     load::Spent,
     migrations::latest_tenant_version,
     placement::Placement,
@@ -36,6 +37,8 @@ use crate::{
 pub struct TenantDb {
     placement: Arc<Placement>,
     handle: PoolHandle,
+    /// The merchant's cap on the global pool (shared and schema merchants).
+    fair: Option<Arc<FairShare>>,
     pools: Arc<TenantPools>,
     wait: std::time::Duration,
     /// Where the time of each transaction is counted: the request's, when
@@ -84,6 +87,10 @@ impl TenantDb {
                 }
             }
         }
+        let fair = match placement.tier {
+            Tier::Shared | Tier::Schema => app.fair.clone(),
+            Tier::Dedicated => None,
+        };
         let handle = match placement.tier {
             Tier::Shared | Tier::Schema => app.platform.clone(),
             Tier::Dedicated => match app.pools.cached(&placement) {
@@ -101,6 +108,7 @@ impl TenantDb {
         Ok(TenantDb {
             placement,
             handle,
+            fair,
             pools: app.pools.clone(),
             wait: app.settings.pool_connect_timeout,
             spent: None,
@@ -165,8 +173,16 @@ impl TenantDb {
         let spent = self.spent.clone();
         let span = self.span.clone();
         let asked = std::time::Instant::now();
+        // The merchant's place under its cap, held until its transaction
+        // ends (moved into it: a request that goes away does not free it
+        // early).
+        let share = match &self.fair {
+            Some(fair) => Some(fair.acquire(placement.merchant, self.wait).await?),
+            None => None,
+        };
         self.handle
             .run(self.wait, checkout, move |conn| {
+                let _share = share;
                 let _entered = span.enter();
                 let started = std::time::Instant::now();
                 let result = TenantTx::transaction(conn, placement.merchant, &placement.schema, f);

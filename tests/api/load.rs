@@ -311,3 +311,71 @@ async fn the_command_line_reads_a_serving_instance() {
         assert!(line.contains("tier=shared"), "{line}");
     }
 }
+
+/// A merchant flooding a small global pool is flagged with its evidence
+/// and a recommendation, in the tenant view and `/metrics`; the merchant
+/// beside it is not.
+#[rocket::async_test]
+async fn a_merchant_flooding_the_global_pool_is_flagged_noisy() {
+    // A pool of one connection (so no cap of its own): the flood keeps it
+    // busy.
+    let t = TestApp::with_config(|s| s.pool_size = 1).await;
+    let admin = t.admin_token();
+    let flood = t.merchant("noisy-flood", Tier::Shared).await;
+    let quiet = t.merchant("noisy-quiet", Tier::Schema).await;
+    // Neither is rate limited.
+    t.set_plan(flood.id, json!({ "plan": "enterprise" })).await;
+    t.set_plan(quiet.id, json!({ "plan": "enterprise" })).await;
+    for i in 0..20 {
+        t.product(&flood, &format!("F{i}")).await;
+    }
+    let quiet_product = t.product(&quiet, "Q").await;
+    let list = api!("/products?limit=100");
+    let quiet_read = format!("{API}/products/{quiet_product}");
+    let mut flagged = None;
+    for _ in 0..300 {
+        let floods = (0..16).map(|_| t.get(list, &flood.token));
+        let (answers, (s, _)) = tokio::join!(
+            futures_util::future::join_all(floods),
+            t.get(&quiet_read, &quiet.token)
+        );
+        assert_eq!(s, Status::Ok);
+        assert!(answers.iter().all(|(s, _)| *s == Status::Ok));
+        let changes = posd::tenancy::noisy::check(&t.app().tenancy);
+        assert!(
+            changes.raised.iter().all(|(id, _)| *id == flood.id),
+            "only the flooding merchant: {changes:?}"
+        );
+        if let Some(e) = t.app().noisy.get(flood.id) {
+            flagged = Some(e);
+            break;
+        }
+    }
+    let e = flagged.expect("the flooding merchant was flagged");
+    assert!(e.share >= 0.5 && e.share <= 1.0, "{e:?}");
+    assert!(e.pool_busy >= posd::tenancy::noisy::BUSY_FLOOR, "{e:?}");
+    assert_eq!(e.top_routes[0].route, concat!("GET ", api!("/products")));
+    assert!(t.app().noisy.get(quiet.id).is_none());
+
+    let (s, view) = t
+        .get(&format!("{API}/admin/tenants/{}", flood.id), &admin)
+        .await;
+    assert_eq!(s, Status::Ok);
+    assert_eq!(view["noisy"]["slug"], "noisy-flood", "{view}");
+    assert!(
+        view["noisy"]["recommendation"]["tier"].is_string(),
+        "{view}"
+    );
+    let (_, view) = t
+        .get(&format!("{API}/admin/tenants/{}", quiet.id), &admin)
+        .await;
+    assert!(view.get("noisy").is_none(), "{view}");
+    let metrics = t.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("posd_merchant_noisy_share{")
+                && l.contains(&flood.id.to_string())),
+        "{metrics}"
+    );
+}
