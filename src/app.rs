@@ -247,6 +247,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         usage: Arc::default(),
         load: Arc::default(),
         noisy: Arc::default(),
+        probe: Arc::default(),
     };
     Ok(App {
         jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),

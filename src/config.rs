@@ -81,6 +81,8 @@ pub struct Settings {
     /// A merchant taking this share (0 to 1) of a busy global pool's
     /// database time is flagged noisy (see `tenancy::noisy`).
     pub noisy_share: f64,
+    /// How often the isolation probe runs (`tenancy::probe`); `None`: off.
+    pub isolation_probe_interval: Option<Duration>,
     /// Merchants named in the `posd_merchant_*` series of `/metrics` (the
     /// rest is `other`).
     pub metrics_top_merchants: usize,
@@ -167,6 +169,8 @@ struct Raw {
     login_account_limit: Option<String>,
     login_address_limit: Option<String>,
     metrics_top_merchants: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    isolation_probe_interval: Option<Duration>,
     merchant_pool_share: Option<f64>,
     noisy_share: Option<f64>,
     base_domain: Option<String>,
@@ -246,6 +250,7 @@ const KEYS: &[&str] = &[
     "login_account_limit",
     "login_address_limit",
     "metrics_top_merchants",
+    "isolation_probe_interval",
     "merchant_pool_share",
     "noisy_share",
     "base_domain",
@@ -479,6 +484,10 @@ impl Settings {
                 "merchant_pool_share",
             )?,
             noisy_share: share(raw.noisy_share.unwrap_or(0.5), "noisy_share")?,
+            isolation_probe_interval: raw
+                .isolation_probe_interval
+                .map(|d| nonzero(d, "isolation_probe_interval"))
+                .transpose()?,
             metrics_top_merchants: match raw.metrics_top_merchants.unwrap_or(20) {
                 n @ 1..=MAX_METRICS_TOP_MERCHANTS => usize::try_from(n).unwrap_or(usize::MAX),
                 _ => {

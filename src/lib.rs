@@ -57,6 +57,9 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
             if let Some(app) = rocket.state::<App>() {
                 tenancy::usage::spawn(app.tenancy.clone());
                 tenancy::noisy::spawn(app.tenancy.clone());
+                if let Some(every) = app.settings.isolation_probe_interval {
+                    tenancy::probe::spawn(app.tenancy.clone(), every);
+                }
             }
             rocket
         }))

@@ -87,6 +87,7 @@ async fn create_merchant(
                         timezone: b.timezone.as_str(),
                         currency: b.currency.as_str(),
                         plan: &plan,
+                        probe: false,
                     },
                 )
                 .map_err(super::plans::or_unknown_plan(ApiError::or_taken(
@@ -197,6 +198,7 @@ async fn list_tenants(_admin: PlatformAdmin, app: &State<App>) -> ApiResult<Json
     let (merchants, moves) = app
         .platform(|p| Ok((Merchant::list(p)?, Move::all_active(p)?)))
         .await?;
+    let merchants = merchants.into_iter().filter(|m| !m.probe);
     let mut moves: std::collections::HashMap<MerchantId, Move> =
         moves.into_iter().map(|m| (m.merchant_id, m)).collect();
     let items: Vec<TenantView> = merchants

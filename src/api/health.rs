@@ -31,12 +31,19 @@ struct Ready {
     /// shared tier.
     routing: bool,
     tenant_pools: PoolsSummary,
+    /// The isolation probe's last run, when it runs
+    /// (`POSD_ISOLATION_PROBE_INTERVAL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isolation: Option<crate::tenancy::probe::ProbeRun>,
 }
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum ReadyStatus {
     Ready,
+    /// Serving, but the isolation probe's last run broke in: see
+    /// `isolation.breaches`.
+    Degraded,
 }
 
 /// The process is alive.
@@ -50,6 +57,8 @@ fn healthz() -> Json<Alive> {
 }
 
 /// The platform database answers and placement invalidations are flowing.
+/// `degraded` (still 200: the instance serves) when the isolation probe's
+/// last run broke in.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready: status, routing and tenant pools", body = Ready),
@@ -65,8 +74,15 @@ async fn readyz(app: &State<App>) -> ApiResult<Json<Ready>> {
             1,
         ));
     }
+    let isolation = app.probe.last();
+    let breached = isolation.as_ref().is_some_and(|r| !r.breaches.is_empty());
     Ok(Json(Ready {
-        status: ReadyStatus::Ready,
+        status: if breached {
+            ReadyStatus::Degraded
+        } else {
+            ReadyStatus::Ready
+        },
+        isolation,
         routing: app.directory.routing_enabled(),
         tenant_pools: app.pools.summary(),
     }))

@@ -118,11 +118,58 @@ pub struct Metrics {
     open_breakers: Gauge,
     pool_builds: Gauge,
     pool_evictions: Gauge,
-    merchant_requests: Family<MerchantLabels, Gauge>,
-    merchant_errors: Family<MerchantLabels, Gauge>,
-    merchant_db_seconds: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    merchant_wait_seconds: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    merchant_noisy: Family<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    probe_runs: Gauge,
+    probe_breaches: Gauge,
+    merchants: MerchantSeries,
+}
+
+type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The `posd_merchant_*` series.
+struct MerchantSeries {
+    requests: Family<MerchantLabels, Gauge>,
+    errors: Family<MerchantLabels, Gauge>,
+    db_seconds: Family<MerchantLabels, Seconds>,
+    wait_seconds: Family<MerchantLabels, Seconds>,
+    noisy: Family<MerchantLabels, Seconds>,
+}
+
+impl MerchantSeries {
+    fn register(registry: &mut Registry) -> Self {
+        let series = MerchantSeries {
+            requests: Family::default(),
+            errors: Family::default(),
+            db_seconds: Family::default(),
+            wait_seconds: Family::default(),
+            noisy: Family::default(),
+        };
+        registry.register(
+            "merchant_requests",
+            "Staff requests of the merchant over the last 5 minutes (top merchants by database time, and `other`)",
+            series.requests.clone(),
+        );
+        registry.register(
+            "merchant_errors",
+            "5xx answers to the merchant over the last 5 minutes (top merchants, and `other`)",
+            series.errors.clone(),
+        );
+        registry.register(
+            "merchant_db_seconds",
+            "Time inside the merchant's transactions over the last 5 minutes (top merchants, and `other`)",
+            series.db_seconds.clone(),
+        );
+        registry.register(
+            "merchant_pool_wait_seconds",
+            "Time the merchant's transactions waited for a pool over the last 5 minutes (top merchants, and `other`)",
+            series.wait_seconds.clone(),
+        );
+        registry.register(
+            "merchant_noisy_share",
+            "Merchants flagged as noisy neighbours: their share of the busy global pool's database time",
+            series.noisy.clone(),
+        );
+        series
+    }
 }
 
 impl Metrics {
@@ -175,46 +222,22 @@ impl Metrics {
             "tenant_pool_evictions",
             "Dedicated-tenant pools evicted",
         );
-        let merchant_requests = Family::<MerchantLabels, Gauge>::default();
-        let merchant_errors = Family::<MerchantLabels, Gauge>::default();
-        let merchant_db_seconds =
-            Family::<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        let merchant_wait_seconds =
-            Family::<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "merchant_requests",
-            "Staff requests of the merchant over the last 5 minutes (top merchants by database time, and `other`)",
-            merchant_requests.clone(),
+        let probe_runs = gauge(
+            &mut registry,
+            "isolation_probe_runs",
+            "Runs of the isolation probe",
         );
-        registry.register(
-            "merchant_errors",
-            "5xx answers to the merchant over the last 5 minutes (top merchants, and `other`)",
-            merchant_errors.clone(),
+        let probe_breaches = gauge(
+            &mut registry,
+            "isolation_breaches",
+            "Times the isolation probe reached another merchant's rows (0 while isolation holds)",
         );
-        registry.register(
-            "merchant_db_seconds",
-            "Time inside the merchant's transactions over the last 5 minutes (top merchants, and `other`)",
-            merchant_db_seconds.clone(),
-        );
-        registry.register(
-            "merchant_pool_wait_seconds",
-            "Time the merchant's transactions waited for a pool over the last 5 minutes (top merchants, and `other`)",
-            merchant_wait_seconds.clone(),
-        );
-        let merchant_noisy =
-            Family::<MerchantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "merchant_noisy_share",
-            "Merchants flagged as noisy neighbours: their share of the busy global pool's database time",
-            merchant_noisy.clone(),
-        );
+        let merchants = MerchantSeries::register(&mut registry);
         Arc::new(Metrics {
             registry: Mutex::new(registry),
-            merchant_noisy,
-            merchant_requests,
-            merchant_errors,
-            merchant_db_seconds,
-            merchant_wait_seconds,
+            probe_runs,
+            probe_breaches,
+            merchants,
             requests,
             latency,
             live_pools,
@@ -241,7 +264,9 @@ impl Metrics {
         );
         set(&self.pool_builds, s.builds);
         set(&self.pool_evictions, s.evictions);
-        self.set_top_merchants(app);
+        set(&self.probe_runs, app.probe.runs());
+        set(&self.probe_breaches, app.probe.breaches());
+        self.merchants.set(app);
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry.lock()) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -250,28 +275,24 @@ impl Metrics {
     }
 }
 
-impl Metrics {
+impl MerchantSeries {
     /// The `posd_merchant_*` series: the top merchants by database time
     /// over the last [`TOP_WINDOW_MINUTES`], and `other`; the previous
     /// scrape's series go.
-    fn set_top_merchants(&self, app: &App) {
+    fn set(&self, app: &App) {
         let top = app.load.top(
             TOP_WINDOW_MINUTES,
             RankBy::DbTime,
             app.settings.metrics_top_merchants,
         );
-        for f in [&self.merchant_requests, &self.merchant_errors] {
+        for f in [&self.requests, &self.errors] {
             f.clear();
         }
-        for f in [
-            &self.merchant_db_seconds,
-            &self.merchant_wait_seconds,
-            &self.merchant_noisy,
-        ] {
+        for f in [&self.db_seconds, &self.wait_seconds, &self.noisy] {
             f.clear();
         }
         for (id, e) in app.noisy.all() {
-            self.merchant_noisy
+            self.noisy
                 .get_or_create(&MerchantLabels {
                     merchant: id.to_string(),
                     slug: e.slug,
@@ -303,16 +324,12 @@ impl Metrics {
                 top.other,
             )));
         for (labels, t) in rows {
-            self.merchant_requests
-                .get_or_create(&labels)
-                .set(int(t.requests));
-            self.merchant_errors
-                .get_or_create(&labels)
-                .set(int(t.errors));
-            self.merchant_db_seconds
+            self.requests.get_or_create(&labels).set(int(t.requests));
+            self.errors.get_or_create(&labels).set(int(t.errors));
+            self.db_seconds
                 .get_or_create(&labels)
                 .set(secs(t.db_time_us));
-            self.merchant_wait_seconds
+            self.wait_seconds
                 .get_or_create(&labels)
                 .set(secs(t.wait_us));
         }

@@ -28,7 +28,8 @@ fn owner(settings: &Settings) -> anyhow::Result<diesel::PgConnection> {
 pub fn list(settings: &Settings) -> anyhow::Result<()> {
     let mut conn = owner(settings)?;
     let mut p = Platform::new(&mut conn);
-    let merchants = Merchant::list(&mut p).context("cannot list the merchants")?;
+    let mut merchants = Merchant::list(&mut p).context("cannot list the merchants")?;
+    merchants.retain(|m| !m.probe);
     let targets = fleet::targets(&mut p, &Selection::default())?;
     let shared = schema_versions(&mut p, &[SHARED_SCHEMA.to_string()])
         .context("cannot read the shared tier's version")?

@@ -20,6 +20,7 @@
 //! - [`load`]: each merchant's load over the last minutes, in memory, for
 //!   operators; [`noisy`]: the merchants that take most of a busy global
 //!   pool; [`fair`]: each merchant's cap on the global pool;
+//! - [`probe`]: the continuous isolation probe;
 //! - [`moves`]: live moves of a trading merchant between placements;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crate::crypto`] and [`keys`] (rotation).
@@ -39,6 +40,7 @@ pub mod moves;
 pub mod noisy;
 pub mod placement;
 pub mod pools;
+pub mod probe;
 pub mod provisioning;
 pub mod settings;
 pub mod tenant_db;
@@ -80,6 +82,8 @@ pub struct Tenancy {
     pub load: Arc<load::Load>,
     /// The merchants flagged as noisy neighbours, with their evidence.
     pub noisy: Arc<noisy::Noisy>,
+    /// What the isolation probe found.
+    pub probe: Arc<probe::Probe>,
 }
 
 impl Tenancy {

@@ -143,19 +143,14 @@ impl TenantDb {
         &self.placement
     }
 
-    /// Runs `f` in one bound transaction on a blocking thread.
-    pub async fn run<T, F>(&self, f: F) -> ApiResult<T>
-    where
-        F: FnOnce(&mut TenantTx<'_>) -> ApiResult<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let placement = self.placement.clone();
-        let checkout: Option<super::pools::Checkout> = match placement.tier {
+    /// How a connection is taken: a dedicated pool's checkout keeps its
+    /// budget and breaker.
+    fn checkout(&self) -> Option<super::pools::Checkout> {
+        match self.placement.tier {
             Tier::Shared | Tier::Schema => None,
-            // A dedicated pool's checkout keeps its budget and breaker.
             Tier::Dedicated => {
                 let pools = self.pools.clone();
-                let (merchant, wait) = (placement.merchant, self.wait);
+                let (merchant, wait) = (self.placement.merchant, self.wait);
                 Some(Box::new(move |pool| {
                     match pools.checkout(merchant, pool, wait) {
                         Ok(c) => {
@@ -169,7 +164,35 @@ impl TenantDb {
                     }
                 }))
             }
-        };
+        }
+    }
+
+    /// For the isolation probe only: with nothing bound, on a connection
+    /// of this merchant's pool, tries `other`'s marker in `schema`
+    /// ([`crate::db::tenant::probe`]; rolled back).
+    pub async fn probe_unbound(
+        &self,
+        schema: String,
+        other: MerchantId,
+        marker: crate::db::ids::ProductId,
+    ) -> ApiResult<crate::db::tenant::probe::Attempt> {
+        self.handle
+            .run(self.wait, self.checkout(), move |conn| {
+                Ok(crate::db::tenant::probe::probe_unbound(
+                    conn, &schema, other, marker,
+                )?)
+            })
+            .await
+    }
+
+    /// Runs `f` in one bound transaction on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        F: FnOnce(&mut TenantTx<'_>) -> ApiResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let placement = self.placement.clone();
+        let checkout = self.checkout();
         let spent = self.spent.clone();
         let span = self.span.clone();
         let asked = std::time::Instant::now();

@@ -32,6 +32,7 @@ mod orders;
 mod pooler;
 mod pools;
 mod pricing;
+mod probe;
 mod products;
 mod provisioning;
 mod ratelimit;

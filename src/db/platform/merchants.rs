@@ -27,6 +27,10 @@ pub struct Merchant {
     pub generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Made by posd to probe isolation (`tenancy::probe`): left out of
+    /// operators' listings and of usage.
+    #[serde(skip)]
+    pub probe: bool,
 }
 
 #[derive(Debug, Insertable)]
@@ -38,6 +42,7 @@ pub struct NewMerchant<'a> {
     pub timezone: &'a str,
     pub currency: &'a str,
     pub plan: &'a str,
+    pub probe: bool,
 }
 
 /// A new placement, written in one statement that also bumps the generation.

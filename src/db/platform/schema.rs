@@ -19,6 +19,7 @@ diesel::table! {
         limit_overrides -> Jsonb,
         settings -> Jsonb,
         branding -> Jsonb,
+        probe -> Bool,
     }
 }
 

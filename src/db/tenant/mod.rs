@@ -40,6 +40,7 @@ pub mod customers;
 pub mod idempotency;
 pub mod inventory;
 pub mod orders;
+pub mod probe;
 pub mod products;
 pub mod reports;
 
