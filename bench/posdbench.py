@@ -3,7 +3,9 @@
 
 Sections, in order: setup, capture (the SQL posd sends), reads, orders,
 routing, growth (cost growth per tier, with the fleet figures for the
-dedicated tier), moves (live tier moves under load, bench/moves.py).
+dedicated tier), moves (live tier moves under load, bench/moves.py); and,
+only with --only noisy, noisy (one merchant flooding the global pool,
+bench/noisy.py).
 Every figure is the median of RUNS runs, with min and max. Standard
 library only; talks only to 127.0.0.1; every loop is bounded in
 count and time.
@@ -25,11 +27,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sections  # noqa: E402
 import server  # noqa: E402
-from common import OWNER_PASSWORD, PRICE, PRODUCTS, SECTIONS, TIERS, Deadline, log  # noqa: E402
+from common import (DEFAULT_SECTIONS, OWNER_PASSWORD, PRICE, PRODUCTS, SECTIONS, TIERS,  # noqa: E402
+                    Deadline, log)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Seconds added to the time budget when the moves section runs: (full, quick).
 MOVES_BUDGET = (10800, 420)
+# The same for the noisy section.
+NOISY_BUDGET = (420, 120)
 
 
 class Bench:
@@ -45,6 +50,8 @@ class Bench:
         if "moves" in args.only.split(","):
             # The moves section has a budget of its own (see BENCHMARKS.md).
             budget += MOVES_BUDGET[self.quick]
+        if "noisy" in args.only.split(","):
+            budget += NOISY_BUDGET[self.quick]
         self.deadline = Deadline(args.budget or budget)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         # bench/run sets CARGO_TARGET_DIR to the benchmark's own target directory.
@@ -212,11 +219,12 @@ def main():
     ap.add_argument("--keep", action="store_true",
                     help="keep posd's data directory (its PostgreSQL cluster): "
                     "POSD_DATA_DIR=<it> posd serve runs on it again")
-    ap.add_argument("--only", default=",".join(SECTIONS),
-                    help=f"comma-separated sections among {','.join(SECTIONS)}")
+    ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                    help=f"comma-separated sections among {','.join(SECTIONS)} "
+                    f"(default {','.join(DEFAULT_SECTIONS)})")
     ap.add_argument("--concurrency", type=int, default=8, help="wrk connections = pgbench clients")
     ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 190; "
-                    "the moves section adds 10800, quick 420)")
+                    "the moves section adds 10800, quick 420; noisy 420, quick 120)")
     ap.add_argument("--out", help="result directory (default $CARGO_TARGET_DIR/results/<time>, "
                     "CARGO_TARGET_DIR defaulting to target/bench)")
     args = ap.parse_args()

@@ -107,7 +107,43 @@ def render(r):
                            f"{c.get('product_503s', 0)} | {c.get('without_product', 0)} |")
     if "moves" in r:
         out += render_moves(r["moves"])
+    if r.get("noisy", {}).get("settings"):
+        out += render_noisy(r["noisy"])
     return "\n".join(out) + "\n"
+
+
+def render_noisy(x):
+    ms = (1e-3, "{:.2f}")
+    out = ["", f"### Noisy neighbours: {x['quiet_merchants']} quiet shared-tier merchants "
+           f"({x['quiet_conns']} connections, {x['quiet_route']}) alone and while one more floods "
+           f"posd ({x['flood_conns']} connections, {x['flood_route']}); global pool "
+           f"{x['pool_size']}; phases of {x['quiet_s']} s (alone) and {x['flood_s']} s (flood)", "",
+           "| POSD_MERCHANT_POOL_SHARE | quiet p99 ms alone | quiet p99 ms under flood | p99 factor "
+           "(flood ÷ alone) | quiet p50 ms alone | quiet p50 ms under flood | quiet req/s alone | "
+           "quiet req/s under flood | quiet errors / requests | flood req/s | flood 503s / requests | "
+           "flood other errors | noisy flag after the flood phases |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in x["settings"]:
+        a, u, fl, nv = s["quiet_alone"], s["quiet_flood"], s["flood"], s["noisy"]
+        seen = "".join("y" if v else "n" for v in s.get("noisy_seen", []))
+        flag = (f"set, share {nv['share']:.2f} ({seen})" if nv.get("present") else f"absent ({seen})")
+        out.append(f"| {s['share']} ({s['label']}) | {f(a['p99_us'], *ms)} | {f(u['p99_us'], *ms)} | "
+                   f"{f(s['p99_factor'], fmt='{:.1f}')} | {f(a['p50_us'], *ms)} | {f(u['p50_us'], *ms)} | "
+                   f"{f(a['rps'])} | {f(u['rps'])} | {s['quiet_errors']} / {s['quiet_requests']} | "
+                   f"{f(fl['rps'])} | {fl['s503']} / {fl['requests']} | {fl['other_errors']} | {flag} |")
+    out.append("")
+    out.append("Noisy flag: y/n after each flood phase, in order; the last reading:")
+    for s in x["settings"]:
+        nv = s["noisy"]
+        if nv.get("present"):
+            rec = nv.get("recommendation") or {}
+            out.append(f"- {s['label']}: at {nv['uptime_s']} s of uptime, share {nv['share']:.2f}, pool busy "
+                       f"{nv['pool_busy']:.2f}, others waited {nv['others_wait_ms']:.0f} ms, top routes "
+                       f"{', '.join(nv.get('top_routes') or [])}; recommended tier {rec.get('tier')}: "
+                       f"{rec.get('reason')}; metric `{nv.get('metric')}`")
+        else:
+            out.append(f"- {s['label']}: no flag at {nv['uptime_s']} s of uptime (metric: {nv.get('metric')})")
+    return out
 
 
 PHASES = ("prepare", "capture", "copy", "catch_up", "verify", "fence", "retire")

@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 
 import moves
+import noisy
 import report
 from common import OWNER_PASSWORD, PRICE, TIERS, log, stats
 
@@ -21,8 +22,10 @@ WRK = os.path.join(HERE, "wrk", "targets.lua")
 
 # ------------------------------------------------------------------ drivers
 
-def wrk(b, targets, conns, dur, name):
-    """One wrk run over a targets file; returns the parsed summary."""
+def wrk(b, targets, conns, dur, name, status_counts=False):
+    """One wrk run over a targets file; returns the parsed summary. With
+    status_counts, the summary also counts answers 503 (`s503`) apart from
+    the other answers of 400 and above (`s4xx5xx`)."""
     path = os.path.join(b.out, f"targets-{name}.txt")
     with open(path, "w") as f:
         for t in targets:
@@ -32,6 +35,7 @@ def wrk(b, targets, conns, dur, name):
         ["wrk", "-t", "1", "-c", str(conns), "-d", f"{dur}s", "--timeout", "10s",
          "-s", WRK, b.posd.base, "--", path],
         capture_output=True, text=True, timeout=dur + 60,
+        env={**os.environ, "WRK_STATUS_COUNTS": "1"} if status_counts else None,
     )
     for line in r.stdout.splitlines():
         if line.startswith("BENCHJSON "):
@@ -505,6 +509,8 @@ def run(b, only):
             growth(b)
         if "moves" in only:
             moves.run(b)
+        if "noisy" in only:
+            noisy.run(b)
     except TimeoutError as e:
         # Report what was measured; the rest is marked missing.
         log(f"stopping early: {e}")
