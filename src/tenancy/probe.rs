@@ -18,7 +18,7 @@
 //! make no requests, and the storage pass skips them).
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -87,6 +87,10 @@ pub struct ProbeRun {
 /// The probe's state on this instance.
 #[derive(Debug, Default)]
 pub struct Probe {
+    /// Whether this process already tried to place the probe merchants
+    /// (one whose placement failed is tried again once per process, not
+    /// every interval).
+    placed: AtomicBool,
     runs: AtomicU64,
     breaches: AtomicU64,
     last: Mutex<Option<ProbeRun>>,
@@ -129,33 +133,34 @@ struct ProbeMerchant {
 /// The probe merchants, made and placed if missing (a tier posd cannot
 /// place one on is logged and left out), each with its marker.
 async fn ensure(app: &Tenancy) -> ApiResult<Vec<ProbeMerchant>> {
-    let existing: Vec<Merchant> = app
-        .platform(|p| Ok(Merchant::list(p)?))
-        .await?
-        .into_iter()
-        .filter(|m| m.probe)
-        .collect();
+    let existing: Vec<Merchant> = app.platform(|p| Ok(Merchant::probes(p)?)).await?;
+    let first = !app.probe.placed.swap(true, Ordering::Relaxed);
     for (slug, tier) in PROBES {
-        if existing.iter().any(|m| m.slug == slug) {
-            continue;
-        }
-        let id = MerchantId(uuid::Uuid::new_v4());
-        app.platform(move |p| {
-            Merchant::insert(
-                p,
-                &NewMerchant {
-                    id,
-                    slug,
-                    name: "isolation probe",
-                    timezone: "UTC",
-                    currency: "USD",
-                    plan: "starter",
-                    probe: true,
-                },
-            )?;
-            Ok(())
-        })
-        .await?;
+        let id = match existing.iter().find(|m| m.slug == slug) {
+            Some(m) if m.tier == tier || !first => continue,
+            // Made, but its placement failed before this process: again.
+            Some(m) => m.id,
+            None => {
+                let id = MerchantId(uuid::Uuid::new_v4());
+                app.platform(move |p| {
+                    Merchant::insert(
+                        p,
+                        &NewMerchant {
+                            id,
+                            slug,
+                            name: "isolation probe",
+                            timezone: "UTC",
+                            currency: "USD",
+                            plan: "starter",
+                            probe: true,
+                        },
+                    )?;
+                    Ok(())
+                })
+                .await?;
+                id
+            }
+        };
         if tier != Tier::Shared {
             let app2 = app.clone();
             let placed =
@@ -168,10 +173,10 @@ async fn ensure(app: &Tenancy) -> ApiResult<Vec<ProbeMerchant>> {
         }
     }
     let merchants: Vec<Merchant> = app
-        .platform(|p| Ok(Merchant::list(p)?))
+        .platform(|p| Ok(Merchant::probes(p)?))
         .await?
         .into_iter()
-        .filter(|m| m.probe && PROBES.contains(&(m.slug.as_str(), m.tier)))
+        .filter(|m| PROBES.contains(&(m.slug.as_str(), m.tier)))
         .collect();
     let mut probes = Vec::with_capacity(merchants.len());
     for m in merchants {

@@ -75,6 +75,15 @@ impl Merchant {
             .load(p.conn)
     }
 
+    /// The probe merchants (`tenancy::probe`).
+    pub fn probes(p: &mut Platform<'_>) -> QueryResult<Vec<Merchant>> {
+        merchants::table
+            .filter(merchants::probe)
+            .order(merchants::slug.asc())
+            .select(Merchant::as_select())
+            .load(p.conn)
+    }
+
     /// Merchants whose data is not on the shared tier.
     pub fn list_placed_elsewhere(p: &mut Platform<'_>) -> QueryResult<Vec<Merchant>> {
         merchants::table
