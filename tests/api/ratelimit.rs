@@ -117,6 +117,22 @@ async fn requests_are_limited_per_merchant_by_plan_and_override() {
             assert_eq!(n, 0, "{tier}");
         }
 
+        // The bucket refills at one a second: the merchant is served again
+        // without anyone's help.
+        let refused_at = Instant::now();
+        loop {
+            let (status, body) = t.get(CONTEXT, &m.token).await;
+            if status == Status::Ok {
+                break;
+            }
+            assert_error(&(status, body), Status::TooManyRequests, "rate_limited");
+            assert!(
+                refused_at.elapsed() < Duration::from_secs(3),
+                "{tier}: not served again within 3 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
         // The other merchant has a bucket of its own.
         let (status, _) = t.get(CONTEXT, &other.token).await;
         assert_eq!(status, Status::Ok, "{tier}");
