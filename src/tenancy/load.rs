@@ -123,8 +123,11 @@ impl Tally {
     }
 }
 
+/// A merchant's slug, tier and counts over a window.
+type Totals = (Arc<str>, Tier, Tally);
+
 /// A merchant's counts in one bucket.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct MerchantTally {
     slug: Arc<str>,
     tier: Tier,
@@ -301,7 +304,9 @@ impl Load {
         let window_minutes = window_minutes.clamp(1, MAX_WINDOW_MINUTES);
         let now = self.minute();
         let oldest = (now + 1).saturating_sub(u64::from(window_minutes));
-        let mut merchants: HashMap<MerchantId, MerchantTally> = HashMap::new();
+        // First pass: every merchant's totals (no routes: only the first
+        // `n` need theirs, gathered in a second pass).
+        let mut merchants: HashMap<MerchantId, Totals> = HashMap::new();
         let mut other = Tally::default();
         let mut by_tier: HashMap<Tier, Tally> = HashMap::new();
         {
@@ -312,18 +317,11 @@ impl Load {
                     by_tier.entry(*tier).or_default().add(t);
                 }
                 for (id, m) in &b.merchants {
-                    match merchants.get_mut(id) {
-                        Some(acc) => {
-                            acc.tier = m.tier;
-                            acc.all.add(&m.all);
-                            for (route, t) in &m.routes {
-                                acc.routes.entry(route.clone()).or_default().add(t);
-                            }
-                        }
-                        None => {
-                            merchants.insert(*id, m.clone());
-                        }
-                    }
+                    let acc = merchants
+                        .entry(*id)
+                        .or_insert_with(|| (m.slug.clone(), m.tier, Tally::default()));
+                    acc.1 = m.tier;
+                    acc.2.add(&m.all);
                 }
             }
         }
@@ -331,50 +329,65 @@ impl Load {
         // merchant's own.
         let global: u64 = merchants
             .values()
-            .filter(|m| m.tier != Tier::Dedicated)
-            .map(|m| m.all.db_time_us)
+            .filter(|(_, tier, _)| *tier != Tier::Dedicated)
+            .map(|(_, _, all)| all.db_time_us)
             .sum();
         let count = merchants.len();
-        let mut ranked: Vec<(MerchantId, MerchantTally)> = merchants
+        let mut ranked: Vec<(MerchantId, Totals)> = merchants
             .into_iter()
-            .filter(|(_, m)| by.key(&m.all) > 0)
+            .filter(|(_, (_, _, all))| by.key(all) > 0)
             .collect();
         ranked.sort_by(|a, b| {
-            by.key(&b.1.all)
-                .cmp(&by.key(&a.1.all))
+            by.key(&b.1.2)
+                .cmp(&by.key(&a.1.2))
                 .then_with(|| a.0.cmp(&b.0))
         });
-        let mut items = Vec::new();
-        for (i, (id, m)) in ranked.into_iter().enumerate() {
-            if i >= n {
-                other.add(&m.all);
-                continue;
+        for (_, (_, _, all)) in ranked.iter().skip(n) {
+            other.add(all);
+        }
+        ranked.truncate(n);
+        let mut routes: HashMap<MerchantId, HashMap<String, Tally>> =
+            ranked.iter().map(|(id, _)| (*id, HashMap::new())).collect();
+        {
+            let buckets = self.buckets.lock();
+            for b in buckets.iter().filter(|b| b.minute >= oldest) {
+                for (id, acc) in &mut routes {
+                    if let Some(m) = b.merchants.get(id) {
+                        for (route, t) in &m.routes {
+                            acc.entry(route.clone()).or_default().add(t);
+                        }
+                    }
+                }
             }
-            let pool = if m.tier == Tier::Dedicated {
-                m.all.db_time_us
+        }
+        let mut items = Vec::with_capacity(ranked.len());
+        for (id, (slug, tier, all)) in ranked {
+            let pool = if tier == Tier::Dedicated {
+                all.db_time_us
             } else {
                 global
             };
-            let mut routes: Vec<RouteLoad> = m
-                .routes
+            let mut top_routes: Vec<RouteLoad> = routes
+                .remove(&id)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(route, tally)| RouteLoad { route, tally })
                 .collect();
-            routes.sort_by(|a, b| {
+            top_routes.sort_by(|a, b| {
                 b.tally
                     .db_time_us
                     .cmp(&a.tally.db_time_us)
                     .then_with(|| b.tally.requests.cmp(&a.tally.requests))
                     .then_with(|| a.route.cmp(&b.route))
             });
-            routes.truncate(5);
+            top_routes.truncate(5);
             items.push(MerchantLoad {
                 merchant_id: id,
-                slug: m.slug.to_string(),
-                tier: m.tier,
-                tally: m.all,
-                pool_share: share(m.all.db_time_us, pool),
-                top_routes: routes,
+                slug: slug.to_string(),
+                tier,
+                tally: all,
+                pool_share: share(all.db_time_us, pool),
+                top_routes,
             });
         }
         let mut by_tier: Vec<TierLoad> = by_tier
