@@ -13,7 +13,7 @@
 use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
 use chrono::{DateTime, Utc};
-use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use rocket::{Route, State, http::Status, post, routes, serde::json::Json, tokio};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,7 @@ use super::{
     docs,
     fields::{EmailText, PasswordText, Token64},
     host::RequestHost,
+    ratelimit::take,
 };
 use crate::{
     app::App,
@@ -86,9 +87,6 @@ fn login_merchant(given: Option<String>, host: &RequestHost) -> ApiResult<String
     }
 }
 
-/// Keys kept before forgetting those whose limit has fully recovered.
-const MAX_KEYS: usize = 100_000;
-
 /// The login rate limits: per merchant and email (default a burst of 10,
 /// then one per 30 s) and per client address (100, then 2 per second); see
 /// `POSD_LOGIN_ACCOUNT_LIMIT` and `POSD_LOGIN_ADDRESS_LIMIT`.
@@ -114,21 +112,13 @@ impl LoginLimiter {
 
     /// Takes one attempt for this account and address, or says how long to wait.
     fn check(&self, merchant: &str, email: &str, address: Option<IpAddr>) -> Result<(), Duration> {
-        if self.accounts.len() > MAX_KEYS {
-            self.accounts.retain_recent();
-        }
-        if self.addresses.len() > MAX_KEYS {
-            self.addresses.retain_recent();
-        }
-        let clock = governor::clock::DefaultClock::default();
         if let Some(ip) = address {
-            self.addresses
-                .check_key(&ip)
-                .map_err(|n| n.wait_time_from(clock.now()))?;
+            take(&self.addresses, &ip)?;
         }
-        self.accounts
-            .check_key(&(merchant.to_lowercase(), email.to_lowercase()))
-            .map_err(|n| n.wait_time_from(clock.now()))
+        take(
+            &self.accounts,
+            &(merchant.to_lowercase(), email.to_lowercase()),
+        )
     }
 }
 

@@ -22,9 +22,24 @@ use parking_lot::RwLock;
 
 use crate::db::ids::MerchantId;
 
-/// Merchants a keyed limiter holds before forgetting those whose bucket
-/// has refilled.
+/// Keys a keyed limiter holds before forgetting those whose bucket has
+/// refilled.
 const MAX_KEYS: usize = 100_000;
+
+/// Takes one from `key`'s bucket, or says how long to wait; forgets
+/// refilled buckets first when `limiter` holds more than [`MAX_KEYS`], so
+/// made-up keys cannot grow it without bound.
+pub fn take<K: Clone + Eq + std::hash::Hash>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), Duration> {
+    if limiter.len() > MAX_KEYS {
+        limiter.retain_recent();
+    }
+    limiter
+        .check_key(key)
+        .map_err(|n| n.wait_time_from(governor::clock::DefaultClock::default().now()))
+}
 
 /// What a refused request waits at least, when the limit is 0.
 const CLOSED_WAIT: Duration = Duration::from_secs(60);
@@ -52,13 +67,7 @@ impl RequestLimiter {
         let Some(rate) = NonZeroU32::new(rate) else {
             return Err(CLOSED_WAIT);
         };
-        let limiter = self.limiter(rate);
-        if limiter.len() > MAX_KEYS {
-            limiter.retain_recent();
-        }
-        limiter
-            .check_key(&merchant)
-            .map_err(|n| n.wait_time_from(governor::clock::DefaultClock::default().now()))
+        take(&self.limiter(rate), &merchant)
     }
 
     fn limiter(&self, rate: NonZeroU32) -> Arc<DefaultKeyedRateLimiter<MerchantId>> {

@@ -71,7 +71,7 @@ impl FairShare {
                     1,
                 )
             })?
-            .map_err(|_| ApiError::unavailable(ErrorCode::ShuttingDown, "posd is shutting down", 5))
+            .map_err(|_| super::pools::shutting_down())
     }
 }
 

@@ -38,6 +38,11 @@ pub const MAX_MERCHANTS: usize = 100_000;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// `d` in whole microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// What one request's transactions spent in the database, added to by each
 /// of them (from blocking threads) and read when it is answered.
 #[derive(Debug, Default)]
@@ -51,9 +56,8 @@ impl Spent {
     /// One transaction: `waited` for a permit and a connection, then
     /// `took` inside the transaction.
     pub fn add(&self, waited: Duration, took: Duration) {
-        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.wait_us.fetch_add(us(waited), Ordering::Relaxed);
-        self.db_time_us.fetch_add(us(took), Ordering::Relaxed);
+        self.wait_us.fetch_add(micros(waited), Ordering::Relaxed);
+        self.db_time_us.fetch_add(micros(took), Ordering::Relaxed);
         self.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -102,13 +106,12 @@ pub struct Tally {
 
 impl Tally {
     fn add_sample(&mut self, s: &Sample<'_>) {
-        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.requests += 1;
         self.errors += u64::from(s.status >= 500);
         self.throttled += u64::from(s.status == 429);
-        self.latency_us = self.latency_us.saturating_add(us(s.latency));
-        self.db_time_us = self.db_time_us.saturating_add(us(s.spent.db_time()));
-        self.wait_us = self.wait_us.saturating_add(us(s.spent.wait()));
+        self.latency_us = self.latency_us.saturating_add(micros(s.latency));
+        self.db_time_us = self.db_time_us.saturating_add(micros(s.spent.db_time()));
+        self.wait_us = self.wait_us.saturating_add(micros(s.spent.wait()));
         self.transactions = self.transactions.saturating_add(s.spent.transactions());
     }
 

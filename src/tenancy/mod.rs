@@ -46,7 +46,7 @@ pub mod settings;
 pub mod tenant_db;
 pub mod usage;
 
-use std::sync::Arc;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use crate::{config::Settings, db::platform::Platform, error::ApiResult};
 
@@ -192,4 +192,25 @@ pub fn tenant_schema_name(merchant: crate::db::ids::MerchantId) -> String {
 /// The database posd creates for a dedicated merchant.
 pub fn tenant_database_name(merchant: crate::db::ids::MerchantId) -> String {
     format!("posd_m_{}", merchant.0.simple())
+}
+
+/// Runs `task` every `period` until the runtime ends: first at once when
+/// `at_once`, else after one period. A run that overruns delays the next
+/// tick rather than bunching the missed ones.
+pub fn spawn_every<F, Fut>(period: Duration, at_once: bool, mut task: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if !at_once {
+            every.tick().await;
+        }
+        loop {
+            every.tick().await;
+            task().await;
+        }
+    });
 }

@@ -239,14 +239,9 @@ pub fn check(app: &Tenancy) -> Changes {
 
 /// Checks every [`CHECK_EVERY`] until the runtime ends.
 pub fn spawn(app: Tenancy) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(CHECK_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            check(&app);
-        }
+    super::spawn_every(CHECK_EVERY, false, move || {
+        check(&app);
+        std::future::ready(())
     });
 }
 

@@ -127,7 +127,8 @@ fn busy() -> ApiError {
     ApiError::unavailable(ErrorCode::DatabaseBusy, "the database is busy", 1)
 }
 
-fn shutting_down() -> ApiError {
+/// 503 `shutting_down`: a permit cannot be had while posd stops.
+pub(super) fn shutting_down() -> ApiError {
     ApiError::unavailable(ErrorCode::ShuttingDown, "posd is shutting down", 5)
 }
 

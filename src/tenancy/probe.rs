@@ -122,12 +122,13 @@ impl Probe {
 }
 
 /// A probe merchant, ready to probe.
-#[derive(Debug, Clone)]
 struct ProbeMerchant {
     id: MerchantId,
     tier: Tier,
     schema: String,
     marker: ProductId,
+    /// Its data plane, as its requests would get it.
+    db: TenantDb,
 }
 
 /// The probe merchants, made and placed if missing (a tier posd cannot
@@ -187,6 +188,7 @@ async fn ensure(app: &Tenancy) -> ApiResult<Vec<ProbeMerchant>> {
             tier: m.tier,
             schema: db.placement().schema.to_string(),
             marker,
+            db,
         });
     }
     Ok(probes)
@@ -229,8 +231,7 @@ pub async fn run_once(app: &Tenancy) -> ApiResult<ProbeRun> {
         }
     }
     for q in &probes {
-        let db = TenantDb::for_job(app, Some(q.id)).await?;
-        let a = db.probe_unbound(q.schema.clone(), q.id, q.marker).await?;
+        let a = q.db.probe_unbound(q.schema.clone(), q.id, q.marker).await?;
         attempts += 1;
         breaches.extend(breach(None, q.tier, Path::Unbound, a));
     }
@@ -263,13 +264,12 @@ pub async fn run_once(app: &Tenancy) -> ApiResult<ProbeRun> {
     Ok(run)
 }
 
-/// Probes every `interval` until the runtime ends.
+/// Probes every `interval`, the first time at once, until the runtime
+/// ends.
 pub fn spawn(app: Tenancy, interval: Duration) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
+    super::spawn_every(interval, true, move || {
+        let app = app.clone();
+        async move {
             if let Err(e) = run_once(&app).await {
                 tracing::warn!(error = %e, "the isolation probe could not run");
             }

@@ -181,24 +181,19 @@ async fn measure_one(app: &Tenancy, merchant: MerchantId) -> ApiResult<()> {
 /// Flushes the counters every `POSD_USAGE_FLUSH_INTERVAL` and measures
 /// storage every `POSD_USAGE_STORAGE_INTERVAL`, until the runtime ends.
 pub fn spawn(app: Tenancy) {
-    let flush_app = app.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(flush_app.settings.usage_flush_interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            if let Err(e) = flush_app.usage.flush(&flush_app).await {
+    let flush = app.clone();
+    super::spawn_every(app.settings.usage_flush_interval, false, move || {
+        let app = flush.clone();
+        async move {
+            if let Err(e) = app.usage.flush(&app).await {
                 tracing::warn!(error = %e, "could not flush usage counters; they are kept for the next flush");
             }
         }
     });
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(app.settings.usage_storage_interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
-        loop {
-            every.tick().await;
+    let period = app.settings.usage_storage_interval;
+    super::spawn_every(period, false, move || {
+        let app = app.clone();
+        async move {
             if let Err(e) = measure_storage(&app).await {
                 tracing::warn!(error = %e, "could not measure the merchants' storage");
             }

@@ -4,7 +4,7 @@
 //! even a probe that breaks in leaves nothing behind.
 
 use diesel::{
-    PgConnection, QueryableByName, RunQueryDsl,
+    OptionalExtension, PgConnection, QueryableByName, RunQueryDsl,
     connection::SimpleConnection,
     sql_types::{BigInt, Uuid as SqlUuid},
 };
@@ -92,11 +92,7 @@ impl TenantTx<'_> {
         let found: Option<Id> = diesel::sql_query("SELECT id FROM products WHERE sku = $1")
             .bind::<diesel::sql_types::Text, _>(MARKER_SKU)
             .get_result(self.conn)
-            .map(Some)
-            .or_else(|e| match e {
-                diesel::result::Error::NotFound => Ok(None),
-                e => Err(e),
-            })?;
+            .optional()?;
         if let Some(found) = found {
             return Ok(ProductId(found.id));
         }
