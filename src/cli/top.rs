@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use posd::tenancy::load::Ranking;
+use posd::tenancy::load::{Ranking, secs};
 
 /// What to ask an instance for.
 pub struct Query<'a> {
@@ -55,7 +55,7 @@ pub fn run(q: &Query<'_>) -> anyhow::Result<()> {
 }
 
 fn ms(us: u64) -> String {
-    format!("{:.1}", Duration::from_micros(us).as_secs_f64() * 1000.0)
+    format!("{:.1}", secs(us) * 1000.0)
 }
 
 /// The ranking as a table.

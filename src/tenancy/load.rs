@@ -389,7 +389,7 @@ impl Load {
                 slug: slug.to_string(),
                 tier,
                 tally: all,
-                pool_share: share(all.db_time_us, pool),
+                pool_share: ratio(secs(all.db_time_us), secs(pool)),
                 top_routes,
             });
         }
@@ -408,18 +408,14 @@ impl Load {
     }
 }
 
-/// `part / whole`, 0 when `whole` is 0.
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        return 0.0;
-    }
-    #[expect(
-        clippy::as_conversions,
-        clippy::cast_precision_loss,
-        reason = "a ratio of microsecond counts; f64's 52 bits are plenty for a share"
-    )]
-    let ratio = part as f64 / whole as f64;
-    ratio
+/// Microseconds as seconds.
+pub fn secs(us: u64) -> f64 {
+    Duration::from_micros(us).as_secs_f64()
+}
+
+/// `part / whole`, 0 when `whole` is not positive.
+pub fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 0.0 }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use super::{
     Tenancy, Tier,
-    load::{RankBy, Ranking, RouteLoad},
+    load::{RankBy, Ranking, RouteLoad, ratio, secs},
 };
 use crate::db::ids::MerchantId;
 
@@ -84,16 +84,7 @@ pub struct Changes {
 }
 
 fn ms(us: u64) -> f64 {
-    Duration::from_micros(us).as_secs_f64() * 1000.0
-}
-
-/// `part / whole`, 0 when `whole` is not positive.
-fn ratio(part: f64, whole: f64) -> f64 {
-    if whole > 0.0 { part / whole } else { 0.0 }
-}
-
-fn secs(us: u64) -> f64 {
-    Duration::from_micros(us).as_secs_f64()
+    secs(us) * 1000.0
 }
 
 impl Noisy {

@@ -87,21 +87,19 @@ impl TenantDb {
                 }
             }
         }
-        let fair = match placement.tier {
-            Tier::Shared | Tier::Schema => app.fair.clone(),
-            Tier::Dedicated => None,
-        };
-        let handle = match placement.tier {
-            Tier::Shared | Tier::Schema => app.platform.clone(),
+        // Shared and schema merchants ride the global pool, under their cap.
+        let (handle, fair) = match placement.tier {
+            Tier::Shared | Tier::Schema => (app.platform.clone(), app.fair.clone()),
             Tier::Dedicated => match app.pools.cached(&placement) {
-                Some(h) => h,
+                Some(h) => (h, None),
                 None => {
                     app.pools.breakers.check(placement.merchant)?;
                     let pools = app.pools.clone();
                     let p = placement.clone();
-                    tokio::task::spawn_blocking(move || pools.get_or_build(&p))
+                    let h = tokio::task::spawn_blocking(move || pools.get_or_build(&p))
                         .await
-                        .map_err(ApiError::internal)??
+                        .map_err(ApiError::internal)??;
+                    (h, None)
                 }
             },
         };
