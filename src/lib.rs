@@ -44,7 +44,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         .manage(api::ratelimit::RequestLimiter::default())
         .attach(api::screen::Screen)
         .attach(api::host::HostRouting)
-        .attach(api::metrics::Recorder(metrics))
+        .attach(api::accounting::Recorder(metrics))
         .register("/", api::catchers())
         .attach(AdHoc::on_ignite(
             "cache invalidation listener",

@@ -22,9 +22,9 @@ use rocket::{
 };
 
 use super::{
+    accounting::{Attribution, RequestTrace},
     errors::rate_limited,
     host::RequestHost,
-    metrics::{Attribution, RequestTrace},
     ratelimit::RequestLimiter,
 };
 use crate::{

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each exposing `routes()`, plus
 //! the JSON body guard and the catchers that keep every answer JSON.
 
+pub mod accounting;
 pub mod admin;
 pub mod auth;
 #[cfg(feature = "bench-control")]

@@ -1,6 +1,6 @@
 //! `GET /admin/tenants/{id}/usage` reads a merchant's usage per day
 //! (operator), as JSON or CSV for billing. Requests are counted to it by
-//! [`super::metrics::Recorder`] (in memory, see
+//! [`super::accounting::Recorder`] (in memory, see
 //! [`crate::tenancy::usage`]).
 
 use chrono::{NaiveDate, Utc};
