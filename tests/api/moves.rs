@@ -46,7 +46,7 @@ const APPEND_ONLY: &[&str] = &[
 
 /// Small TTLs, so that a move's retire step (which waits for every cached
 /// placement to expire) is quick.
-fn quick(s: &mut Settings) {
+pub(crate) fn quick(s: &mut Settings) {
     s.placement_cache_ttl = Duration::from_millis(300);
 }
 
@@ -92,7 +92,7 @@ struct Location {
 }
 
 /// Where the control plane places `m`: tier, database, schema.
-fn location(t: &TestApp, m: MerchantId) -> (String, String, String) {
+pub(crate) fn location(t: &TestApp, m: MerchantId) -> (String, String, String) {
     let l: Location = diesel::sql_query(format!(
         "SELECT m.tier, m.schema_name AS schema, d.database_name AS database
            FROM merchants m LEFT JOIN tenant_databases d ON d.id = m.database_id
@@ -141,7 +141,7 @@ fn ended(mv: &Value) -> bool {
 }
 
 /// Moves `m` to `tier` and waits for the move to end; answers the move.
-async fn move_to(t: &TestApp, m: &Merchant, body: Value) -> Value {
+pub(crate) async fn move_to(t: &TestApp, m: &Merchant, body: Value) -> Value {
     let mv = start_move(t, m, body).await;
     let run = mv["id"].as_str().expect("run id").to_string();
     wait_move(t, m, &run, ended).await
