@@ -158,6 +158,12 @@ def fresh_integration(run):
     return call("POST", path, body)["id"]
 
 
+def a_job():
+    """A job of the fuzz merchant, enqueued just now (to read or retry)."""
+    merchant = IDS["merchantId"]
+    return _admin("POST", f"/admin/tenants/{merchant}/jobs", {"kind": "expire_idempotency_keys"}, expect=(202,))["id"]
+
+
 # The kind of the integration each run's set-up made (PATCH cases change
 # it, so it stays).
 SETUP_KINDS = {"staff": "payment", "admin": "email"}
@@ -219,6 +225,10 @@ PATH_IDS = {
     ("PATCH", "/admin/integrations/{id}"): ("admin", lambda: IDS["defaultIntegrationId"]),
     ("DELETE", "/admin/integrations/{id}"): ("admin", lambda: fresh_integration("admin")),
     ("GET", "/admin/tenants/{id}/moves/{run}"): ("admin", moved),
+    ("GET", "/admin/jobs/{id}"): ("admin", a_job),
+    ("POST", "/admin/jobs/{id}/retry"): ("admin", a_job),
+    ("POST", "/admin/tenants/{id}/jobs"): ("admin", lambda: IDS["merchantId"]),
+    ("GET", "/admin/tenants/{id}/summaries"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/moves/{run}/cancel"): ("admin", moved),
 }
 

@@ -248,6 +248,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         load: Arc::default(),
         noisy: Arc::default(),
         probe: Arc::default(),
+        jobs: Arc::default(),
     };
     Ok(App {
         jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),

@@ -94,6 +94,19 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     /// How often every merchant's storage is measured.
     pub usage_storage_interval: Duration,
+    /// Background job workers in this instance (`tenancy::jobs`); 0: this
+    /// instance runs no jobs.
+    pub job_workers: usize,
+    /// How often an idle worker looks for due jobs (a new job wakes it at
+    /// once).
+    pub job_poll_interval: Duration,
+    /// How often the daily jobs are enqueued for the days that closed.
+    pub job_schedule_interval: Duration,
+    /// Runs a failing job gets before it is a dead letter.
+    pub job_max_attempts: u32,
+    /// Test hook (debug builds): `hang` makes every job block, holding its
+    /// claim, until posd is killed.
+    pub job_fault: Option<String>,
 }
 
 /// A token bucket: `burst` at once, then one more per `interval`.
@@ -178,6 +191,13 @@ struct Raw {
     usage_flush_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     usage_storage_interval: Option<Duration>,
+    job_workers: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    job_poll_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    job_schedule_interval: Option<Duration>,
+    job_max_attempts: Option<u32>,
+    job_fault: Option<String>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -216,6 +236,12 @@ const MAX_MOVE_COPY_STREAMS: u32 = 16;
 
 /// The most merchants `/metrics` may name (each costs four series).
 const MAX_METRICS_TOP_MERCHANTS: u32 = 1000;
+
+/// The most job workers one instance may run (each holds up to two
+/// connections while it works).
+const MAX_JOB_WORKERS: u32 = 32;
+/// The most runs a job may get.
+const MAX_JOB_ATTEMPTS: u32 = 100;
 
 const KEYS: &[&str] = &[
     "database_url",
@@ -256,6 +282,11 @@ const KEYS: &[&str] = &[
     "base_domain",
     "usage_flush_interval",
     "usage_storage_interval",
+    "job_workers",
+    "job_poll_interval",
+    "job_schedule_interval",
+    "job_max_attempts",
+    "job_fault",
 ];
 
 /// `POSD_*` variables that are not settings but are read elsewhere: by posd
@@ -390,6 +421,12 @@ impl Settings {
                 "is a test hook, honoured only by debug builds; unset it",
             ));
         }
+        if raw.job_fault.is_some() && !cfg!(debug_assertions) {
+            return Err(ConfigError::new(
+                "job_fault",
+                "is a test hook, honoured only by debug builds; unset it",
+            ));
+        }
         if raw.provision_fail_after_step.is_some() && !cfg!(debug_assertions) {
             return Err(ConfigError::new(
                 "provision_fail_after_step",
@@ -512,6 +549,34 @@ impl Settings {
                     .unwrap_or(Duration::from_secs(3600)),
                 "usage_storage_interval",
             )?,
+            job_workers: match raw.job_workers.unwrap_or(2) {
+                n @ 0..=MAX_JOB_WORKERS => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => {
+                    return Err(ConfigError::new(
+                        "job_workers",
+                        format!("must be between 0 and {MAX_JOB_WORKERS}"),
+                    ));
+                }
+            },
+            job_poll_interval: nonzero(
+                raw.job_poll_interval.unwrap_or(Duration::from_secs(5)),
+                "job_poll_interval",
+            )?,
+            job_schedule_interval: nonzero(
+                raw.job_schedule_interval
+                    .unwrap_or(Duration::from_secs(300)),
+                "job_schedule_interval",
+            )?,
+            job_max_attempts: match raw.job_max_attempts.unwrap_or(5) {
+                n @ 1..=MAX_JOB_ATTEMPTS => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "job_max_attempts",
+                        format!("must be between 1 and {MAX_JOB_ATTEMPTS}"),
+                    ));
+                }
+            },
+            job_fault: raw.job_fault,
         })
     }
 }

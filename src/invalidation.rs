@@ -8,6 +8,8 @@
 //! feature flags ([`crate::tenancy::context`]): a merchant id, or `*` for
 //! all. `posd_hosts` carries changes of merchants' addresses (custom
 //! domains, slugs): the whole host cache goes ([`crate::tenancy::hosts`]).
+//! The same connection hears `posd_jobs`, which wakes idle job workers
+//! ([`crate::tenancy::jobs`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,10 +18,14 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     auth::revocation::StaffStates,
-    db::ids::{MerchantId, StaffId},
+    db::{
+        ids::{MerchantId, StaffId},
+        platform::jobs,
+    },
     tenancy::{
         context::{self, Contexts},
         hosts::{self, Hosts},
+        jobs::Queue,
         placement::{self, Directory},
         pools::TenantPools,
     },
@@ -38,6 +44,8 @@ pub struct Caches {
     /// A merchant whose row changed loses its dedicated pool too: after a
     /// move, no connection of the service stays open on the old database.
     pub pools: Arc<TenantPools>,
+    /// Not a cache: `posd_jobs` wakes this instance's idle job workers.
+    pub jobs: Arc<Queue>,
 }
 
 impl Caches {
@@ -62,6 +70,7 @@ impl Caches {
             // `*`: a plan or a flag changed.
             (context::CHANNEL, None) => self.contexts.invalidate_all(),
             (hosts::CHANNEL, _) => self.hosts.cache.invalidate_all(),
+            (jobs::CHANNEL, _) => self.jobs.wake(),
             _ => {}
         }
     }
@@ -106,10 +115,11 @@ async fn listen(url: &SecretString, caches: &Caches) -> Result<(), tokio_postgre
     });
     client
         .batch_execute(&format!(
-            "LISTEN {}; LISTEN {STAFF_CHANNEL}; LISTEN {}; LISTEN {}",
+            "LISTEN {}; LISTEN {STAFF_CHANNEL}; LISTEN {}; LISTEN {}; LISTEN {}",
             placement::CHANNEL,
             context::CHANNEL,
-            hosts::CHANNEL
+            hosts::CHANNEL,
+            jobs::CHANNEL
         ))
         .await?;
     // Anything cached before this point may have missed a notification.

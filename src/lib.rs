@@ -34,6 +34,7 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
         staff: app.staff_states.clone(),
         hosts: app.hosts.clone(),
         pools: app.pools.clone(),
+        jobs: app.jobs.clone(),
     };
     let metrics = api::metrics::Metrics::new(&app.move_metrics);
     let login_limiter = api::auth::LoginLimiter::new(&app.settings);
@@ -53,13 +54,14 @@ pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
                 rocket
             },
         ))
-        .attach(AdHoc::on_ignite("usage metering and noisy neighbours", |rocket| async move {
+        .attach(AdHoc::on_ignite("usage metering, noisy neighbours, the probe and job workers", |rocket| async move {
             if let Some(app) = rocket.state::<App>() {
                 tenancy::usage::spawn(app.tenancy.clone());
                 tenancy::noisy::spawn(app.tenancy.clone());
                 if let Some(every) = app.settings.isolation_probe_interval {
                     tenancy::probe::spawn(app.tenancy.clone(), every);
                 }
+                tenancy::jobs::spawn(&app.tenancy);
             }
             rocket
         }))

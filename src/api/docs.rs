@@ -225,7 +225,7 @@ struct ApiDoc;
 pub fn openapi() -> openapi::OpenApi {
     use super::{
         PREFIX, admin, auth, categories, context, customers, domains, export, fleet, health,
-        integrations, inventory, load, metrics, moves, offline, orders, plans, products,
+        integrations, inventory, jobs, load, metrics, moves, offline, orders, plans, products,
         provisioning, reports, settings, staff, usage,
     };
     let mut doc = ApiDoc::openapi()
@@ -251,7 +251,8 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, provisioning::Doc::openapi())
         .nest(PREFIX, export::Doc::openapi())
         .nest(PREFIX, usage::Doc::openapi())
-        .nest(PREFIX, load::Doc::openapi());
+        .nest(PREFIX, load::Doc::openapi())
+        .nest(PREFIX, jobs::Doc::openapi());
     SharedResponses.modify(&mut doc);
     doc
 }

@@ -41,6 +41,13 @@ struct RequestLabels {
     status: u16,
 }
 
+/// A job run's kind and the status it left the job in.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: String,
+    status: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     method: String,
@@ -60,6 +67,7 @@ pub struct Metrics {
     pool_evictions: Gauge,
     probe_runs: Gauge,
     probe_breaches: Gauge,
+    job_runs: Family<JobLabels, Gauge>,
     merchants: MerchantSeries,
 }
 
@@ -172,8 +180,15 @@ impl Metrics {
             "isolation_breaches",
             "Times the isolation probe reached another merchant's rows (0 while isolation holds)",
         );
+        let job_runs = Family::<JobLabels, Gauge>::default();
+        registry.register(
+            "job_runs",
+            "Background job runs this instance ended, by kind and the status they left the job in (queued: failed, to be retried; dead: out of attempts)",
+            job_runs.clone(),
+        );
         let merchants = MerchantSeries::register(&mut registry);
         Arc::new(Metrics {
+            job_runs,
             registry: Mutex::new(registry),
             probe_runs,
             probe_breaches,
@@ -206,6 +221,15 @@ impl Metrics {
         set(&self.pool_evictions, s.evictions);
         set(&self.probe_runs, app.probe.runs());
         set(&self.probe_breaches, app.probe.breaches());
+        for ((kind, status), n) in app.jobs.runs() {
+            set(
+                &self.job_runs.get_or_create(&JobLabels {
+                    kind: kind.to_string(),
+                    status: status.to_string(),
+                }),
+                n,
+            );
+        }
         self.merchants.set(app);
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry.lock()) {

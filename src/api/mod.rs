@@ -22,6 +22,7 @@ pub mod host;
 pub mod idempotent;
 pub mod integrations;
 pub mod inventory;
+pub mod jobs;
 pub mod load;
 pub mod metrics;
 pub mod moves;
@@ -76,6 +77,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, export::routes()),
         (PREFIX, usage::routes()),
         (PREFIX, load::routes()),
+        (PREFIX, jobs::routes()),
         (PREFIX, provisioning::routes()),
         #[cfg(feature = "bench-control")]
         (PREFIX, bench_control::routes()),

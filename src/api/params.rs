@@ -40,7 +40,8 @@ id_params!(
     RefundId,
     DatabaseId,
     RunId,
-    IntegrationId
+    IntegrationId,
+    JobId
 );
 
 /// One page of a list; `nextCursor` is null on the last page.
@@ -123,6 +124,15 @@ pub fn day(field: &str, v: &str) -> ApiResult<NaiveDate> {
                 format!("must be a day written YYYY-MM-DD, from {FIRST_DAY} to {LAST_DAY}"),
             )
         })
+}
+
+/// `?from=&to=`: a range of days, as [`crate::tenancy::usage::range`]
+/// bounds it (the last 30 days up to today, UTC, by default).
+pub fn days(from: Option<&str>, to: Option<&str>) -> ApiResult<(NaiveDate, NaiveDate)> {
+    let from = from.map(|d| day("from", d)).transpose()?;
+    let to = to.map(|d| day("to", d)).transpose()?;
+    crate::tenancy::usage::range(from, to, Utc::now().date_naive())
+        .map_err(|e| ApiError::invalid(e.field, e.message))
 }
 
 /// An optional RFC 3339 instant, within the days of [`day`].

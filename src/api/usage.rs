@@ -3,7 +3,7 @@
 //! [`super::accounting::Recorder`] (in memory, see
 //! [`crate::tenancy::usage`]).
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use rocket::{
     Request, Responder, Route, State, get,
     http::ContentType,
@@ -122,16 +122,13 @@ async fn usage_days(
     format: Option<&str>,
     accept: AcceptsCsv,
 ) -> ApiResult<UsageAnswer> {
-    let from = from.map(|d| params::day("from", d)).transpose()?;
-    let to = to.map(|d| params::day("to", d)).transpose()?;
+    let (from, to) = params::days(from, to)?;
     let csv = match format.map(UsageFormat::parse) {
         None => accept.0,
         Some(Some(UsageFormat::Json)) => false,
         Some(Some(UsageFormat::Csv)) => true,
         Some(None) => return Err(ApiError::invalid("format", "must be json or csv")),
     };
-    let (from, to) = usage::range(from, to, Utc::now().date_naive())
-        .map_err(|e| ApiError::invalid(e.field, e.message))?;
     if let Err(e) = app.usage.flush(app).await {
         tracing::warn!(error = %e, "could not flush usage counters before a read; they are kept");
     }

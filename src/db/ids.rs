@@ -31,5 +31,6 @@ id_type!(
     RefundId,
     DatabaseId,
     RunId,
-    IntegrationId
+    IntegrationId,
+    JobId
 );

@@ -199,3 +199,25 @@ text_kind!(
         Cancelled = "cancelled",
     }
 );
+
+text_kind!(
+    /// What a background job does (`crate::tenancy::jobs`).
+    JobKind {
+        /// Writes the merchant's figures for a business day that closed to
+        /// the control plane.
+        DailySummary = "daily_summary",
+        /// Deletes the merchant's expired idempotency keys.
+        ExpireIdempotencyKeys = "expire_idempotency_keys",
+    }
+);
+
+text_kind!(
+    /// Where a background job stands.
+    JobStatus {
+        /// Waiting for its time, or due.
+        Queued = "queued",
+        Done = "done",
+        /// Out of attempts, or refused: a dead letter, kept for operators.
+        Dead = "dead",
+    }
+);

@@ -151,6 +151,10 @@ error_codes! {
     /// What a restore read is not a whole posd export.
     InvalidArchive = "invalid_archive",
 
+    // Background jobs.
+    /// A job that is done cannot be retried: enqueue a new one.
+    JobDone = "job_done",
+
     // Temporarily unavailable (503 with `Retry-After`).
     /// A concurrent update won; retry.
     ConflictRetry = "conflict_retry",

@@ -62,6 +62,8 @@ pub const SHARED: &[&str] = &[
     "merchant_integrations",
     "merchant_domains",
     "merchant_usage",
+    "jobs",
+    "merchant_daily_summaries",
 ];
 
 /// Data-plane tables.

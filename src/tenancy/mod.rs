@@ -21,6 +21,8 @@
 //!   operators; [`noisy`]: the merchants that take most of a busy global
 //!   pool; [`fair`]: each merchant's cap on the global pool;
 //! - [`probe`]: the continuous isolation probe;
+//! - [`jobs`]: background jobs with tenant scope (the durable queue's
+//!   workers and scheduler);
 //! - [`moves`]: live moves of a trading merchant between placements;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crate::crypto`] and [`keys`] (rotation).
@@ -33,6 +35,7 @@ pub mod fair;
 pub mod fleet;
 pub mod hosts;
 pub mod integrations;
+pub mod jobs;
 pub mod keys;
 pub mod load;
 pub mod migrations;
@@ -84,6 +87,8 @@ pub struct Tenancy {
     pub noisy: Arc<noisy::Noisy>,
     /// What the isolation probe found.
     pub probe: Arc<probe::Probe>,
+    /// This instance's side of the job queue.
+    pub jobs: Arc<jobs::Queue>,
 }
 
 impl Tenancy {

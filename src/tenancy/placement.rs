@@ -124,14 +124,32 @@ impl Directory {
             return Ok(Some(p));
         }
         let mut conn = self.platform.get()?;
-        let merchant = match Merchant::find(&mut Platform::new(&mut conn), id) {
+        let Some(placement) = self.load(&mut Platform::new(&mut conn), id)? else {
+            return Ok(None);
+        };
+        let placement = Arc::new(placement);
+        self.cache
+            .lock()
+            .insert(id, (placement.clone(), Instant::now()));
+        Ok(Some(placement))
+    }
+
+    /// The placement as the control plane records it now, routed as
+    /// requests are (kill switch included), without the cache. `Ok(None)`
+    /// when the merchant does not exist.
+    pub fn load(
+        &self,
+        p: &mut Platform<'_>,
+        id: MerchantId,
+    ) -> diesel::QueryResult<Option<Placement>> {
+        let merchant = match Merchant::find(p, id) {
             Ok(m) => m,
             Err(diesel::result::Error::NotFound) => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let mut placement = Placement::from_merchant(&merchant);
         if !placement.migrated {
-            let state = MigrationState::find(&mut Platform::new(&mut conn), id)?;
+            let state = MigrationState::find(p, id)?;
             placement.migrated = state
                 .and_then(|s| s.version)
                 .is_some_and(|v| v == super::migrations::latest_tenant_version());
@@ -139,10 +157,6 @@ impl Directory {
         if !self.routing {
             placement = placement.on_shared_tier();
         }
-        let placement = Arc::new(placement);
-        self.cache
-            .lock()
-            .insert(id, (placement.clone(), Instant::now()));
         Ok(Some(placement))
     }
 

@@ -276,8 +276,10 @@ pub fn settings_from_keys(db: &str, keys: &[(&str, Value)]) -> Result<Settings, 
 
 /// The harness's own choices, applied to every booted posd before a
 /// test's: small pools, and a short connect timeout so that an unreachable
-/// database fails a test quickly.
+/// database fails a test quickly; no background job workers (a test of
+/// jobs works the queue itself, or asks for workers).
 fn test_defaults(s: &mut Settings) {
+    s.job_workers = 0;
     s.pool_size = 4;
     s.tenant_pool_size = 2;
     s.pool_connect_timeout = Duration::from_secs(2);

@@ -52,6 +52,11 @@ impl Serving {
     /// Starts posd on database `db` with `POSD_LOG` set to `log` (unset
     /// when `None`), and waits for it to announce itself.
     pub(crate) fn start(db: &str, log: Option<&str>) -> Serving {
+        Self::start_with(db, log, &[])
+    }
+
+    /// [`Serving::start`] with more environment variables.
+    pub(crate) fn start_with(db: &str, log: Option<&str>, env: &[(&str, &str)]) -> Serving {
         let server = Server::get();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -64,6 +69,7 @@ impl Serving {
             Some(filter) => cmd.env("POSD_LOG", filter),
             None => cmd.env_remove("POSD_LOG"),
         };
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .env("POSD_BENCH_SUITE", "1") // for a build with --features bench-control
             .env("POSD_DATABASE_URL", server.owner_url(db))
@@ -116,6 +122,25 @@ impl Serving {
             port,
             lines,
             rx,
+        }
+    }
+
+    /// Waits (a minute at most) for a line containing `text`; answers it.
+    pub(crate) fn wait_for(&mut self, text: &str) -> String {
+        loop {
+            match self.rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    self.lines.push(line.clone());
+                    if found {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "posd never wrote {text:?} ({e}):\n{}",
+                    self.lines.join("\n")
+                ),
+            }
         }
     }
 

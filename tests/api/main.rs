@@ -20,6 +20,7 @@ mod faults;
 mod hardening;
 mod integrations;
 mod isolation;
+mod jobs;
 mod keys;
 mod kinds;
 mod load;

@@ -61,6 +61,15 @@ impl Merchant {
             .first(p.conn)
     }
 
+    /// The merchant's placement generation; `None` when it does not exist.
+    pub fn generation(p: &mut Platform<'_>, id: MerchantId) -> QueryResult<Option<i64>> {
+        merchants::table
+            .find(id)
+            .select(merchants::generation)
+            .first(p.conn)
+            .optional()
+    }
+
     pub fn find_by_slug(p: &mut Platform<'_>, slug: &str) -> QueryResult<Merchant> {
         merchants::table
             .filter(merchants::slug.eq(slug))

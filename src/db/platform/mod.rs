@@ -9,6 +9,7 @@ pub mod audit;
 pub mod domains;
 pub mod exports;
 pub mod integrations;
+pub mod jobs;
 pub mod merchants;
 pub mod migration_state;
 pub mod moves;

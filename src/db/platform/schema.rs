@@ -211,9 +211,52 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    jobs (id) {
+        id -> Uuid,
+        merchant_id -> Uuid,
+        generation -> Int8,
+        kind -> Text,
+        args -> Jsonb,
+        dedupe_key -> Nullable<Text>,
+        status -> Text,
+        attempts -> Int4,
+        max_attempts -> Int4,
+        run_at -> Timestamptz,
+        error_code -> Nullable<Text>,
+        error -> Nullable<Text>,
+        result -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    merchant_daily_summaries (merchant_id, day) {
+        merchant_id -> Uuid,
+        day -> Date,
+        currency -> Text,
+        order_count -> Int8,
+        voided_count -> Int8,
+        late_order_count -> Int8,
+        gross_sales_minor -> Int8,
+        discounts_minor -> Int8,
+        tax_minor -> Int8,
+        sales_minor -> Int8,
+        rounding_minor -> Int8,
+        refunds_minor -> Int8,
+        refund_count -> Int8,
+        net_minor -> Int8,
+        computed_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(staff_users -> merchants (merchant_id));
 diesel::joinable!(merchant_domains -> merchants (merchant_id));
 diesel::joinable!(merchant_usage -> merchants (merchant_id));
+diesel::joinable!(jobs -> merchants (merchant_id));
+diesel::joinable!(merchant_daily_summaries -> merchants (merchant_id));
 diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
 diesel::joinable!(merchants -> plans (plan));
 diesel::joinable!(merchant_flag_overrides -> merchants (merchant_id));
@@ -234,4 +277,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     merchant_integrations,
     merchant_domains,
     merchant_usage,
+    jobs,
+    merchant_daily_summaries,
 );

@@ -8,8 +8,9 @@
 //! flight does not wait for it: the claim takes a transaction-level
 //! advisory lock on the key with `pg_try_advisory_xact_lock`, and a
 //! duplicate that cannot take it is told the key is in use (409). Keys
-//! expire after the configured retention; each claim purges a few expired
-//! keys of the merchant.
+//! expire after the configured retention: an expired key may be claimed
+//! again at once, and the daily `expire_idempotency_keys` job
+//! (`crate::tenancy::jobs`) deletes them ([`expire`]).
 
 use std::time::Duration;
 
@@ -21,9 +22,6 @@ use serde_json::Value;
 
 use super::{TenantTx, schema::idempotency_keys};
 use crate::db::statement::statement;
-
-/// Expired keys of the merchant removed by each claim, at most.
-const PURGE_BATCH: i64 = 20;
 
 /// What a claim found.
 #[derive(Debug, PartialEq)]
@@ -51,6 +49,22 @@ fn interval(d: Duration) -> diesel::pg::data_types::PgInterval {
     )
 }
 
+/// Deletes up to `batch` of the merchant's expired keys (one in flight is
+/// skipped); answers how many.
+pub fn expire(tx: &mut TenantTx<'_>, batch: i64) -> QueryResult<usize> {
+    statement(
+        "DELETE FROM idempotency_keys
+          WHERE merchant_id = $1 AND key IN (
+                SELECT key FROM idempotency_keys
+                 WHERE merchant_id = $1 AND expires_at < now()
+                 LIMIT $2
+                   FOR UPDATE SKIP LOCKED)",
+    )
+    .bind::<SqlUuid, _>(tx.merchant.0)
+    .bind::<BigInt, _>(batch)
+    .execute(tx.conn)
+}
+
 /// Claims `key` for a request whose method, path and body hash to `hash`,
 /// in the request's transaction. A claim row left with no response (by an
 /// earlier version of posd, which claimed in a transaction of its own) is
@@ -62,15 +76,7 @@ pub fn begin(
     retention: Duration,
 ) -> QueryResult<Claim> {
     let claimed: Option<Claimed> = statement(
-        "WITH purge AS (
-             DELETE FROM idempotency_keys
-              WHERE merchant_id = $1 AND key IN (
-                    SELECT key FROM idempotency_keys
-                     WHERE merchant_id = $1 AND expires_at < now() AND key <> $2
-                     LIMIT $5
-                       FOR UPDATE SKIP LOCKED)
-         )
-         INSERT INTO idempotency_keys AS k (merchant_id, key, request_hash, locked_at, expires_at)
+        "INSERT INTO idempotency_keys AS k (merchant_id, key, request_hash, locked_at, expires_at)
          SELECT $1, $2, $3, now(), now() + $4
           WHERE pg_try_advisory_xact_lock(hashtextextended($1::text || ' ' || $2, 0))
          ON CONFLICT (merchant_id, key) DO UPDATE
@@ -84,7 +90,6 @@ pub fn begin(
     .bind::<Text, _>(key)
     .bind::<Text, _>(hash)
     .bind::<Interval, _>(interval(retention))
-    .bind::<BigInt, _>(PURGE_BATCH)
     .get_result(tx.conn)
     .optional()?;
     if claimed.is_some() {

@@ -1,0 +1,2 @@
+DROP TABLE merchant_daily_summaries;
+DROP TABLE jobs;
