@@ -24,6 +24,7 @@ import json
 import os
 import random
 import threading
+import time
 import uuid
 
 import requests
@@ -164,6 +165,27 @@ def a_job():
     return _admin("POST", f"/admin/tenants/{merchant}/jobs", {"kind": "expire_idempotency_keys"}, expect=(202,))["id"]
 
 
+_export = {}
+_export_lock = threading.Lock()
+
+
+def an_export():
+    """An export job of the fuzz merchant that is done (its file can be
+    downloaded): made once, then waited for (the serving workers run it)."""
+    with _export_lock:
+        if "id" not in _export:
+            merchant = IDS["merchantId"]
+            job = _admin("POST", f"/admin/tenants/{merchant}/jobs", {"kind": "export"}, expect=(202,))
+            deadline = time.monotonic() + 60
+            while job["status"] != "done":
+                if job["status"] == "dead" or time.monotonic() > deadline:
+                    raise RuntimeError(f"fuzz set-up: the export job did not finish: {job}")
+                time.sleep(0.05)
+                job = _admin("GET", f"/admin/jobs/{job['id']}")
+            _export["id"] = job["id"]
+    return _export["id"]
+
+
 # The kind of the integration each run's set-up made (PATCH cases change
 # it, so it stays).
 SETUP_KINDS = {"staff": "payment", "admin": "email"}
@@ -227,6 +249,7 @@ PATH_IDS = {
     ("GET", "/admin/tenants/{id}/moves/{run}"): ("admin", moved),
     ("GET", "/admin/jobs/{id}"): ("admin", a_job),
     ("POST", "/admin/jobs/{id}/retry"): ("admin", a_job),
+    ("GET", "/admin/jobs/{id}/file"): ("admin", an_export),
     ("POST", "/admin/tenants/{id}/jobs"): ("admin", lambda: IDS["merchantId"]),
     ("GET", "/admin/tenants/{id}/summaries"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/moves/{run}/cancel"): ("admin", moved),

@@ -104,6 +104,8 @@ pub struct Settings {
     pub job_schedule_interval: Duration,
     /// Runs a failing job gets before it is a dead letter.
     pub job_max_attempts: u32,
+    /// Where export jobs write merchants' archives; `None`: no export jobs.
+    pub export_dir: Option<std::path::PathBuf>,
     /// Test hook (debug builds): `hang` makes every job block, holding its
     /// claim, until posd is killed.
     pub job_fault: Option<String>,
@@ -198,6 +200,7 @@ struct Raw {
     job_schedule_interval: Option<Duration>,
     job_max_attempts: Option<u32>,
     job_fault: Option<String>,
+    export_dir: Option<String>,
 }
 
 /// A configuration error: names the setting and says what is wrong with it.
@@ -287,6 +290,7 @@ const KEYS: &[&str] = &[
     "job_schedule_interval",
     "job_max_attempts",
     "job_fault",
+    "export_dir",
 ];
 
 /// `POSD_*` variables that are not settings but are read elsewhere: by posd
@@ -577,6 +581,10 @@ impl Settings {
                 }
             },
             job_fault: raw.job_fault,
+            export_dir: raw
+                .export_dir
+                .filter(|d| !d.trim().is_empty())
+                .map(std::path::PathBuf::from),
         })
     }
 }

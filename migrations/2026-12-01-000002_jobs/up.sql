@@ -7,7 +7,7 @@ CREATE TABLE jobs (
     id            uuid PRIMARY KEY,
     merchant_id   uuid NOT NULL REFERENCES merchants (id) ON DELETE CASCADE,
     generation    bigint NOT NULL CHECK (generation >= 1),
-    kind          text NOT NULL CHECK (kind IN ('daily_summary', 'expire_idempotency_keys')),
+    kind          text NOT NULL CHECK (kind IN ('daily_summary', 'expire_idempotency_keys', 'export')),
     args          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(args) = 'object'),
     -- at most one job per key: a scheduled job's kind, merchant and day
     dedupe_key    text UNIQUE,

@@ -4,11 +4,20 @@
 //! [`crate::tenancy::jobs`].
 
 use rocket::{
-    Route, State, get, http::Status, post, response::status::Custom, routes, serde::json::Json,
+    Route, State, get,
+    http::{Header, Status},
+    post,
+    response::status::Custom,
+    routes,
+    serde::json::Json,
+    tokio::fs::File,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{
+    OpenApi, ToSchema,
+    openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type},
+};
 
 use super::{
     Body,
@@ -54,7 +63,30 @@ enum NewJobBody {
     },
     /// Deletes the merchant's expired idempotency keys.
     ExpireIdempotencyKeys {},
+    /// Writes the merchant's archive to a file in `POSD_EXPORT_DIR`
+    /// (download it from `GET /admin/jobs/{id}/file` once the job is done).
+    Export {},
 }
+
+/// An export job's archive, offered as a file.
+#[derive(rocket::Responder)]
+#[response(content_type = "application/octet-stream")]
+struct ExportFile {
+    file: File,
+    disposition: Header<'static>,
+}
+
+/// In the OpenAPI document, the archive is bytes.
+impl utoipa::PartialSchema for ExportFile {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for ExportFile {}
 
 /// A merchant's daily summaries, oldest first.
 #[derive(Serialize, ToSchema)]
@@ -73,7 +105,10 @@ fn parse_status(v: Option<&str>) -> ApiResult<Option<JobStatus>> {
 fn parse_kind(v: Option<&str>) -> ApiResult<Option<JobKind>> {
     v.map(|s| {
         JobKind::parse(s).ok_or_else(|| {
-            ApiError::invalid("kind", "must be daily_summary or expire_idempotency_keys")
+            ApiError::invalid(
+                "kind",
+                "must be daily_summary, expire_idempotency_keys or export",
+            )
         })
     })
     .transpose()
@@ -171,12 +206,51 @@ async fn retry(admin: PlatformAdmin, app: &State<App>, id: JobId) -> ApiResult<J
     Ok(Json(job))
 }
 
+/// The archive a finished export job wrote (`posd tenants restore` reads
+/// it). The file is on the disk of the instance that ran the job: share
+/// `POSD_EXPORT_DIR` between instances, or ask that one.
+#[utoipa::path(get, path = "/admin/jobs/{id}/file", tag = "admin", security(("admin" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The merchant's archive (as `GET /admin/tenants/{id}/export` streams it)", content_type = "application/octet-stream", body = ExportFile),
+        (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
+        (status = 409, description = "Not a finished export job, or its file is not on this instance", body = docs::ErrorEnvelope),
+        (status = 503, response = docs::Unavailable)))]
+#[get("/admin/jobs/<id>/file")]
+async fn export_file(_admin: PlatformAdmin, app: &State<App>, id: JobId) -> ApiResult<ExportFile> {
+    let job = app
+        .platform(move |p| Job::find(p, id).map_err(ApiError::or_not_found("job")))
+        .await?;
+    let missing =
+        |why: &str| ApiError::conflict(ErrorCode::ExportFileMissing, format!("job {id}: {why}"));
+    if job.kind != JobKind::Export || job.status != JobStatus::Done {
+        return Err(missing("not a finished export job"));
+    }
+    let dir = app
+        .settings
+        .export_dir
+        .as_ref()
+        .ok_or_else(|| missing("POSD_EXPORT_DIR is not set here"))?;
+    let name = jobs::export_file_name(job.merchant_id, job.id);
+    let file = File::open(dir.join(&name))
+        .await
+        .map_err(|_| missing("the file is not on this instance (or was removed)"))?;
+    Ok(ExportFile {
+        file,
+        disposition: Header::new(
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}\""),
+        ),
+    })
+}
+
 /// Enqueues a job for the merchant under its current placement: answered
 /// 202 with the job, which a worker runs (follow it at
 /// `GET /admin/jobs/{id}`).
 #[utoipa::path(post, path = "/admin/tenants/{id}/jobs", tag = "admin", security(("admin" = [])),
     params(("id" = Uuid, Path)), request_body = NewJobBody,
     responses((status = 202, body = Job), (status = 401, response = docs::Unauthorized), (status = 404, response = docs::NotFound),
+        (status = 409, description = "An export, and `POSD_EXPORT_DIR` is not set", body = docs::ErrorEnvelope),
         (status = 422, response = docs::Invalid), (status = 503, response = docs::Unavailable)))]
 #[post("/admin/tenants/<id>/jobs", data = "<body>")]
 async fn enqueue(
@@ -191,6 +265,15 @@ async fn enqueue(
             json!({ "day": params::day("day", &day)? }),
         ),
         NewJobBody::ExpireIdempotencyKeys {} => (JobKind::ExpireIdempotencyKeys, json!({})),
+        NewJobBody::Export {} => {
+            if app.settings.export_dir.is_none() {
+                return Err(ApiError::conflict(
+                    ErrorCode::ExportsNotConfigured,
+                    "exports to a file need POSD_EXPORT_DIR; GET /admin/tenants/{id}/export streams one",
+                ));
+            }
+            (JobKind::Export, json!({}))
+        }
     };
     let job = jobs::enqueue(app, id, kind, args)
         .await?
@@ -235,9 +318,9 @@ async fn summaries(
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(list, get_job, retry, enqueue, summaries))]
+#[openapi(paths(list, get_job, retry, export_file, enqueue, summaries))]
 pub struct Doc;
 
 pub fn routes() -> Vec<Route> {
-    routes![list, get_job, retry, enqueue, summaries]
+    routes![list, get_job, retry, export_file, enqueue, summaries]
 }

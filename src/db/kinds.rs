@@ -208,6 +208,8 @@ text_kind!(
         DailySummary = "daily_summary",
         /// Deletes the merchant's expired idempotency keys.
         ExpireIdempotencyKeys = "expire_idempotency_keys",
+        /// Writes the merchant's archive to a file in `POSD_EXPORT_DIR`.
+        Export = "export",
     }
 );
 

@@ -154,6 +154,11 @@ error_codes! {
     // Background jobs.
     /// A job that is done cannot be retried: enqueue a new one.
     JobDone = "job_done",
+    /// `POSD_EXPORT_DIR` is not set: exports are only streamed.
+    ExportsNotConfigured = "exports_not_configured",
+    /// The job is not a finished export, or its file is not on this
+    /// instance.
+    ExportFileMissing = "export_file_missing",
 
     // Temporarily unavailable (503 with `Retry-After`).
     /// A concurrent update won; retry.

@@ -9,7 +9,7 @@
 //!   dies mid-job (process killed, connection lost) leaves its job queued
 //!   as it was, and another worker takes it. Jobs are therefore run at
 //!   least once: each is written to be run again safely (a summary is
-//!   replaced, expired keys are deleted).
+//!   replaced, expired keys are deleted, an export file is written anew).
 //! - **Tenant scope, failing closed.** Every job carries its merchant and
 //!   the placement generation it was enqueued under; the table refuses a
 //!   job without a merchant or for an unknown one. A worker reads the
@@ -32,7 +32,7 @@
 //!   job's dedupe key makes that idempotent across instances. Finished
 //!   jobs are kept [`RETENTION_DAYS`] days.
 
-use std::{sync::Arc, time::Duration};
+use std::{fs::File, io::BufWriter, path::Path, sync::Arc, time::Duration};
 
 use chrono::NaiveDate;
 use diesel::Connection;
@@ -40,13 +40,21 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{Tenancy, tenant_db::TenantDb};
+use super::{
+    Tenancy,
+    moves::{
+        MoveError,
+        archive::{self, Manifest},
+    },
+    tenant_db::TenantDb,
+};
 use crate::{
     db::{
         ids::{JobId, MerchantId},
         kinds::{JobKind, JobStatus},
         platform::{
-            Platform,
+            Platform, audit,
+            exports::TenantExport,
             jobs::{DailySummary, Job, NewJob},
         },
         tenant::idempotency,
@@ -234,6 +242,7 @@ async fn perform(app: &Tenancy, p: &mut Platform<'_>, job: &Job) -> Result<Value
     match job.kind {
         JobKind::DailySummary => daily_summary(app, p, job, &db).await,
         JobKind::ExpireIdempotencyKeys => expire_keys(&db).await,
+        JobKind::Export => export(app, p, job).await,
     }
 }
 
@@ -312,6 +321,75 @@ async fn expire_keys(db: &TenantDb) -> Result<Value, Failure> {
             return Ok(json!({ "deleted": deleted }));
         }
     }
+}
+
+/// The file an export job writes, in `POSD_EXPORT_DIR`: one per job, so
+/// that a run again replaces it.
+pub fn export_file_name(merchant: MerchantId, job: JobId) -> String {
+    format!("posd-export-{merchant}-{job}.posd")
+}
+
+/// Writes the merchant's archive (as `GET /admin/tenants/{id}/export`
+/// streams it) to a file, then records the export (deprovisioning accepts
+/// it) and the operator audit in the claiming transaction.
+async fn export(app: &Tenancy, p: &mut Platform<'_>, job: &Job) -> Result<Value, Failure> {
+    let dir = app.settings.export_dir.clone().ok_or_else(|| {
+        Failure::fatal(
+            "exports_not_configured",
+            "POSD_EXPORT_DIR is not set on the instance that ran the job",
+        )
+    })?;
+    let name = export_file_name(job.merchant_id, job.id);
+    let (tenancy, merchant, file) = (app.clone(), job.merchant_id, name.clone());
+    let (bytes, manifest) =
+        tokio::task::spawn_blocking(move || write_export(&tenancy, &dir, &file, merchant))
+            .await
+            .map_err(|e| Failure {
+                code: "export_failed".to_string(),
+                message: e.to_string(),
+                fatal: false,
+            })??;
+    let rows: i64 = manifest.tables.iter().map(|t| t.rows).sum();
+    let actor = format!("job {}", job.id);
+    let recorded = TenantExport::record(p, merchant, manifest.tier, &actor)?;
+    audit::record(
+        p,
+        &actor,
+        "tenant.export",
+        Some(merchant),
+        json!({ "export": recorded.id, "tier": manifest.tier, "file": name, "bytes": bytes }),
+    )?;
+    Ok(
+        json!({ "file": name, "bytes": bytes, "rows": rows, "tier": manifest.tier, "export": recorded.id }),
+    )
+}
+
+/// Writes the archive to `<dir>/<name>.partial`, flushes it to disk and
+/// renames it `<name>`: a file under its final name is whole.
+fn write_export(
+    app: &Tenancy,
+    dir: &Path,
+    name: &str,
+    merchant: MerchantId,
+) -> Result<(u64, Manifest), Failure> {
+    let io = |e: std::io::Error| Failure {
+        code: "export_failed".to_string(),
+        message: format!("{}: {e}", dir.display()),
+        fatal: false,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let partial = dir.join(format!("{name}.partial"));
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&partial).map_err(io)?);
+    let manifest = archive::export(app, merchant, &mut out).map_err(|e| Failure {
+        code: "export_failed".to_string(),
+        message: redact_text(&e.to_string()),
+        fatal: matches!(e, MoveError::UnknownMerchant),
+    })?;
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let bytes = file.metadata().map_err(io)?.len();
+    std::fs::rename(&partial, dir.join(name)).map_err(io)?;
+    Ok((bytes, manifest))
 }
 
 /// Enqueues the daily jobs of the days that closed and prunes finished

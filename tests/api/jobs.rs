@@ -9,7 +9,10 @@
 use std::collections::BTreeSet;
 
 use diesel::connection::SimpleConnection;
-use rocket::{http::Status, tokio};
+use rocket::{
+    http::{Method, Status},
+    tokio,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -334,7 +337,8 @@ async fn a_job_without_a_known_merchant_is_refused() {
         json!({ "kind": "daily_summary" }),
         json!({ "kind": "daily_summary", "day": "yesterday" }),
         json!({ "kind": "expire_idempotency_keys", "merchantId": Uuid::new_v4() }),
-        json!({ "kind": "export" }),
+        json!({ "kind": "export", "day": "2026-11-30" }),
+        json!({ "kind": "rebuild_everything" }),
     ] {
         let (s, body) = t
             .post(
@@ -345,10 +349,95 @@ async fn a_job_without_a_known_merchant_is_refused() {
             .await;
         assert_eq!(s, Status::UnprocessableEntity, "{bad}: {body}");
     }
+    // Exports to a file need a directory for them.
+    let (s, body) = t
+        .post(
+            &format!("{API}/admin/tenants/{}/jobs", m.id),
+            &t.admin_token(),
+            json!({ "kind": "export" }),
+        )
+        .await;
+    assert_error((s, body), Status::Conflict, "exports_not_configured");
     assert_eq!(
         count(&mut conn, "SELECT count(*) AS n FROM jobs").unwrap(),
         0
     );
+}
+
+/// The manifest line of an archive, without its time of export.
+fn manifest(archive: &[u8]) -> Value {
+    let mut lines = archive.splitn(3, |b| *b == b'\n');
+    assert_eq!(lines.next(), Some(&b"posd-export 1"[..]));
+    let mut m: Value =
+        serde_json::from_slice(lines.next().expect("manifest")).expect("manifest JSON");
+    m.as_object_mut().expect("object").remove("exportedAt");
+    m
+}
+
+#[rocket::async_test]
+async fn an_export_job_writes_the_archive_the_export_route_streams() {
+    let dir = std::env::temp_dir().join(format!("posd-exports-{}", Uuid::new_v4().simple()));
+    let configured = dir.clone();
+    let t = TestApp::with_config(move |s| s.export_dir = Some(configured)).await;
+    let m = t.merchant("export-job", Tier::Schema).await;
+    let p = t.stocked_product(&m, "EXP-1", 400, 0, Some(10)).await;
+    t.sell(&m, &p, 2, 800).await;
+    let queued = enqueue(&t, &m, json!({ "kind": "export" })).await;
+    let file = format!("{API}/admin/jobs/{}/file", queued["id"].as_str().unwrap());
+    let (s, body) = t.get(&file, &t.admin_token()).await;
+    assert_error((s, body), Status::Conflict, "export_file_missing");
+
+    let ran = drain(&t).await;
+    assert_eq!(ran.len(), 1);
+    let done = job(&t, &queued["id"]).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let res = t
+        .send(Method::Get, &file, Some(&t.admin_token()), None, &[])
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    let from_job = res.into_bytes().await.expect("the archive");
+    assert_eq!(done["result"]["bytes"], json!(from_job.len()));
+    let on_disk =
+        std::fs::read(dir.join(done["result"]["file"].as_str().unwrap())).expect("the file");
+    assert_eq!(on_disk, from_job);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "only the finished file: {left:?}");
+
+    let streamed = t
+        .send(
+            Method::Get,
+            &format!("{API}/admin/tenants/{}/export", m.id),
+            Some(&t.admin_token()),
+            None,
+            &[],
+        )
+        .await
+        .into_bytes()
+        .await
+        .expect("the streamed archive");
+    assert_eq!(manifest(&from_job), manifest(&streamed));
+    let orders = manifest(&from_job)["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "orders")
+        .map(|t| t["rows"].clone());
+    assert_eq!(orders, Some(json!(1)));
+    // The job's export counts as one: deprovisioning needs no force.
+    let mut conn = t.db.owner();
+    let recorded = count(
+        &mut conn,
+        &format!(
+            "SELECT count(*) AS n FROM tenant_exports WHERE requested_by = 'job {}'",
+            queued["id"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    assert_eq!(recorded, 1);
+    std::fs::remove_dir_all(&dir).expect("remove the export directory");
 }
 
 #[rocket::async_test]
