@@ -101,6 +101,31 @@ text_kind!(
 );
 
 text_kind!(
+    /// What a merchant's audit trail records (`audit_events.action`).
+    AuditAction {
+        /// A product's price changed: `details` has the old and new price.
+        ProductPriceChanged = "product_price_changed",
+        /// Stock received, damaged or corrected: the delta and the reason.
+        StockAdjusted = "stock_adjusted",
+        /// A stock count: the delta it made and the level counted.
+        StockCounted = "stock_counted",
+        OrderRefunded = "order_refunded",
+        OrderVoided = "order_voided",
+        /// The settings keys that changed, old and new values.
+        SettingsChanged = "settings_changed",
+        /// The branding keys that changed, old and new values.
+        BrandingChanged = "branding_changed",
+        StaffCreated = "staff_created",
+        StaffRoleChanged = "staff_role_changed",
+        StaffDeactivated = "staff_deactivated",
+        StaffReactivated = "staff_reactivated",
+        LoginSucceeded = "login_succeeded",
+        /// A wrong password for an existing, active staff account.
+        LoginFailed = "login_failed",
+    }
+);
+
+text_kind!(
     /// Where an order stands.
     OrderStatus {
         Completed = "completed",

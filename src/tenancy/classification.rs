@@ -80,6 +80,7 @@ pub const TENANT: &[&str] = &[
     "refund_lines",
     "idempotency_keys",
     "product_versions",
+    "audit_events",
 ];
 
 /// Bookkeeping tables that belong to no plane.

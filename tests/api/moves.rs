@@ -32,6 +32,7 @@ const KEYS: &[(&str, &str)] = &[
     ("refunds", "id"),
     ("refund_lines", "refund_id, line_no"),
     ("idempotency_keys", "key"),
+    ("audit_events", "id"),
 ];
 
 /// Tables whose rows are never changed once written: their content must
@@ -42,6 +43,7 @@ const APPEND_ONLY: &[&str] = &[
     "payments",
     "refunds",
     "refund_lines",
+    "audit_events",
 ];
 
 /// Small TTLs, so that a move's retire step (which waits for every cached

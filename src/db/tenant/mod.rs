@@ -35,6 +35,7 @@
 
 mod schema;
 
+pub mod audit;
 pub mod categories;
 pub mod customers;
 pub mod idempotency;

@@ -174,6 +174,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_events (merchant_id, id) {
+        merchant_id -> Uuid,
+        id -> Uuid,
+        at -> Timestamptz,
+        actor_staff_id -> Nullable<Uuid>,
+        actor_label -> Text,
+        action -> Text,
+        subject -> Nullable<Text>,
+        details -> Jsonb,
+        request_id -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     products,
     categories,
@@ -187,4 +201,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     refund_lines,
     idempotency_keys,
     product_versions,
+    audit_events,
 );

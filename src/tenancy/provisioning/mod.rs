@@ -299,9 +299,15 @@ fn provision_locked(
         }
         return Err(e);
     }
-    let has_data = TenantTx::transaction(owner, merchant, SHARED_SCHEMA, |tx| {
-        tx.has_data(super::classification::TENANT)
-    })?;
+    // The audit trail is not trading data: a new merchant's owner has
+    // logged in. Its events are carried to the new placement (`steps`).
+    let trading: Vec<&str> = super::classification::TENANT
+        .iter()
+        .copied()
+        .filter(|t| *t != "audit_events")
+        .collect();
+    let has_data =
+        TenantTx::transaction(owner, merchant, SHARED_SCHEMA, |tx| tx.has_data(&trading))?;
     let mut platform = Platform::new(owner);
     if has_data {
         return Err(ProvisionError::TenantHasData { merchant });

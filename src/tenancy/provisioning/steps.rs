@@ -11,6 +11,11 @@
 //! `CREATE DATABASE`), so a run cut short can run again from the start.
 //! `place` writes the registry row, the migration state, the placement and
 //! the run's `ready` in one control-plane transaction.
+//!
+//! The merchant's audit events on the shared tier (its owner may have
+//! logged in) are copied to the new schema at the end of `migrate`, and
+//! deleted from the shared tier in `place`'s transaction. Events written on
+//! the shared tier between the two stay there, unseen.
 
 use std::fmt::Write as _;
 
@@ -32,11 +37,14 @@ use crate::{
             tenant_databases::TenantDatabase,
         },
         pool,
-        tenant::quote_ident,
+        tenant::{TenantTx, audit, quote_ident},
     },
     error::ErrorCode,
     redact::redact_text,
-    tenancy::{Tier, migrations::migrate_tenant_schema, tenant_database_name, tenant_schema_name},
+    tenancy::{
+        SHARED_SCHEMA, Tier, migrations::migrate_tenant_schema, tenant_database_name,
+        tenant_schema_name,
+    },
 };
 
 /// A failed step, a stable code and why (passwords redacted).
@@ -92,6 +100,8 @@ struct Steps<'a> {
     merchant: MerchantId,
     schema: String,
     done: u32,
+    /// The audit events copied from the shared tier, deleted there by `place`.
+    carried: Vec<uuid::Uuid>,
 }
 
 impl Steps<'_> {
@@ -158,9 +168,39 @@ impl Steps<'_> {
                 },
             )?;
             ProvisioningRun::advance(&mut p, self.run, ProvisioningStatus::Ready, "place")?;
+            audit::forget_carried(c, self.merchant, SHARED_SCHEMA, &self.carried)?;
             // Inside the transaction: an injected failure here rolls back.
             self.done("place")
         })
+    }
+
+    /// Copies the merchant's audit events from the shared tier (`owner`)
+    /// to its new schema (on `target`, or on `owner` when `target` is
+    /// `None`: a schema tenant), keeping their ids for `place`.
+    fn carry_audit(
+        &mut self,
+        owner: &mut PgConnection,
+        target: Option<&mut PgConnection>,
+    ) -> Result<(), StepError> {
+        let events = at(
+            "migrate",
+            TenantTx::transaction(owner, self.merchant, SHARED_SCHEMA, audit::all),
+        )?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let target = match target {
+            Some(t) => t,
+            None => owner,
+        };
+        at(
+            "migrate",
+            TenantTx::transaction(target, self.merchant, &self.schema, |tx| {
+                audit::insert_all(tx, &events)
+            }),
+        )?;
+        self.carried = events.into_iter().map(|e| e.id).collect();
+        Ok(())
     }
 
     fn seal(&self, url: &str) -> Result<Vec<u8>, StepError> {
@@ -188,6 +228,7 @@ pub(super) fn run(
         merchant: req.merchant,
         schema: tenant_schema_name(req.merchant),
         done: 0,
+        carried: Vec::new(),
     };
     match (req.tier, &req.database_url) {
         (Tier::Schema, _) => schema_tier(&mut s, owner),
@@ -224,6 +265,7 @@ fn schema_tier(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepEr
             "migrate",
             migrate_tenant_schema(owner, &s.schema, Some(&s.app.app_role)),
         )?;
+        s.carry_audit(owner, None)?;
         s.done("migrate")?;
         s.place(owner, Tier::Schema, None)
     })();
@@ -295,6 +337,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
             "migrate",
             migrate_tenant_schema(&mut conn, &s.schema, Some(&s.app.app_role)),
         )?;
+        s.carry_audit(owner, Some(&mut conn))?;
         drop(conn);
         s.done("migrate")?;
 
@@ -361,6 +404,7 @@ fn brought(
         // forced row-level security binds it all the same.
         s.begin(owner, ProvisioningStatus::Migrating, "migrate")?;
         at("migrate", migrate_tenant_schema(c, &s.schema, None))?;
+        s.carry_audit(owner, Some(c))?;
         s.done("migrate")?;
 
         s.begin(owner, ProvisioningStatus::Migrating, "seal")?;

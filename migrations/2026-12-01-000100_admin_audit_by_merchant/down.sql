@@ -1,0 +1,1 @@
+DROP INDEX admin_audit_merchant;
