@@ -21,6 +21,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body,
+    audit::{RequestId, details, record_after},
     client::ClientAddr,
     docs,
     fields::{EmailText, PasswordText, Token64},
@@ -31,7 +32,12 @@ use crate::{
     app::App,
     auth::{Role, password},
     config::{RateLimit, Settings},
-    db::{ids::MerchantId, kinds::MerchantStatus, platform::staff::StaffUser},
+    db::{
+        ids::MerchantId,
+        kinds::{AuditAction, MerchantStatus},
+        platform::staff::StaffUser,
+        tenant::audit::Actor,
+    },
     error::{ApiError, ApiResult, ErrorCode},
 };
 
@@ -123,7 +129,8 @@ impl LoginLimiter {
 }
 
 /// Staff credentials for a token. A wrong merchant, email or password all
-/// answer the same 401.
+/// answer the same 401. A login, and a wrong password for an existing
+/// staff account, are recorded in the merchant's audit trail.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
     responses(
         (status = 200, body = Token),
@@ -138,8 +145,10 @@ async fn login(
     limiter: &State<LoginLimiter>,
     address: ClientAddr,
     host: &RequestHost,
+    request: RequestId,
     body: Body<Login>,
 ) -> ApiResult<Json<Token>> {
+    let RequestId(request_id) = request;
     let Login {
         merchant,
         email,
@@ -173,8 +182,38 @@ async fn login(
             ));
         }
         Some((u, _)) if ok => u,
-        _ => return Err(bad_credentials()),
+        Some((u, _)) => {
+            // Recorded off the answer's path: a wrong password for an
+            // existing account must take as long as one for no account.
+            let tenancy = app.tenancy.clone();
+            let event = login_event(&u, request_id);
+            rocket::tokio::spawn(async move {
+                record_after(
+                    &tenancy,
+                    u.merchant_id,
+                    None,
+                    event.0,
+                    AuditAction::LoginFailed,
+                    Some(u.id.to_string()),
+                    event.1,
+                )
+                .await;
+            });
+            return Err(bad_credentials());
+        }
+        None => return Err(bad_credentials()),
     };
+    let event = login_event(&user, request_id);
+    record_after(
+        app,
+        user.merchant_id,
+        None,
+        event.0,
+        AuditAction::LoginSucceeded,
+        Some(user.id.to_string()),
+        event.1,
+    )
+    .await;
     let role = user.role;
     let (token, exp) = app
         .jwt
@@ -186,6 +225,22 @@ async fn login(
         merchant_id: user.merchant_id,
         role,
     }))
+}
+
+/// What the audit trail records of a login or a failed one: who (the
+/// staff account and its email), never the password.
+#[derive(Serialize)]
+struct LoginDetails<'a> {
+    email: &'a str,
+}
+
+fn login_event(user: &StaffUser, request_id: String) -> (Actor, serde_json::Value) {
+    let actor = Actor {
+        staff: Some(user.id.0),
+        label: user.role.as_str().to_string(),
+        request_id: Some(request_id),
+    };
+    (actor, details(&LoginDetails { email: &user.email }))
 }
 
 #[derive(OpenApi)]

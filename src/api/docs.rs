@@ -212,6 +212,7 @@ impl Modify for SharedResponses {
         (name = "reports"),
         (name = "offline", description = "Bills recorded while a till was offline"),
         (name = "staff", description = "Staff users (owner only)"),
+        (name = "audit", description = "The merchant's audit trail: staff and operator actions (owner only)"),
         (name = "context", description = "The merchant's plan, limits and features, as a till reads them at start-up"),
         (name = "settings", description = "The merchant's settings and branding"),
         (name = "integrations", description = "The merchant's payment, email, accounting... integrations; credentials are write-only (owner only)"),
@@ -224,7 +225,7 @@ struct ApiDoc;
 /// mounted at (see [`super::routes`]), with the [`SharedResponses`].
 pub fn openapi() -> openapi::OpenApi {
     use super::{
-        PREFIX, admin, auth, categories, context, customers, domains, export, fleet, health,
+        PREFIX, admin, audit, auth, categories, context, customers, domains, export, fleet, health,
         integrations, inventory, jobs, load, metrics, moves, offline, orders, plans, products,
         provisioning, reports, settings, staff, usage,
     };
@@ -240,6 +241,7 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, reports::Doc::openapi())
         .nest(PREFIX, offline::Doc::openapi())
         .nest(PREFIX, staff::Doc::openapi())
+        .nest(PREFIX, audit::Doc::openapi())
         .nest(PREFIX, context::Doc::openapi())
         .nest(PREFIX, settings::Doc::openapi())
         .nest(PREFIX, integrations::Doc::openapi())

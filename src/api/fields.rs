@@ -327,6 +327,11 @@ param_schema!(
         .pattern(Some(crate::api::params::INSTANT_PATTERN))
 );
 param_schema!(
+    /// A cursor of the audit trail (`nextCursor` of the previous page).
+    AuditCursor,
+    string().pattern(Some("^(s[0-9a-f]{45}|o[0-9a-f]{28})$"))
+);
+param_schema!(
     /// A window of whole minutes, `1m` to `15m`.
     WindowMinutes,
     string().pattern(Some("^([1-9]|1[0-5])m$"))

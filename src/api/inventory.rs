@@ -14,10 +14,15 @@ use super::{
     params::{self, Page},
 };
 use crate::{
-    api::guards::{Manager, Staff},
+    api::{
+        audit::{Audit, details},
+        guards::{Manager, Staff},
+    },
     db::{
         ids::ProductId,
+        kinds::AuditAction,
         tenant::{
+            audit,
             inventory::{self, Change, Level, LevelFilter, MovementRow, Reason},
             products::Product,
         },
@@ -208,6 +213,20 @@ impl TryFrom<FlatAdjustment> for Adjustment {
     }
 }
 
+/// What the audit trail records of an adjustment or a count.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StockDetails {
+    product_id: ProductId,
+    reason: &'static str,
+    delta: i64,
+    on_hand: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counted_quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Adjusted {
@@ -217,6 +236,7 @@ struct Adjusted {
 }
 
 /// Manager or owner. Taking stock below zero is 409 `insufficient_stock`.
+/// Recorded in the audit trail.
 #[utoipa::path(post, path = "/inventory/adjustments", tag = "inventory", security(("staff" = [])),
     request_body = Adjustment,
     responses(
@@ -231,9 +251,11 @@ struct Adjusted {
 #[post("/inventory/adjustments", data = "<body>")]
 async fn adjust(
     m: Manager<'_>,
+    audit: Audit,
     db: TenantDb,
     body: Body<Adjustment>,
 ) -> ApiResult<(Status, Json<Adjusted>)> {
+    let Audit(actor) = audit;
     let (product, reason, delta, counted, note) = match body.0 {
         Adjustment::Receive {
             product_id,
@@ -304,6 +326,26 @@ async fn adjust(
             if reason == Reason::Count {
                 inventory::mark_counted(tx, product)?;
             }
+            let action = if reason == Reason::Count {
+                AuditAction::StockCounted
+            } else {
+                AuditAction::StockAdjusted
+            };
+            let recorded = StockDetails {
+                product_id: product,
+                reason: reason.as_str(),
+                delta,
+                on_hand,
+                counted_quantity: counted,
+                note: note.clone(),
+            };
+            audit::record(
+                tx,
+                &actor,
+                action,
+                Some(product.to_string()),
+                details(&recorded),
+            )?;
             Ok(Adjusted {
                 product_id: product,
                 delta,

@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 #[cfg(feature = "bench-control")]
 pub mod bench_control;
@@ -66,6 +67,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, reports::routes()),
         (PREFIX, offline::routes()),
         (PREFIX, staff::routes()),
+        (PREFIX, audit::routes()),
         (PREFIX, context::routes()),
         (PREFIX, settings::routes()),
         (PREFIX, integrations::routes()),

@@ -19,13 +19,19 @@ use super::{
     params::{self, IdempotencyKey, Page},
 };
 use crate::{
-    api::guards::{Manager, Staff},
+    api::{
+        audit::{Audit, details},
+        guards::{Manager, Staff},
+    },
     app::App,
     auth::Role,
     db::{
-        ids::{CustomerId, OrderId, ProductId},
-        kinds::{Method, OrderStatus},
-        tenant::orders::{Order, OrderFilter, OrderView, RefundView},
+        ids::{CustomerId, OrderId, ProductId, RefundId},
+        kinds::{AuditAction, Method, OrderStatus},
+        tenant::{
+            audit,
+            orders::{Order, OrderFilter, OrderView, RefundView},
+        },
     },
     error::{ApiError, ApiResult},
     pos::{
@@ -266,6 +272,27 @@ struct CreateRefund {
     method: Option<Method>,
 }
 
+/// What the audit trail records of a refund.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundDetails {
+    order_id: OrderId,
+    refund_id: RefundId,
+    amount_minor: i64,
+    method: Method,
+    restock: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// What the audit trail records of a void.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VoidDetails {
+    order_id: OrderId,
+    total_minor: i64,
+}
+
 /// A refund and the order after it.
 #[derive(Debug, Serialize, ToSchema)]
 struct Refunded {
@@ -273,7 +300,8 @@ struct Refunded {
     order: OrderView,
 }
 
-/// Manager or owner. Partial or full; never more than was paid.
+/// Manager or owner. Partial or full; never more than was paid. Recorded
+/// in the audit trail.
 #[utoipa::path(post, path = "/orders/{id}/refunds", tag = "orders", security(("staff" = [])),
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "Required: a key unique to the operation (a UUID). The same key and body answer the stored response again (`Idempotent-Replayed: true`); the same key with another body is 422 `idempotency_key_reused`; a key still in flight is 409 `idempotency_key_in_use`")),
     request_body = CreateRefund,
@@ -289,12 +317,14 @@ struct Refunded {
 #[post("/orders/<id>/refunds", data = "<body>")]
 async fn create_refund(
     m: Manager<'_>,
+    audit: Audit,
     db: TenantDb,
     key: IdempotencyKey,
     app: &State<App>,
     id: OrderId,
     body: Body<CreateRefund>,
 ) -> ApiResult<Stored> {
+    let Audit(actor) = audit;
     let hash = IdempotencyKey::request_hash(&format!("POST /orders/{id}/refunds"), &body.0)?;
     let b = body.0;
     let what = match (b.lines, b.amount_minor) {
@@ -336,13 +366,28 @@ async fn create_refund(
         Status::Created,
         move |tx| {
             let (refund, order) = refund::refund(tx, id, &req)?;
+            let recorded = RefundDetails {
+                order_id: id,
+                refund_id: refund.refund.id,
+                amount_minor: refund.refund.amount_minor,
+                method: refund.refund.method,
+                restock: refund.refund.restock,
+                reason: refund.refund.reason.clone(),
+            };
+            audit::record(
+                tx,
+                &actor,
+                AuditAction::OrderRefunded,
+                Some(id.to_string()),
+                details(&recorded),
+            )?;
             to_json(&Refunded { refund, order })
         },
     )
     .await
 }
 
-/// Manager or owner; only before settlement.
+/// Manager or owner; only before settlement. Recorded in the audit trail.
 #[utoipa::path(post, path = "/orders/{id}/void", tag = "orders", security(("staff" = [])),
     params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "Required: a key unique to the operation (a UUID). The same key and body answer the stored response again (`Idempotent-Replayed: true`); the same key with another body is 422 `idempotency_key_reused`; a key still in flight is 409 `idempotency_key_in_use`")),
     responses(
@@ -357,11 +402,13 @@ async fn create_refund(
 #[post("/orders/<id>/void")]
 async fn void(
     m: Manager<'_>,
+    audit: Audit,
     db: TenantDb,
     key: IdempotencyKey,
     app: &State<App>,
     id: OrderId,
 ) -> ApiResult<Stored> {
+    let Audit(actor) = audit;
     let hash = IdempotencyKey::request_hash(&format!("POST /orders/{id}/void"), &())?;
     let tz = m.0.placement.timezone;
     let staff = m.0.claims.sub;
@@ -371,7 +418,21 @@ async fn void(
         hash,
         app.settings.idempotency_retention,
         Status::Ok,
-        move |tx| to_json(&refund::void(tx, id, tz, staff)?),
+        move |tx| {
+            let voided = refund::void(tx, id, tz, staff)?;
+            let recorded = VoidDetails {
+                order_id: id,
+                total_minor: voided.order.total_minor,
+            };
+            audit::record(
+                tx,
+                &actor,
+                AuditAction::OrderVoided,
+                Some(id.to_string()),
+                details(&recorded),
+            )?;
+            to_json(&voided)
+        },
     )
     .await
 }

@@ -13,13 +13,17 @@ use super::{
 };
 use crate::{
     api::{
+        audit::Audit,
         errors::{plan_limit_reached, storage_room},
         guards::{Manager, Staff},
     },
     db::{
         ids::ProductId,
         platform::plans::LimitKind,
-        tenant::products::{NewProduct, Product, ProductChanges, ProductFilter},
+        tenant::{
+            audit,
+            products::{NewProduct, Product, ProductChanges, ProductFilter},
+        },
     },
     error::{ApiError, ApiResult, ErrorCode},
     tenancy::{context::TenantContext, tenant_db::TenantDb},
@@ -198,7 +202,7 @@ async fn create(
     Ok((Status::Created, Json(product)))
 }
 
-/// Manager or owner.
+/// Manager or owner. A price change is recorded in the audit trail.
 #[utoipa::path(patch, path = "/products/{id}", tag = "catalog", security(("staff" = [])),
     params(("id" = Uuid, Path)), request_body = UpdateProduct,
     responses(
@@ -213,10 +217,12 @@ async fn create(
 #[patch("/products/<id>", data = "<body>")]
 async fn update(
     _m: Manager<'_>,
+    audit: Audit,
     db: TenantDb,
     id: ProductId,
     body: Body<UpdateProduct>,
 ) -> ApiResult<Json<Product>> {
+    let Audit(actor) = audit;
     let b = body.0;
     let changes = ProductChanges {
         sku: b.sku.map(Sku::into_inner),
@@ -227,9 +233,16 @@ async fn update(
         track_stock: b.track_stock,
         active: b.active,
     };
-    db.run(move |tx| Product::update(tx, id, &changes).map_err(product_error))
-        .await
-        .map(Json)
+    db.run(move |tx| {
+        // A new price is recorded in the audit trail (one statement, and
+        // only when a price is given and differs).
+        if let Some(price) = changes.price_minor {
+            audit::record_price_change(tx, &actor, id, price)?;
+        }
+        Product::update(tx, id, &changes).map_err(product_error)
+    })
+    .await
+    .map(Json)
 }
 
 /// Manager or owner.

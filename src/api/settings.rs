@@ -6,15 +6,21 @@
 //! `validation_failed` naming the field. The cached tenant context is
 //! dropped on every instance by the control plane's NOTIFY.
 
+use std::collections::BTreeSet;
+
 use rocket::{Route, State, get, patch, routes, serde::json::Json};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::OpenApi;
 
 use super::{Body, docs};
 use crate::{
-    api::guards::{Owner, Staff},
+    api::{
+        audit::{Audit, details, record_after},
+        guards::{Owner, Staff},
+    },
     app::App,
-    db::platform::plans::MerchantPlan,
+    db::{kinds::AuditAction, platform::plans::MerchantPlan, tenant::audit::Actor},
     error::{ApiError, ApiResult},
     tenancy::{
         context::TenantContext,
@@ -49,10 +55,12 @@ fn get_settings(_staff: &Staff, ctx: &TenantContext) -> Json<Settings> {
 #[patch("/settings", data = "<body>")]
 async fn patch_settings(
     owner: Owner<'_>,
+    audit: Audit,
     app: &State<App>,
     body: Body<Map<String, Value>>,
 ) -> ApiResult<Json<Settings>> {
-    let stored = update(app, owner.0, Kind::Settings, body.0).await?;
+    let Audit(actor) = audit;
+    let stored = update(app, owner.0, actor, Kind::Settings, body.0).await?;
     Settings::from_stored(&stored)
         .map(Json)
         .map_err(ApiError::internal)
@@ -72,25 +80,62 @@ async fn patch_settings(
 #[patch("/branding", data = "<body>")]
 async fn patch_branding(
     owner: Owner<'_>,
+    audit: Audit,
     app: &State<App>,
     body: Body<Map<String, Value>>,
 ) -> ApiResult<Json<Branding>> {
-    let stored = update(app, owner.0, Kind::Branding, body.0).await?;
+    let Audit(actor) = audit;
+    let stored = update(app, owner.0, actor, Kind::Branding, body.0).await?;
     Branding::from_stored(&stored)
         .map(Json)
         .map_err(ApiError::internal)
 }
 
+/// What the audit trail records of a settings or branding change: the
+/// keys whose stored value changed, with the value before and after (null:
+/// not set, the default applies).
+#[derive(Debug, Serialize)]
+struct Changed {
+    keys: Vec<String>,
+    old: Map<String, Value>,
+    new: Map<String, Value>,
+}
+
+impl Changed {
+    fn between(before: &Map<String, Value>, after: &Map<String, Value>) -> Changed {
+        let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        let mut changed = Changed {
+            keys: Vec::new(),
+            old: Map::new(),
+            new: Map::new(),
+        };
+        for key in keys {
+            let (was, is) = (before.get(key), after.get(key));
+            if was != is {
+                changed.keys.push(key.clone());
+                changed
+                    .old
+                    .insert(key.clone(), was.cloned().unwrap_or(Value::Null));
+                changed
+                    .new
+                    .insert(key.clone(), is.cloned().unwrap_or(Value::Null));
+            }
+        }
+        changed
+    }
+}
+
 /// Merges `patch` into the stored document under the merchant's row lock;
-/// answers what is stored now.
+/// answers what is stored now. A change is recorded in the audit trail.
 async fn update(
     app: &App,
     staff: &Staff,
+    actor: Actor,
     kind: Kind,
     patch: Map<String, Value>,
 ) -> ApiResult<Value> {
     let merchant = staff.claims.mid;
-    let stored = app
+    let (before, stored) = app
         .platform(move |p| {
             p.transaction(|p| {
                 MerchantPlan::lock(p, merchant)?;
@@ -108,12 +153,29 @@ async fn update(
                     Kind::Settings => MerchantPlan::set_settings(p, merchant, next)?.settings,
                     Kind::Branding => MerchantPlan::set_branding(p, merchant, next)?.branding,
                 };
-                Ok(m)
+                Ok((current, m))
             })
         })
         .await?;
     // This instance at once; the others by NOTIFY.
     app.contexts.invalidate(&merchant);
+    let changed = Changed::between(&before, stored.as_object().unwrap_or(&Map::new()));
+    if !changed.keys.is_empty() {
+        let action = match kind {
+            Kind::Settings => AuditAction::SettingsChanged,
+            Kind::Branding => AuditAction::BrandingChanged,
+        };
+        record_after(
+            app,
+            merchant,
+            Some(staff.placement.clone()),
+            actor,
+            action,
+            None,
+            details(&changed),
+        )
+        .await;
+    }
     Ok(stored)
 }
 

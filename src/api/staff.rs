@@ -15,11 +15,16 @@ use super::{
     fields::{Email, Password},
 };
 use crate::{
-    api::{errors::plan_limit_reached, guards::Owner},
+    api::{
+        audit::{Audit, details, record_after},
+        errors::plan_limit_reached,
+        guards::Owner,
+    },
     app::App,
     auth::{Role, password},
     db::{
         ids::{MerchantId, StaffId},
+        kinds::AuditAction,
         platform::{
             Platform,
             plans::{LimitKind, MerchantPlan},
@@ -133,10 +138,12 @@ async fn list(owner: Owner<'_>, app: &State<App>) -> ApiResult<Json<Vec<StaffVie
 #[post("/staff", data = "<body>")]
 async fn create(
     owner: Owner<'_>,
+    audit: Audit,
     ctx: &TenantContext,
     app: &State<App>,
     body: Body<CreateStaff>,
 ) -> ApiResult<(Status, Json<StaffView>)> {
+    let Audit(actor) = audit;
     let b = body.0;
     let email = b.email.into_inner();
     // Argon2 is deliberately slow: keep it off the async workers.
@@ -170,6 +177,21 @@ async fn create(
         })
         .await?;
     tracing::info!(merchant = %merchant, staff = %user.id, by = %owner.0.claims.sub, "staff user created");
+    let recorded = StaffDetails {
+        email: user.email.clone(),
+        role: Some(user.role),
+        old_role: None,
+    };
+    record_after(
+        app,
+        merchant,
+        Some(owner.0.placement.clone()),
+        actor,
+        AuditAction::StaffCreated,
+        Some(user.id.to_string()),
+        details(&recorded),
+    )
+    .await;
     Ok((Status::Created, Json(StaffView::new(user))))
 }
 
@@ -191,11 +213,13 @@ async fn create(
 #[patch("/staff/<id>", data = "<body>")]
 async fn update(
     owner: Owner<'_>,
+    audit: Audit,
     ctx: &TenantContext,
     app: &State<App>,
     id: StaffId,
     body: Body<UpdateStaff>,
 ) -> ApiResult<Json<StaffView>> {
+    let Audit(actor) = audit;
     let b = body.0;
     let me = owner.0.claims.sub;
     let merchant = owner.0.claims.mid;
@@ -206,14 +230,12 @@ async fn update(
         ));
     }
     let limit = StaffLimit::of(ctx);
-    let user = app
+    let (before, user) = app
         .platform(move |p| {
             p.transaction(|p| {
-                if b.active == Some(true)
-                    && !StaffUser::find(p, merchant, id)
-                        .map_err(ApiError::or_not_found("staff user"))?
-                        .active
-                {
+                let before = StaffUser::find(p, merchant, id)
+                    .map_err(ApiError::or_not_found("staff user"))?;
+                if b.active == Some(true) && !before.active {
                     // Reactivating takes a place as a creation does.
                     limit.check(p, merchant)?;
                 }
@@ -230,13 +252,68 @@ async fn update(
                         "the merchant must keep at least one active owner",
                     ));
                 }
-                Ok(user)
+                Ok((before, user))
             })
         })
         .await?;
     app.staff_states.invalidate(id);
     tracing::info!(merchant = %merchant, staff = %id, by = %me, "staff user updated");
+    for (action, recorded) in staff_changes(&before, &user) {
+        record_after(
+            app,
+            merchant,
+            Some(owner.0.placement.clone()),
+            actor.clone(),
+            action,
+            Some(id.to_string()),
+            details(&recorded),
+        )
+        .await;
+    }
     Ok(Json(StaffView::new(user)))
+}
+
+/// What the audit trail records of a staff change (never a password).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StaffDetails {
+    email: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_role: Option<Role>,
+}
+
+/// The audit events of a change from `before` to `after`: the role, then
+/// the active flag.
+fn staff_changes(before: &StaffUser, after: &StaffUser) -> Vec<(AuditAction, StaffDetails)> {
+    let mut out = Vec::new();
+    if before.role != after.role {
+        out.push((
+            AuditAction::StaffRoleChanged,
+            StaffDetails {
+                email: after.email.clone(),
+                role: Some(after.role),
+                old_role: Some(before.role),
+            },
+        ));
+    }
+    if before.active != after.active {
+        let action = if after.active {
+            AuditAction::StaffReactivated
+        } else {
+            AuditAction::StaffDeactivated
+        };
+        out.push((
+            action,
+            StaffDetails {
+                email: after.email.clone(),
+                role: None,
+                old_role: None,
+            },
+        ));
+    }
+    out
 }
 
 #[derive(OpenApi)]

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod audit;
 mod boot;
 mod byo;
 mod catalog;
