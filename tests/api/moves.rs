@@ -1040,6 +1040,9 @@ async fn an_export_restores_into_another_merchant_and_a_cut_one_loads_nothing() 
     );
     // Into a new merchant, on a database of its own.
     let n = t.merchant("restored", posd::tenancy::Tier::Dedicated).await;
+    // Its own audit trail (its owner's login) is kept, beside the export's.
+    let own = current(&t, &n);
+    assert!(!own["audit_events"].is_empty());
     let restore = |file: &str, merchant: &str| {
         posd(&t)
             .args(["tenants", "restore", file, "--merchant", merchant])
@@ -1054,7 +1057,12 @@ async fn an_export_restores_into_another_merchant_and_a_cut_one_loads_nothing() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("counts and checksums verified"), "{stdout}");
-    assert_eq!(rekeyed(&current(&t, &n), n.id, m.id), original);
+    let mut restored = current(&t, &n);
+    for (key, line) in &own["audit_events"] {
+        let kept = restored.get_mut("audit_events").and_then(|r| r.remove(key));
+        assert_eq!(kept.as_ref(), Some(line), "its own trail is kept");
+    }
+    assert_eq!(rekeyed(&restored, n.id, m.id), original);
     // Not twice: the merchant has data now.
     let out = restore(path, "restored");
     assert!(!out.status.success());
@@ -1064,12 +1072,16 @@ async fn an_export_restores_into_another_merchant_and_a_cut_one_loads_nothing() 
     let cut = dir.path().join("cut.posd");
     std::fs::write(&cut, &bytes[..bytes.len() - 64]).unwrap();
     let c = t.merchant("cut", posd::tenancy::Tier::Schema).await;
+    let before = current(&t, &c);
+    assert!(
+        before
+            .iter()
+            .all(|(table, rows)| rows.is_empty() == (*table != "audit_events")),
+        "{before:?}"
+    );
     let out = restore(cut.to_str().unwrap(), "cut");
     assert!(!out.status.success(), "a cut archive was restored");
-    assert!(
-        current(&t, &c).values().all(BTreeMap::is_empty),
-        "a failed restore left rows"
-    );
+    assert_eq!(current(&t, &c), before, "a failed restore left rows");
 }
 
 #[rocket::async_test]

@@ -241,7 +241,11 @@ pub fn restore(
     let mut c = side.connect(app, id)?;
     let tables = sync::tables(&mut c, &side.schema, TENANT)?;
     let mut tx = c.transaction()?;
-    for t in &tables {
+    // The merchant's own audit trail (its owner's first logins) does not
+    // make it a merchant with data: it is set aside while the export loads
+    // and is verified, then put back.
+    let trail = tables.iter().find(|t| t.name == OWN_TRAIL);
+    for t in tables.iter().filter(|t| t.name != OWN_TRAIL) {
         let present: bool = tx
             .query_one(
                 &format!(
@@ -261,6 +265,15 @@ pub fn restore(
                 ),
             ));
         }
+    }
+    if let Some(t) = trail {
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE posd_kept_trail (LIKE {i}) ON COMMIT DROP;
+             WITH d AS (DELETE FROM {i} WHERE merchant_id = {m} RETURNING *)
+             INSERT INTO posd_kept_trail SELECT * FROM d",
+            i = t.ident(),
+            m = lit(id)
+        ))?;
     }
     for entry in &manifest.tables {
         let t = tables
@@ -291,9 +304,19 @@ pub fn restore(
             ));
         }
     }
+    if let Some(t) = trail {
+        tx.batch_execute(&format!(
+            "INSERT INTO {} SELECT * FROM posd_kept_trail",
+            t.ident()
+        ))?;
+    }
     tx.commit()?;
     Ok(manifest)
 }
+
+/// The table a merchant may already have rows in when an export is
+/// restored into it.
+const OWN_TRAIL: &str = "audit_events";
 
 /// Loads one table's frames through a staging table, the merchant id
 /// replaced by `id` (row-level security checks every row).
