@@ -156,7 +156,12 @@ async fn storage_is_measured_for_shared_and_schema_merchants() {
     // The size of its own rows: well under a page per row.
     assert!(bytes > 0 && bytes < rows * 8192, "{body}");
     let (_, body) = usage(&t, idle.id, "").await;
-    assert_eq!(stored(&body), (0, 0), "another merchant's rows are not its");
+    let (rows, bytes) = stored(&body);
+    assert_eq!(
+        rows, 1,
+        "its owner's login in its audit trail, and none of another merchant's rows: {body}"
+    );
+    assert!(bytes > 0 && bytes < 8192, "{body}");
     let (_, body) = usage(&t, schema.id, "").await;
     let (rows, bytes) = stored(&body);
     assert!(rows >= 2, "{body}");
