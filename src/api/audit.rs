@@ -379,3 +379,41 @@ pub struct Doc;
 pub fn routes() -> Vec<Route> {
     routes![list]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_names_its_position_and_nothing_else_parses() {
+        let at = DateTime::from_timestamp_micros(1_764_547_200_123_456).unwrap_or_default();
+        let staff = Position::Staff(
+            at,
+            Uuid::from_u128(0x0193_abcd_ef01_7def_8abc_def0_1234_5678),
+        );
+        let operator = Position::Operator(at, 42);
+        for p in [staff, operator] {
+            assert_eq!(Position::parse(&p.cursor()), Some(p), "{}", p.cursor());
+        }
+        // The contract's pattern: s + 45 or o + 28 lower-case hex digits.
+        assert_eq!(staff.cursor().len(), 46);
+        assert_eq!(operator.cursor().len(), 29);
+        let upper = staff.cursor().to_uppercase().replacen('S', "s", 1);
+        for bad in [
+            String::new(),
+            "s".to_string(),
+            upper,
+            format!("x{}", &staff.cursor()[1..]),
+            format!("o{}", &staff.cursor()[1..]),
+            format!("{}0", operator.cursor()),
+            format!("+{}", &operator.cursor()[1..]),
+        ] {
+            assert_eq!(Position::parse(&bad), None, "{bad}");
+        }
+        // The merged order: newest first, a staff entry before an operator
+        // entry of the same time.
+        let earlier = Position::Staff(at - chrono::Duration::microseconds(1), Uuid::max());
+        assert!(staff.sort_key() > operator.sort_key());
+        assert!(operator.sort_key() > earlier.sort_key());
+    }
+}
