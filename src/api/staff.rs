@@ -233,13 +233,20 @@ async fn update(
     let (before, user) = app
         .platform(move |p| {
             p.transaction(|p| {
-                let before = StaffUser::find(p, merchant, id)
-                    .map_err(ApiError::or_not_found("staff user"))?;
-                if b.active == Some(true) && !before.active {
+                if b.active == Some(true)
+                    && !StaffUser::find(p, merchant, id)
+                        .map_err(ApiError::or_not_found("staff user"))?
+                        .active
+                {
                     // Reactivating takes a place as a creation does.
                     limit.check(p, merchant)?;
                 }
                 StaffUser::lock_active_owners(p, merchant)?;
+                // What the user is before the change (for the audit trail),
+                // locked after the owners, in the order every change takes
+                // its locks: two changes at once each see the other's.
+                let before = StaffUser::find_for_update(p, merchant, id)
+                    .map_err(ApiError::or_not_found("staff user"))?;
                 let changes = StaffChanges {
                     role: b.role,
                     active: b.active,

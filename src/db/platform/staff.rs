@@ -75,6 +75,22 @@ impl StaffUser {
             .first(p.conn)
     }
 
+    /// A staff user of this merchant, its row locked until the end of the
+    /// transaction (what it was before a change); another merchant's is
+    /// `NotFound`.
+    pub fn find_for_update(
+        p: &mut Platform<'_>,
+        merchant: MerchantId,
+        id: StaffId,
+    ) -> QueryResult<StaffUser> {
+        staff_users::table
+            .filter(staff_users::merchant_id.eq(merchant))
+            .filter(staff_users::id.eq(id))
+            .select(StaffUser::as_select())
+            .for_no_key_update()
+            .first(p.conn)
+    }
+
     /// Locks the merchant's active owners until the end of the transaction,
     /// so that two owners demoting each other at once cannot both succeed.
     pub fn lock_active_owners(
