@@ -89,8 +89,16 @@ pub fn details(value: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-/// Records an event for a change already committed in the control plane,
-/// in a data-plane transaction of `merchant` (at `placement` when the
+/// An event to record after a control-plane change ([`record_after`]).
+pub struct Event {
+    pub action: AuditAction,
+    /// What was acted on.
+    pub subject: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// Records `events` (of one change already committed in the control plane)
+/// in one data-plane transaction of `merchant` (at `placement` when the
 /// caller has it). A failure is logged at ERROR with the merchant: the
 /// change stands.
 pub async fn record_after(
@@ -98,10 +106,12 @@ pub async fn record_after(
     merchant: MerchantId,
     placement: Option<Arc<Placement>>,
     actor: Actor,
-    action: AuditAction,
-    subject: Option<String>,
-    details: serde_json::Value,
+    events: Vec<Event>,
 ) {
+    if events.is_empty() {
+        return;
+    }
+    let actions: Vec<&'static str> = events.iter().map(|e| e.action.as_str()).collect();
     let recorded = async {
         let placement = match placement {
             Some(p) => p,
@@ -114,14 +124,19 @@ pub async fn record_after(
             }
         };
         let db = TenantDb::for_placement(tenancy, placement).await?;
-        db.run(move |tx| Ok(audit::record(tx, &actor, action, subject, details)?))
-            .await
+        db.run(move |tx| {
+            for e in events {
+                audit::record(tx, &actor, e.action, e.subject, e.details)?;
+            }
+            Ok(())
+        })
+        .await
     }
     .await;
     if let Err(e) = recorded {
         tracing::error!(
             %merchant,
-            action = %action,
+            actions = %actions.join(", "),
             error = %e.message,
             code = e.code.as_str(),
             "could not record a staff action in the merchant's audit trail; the action itself is done"

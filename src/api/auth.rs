@@ -21,7 +21,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::{
     Body,
-    audit::{RequestId, details, record_after},
+    audit::{Event, RequestId, details, record_after},
     client::ClientAddr,
     docs,
     fields::{EmailText, PasswordText, Token64},
@@ -186,34 +186,16 @@ async fn login(
             // Recorded off the answer's path: a wrong password for an
             // existing account must take as long as one for no account.
             let tenancy = app.tenancy.clone();
-            let event = login_event(&u, request_id);
+            let (actor, event) = login_event(&u, AuditAction::LoginFailed, request_id);
             rocket::tokio::spawn(async move {
-                record_after(
-                    &tenancy,
-                    u.merchant_id,
-                    None,
-                    event.0,
-                    AuditAction::LoginFailed,
-                    Some(u.id.to_string()),
-                    event.1,
-                )
-                .await;
+                record_after(&tenancy, u.merchant_id, None, actor, vec![event]).await;
             });
             return Err(bad_credentials());
         }
         None => return Err(bad_credentials()),
     };
-    let event = login_event(&user, request_id);
-    record_after(
-        app,
-        user.merchant_id,
-        None,
-        event.0,
-        AuditAction::LoginSucceeded,
-        Some(user.id.to_string()),
-        event.1,
-    )
-    .await;
+    let (actor, event) = login_event(&user, AuditAction::LoginSucceeded, request_id);
+    record_after(app, user.merchant_id, None, actor, vec![event]).await;
     let role = user.role;
     let (token, exp) = app
         .jwt
@@ -234,13 +216,18 @@ struct LoginDetails<'a> {
     email: &'a str,
 }
 
-fn login_event(user: &StaffUser, request_id: String) -> (Actor, serde_json::Value) {
+fn login_event(user: &StaffUser, action: AuditAction, request_id: String) -> (Actor, Event) {
     let actor = Actor {
         staff: Some(user.id.0),
         label: user.role.as_str().to_string(),
         request_id: Some(request_id),
     };
-    (actor, details(&LoginDetails { email: &user.email }))
+    let event = Event {
+        action,
+        subject: Some(user.id.to_string()),
+        details: details(&LoginDetails { email: &user.email }),
+    };
+    (actor, event)
 }
 
 #[derive(OpenApi)]

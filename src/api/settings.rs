@@ -16,7 +16,7 @@ use utoipa::OpenApi;
 use super::{Body, docs};
 use crate::{
     api::{
-        audit::{Audit, details, record_after},
+        audit::{Audit, Event, details, record_after},
         guards::{Owner, Staff},
     },
     app::App,
@@ -165,14 +165,17 @@ async fn update(
             Kind::Settings => AuditAction::SettingsChanged,
             Kind::Branding => AuditAction::BrandingChanged,
         };
+        let event = Event {
+            action,
+            subject: None,
+            details: details(&changed),
+        };
         record_after(
             app,
             merchant,
             Some(staff.placement.clone()),
             actor,
-            action,
-            None,
-            details(&changed),
+            vec![event],
         )
         .await;
     }

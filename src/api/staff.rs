@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     api::{
-        audit::{Audit, details, record_after},
+        audit::{Audit, Event, details, record_after},
         errors::plan_limit_reached,
         guards::Owner,
     },
@@ -182,14 +182,17 @@ async fn create(
         role: Some(user.role),
         old_role: None,
     };
+    let event = Event {
+        action: AuditAction::StaffCreated,
+        subject: Some(user.id.to_string()),
+        details: details(&recorded),
+    };
     record_after(
         app,
         merchant,
         Some(owner.0.placement.clone()),
         actor,
-        AuditAction::StaffCreated,
-        Some(user.id.to_string()),
-        details(&recorded),
+        vec![event],
     )
     .await;
     Ok((Status::Created, Json(StaffView::new(user))))
@@ -265,18 +268,22 @@ async fn update(
         .await?;
     app.staff_states.invalidate(id);
     tracing::info!(merchant = %merchant, staff = %id, by = %me, "staff user updated");
-    for (action, recorded) in staff_changes(&before, &user) {
-        record_after(
-            app,
-            merchant,
-            Some(owner.0.placement.clone()),
-            actor.clone(),
+    let events = staff_changes(&before, &user)
+        .into_iter()
+        .map(|(action, recorded)| Event {
             action,
-            Some(id.to_string()),
-            details(&recorded),
-        )
-        .await;
-    }
+            subject: Some(id.to_string()),
+            details: details(&recorded),
+        })
+        .collect();
+    record_after(
+        app,
+        merchant,
+        Some(owner.0.placement.clone()),
+        actor,
+        events,
+    )
+    .await;
     Ok(Json(StaffView::new(user)))
 }
 

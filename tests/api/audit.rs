@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use diesel::connection::SimpleConnection;
 use posd::{auth::Role, tenancy::Tier};
 use rocket::http::{Method, Status};
 use serde_json::{Value, json};
@@ -640,4 +641,67 @@ fn operator_entries(entries: &[Value]) -> usize {
         .iter()
         .filter(|e| e["actor"]["kind"] == "operator")
         .count()
+}
+
+#[rocket::async_test]
+async fn a_failed_audit_write_undoes_a_data_plane_change_and_not_a_control_plane_one() {
+    let t = TestApp::new().await;
+    let m = t.merchant("audit-fails", Tier::Schema).await;
+    let product = t.stocked_product(&m, "F-1", 100, 0, None).await;
+    let (mut conn, schema) = t.data_conn(&m);
+    let app_role = crate::common::Server::get().app_role().to_string();
+    conn.batch_execute(&format!(
+        "REVOKE INSERT ON \"{schema}\".audit_events FROM \"{app_role}\""
+    ))
+    .unwrap();
+
+    // A price change and its event are one transaction: neither happens.
+    let (s, body) = t
+        .patch(
+            &format!("{API}/products/{product}"),
+            &m.token,
+            json!({ "priceMinor": 900 }),
+        )
+        .await;
+    assert_eq!(s, Status::InternalServerError, "{body}");
+    let (s, now) = t.get(&format!("{API}/products/{product}"), &m.token).await;
+    assert_eq!(s, Status::Ok);
+    assert_eq!(now["priceMinor"], 100, "{now}");
+
+    // A settings change is committed before its event is written: it
+    // stands, unrecorded.
+    let (s, body) = t
+        .patch(
+            api!("/settings"),
+            &m.token,
+            json!({ "receiptHeader": "Hello" }),
+        )
+        .await;
+    assert_eq!(s, Status::Ok, "{body}");
+    let (_, settings) = t.get(api!("/settings"), &m.token).await;
+    assert_eq!(settings["receiptHeader"], "Hello", "{settings}");
+
+    conn.batch_execute(&format!(
+        "GRANT INSERT ON \"{schema}\".audit_events TO \"{app_role}\""
+    ))
+    .unwrap();
+    let all = all_entries(&t, &m, "", 200).await;
+    assert!(of(&all, "product_price_changed").is_empty(), "{all:#?}");
+    assert!(of(&all, "settings_changed").is_empty(), "{all:#?}");
+    // Recorded again once the trail can be written.
+    reprice(&t, &m.token, &product, 900).await;
+    let (s, _) = t
+        .patch(
+            api!("/settings"),
+            &m.token,
+            json!({ "receiptHeader": "Hi" }),
+        )
+        .await;
+    assert_eq!(s, Status::Ok);
+    let all = all_entries(&t, &m, "", 200).await;
+    assert_eq!(of(&all, "product_price_changed").len(), 1, "{all:#?}");
+    let settings = of(&all, "settings_changed");
+    assert_eq!(settings.len(), 1, "{all:#?}");
+    assert_eq!(settings[0]["details"]["old"]["receiptHeader"], "Hello");
+    assert_eq!(settings[0]["details"]["new"]["receiptHeader"], "Hi");
 }
