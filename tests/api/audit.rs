@@ -705,3 +705,72 @@ async fn a_failed_audit_write_undoes_a_data_plane_change_and_not_a_control_plane
     assert_eq!(settings[0]["details"]["old"]["receiptHeader"], "Hello");
     assert_eq!(settings[0]["details"]["new"]["receiptHeader"], "Hi");
 }
+
+/// The app role, with no merchant bound, reads and writes no audit event
+/// on any tier; bound to a merchant, it reads that merchant's only.
+#[rocket::async_test]
+async fn the_trail_fails_closed_without_binding() {
+    use diesel::Connection;
+    let t = TestApp::new().await;
+    let server = crate::common::Server::get();
+    for tier in TIERS {
+        let m = t
+            .merchant(&format!("audit-rls-{}", tier.as_str()), tier)
+            .await;
+        let other = t
+            .merchant(&format!("audit-rls-other-{}", tier.as_str()), Tier::Shared)
+            .await;
+        let schema = match tier {
+            Tier::Shared => posd::tenancy::SHARED_SCHEMA.to_string(),
+            _ => posd::tenancy::tenant_schema_name(m.id),
+        };
+        let mut conn = match tier {
+            Tier::Dedicated => diesel::PgConnection::establish(
+                &server.app_url(&posd::tenancy::tenant_database_name(m.id)),
+            )
+            .unwrap(),
+            _ => t.db.app_role(),
+        };
+        let q = format!("SELECT count(*) AS n FROM \"{schema}\".audit_events");
+        assert_eq!(crate::common::count(&mut conn, &q).unwrap(), 0, "{tier:?}");
+        let insert = format!(
+            "INSERT INTO \"{schema}\".audit_events (merchant_id, id, actor_label, action) \
+             VALUES ('{}', gen_random_uuid(), 'owner', 'login_failed')",
+            m.id
+        );
+        assert!(
+            conn.batch_execute(&insert).is_err(),
+            "{tier:?}: an unbound insert was accepted"
+        );
+        conn.batch_execute(&format!(
+            "BEGIN; SELECT set_config('posd.merchant_id', '{}', true);",
+            m.id
+        ))
+        .unwrap();
+        let mine = crate::common::count(&mut conn, &q).unwrap();
+        // The same insert, bound, is accepted (and rolled back).
+        conn.batch_execute(&insert).unwrap();
+        assert_eq!(crate::common::count(&mut conn, &q).unwrap(), mine + 1);
+        conn.batch_execute("ROLLBACK").unwrap();
+        let listed = all_entries(&t, &m, "", 200).await;
+        assert_eq!(
+            usize::try_from(mine).unwrap(),
+            listed.len() - operator_entries(&listed),
+            "{tier:?}"
+        );
+        assert!(mine >= 1, "{tier:?}: the owner's login");
+        // Bound to the other merchant, none of this one's.
+        if tier == Tier::Shared {
+            conn.batch_execute(&format!(
+                "BEGIN; SELECT set_config('posd.merchant_id', '{}', true);",
+                other.id
+            ))
+            .unwrap();
+            let theirs =
+                crate::common::count(&mut conn, &format!("{q} WHERE merchant_id = '{}'", m.id))
+                    .unwrap();
+            conn.batch_execute("ROLLBACK").unwrap();
+            assert_eq!(theirs, 0);
+        }
+    }
+}
