@@ -37,7 +37,7 @@ use crate::{
     crypto::{Keyring, Purpose},
     db::{
         ids::MerchantId,
-        platform::{Platform, tenant_databases::TenantDatabase},
+        platform::{Platform, merchants::Merchant, tenant_databases::TenantDatabase},
         pool::{self, Budget, Pool, PoolOptions},
     },
     error::{ApiError, ErrorCode},
@@ -238,6 +238,36 @@ impl TenantPools {
         Some(e.handle.clone())
     }
 
+    /// The URL of the placement's database, unsealed; refused when the
+    /// placement is not the merchant's current one (a request that read it
+    /// just before a move's flip must not build, and keep, a pool on the
+    /// old database).
+    fn url_of(&self, p: &Placement) -> Result<SecretString, ApiError> {
+        let database_id = p.database_id.ok_or_else(|| {
+            ApiError::internal(format!("dedicated merchant {} has no database", p.merchant))
+        })?;
+        let mut conn = self.platform.get()?;
+        let current = Merchant::generation(&mut Platform::new(&mut conn), p.merchant)?;
+        if current != Some(p.generation) {
+            return Err(ApiError::unavailable(
+                ErrorCode::TenantMoved,
+                "this merchant's data has just moved; retry the request",
+                1,
+            ));
+        }
+        let db = TenantDatabase::find(&mut Platform::new(&mut conn), database_id)?;
+        let plain = self
+            .keyring
+            .open(p.merchant.0, Purpose::TenantDatabaseUrl, &db.sealed_url)
+            .map_err(|e| ApiError::internal(format!("tenant {}: {e}", p.merchant)))?;
+        let text = String::from_utf8(plain.to_vec())
+            .map_err(|_| ApiError::internal("sealed URL is not UTF-8"))?;
+        Ok(SecretString::from(with_connect_timeout(
+            &text,
+            self.opts.connect_timeout,
+        )))
+    }
+
     /// The pool for a dedicated merchant, built if needed (blocking: reads
     /// and opens the sealed URL, and checks that the database answers).
     pub fn get_or_build(&self, p: &Placement) -> Result<PoolHandle, ApiError> {
@@ -245,20 +275,7 @@ impl TenantPools {
             return Ok(h);
         }
         self.breakers.check(p.merchant)?;
-        let database_id = p.database_id.ok_or_else(|| {
-            ApiError::internal(format!("dedicated merchant {} has no database", p.merchant))
-        })?;
-        let url = {
-            let mut conn = self.platform.get()?;
-            let db = TenantDatabase::find(&mut Platform::new(&mut conn), database_id)?;
-            let plain = self
-                .keyring
-                .open(p.merchant.0, Purpose::TenantDatabaseUrl, &db.sealed_url)
-                .map_err(|e| ApiError::internal(format!("tenant {}: {e}", p.merchant)))?;
-            let text = String::from_utf8(plain.to_vec())
-                .map_err(|_| ApiError::internal("sealed URL is not UTF-8"))?;
-            SecretString::from(with_connect_timeout(&text, self.opts.connect_timeout))
-        };
+        let url = self.url_of(p)?;
         if self.budget.used() >= self.budget.limit() {
             self.reclaim(p.merchant);
         }

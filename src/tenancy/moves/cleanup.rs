@@ -70,8 +70,14 @@ fn drop_retired(
     match &source.database {
         Some(db) if db.created_by_posd => (
             format!("database {}", db.database_name),
-            drop_database(app, &db.database_name)
-                .and_then(|()| Ok(TenantDatabase::delete(p, db.id)?)),
+            // This instance's pool of the merchant goes first: a pool built
+            // on the old database by a request that raced the flip would
+            // hold a connection there (the next request builds one anew).
+            {
+                app.pools.evict(mv.merchant_id);
+                drop_database(app, &db.database_name)
+            }
+            .and_then(|()| Ok(TenantDatabase::delete(p, db.id)?)),
         ),
         _ => (
             format!("schema {retired}"),
