@@ -105,6 +105,9 @@ class Bench:
         self.base_env = {
             "POSD_BENCH_CONTROL_URL": self.data.url("posd_bench_control", control_pw, "posd"),
         }
+        if self.args.transaction_pooler:
+            self.base_env["POSD_TRANSACTION_POOLER"] = "true"
+            self.results["transaction_pooler"] = True
         # Pools sized so that posd may use as many connections as wrk has
         # connections (pgbench runs with as many clients).
         self.tier_env = {
@@ -222,6 +225,8 @@ def main():
     ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
                     help=f"comma-separated sections among {','.join(SECTIONS)} "
                     f"(default {','.join(DEFAULT_SECTIONS)})")
+    ap.add_argument("--transaction-pooler", action="store_true",
+                    help="serve with POSD_TRANSACTION_POOLER=true (unnamed statements, directly connected)")
     ap.add_argument("--concurrency", type=int, default=8, help="wrk connections = pgbench clients")
     ap.add_argument("--budget", type=int, help="time budget in seconds (default 870, quick 190; "
                     "the moves section adds 10800, quick 420; noisy 420, quick 120)")

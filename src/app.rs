@@ -175,14 +175,19 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
             idle_timeout: Some(std::time::Duration::from_secs(600)),
             statement_timeout: settings.statement_timeout,
             thread_pool: None,
+            pooler_safe: settings.transaction_pooler,
         },
         None,
     );
-    crate::db::pooler::warn_if_proxied(
-        &mut app_conn,
-        &settings.app_database_url,
-        "POSD_APP_DATABASE_URL",
-    );
+    if settings.transaction_pooler {
+        crate::db::pooler::check_pooled_session(&mut app_conn, settings.statement_timeout);
+    } else {
+        crate::db::pooler::warn_if_proxied(
+            &mut app_conn,
+            &settings.app_database_url,
+            "POSD_APP_DATABASE_URL",
+        );
+    }
     let directory = Arc::new(Directory::new(
         global.clone(),
         settings.placement_cache_ttl,
@@ -213,6 +218,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
             idle_timeout: settings.pool_idle_timeout,
             breaker_threshold: settings.breaker_threshold,
             breaker_cooldown: settings.breaker_cooldown,
+            transaction_pooler: settings.transaction_pooler,
         },
         settings.keyring.clone(),
         global.clone(),

@@ -24,6 +24,13 @@ pub struct Settings {
     pub database_url: SecretString,
     /// The non-superuser role that serves requests.
     pub app_database_url: SecretString,
+    /// The connections that serve requests (`POSD_APP_DATABASE_URL` and
+    /// dedicated databases) go through a pooler in transaction mode: they
+    /// use unnamed statements only, and set nothing for the session.
+    pub transaction_pooler: bool,
+    /// A direct URL of the app role for the LISTEN connection (required
+    /// with `transaction_pooler`; `app_database_url` otherwise).
+    pub listen_database_url: Option<SecretString>,
     /// Owner URL of the server on which posd creates dedicated databases.
     pub dedicated_server_url: SecretString,
     pub jwt_secret: SecretString,
@@ -147,6 +154,8 @@ struct Raw {
     jwt_secret: Option<SecretString>,
     encryption_keys: Option<SecretString>,
     use_tenant_db_routing: Option<bool>,
+    transaction_pooler: Option<bool>,
+    listen_database_url: Option<SecretString>,
     pool_size: Option<u32>,
     tenant_pool_size: Option<u32>,
     #[serde(default, with = "humantime_serde")]
@@ -253,6 +262,8 @@ const KEYS: &[&str] = &[
     "jwt_secret",
     "encryption_keys",
     "use_tenant_db_routing",
+    "transaction_pooler",
+    "listen_database_url",
     "pool_size",
     "tenant_pool_size",
     "pool_connect_timeout",
@@ -391,6 +402,16 @@ impl Settings {
         validate_url(&database_url, "database_url")?;
         let app_database_url = required(raw.app_database_url, "app_database_url")?;
         validate_url(&app_database_url, "app_database_url")?;
+        let transaction_pooler = raw.transaction_pooler.unwrap_or(false);
+        let listen_database_url = raw.listen_database_url;
+        if let Some(u) = &listen_database_url {
+            validate_url(u, "listen_database_url")?;
+        } else if transaction_pooler {
+            return Err(ConfigError::new(
+                "listen_database_url",
+                "is required with POSD_TRANSACTION_POOLER=true: LISTEN cannot go through a transaction-mode pooler; give a direct URL of the app role",
+            ));
+        }
         let dedicated_server_url = raw
             .dedicated_server_url
             .unwrap_or_else(|| database_url.clone());
@@ -444,6 +465,8 @@ impl Settings {
             jwt_secret,
             keyring,
             use_tenant_db_routing: raw.use_tenant_db_routing.unwrap_or(true),
+            transaction_pooler,
+            listen_database_url,
             pool_size,
             tenant_pool_size,
             pool_connect_timeout: raw.pool_connect_timeout.unwrap_or(Duration::from_secs(3)),
@@ -672,6 +695,16 @@ fn nonzero(v: Duration, key: &str) -> Result<Duration, ConfigError> {
         Err(ConfigError::new(key, "must be longer than zero"))
     } else {
         Ok(v)
+    }
+}
+
+impl Settings {
+    /// Where the LISTEN connection goes: `POSD_LISTEN_DATABASE_URL`, or the
+    /// app URL.
+    pub fn listen_url(&self) -> &SecretString {
+        self.listen_database_url
+            .as_ref()
+            .unwrap_or(&self.app_database_url)
     }
 }
 

@@ -27,7 +27,7 @@ pub use app::{App, BootError, boot};
 /// The whole application, wired in one place: state, routes, catchers,
 /// the cache invalidation listener and shutdown.
 pub fn rocket(app: App, figment: Figment) -> Rocket<Build> {
-    let listener_url = app.settings.app_database_url.clone();
+    let listener_url = app.settings.listen_url().clone();
     let caches = invalidation::Caches {
         directory: app.directory.clone(),
         contexts: app.contexts.clone(),

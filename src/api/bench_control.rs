@@ -42,6 +42,7 @@ fn control_pool(app: &App) -> Option<PoolHandle> {
                 idle_timeout: Some(std::time::Duration::from_secs(600)),
                 statement_timeout: app.settings.statement_timeout,
                 thread_pool: None,
+                pooler_safe: false,
             },
             None,
         )))

@@ -95,21 +95,20 @@ pub struct Manager {
     inner: ConnectionManager<PgConnection>,
     budget: Option<Arc<Budget>>,
     statement_timeout_ms: u128,
+    /// Behind a transaction-mode pooler: see [`PoolOptions::pooler_safe`].
+    pooler_safe: bool,
     /// A connection opened before the pool (see [`open`]), handed out as
     /// the pool's first.
     first: parking_lot::Mutex<Option<Conn>>,
 }
 
 impl Manager {
-    pub fn new(
-        url: &SecretString,
-        budget: Option<Arc<Budget>>,
-        statement_timeout: Duration,
-    ) -> Self {
+    pub fn new(url: &SecretString, budget: Option<Arc<Budget>>, opts: &PoolOptions) -> Self {
         Self {
             inner: ConnectionManager::new(url.expose_secret()),
             budget,
-            statement_timeout_ms: statement_timeout.as_millis(),
+            statement_timeout_ms: opts.statement_timeout.as_millis(),
+            pooler_safe: opts.pooler_safe,
             first: parking_lot::Mutex::new(None),
         }
     }
@@ -136,7 +135,14 @@ impl ManageConnection for Manager {
             None => None,
         };
         let mut conn = self.inner.connect()?;
-        if self.statement_timeout_ms > 0 {
+        if self.pooler_safe {
+            // Unnamed statements, each parsed, bound and run in one round
+            // trip (`PQsendQueryParams`): no name can outlive the
+            // transaction on a server connection the pooler hands to
+            // another client. And no session setting, which would stay on
+            // that server connection for the next client.
+            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        } else if self.statement_timeout_ms > 0 {
             diesel::sql_query(format!(
                 "SET statement_timeout = {}",
                 self.statement_timeout_ms
@@ -177,6 +183,11 @@ pub struct PoolOptions {
     pub idle_timeout: Option<Duration>,
     pub statement_timeout: Duration,
     pub thread_pool: Option<Arc<scheduled_thread_pool::ScheduledThreadPool>>,
+    /// The URL goes through a pooler in transaction mode
+    /// (`POSD_TRANSACTION_POOLER`): no prepared statement is kept and no
+    /// session setting is made (`statement_timeout` is then the role's or
+    /// the pooler's to set).
+    pub pooler_safe: bool,
 }
 
 /// Builds a pool without opening a connection (r2d2's `build` would block
@@ -198,7 +209,7 @@ pub fn build(
     if let Some(tp) = &opts.thread_pool {
         b = b.thread_pool(tp.clone());
     }
-    let manager = Manager::new(url, budget, opts.statement_timeout);
+    let manager = Manager::new(url, budget, opts);
     *manager.first.lock() = first;
     b.build_unchecked(manager)
 }
@@ -212,7 +223,7 @@ pub fn open(
     budget: Option<Arc<Budget>>,
     opts: &PoolOptions,
 ) -> Result<Conn, ConnectError> {
-    Manager::new(url, budget, opts.statement_timeout).connect()
+    Manager::new(url, budget, opts).connect()
 }
 
 /// Opens one connection directly (no pool), as for migrations and checks.

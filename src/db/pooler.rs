@@ -6,7 +6,10 @@
 //! transaction whichever server connection is free, where that name is
 //! unknown or names another statement (`bind message supplies 2 parameters,
 //! but prepared statement "__diesel_stmt_1" requires 4`). A session-mode
-//! pooler keeps one server connection per client and is safe.
+//! pooler keeps one server connection per client and is safe. With
+//! `POSD_TRANSACTION_POOLER=true` the serving pools keep no statement and
+//! set nothing for the session (`crate::db::pool`), and this check is not
+//! made: the operator said what is in between.
 //!
 //! PostgreSQL reports the address and port it accepted a connection on
 //! (`inet_server_addr()`, `inet_server_port()`). When they differ from the
@@ -158,8 +161,9 @@ pub fn check(conn: &mut PgConnection, url: &SecretString) -> Option<Mismatch> {
 pub fn warning(what: &str, mismatch: &Mismatch) -> String {
     format!(
         "{what}: {mismatch}: a proxy, a pooler or a port mapping sits between posd and PostgreSQL. \
-         posd's prepared statements are unsafe behind a transaction-mode pooler \
-         (PgBouncer < 1.21 in pool_mode=transaction); only a session-mode pooler is supported"
+         Behind a transaction-mode pooler (PgBouncer's pool_mode=transaction) set \
+         POSD_TRANSACTION_POOLER=true and POSD_LISTEN_DATABASE_URL, or posd's prepared \
+         statements run on the wrong server connections; a session-mode pooler needs nothing"
     )
 }
 
@@ -181,6 +185,32 @@ pub fn warn_once_per_server(conn: &mut PgConnection, url: &SecretString, what: &
     let first = SEEN.lock().is_ok_and(|mut s| s.insert(t));
     if first {
         warn_if_proxied(conn, url, what);
+    }
+}
+
+/// With `POSD_TRANSACTION_POOLER`, posd sets no session setting on the
+/// pooled connections (it would stay with the server connection for the
+/// pooler's next client), so `POSD_STATEMENT_TIMEOUT` is not applied by
+/// posd: logs one WARN line when the role (or the pooler) sets no timeout
+/// either.
+pub fn check_pooled_session(conn: &mut PgConnection, wanted: std::time::Duration) {
+    #[derive(QueryableByName)]
+    struct Timeout {
+        #[diesel(sql_type = Text)]
+        ms: String,
+    }
+    if wanted.is_zero() {
+        return;
+    }
+    let found = diesel::sql_query(
+        "SELECT (EXTRACT(epoch FROM current_setting('statement_timeout')::interval) * 1000)::bigint::text AS ms",
+    )
+    .get_result::<Timeout>(conn);
+    if found.is_ok_and(|t| t.ms == "0") {
+        tracing::warn!(
+            "POSD_TRANSACTION_POOLER: posd sets no statement_timeout through a transaction-mode pooler, and the app role has none: set it on the role (ALTER ROLE <app role> SET statement_timeout = '{}ms') or in the pooler",
+            wanted.as_millis()
+        );
     }
 }
 

@@ -423,6 +423,12 @@ impl Cluster {
             "app_database_url".into(),
             self.app_url(DATABASE).expose_secret().into(),
         );
+        // The cluster is reached directly: its LISTEN URL is the app URL,
+        // whatever POSD_TRANSACTION_POOLER says.
+        d.insert(
+            "listen_database_url".into(),
+            self.app_url(DATABASE).expose_secret().into(),
+        );
         d.insert(
             "jwt_secret".into(),
             self.secrets.jwt_secret.expose_secret().into(),

@@ -187,6 +187,8 @@ pub struct TenantPoolsConfig {
     pub idle_timeout: Duration,
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    /// Dedicated databases are reached through a transaction-mode pooler.
+    pub transaction_pooler: bool,
 }
 
 impl TenantPools {
@@ -214,6 +216,7 @@ impl TenantPools {
                 idle_timeout: Some(cfg.idle_timeout.min(Duration::from_secs(600))),
                 statement_timeout: cfg.statement_timeout,
                 thread_pool: Some(threads),
+                pooler_safe: cfg.transaction_pooler,
             },
             max_pools: cfg.max_pools,
             idle_timeout: cfg.idle_timeout,
@@ -286,11 +289,14 @@ impl TenantPools {
         // connection in `checkout`, which frees budget as it can.
         let first = match pool::open(&url, Some(self.budget.clone()), &self.opts) {
             Ok(mut c) => {
-                crate::db::pooler::warn_once_per_server(
-                    &mut c.conn,
-                    &url,
-                    &format!("the database of dedicated merchant {}", p.merchant),
-                );
+                // Declared behind a pooler: nothing to warn about.
+                if !self.opts.pooler_safe {
+                    crate::db::pooler::warn_once_per_server(
+                        &mut c.conn,
+                        &url,
+                        &format!("the database of dedicated merchant {}", p.merchant),
+                    );
+                }
                 Some(c)
             }
             Err(pool::ConnectError::BudgetExhausted) => None,

@@ -8,6 +8,7 @@ mod common;
 
 mod audit;
 mod boot;
+mod bouncer;
 mod byo;
 mod catalog;
 mod context;

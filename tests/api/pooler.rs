@@ -130,7 +130,7 @@ fn boot_warns_once_behind_a_forwarder_without_the_password() {
     assert!(lines[0].contains("POSD_APP_DATABASE_URL"), "{warned}");
     assert!(lines[0].contains("transaction-mode pooler"), "{warned}");
     assert!(
-        lines[0].contains("session-mode pooler is supported"),
+        lines[0].contains("POSD_TRANSACTION_POOLER=true"),
         "{warned}"
     );
     assert!(!warned.contains(&password), "the password reached the log");
