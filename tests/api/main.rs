@@ -11,6 +11,7 @@ mod boot;
 mod bouncer;
 mod byo;
 mod catalog;
+mod citus;
 mod context;
 mod contract;
 mod coverage;
