@@ -18,7 +18,7 @@ use rocket::http::Status;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{Merchant, Server, TestApp, TestDb, api, count, settings_from_keys};
+use crate::common::{API, Merchant, Server, TestApp, TestDb, api, count, settings_from_keys};
 use posd::tenancy::Tier;
 
 /// A private PgBouncer in front of the test server.
@@ -94,7 +94,7 @@ impl Bouncer {
             .arg(&ini)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start pgbouncer");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -289,4 +289,80 @@ async fn posd_serves_through_pgbouncer_in_transaction_mode() {
         servers <= 3,
         "{servers} app-role server connections (PgBouncer's 2, and the LISTEN one)"
     );
+}
+
+/// One pooled connection of posd, one server connection of PgBouncer,
+/// merchants of the shared and schema tiers taking turns on it: each one's
+/// reads and writes of the others' rows find nothing.
+#[rocket::async_test]
+async fn merchants_taking_turns_on_one_pooled_server_connection_stay_apart() {
+    let bouncer = Bouncer::start(1);
+    let db = TestDb::new();
+    let (pooled, direct) = (bouncer.app_url(&db.name), Server::get().app_url(&db.name));
+    let t = TestApp::on_with(db, move |s| {
+        s.transaction_pooler = true;
+        s.app_database_url = pooled.into();
+        s.listen_database_url = Some(direct.into());
+        s.pool_size = 1;
+    })
+    .await;
+    let merchants = [
+        t.shared_merchant("turns-a").await,
+        t.shared_merchant("turns-b").await,
+        t.merchant("turns-c", Tier::Schema).await,
+    ];
+    for round in 0..6 {
+        for (i, owner) in merchants.iter().enumerate() {
+            let sku = format!("{}-{round}", owner.slug);
+            let (s, made) = t
+                .post(
+                    api!("/products"),
+                    &owner.token,
+                    json!({ "sku": sku, "name": "turn", "priceMinor": 100 }),
+                )
+                .await;
+            assert_eq!(s, Status::Created, "{made}");
+            let id = made["id"].as_str().unwrap();
+            for other in merchants.iter().filter(|m| m.id != owner.id) {
+                let (s, _) = t.get(&format!("{API}/products/{id}"), &other.token).await;
+                assert_eq!(
+                    s,
+                    Status::NotFound,
+                    "{} read {}'s product",
+                    other.slug,
+                    owner.slug
+                );
+                let (s, _) = t
+                    .patch(
+                        &format!("{API}/products/{id}"),
+                        &other.token,
+                        json!({ "name": "taken" }),
+                    )
+                    .await;
+                assert_eq!(
+                    s,
+                    Status::NotFound,
+                    "{} changed {}'s product",
+                    other.slug,
+                    owner.slug
+                );
+            }
+            let (s, list) = t.get(api!("/products?limit=200"), &owner.token).await;
+            assert_eq!(s, Status::Ok);
+            let skus: Vec<&str> = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["sku"].as_str().unwrap())
+                .collect();
+            assert_eq!(skus.len(), round + 1, "{skus:?}");
+            assert!(
+                skus.iter()
+                    .all(|s| s.starts_with(&format!("{}-", owner.slug))),
+                "merchant {i} lists another's rows: {skus:?}"
+            );
+            let (s, p) = t.get(&format!("{API}/products/{id}"), &owner.token).await;
+            assert_eq!((s, p["name"].as_str()), (Status::Ok, Some("turn")));
+        }
+    }
 }
