@@ -76,6 +76,14 @@ impl Caches {
     }
 }
 
+/// The LISTEN connection's configuration: `url`, named for operators
+/// (`application_name` `posd-listen-<process id>` in `pg_stat_activity`).
+fn listen_config(url: &SecretString) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.expose_secret().parse()?;
+    config.application_name(format!("posd-listen-{}", std::process::id()));
+    Ok(config)
+}
+
 /// Keeps the LISTEN connection open for as long as the runtime runs,
 /// reconnecting with backoff.
 pub fn spawn_listener(url: SecretString, caches: Caches) {
@@ -101,8 +109,7 @@ async fn listen(url: &SecretString, caches: &Caches) -> Result<(), tokio_postgre
     use futures_util::StreamExt;
     use tokio_postgres::AsyncMessage;
 
-    let (client, mut connection) =
-        tokio_postgres::connect(url.expose_secret(), tokio_postgres::NoTls).await?;
+    let (client, mut connection) = listen_config(url)?.connect(tokio_postgres::NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -57,6 +57,16 @@ impl Serving {
 
     /// [`Serving::start`] with more environment variables.
     pub(crate) fn start_with(db: &str, log: Option<&str>, env: &[(&str, &str)]) -> Serving {
+        Self::spawn(db, log, env, true)
+    }
+
+    /// Starts posd without waiting for it ([`Serving::announced`] does).
+    pub(crate) fn spawn(
+        db: &str,
+        log: Option<&str>,
+        env: &[(&str, &str)],
+        announce: bool,
+    ) -> Serving {
         let server = Server::get();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -100,29 +110,21 @@ impl Serving {
         }
         drop(tx);
 
-        // posd announces itself once Rocket listens.
-        let mut lines = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    let up = line.contains("posd serving on");
-                    lines.push(line);
-                    if up {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("posd did not announce itself ({e}):\n{}", lines.join("\n"));
-                }
-            }
-        }
-        Serving {
+        let mut serving = Serving {
             child,
             port,
-            lines,
+            lines: Vec::new(),
             rx,
+        };
+        if announce {
+            serving.announced();
         }
+        serving
+    }
+
+    /// Waits until posd announces itself (once Rocket listens).
+    pub(crate) fn announced(&mut self) {
+        self.wait_for("posd serving on");
     }
 
     /// Waits (a minute at most) for a line containing `text`; answers it.

@@ -21,6 +21,7 @@ mod errors;
 mod export;
 mod faults;
 mod hardening;
+mod instances;
 mod integrations;
 mod isolation;
 mod jobs;
