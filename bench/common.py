@@ -5,8 +5,9 @@ import sys
 import time
 
 TIERS = ("shared", "schema", "dedicated")
-SECTIONS = ("reads", "orders", "routing", "growth", "moves", "noisy")
-# What runs without --only: every section but noisy (run it with --only noisy).
+SECTIONS = ("reads", "orders", "routing", "growth", "moves", "noisy", "propagation")
+# What runs without --only: every section but noisy and propagation (run
+# them with --only).
 DEFAULT_SECTIONS = ("reads", "orders", "routing", "growth", "moves")
 PRODUCTS = 30  # per benchmark merchant; orders take 3 of them
 PRICE = 250

@@ -5,7 +5,8 @@ Sections, in order: setup, capture (the SQL posd sends), reads, orders,
 routing, growth (cost growth per tier, with the fleet figures for the
 dedicated tier), moves (live tier moves under load, bench/moves.py); and,
 only with --only noisy, noisy (one merchant flooding the global pool,
-bench/noisy.py).
+bench/noisy.py); only with --only propagation, propagation (how long a
+change through one instance takes to reach another, bench/propagation.py).
 Every figure is the median of RUNS runs, with min and max. Standard
 library only; talks only to 127.0.0.1; every loop is bounded in
 count and time.

@@ -109,6 +109,12 @@ def render(r):
         out += render_moves(r["moves"])
     if r.get("noisy", {}).get("settings"):
         out += render_noisy(r["noisy"])
+    if r.get("propagation"):
+        out += ["", "### Propagation: a change through instance A, first seen by instance B "
+                "(ms from A's answer)", "",
+                "| change | n | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+        for name, x in r["propagation"].items():
+            out.append(f"| {name} | {x['n']} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['max_ms']:.1f} |")
     return "\n".join(out) + "\n"
 
 

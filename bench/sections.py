@@ -13,6 +13,7 @@ import uuid
 
 import moves
 import noisy
+import propagation
 import report
 from common import OWNER_PASSWORD, PRICE, TIERS, log, stats
 
@@ -511,6 +512,8 @@ def run(b, only):
             moves.run(b)
         if "noisy" in only:
             noisy.run(b)
+        if "propagation" in only:
+            propagation.run(b)
     except TimeoutError as e:
         # Report what was measured; the rest is marked missing.
         log(f"stopping early: {e}")
