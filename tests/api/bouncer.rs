@@ -22,7 +22,7 @@ use crate::common::{API, Merchant, Server, TestApp, TestDb, api, count, settings
 use posd::tenancy::Tier;
 
 /// A private PgBouncer in front of the test server.
-struct Bouncer {
+pub(crate) struct Bouncer {
     child: Child,
     port: u16,
     dir: PathBuf,
@@ -46,7 +46,7 @@ fn pgbouncer() -> PathBuf {
 impl Bouncer {
     /// Transaction pooling, `server_conns` server connections per database
     /// and user; clients log in with the app role's password.
-    fn start(server_conns: u32) -> Bouncer {
+    pub(crate) fn start(server_conns: u32) -> Bouncer {
         let server = url::Url::parse(&Server::get().app_url("postgres")).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -113,6 +113,24 @@ impl Bouncer {
         let mut u = url::Url::parse(&Server::get().app_url(db)).unwrap();
         u.set_port(Some(self.port)).unwrap();
         u.to_string()
+    }
+
+    /// posd over a new test database, serving through this PgBouncer in
+    /// pooler-safe mode (LISTEN, the owner and dedicated databases direct),
+    /// its settings then changed by `configure`.
+    pub(crate) async fn app(
+        &self,
+        configure: impl FnOnce(&mut posd::config::Settings) + Send + 'static,
+    ) -> TestApp {
+        let db = TestDb::new();
+        let (pooled, direct) = (self.app_url(&db.name), Server::get().app_url(&db.name));
+        TestApp::on_with(db, move |s| {
+            s.transaction_pooler = true;
+            s.app_database_url = pooled.into();
+            s.listen_database_url = Some(direct.into());
+            configure(s);
+        })
+        .await
     }
 }
 
@@ -193,15 +211,7 @@ async fn client(t: &TestApp, merchants: &[Merchant], worker: usize, rounds: usiz
 async fn posd_serves_through_pgbouncer_in_transaction_mode() {
     // 2 server connections for posd's 8.
     let bouncer = Bouncer::start(2);
-    let db = TestDb::new();
-    let (pooled, direct) = (bouncer.app_url(&db.name), Server::get().app_url(&db.name));
-    let t = TestApp::on_with(db, move |s| {
-        s.transaction_pooler = true;
-        s.app_database_url = pooled.into();
-        s.listen_database_url = Some(direct.into());
-        s.pool_size = 8;
-    })
-    .await;
+    let t = bouncer.app(|s| s.pool_size = 8).await;
     let mut merchants = Vec::new();
     for i in 0..3 {
         merchants.push(t.shared_merchant(&format!("bounced-{i}")).await);
@@ -260,7 +270,17 @@ async fn posd_serves_through_pgbouncer_in_transaction_mode() {
     // A server connection that served bound transactions shows nothing to
     // an unbound one, through the same PgBouncer.
     let mut unbound = PgConnection::establish(&bouncer.app_url(&t.db.name)).unwrap();
+    let schema = posd::tenancy::tenant_schema_name(merchants[3].id);
     for _ in 0..4 {
+        let theirs = count(
+            &mut unbound,
+            &format!("SELECT count(*) AS n FROM \"{schema}\".products"),
+        )
+        .unwrap();
+        assert_eq!(
+            theirs, 0,
+            "an unbound connection read a schema tenant's rows"
+        );
         let seen = count(
             &mut unbound,
             "SELECT count(*) AS n FROM tenant_shared.products",
@@ -297,15 +317,7 @@ async fn posd_serves_through_pgbouncer_in_transaction_mode() {
 #[rocket::async_test]
 async fn merchants_taking_turns_on_one_pooled_server_connection_stay_apart() {
     let bouncer = Bouncer::start(1);
-    let db = TestDb::new();
-    let (pooled, direct) = (bouncer.app_url(&db.name), Server::get().app_url(&db.name));
-    let t = TestApp::on_with(db, move |s| {
-        s.transaction_pooler = true;
-        s.app_database_url = pooled.into();
-        s.listen_database_url = Some(direct.into());
-        s.pool_size = 1;
-    })
-    .await;
+    let t = bouncer.app(|s| s.pool_size = 1).await;
     let merchants = [
         t.shared_merchant("turns-a").await,
         t.shared_merchant("turns-b").await,

@@ -5,7 +5,10 @@ use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use rocket::http::Status;
 use serde_json::json;
 
-use crate::common::{Merchant, Server, TIERS, TestApp, api, assert_error, count};
+use crate::{
+    bouncer::Bouncer,
+    common::{Merchant, Server, TIERS, TestApp, api, assert_error, count},
+};
 use posd::tenancy::{Tier, tenant_database_name, tenant_schema_name};
 
 /// A tries every way in to B's product; B's data is unchanged after.
@@ -81,10 +84,28 @@ async fn pair(x: Tier, y: Tier) {
         s.tenant_pool_size = 1;
     })
     .await;
+    pair_on(&t, x, y).await;
+}
+
+/// The same through a PgBouncer in transaction mode with one server
+/// connection for posd's one pooled connection (shared and schema
+/// merchants; a dedicated database is reached directly).
+async fn pair_through_pgbouncer(x: Tier, y: Tier) {
+    let bouncer = Bouncer::start(1);
+    let t = bouncer
+        .app(|s| {
+            s.pool_size = 1;
+            s.tenant_pool_size = 1;
+        })
+        .await;
+    pair_on(&t, x, y).await;
+}
+
+async fn pair_on(t: &TestApp, x: Tier, y: Tier) {
     let a = t.merchant(&format!("a-{}", x.as_str()), x).await;
     let b = t.merchant(&format!("b-{}", y.as_str()), y).await;
-    break_in(&t, &a, &b).await;
-    break_in(&t, &b, &a).await;
+    break_in(t, &a, &b).await;
+    break_in(t, &b, &a).await;
 
     // Alternate A and B over the same connections: each only ever sees its own.
     for i in 0..10 {
@@ -134,6 +155,31 @@ async fn schema_and_dedicated() {
 #[rocket::async_test]
 async fn dedicated_and_dedicated() {
     pair(Tier::Dedicated, Tier::Dedicated).await;
+}
+
+#[rocket::async_test]
+async fn through_pgbouncer_shared_and_shared() {
+    pair_through_pgbouncer(Tier::Shared, Tier::Shared).await;
+}
+
+#[rocket::async_test]
+async fn through_pgbouncer_shared_and_schema() {
+    pair_through_pgbouncer(Tier::Shared, Tier::Schema).await;
+}
+
+#[rocket::async_test]
+async fn through_pgbouncer_schema_and_schema() {
+    pair_through_pgbouncer(Tier::Schema, Tier::Schema).await;
+}
+
+#[rocket::async_test]
+async fn through_pgbouncer_shared_and_dedicated() {
+    pair_through_pgbouncer(Tier::Shared, Tier::Dedicated).await;
+}
+
+#[rocket::async_test]
+async fn through_pgbouncer_schema_and_dedicated() {
+    pair_through_pgbouncer(Tier::Schema, Tier::Dedicated).await;
 }
 
 /// The app role with no binding (or an ended one) reads nothing and writes
