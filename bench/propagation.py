@@ -11,7 +11,10 @@ each kind of change, ROUNDS times, alternately one way and back:
   `posd_placement` channel;
 - limit: POST /admin/tenants/{id}/plan with a `requestsPerMinute` override
   of 0 through A (then none), seen when B answers 429 (200): the
-  `posd_context` channel.
+  `posd_context` channel;
+- staff: a cashier deactivated through A (PATCH /staff/{id}, by the owner,
+  then reactivated), seen when B answers the cashier's read 401 (200): the
+  `posd_staff` channel.
 
 The delay is from the moment A's answer arrives (the change is committed
 by then) to the first answer of B that shows it; B is read in a tight loop
@@ -49,13 +52,13 @@ def wait_seen(b_posd, token, want):
             raise RuntimeError(f"instance B never answered {want} (last {st})")
 
 
-def kind(b, b_posd, m, name, change, undo, changed_status):
+def kind(b, b_posd, token, name, change, undo, changed_status):
     delays = []
     for i in range(ROUNDS[b.quick]):
         forward = i % 2 == 0
         st, r = (change if forward else undo)()
         assert st == 200, (name, st, r)
-        delays.append(wait_seen(b_posd, m["token"], changed_status if forward else 200))
+        delays.append(wait_seen(b_posd, token, changed_status if forward else 200))
     ms = [d * 1000 for d in delays]
     out = {"n": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
            "max_ms": max(ms), "ms": stats(ms)}
@@ -76,14 +79,25 @@ def run(b):
         path = f"/admin/tenants/{m['id']}"
         res = b.results.setdefault("propagation", {})
         res["suspension"] = kind(
-            b, b_posd, m, "suspension",
+            b, b_posd, m["token"], "suspension",
             lambda: a.call("POST", path + "/suspend", b.admin, {}),
             lambda: a.call("POST", path + "/resume", b.admin, {}),
             403)
         res["limit"] = kind(
-            b, b_posd, m, "limit",
+            b, b_posd, m["token"], "limit",
             lambda: a.call("POST", path + "/plan", b.admin, {"limitOverrides": {"requestsPerMinute": 0}}),
             lambda: a.call("POST", path + "/plan", b.admin, {"limitOverrides": {"requestsPerMinute": None}}),
             429)
+        email, password = "cashier@propagation.example", "cashier-password-1"
+        st, staff = a.call("POST", "/staff", m["token"],
+                           {"email": email, "password": password, "role": "cashier"})
+        assert st == 201, (st, staff)
+        cashier = a.login("propagation", email, password)
+        assert b_posd.call("GET", "/products?limit=1", cashier)[0] == 200
+        res["staff"] = kind(
+            b, b_posd, cashier, "staff",
+            lambda: a.call("PATCH", f"/staff/{staff['id']}", m["token"], {"active": False}),
+            lambda: a.call("PATCH", f"/staff/{staff['id']}", m["token"], {"active": True}),
+            401)
     finally:
         b_posd.stop()
