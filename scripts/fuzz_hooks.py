@@ -250,6 +250,8 @@ PATH_IDS = {
     ("GET", "/admin/jobs/{id}"): ("admin", a_job),
     ("POST", "/admin/jobs/{id}/retry"): ("admin", a_job),
     ("GET", "/admin/jobs/{id}/file"): ("admin", an_export),
+    ("POST", "/admin/servers/{id}/drain"): ("admin", lambda: IDS["serverId"]),
+    ("POST", "/admin/servers/{id}/activate"): ("admin", lambda: IDS["serverId"]),
     ("POST", "/admin/tenants/{id}/jobs"): ("admin", lambda: IDS["merchantId"]),
     ("GET", "/admin/tenants/{id}/summaries"): ("admin", lambda: IDS["merchantId"]),
     ("POST", "/admin/tenants/{id}/moves/{run}/cancel"): ("admin", moved),
@@ -346,6 +348,10 @@ def before_call(context, case, kwargs):
     if op == ("POST", "/auth/login") and isinstance(case.body, dict):
         case.body = dict(case.body, **IDS["login"])
         return
+    if op == ("POST", "/admin/servers") and isinstance(case.body, dict):
+        # A server that answers: the embedded cluster.
+        case.body = dict(case.body, url=IDS["serverUrl"])
+        return
     ids = {
         "productId": lambda: _any("saleProductIds"),
         "customerId": lambda: IDS["customerId"],
@@ -357,6 +363,8 @@ def before_call(context, case, kwargs):
         "minPlan": lambda: _any("planKeys"),
         # Not an id, but a name from a list the schema cannot hold.
         "timezone": lambda: _random.choice(TIMEZONES),
+        # A database server that exists.
+        "server": lambda: "default",
     }
     if op == ("POST", "/admin/tenant/provision") and AS == "admin" and isinstance(case.body, dict):
         # Only a merchant with no data on the shared tier can be provisioned.

@@ -37,6 +37,11 @@ pub enum Purpose {
     IntegrationCredentials {
         integration: Uuid,
     },
+    /// The owner URL of one registered database server (its id), sealed for
+    /// the nil merchant id.
+    ServerUrl {
+        server: Uuid,
+    },
 }
 
 impl Purpose {
@@ -44,6 +49,7 @@ impl Purpose {
         match self {
             Purpose::TenantDatabaseUrl => "tenant-database-url",
             Purpose::IntegrationCredentials { .. } => "integration-credentials",
+            Purpose::ServerUrl { .. } => "server-url",
         }
     }
 }
@@ -178,6 +184,9 @@ impl Keyring {
                 "posd:v{VERSION}:{merchant}:{}:{integration}",
                 purpose.as_str()
             ),
+            Purpose::ServerUrl { server } => {
+                format!("posd:v{VERSION}:{merchant}:{}:{server}", purpose.as_str())
+            }
         }
     }
 

@@ -227,7 +227,7 @@ pub fn openapi() -> openapi::OpenApi {
     use super::{
         PREFIX, admin, audit, auth, categories, context, customers, domains, export, fleet, health,
         integrations, inventory, jobs, load, metrics, moves, offline, orders, plans, products,
-        provisioning, reports, settings, staff, usage,
+        provisioning, reports, servers, settings, staff, usage,
     };
     let mut doc = ApiDoc::openapi()
         .merge_from(health::Doc::openapi())
@@ -254,7 +254,8 @@ pub fn openapi() -> openapi::OpenApi {
         .nest(PREFIX, export::Doc::openapi())
         .nest(PREFIX, usage::Doc::openapi())
         .nest(PREFIX, load::Doc::openapi())
-        .nest(PREFIX, jobs::Doc::openapi());
+        .nest(PREFIX, jobs::Doc::openapi())
+        .nest(PREFIX, servers::Doc::openapi());
     SharedResponses.modify(&mut doc);
     doc
 }

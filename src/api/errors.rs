@@ -9,7 +9,7 @@ use rocket::http::Status;
 use crate::{
     error::{ApiError, ErrorCode as C},
     pos::{RefundError, SaleError, pricing::TenderError},
-    tenancy::{moves::MoveError, provisioning::ProvisionError},
+    tenancy::{moves::MoveError, provisioning::ProvisionError, servers::ServerError},
 };
 
 /// 422 with `code`, the error's text as the message.
@@ -73,7 +73,10 @@ impl From<ProvisionError> for ApiError {
             E::Platform(e) => e,
             E::Connect(_) | E::RunVanished => ApiError::internal(e),
             E::MerchantNotFound => ApiError::new(Status::NotFound, C::NotFound, e.to_string()),
-            E::SharedTarget | E::DatabaseUrlNotDedicated => unprocessable(C::ValidationFailed, &e),
+            E::SharedTarget | E::DatabaseUrlNotDedicated | E::ServerNotDedicated => {
+                unprocessable(C::ValidationFailed, &e)
+            }
+            E::Server(e) => e.into(),
             E::InvalidDatabaseUrl(_) => unprocessable(C::InvalidDatabaseUrl, &e),
             E::RunIdMismatch { .. } => unprocessable(C::RunIdMismatch, &e),
             E::InProgress => ApiError::conflict(C::ProvisioningInProgress, e.to_string()),
@@ -88,6 +91,23 @@ impl From<ProvisionError> for ApiError {
     }
 }
 
+impl From<ServerError> for ApiError {
+    fn from(e: ServerError) -> Self {
+        use ServerError as E;
+        match e {
+            E::Db(e) => e.into(),
+            E::Sealed(..) => ApiError::internal(e),
+            E::Unknown(_) | E::InvalidName | E::InvalidUrl(_) | E::OutOfRange(..) => {
+                unprocessable(C::ValidationFailed, &e)
+            }
+            E::Unreachable(_) => unprocessable(C::DatabaseUnreachable, &e),
+            E::NotCreatedb(_) => unprocessable(C::DatabasePrivilegesInsufficient, &e),
+            E::Draining(_) => ApiError::conflict(C::ServerDraining, e.to_string()),
+            E::NameTaken(_) => ApiError::conflict(C::ServerNameTaken, e.to_string()),
+        }
+    }
+}
+
 impl From<MoveError> for ApiError {
     fn from(e: MoveError) -> Self {
         use MoveError as E;
@@ -98,7 +118,10 @@ impl From<MoveError> for ApiError {
                 ApiError::new(Status::NotFound, C::NotFound, message)
             }
             E::AlreadyThere(_) => ApiError::conflict(C::AlreadyOnTier, message),
-            E::UrlNeedsDedicated => unprocessable(C::ValidationFailed, &message),
+            E::UrlNeedsDedicated | E::ServerNeedsDedicated => {
+                unprocessable(C::ValidationFailed, &message)
+            }
+            E::Server(e) => e.into(),
             E::InProgress(_) => ApiError::conflict(C::MoveInProgress, message),
             E::Provisioning => ApiError::conflict(C::ProvisioningInProgress, message),
             E::RunIdTaken(_) => unprocessable(C::RunIdMismatch, &message),

@@ -446,6 +446,26 @@ checked_text!(
 );
 
 checked_text!(
+    /// A database server's name: 1 to 63 lowercase letters, digits or `-`,
+    /// not starting with `-` (`default` names the default server).
+    ServerName,
+    |s| {
+        let ok = (1..=63).contains(&s.len())
+            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && !s.starts_with('-');
+        if ok {
+            Ok(s.to_string())
+        } else {
+            Err("must be 1 to 63 lowercase letters, digits or '-', not starting with '-'")
+        }
+    },
+    string()
+        .min_length(Some(1))
+        .max_length(Some(63))
+        .pattern(Some("^[a-z0-9][a-z0-9-]{0,62}$"))
+);
+
+checked_text!(
     /// A feature flag's key: 1 to 64 lowercase letters, digits or `_`,
     /// starting with a letter.
     FlagKey,

@@ -35,6 +35,9 @@ struct Ready {
     /// (`POSD_ISOLATION_PROBE_INTERVAL`).
     #[serde(skip_serializing_if = "Option::is_none")]
     isolation: Option<crate::tenancy::probe::ProbeRun>,
+    /// Dedicated database servers whose last connection attempt from this
+    /// instance failed (their merchants get 503; the others are served).
+    unhealthy_servers: Vec<crate::tenancy::servers::Unhealthy>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -58,7 +61,9 @@ fn healthz() -> Json<Alive> {
 
 /// The platform database answers and placement invalidations are flowing.
 /// `degraded` (still 200: the instance serves) when the isolation probe's
-/// last run broke in.
+/// last run broke in. `unhealthyServers` names the dedicated database
+/// servers this instance last failed to reach, without failing the
+/// instance.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready: status, routing and tenant pools", body = Ready),
@@ -85,6 +90,7 @@ async fn readyz(app: &State<App>) -> ApiResult<Json<Ready>> {
         isolation,
         routing: app.directory.routing_enabled(),
         tenant_pools: app.pools.summary(),
+        unhealthy_servers: app.pools.health.unhealthy(),
     }))
 }
 

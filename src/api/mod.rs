@@ -36,6 +36,7 @@ pub mod provisioning;
 pub mod ratelimit;
 pub mod reports;
 pub mod screen;
+pub mod servers;
 pub mod settings;
 pub mod staff;
 pub mod usage;
@@ -80,6 +81,7 @@ pub fn routes() -> Vec<(&'static str, Vec<Route>)> {
         (PREFIX, usage::routes()),
         (PREFIX, load::routes()),
         (PREFIX, jobs::routes()),
+        (PREFIX, servers::routes()),
         (PREFIX, provisioning::routes()),
         #[cfg(feature = "bench-control")]
         (PREFIX, bench_control::routes()),

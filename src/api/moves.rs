@@ -38,6 +38,10 @@ struct StartMove {
     database_url: Option<SecretString>,
     /// A client run id: repeating it answers the same move.
     run_id: Option<RunId>,
+    /// The server posd creates the target database on (tier `dedicated`,
+    /// no `databaseUrl`): a registered server's name, or `default`; the one
+    /// with the most room when absent.
+    server: Option<super::fields::ServerName>,
 }
 
 /// A move, as the answers carry it.
@@ -89,6 +93,7 @@ async fn start_move(
         tier: b.tier,
         database_url,
         run_id: b.run_id,
+        server: b.server.map(super::fields::ServerName::into_inner),
     };
     let tenancy = app.tenancy.clone();
     let started = blocking(move || moves::start(&tenancy, &req)).await;

@@ -41,7 +41,8 @@ id_params!(
     DatabaseId,
     RunId,
     IntegrationId,
-    JobId
+    JobId,
+    ServerId
 );
 
 /// One page of a list; `nextCursor` is null on the last page.

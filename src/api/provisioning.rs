@@ -45,6 +45,10 @@ struct Provision {
     /// Bring your own database (dedicated tier only); never echoed back.
     #[schema(value_type = Option<String>)]
     database_url: Option<SecretString>,
+    /// The server posd creates the database on (dedicated tier, no
+    /// `databaseUrl`): a registered server's name, or `default`; the one
+    /// with the most room when absent.
+    server: Option<super::fields::ServerName>,
 }
 
 /// A provisioning run, as the answer carries it.
@@ -122,6 +126,7 @@ async fn provision(
         tier,
         run_id: b.run_id,
         database_url,
+        server: b.server.map(super::fields::ServerName::into_inner),
     };
     let app2 = app.inner().clone();
     let outcome = tokio::task::spawn_blocking(move || provisioning::run(&app2, &req))

@@ -74,6 +74,7 @@ pub fn start(
             tier,
             database_url,
             run_id: None,
+            server: None,
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -32,5 +32,6 @@ id_type!(
     DatabaseId,
     RunId,
     IntegrationId,
-    JobId
+    JobId,
+    ServerId
 );

@@ -226,6 +226,15 @@ text_kind!(
 );
 
 text_kind!(
+    /// Whether new dedicated databases may be placed on a registered server.
+    ServerStatus {
+        Active = "active",
+        /// No new database goes there; those there stay.
+        Draining = "draining",
+    }
+);
+
+text_kind!(
     /// What a background job does (`crate::tenancy::jobs`).
     JobKind {
         /// Writes the merchant's figures for a business day that closed to

@@ -151,6 +151,11 @@ error_codes! {
     /// What a restore read is not a whole posd export.
     InvalidArchive = "invalid_archive",
 
+    // Database servers.
+    /// The server named is being drained: it takes no new database.
+    ServerDraining = "server_draining",
+    ServerNameTaken = "server_name_taken",
+
     // Background jobs.
     /// A job that is done cannot be retried: enqueue a new one.
     JobDone = "job_done",

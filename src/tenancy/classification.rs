@@ -64,6 +64,7 @@ pub const SHARED: &[&str] = &[
     "merchant_usage",
     "jobs",
     "merchant_daily_summaries",
+    "database_servers",
 ];
 
 /// Data-plane tables.

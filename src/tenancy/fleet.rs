@@ -71,6 +71,9 @@ pub struct Target {
     /// The sealed URL of a database the merchant brought (migrated as the
     /// merchant's role, with the credentials it gave).
     pub brought: Option<Vec<u8>>,
+    /// The registered server a posd-created database is on (`None`: the
+    /// default server).
+    pub server: Option<crate::db::ids::ServerId>,
     /// The version the tenant stands at.
     pub before: Option<String>,
     /// The version the control plane has on record for it.
@@ -188,17 +191,23 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> anyhow::Result<Vec<Targ
     let mut out = Vec::with_capacity(merchants.len());
     for m in merchants {
         let tier = m.tier;
-        let (database, brought, before) = match (tier, m.database_id) {
+        let (database, brought, server, before) = match (tier, m.database_id) {
             (Tier::Dedicated, Some(db)) => {
                 let db = TenantDatabase::find(p, db)
                     .with_context(|| format!("cannot read the database of merchant {}", m.id))?;
                 (
                     Some(db.database_name),
                     (!db.created_by_posd).then_some(db.sealed_url),
+                    db.server_id,
                     states.get(&m.id).and_then(|s| s.version.clone()),
                 )
             }
-            _ => (None, None, live.get(&m.schema_name).cloned().flatten()),
+            _ => (
+                None,
+                None,
+                None,
+                live.get(&m.schema_name).cloned().flatten(),
+            ),
         };
         out.push(Target {
             recorded: states.get(&m.id).and_then(|s| s.version.clone()),
@@ -209,6 +218,7 @@ pub fn targets(p: &mut Platform<'_>, sel: &Selection) -> anyhow::Result<Vec<Targ
             generation: m.generation,
             database,
             brought,
+            server,
             before,
         });
     }
@@ -231,8 +241,11 @@ pub fn migrate_target(
             // A posd-created database is migrated as the owner role and
             // granted to the app role; a brought one as the merchant's role.
             let url = match &t.brought {
-                None => url_for_database(&settings.dedicated_server_url, None, db)
-                    .map_err(|e| e.to_string()),
+                None => super::servers::owner_url(settings, &mut Platform::new(platform), t.server)
+                    .map_err(|e| e.to_string())
+                    .and_then(|server| {
+                        url_for_database(&server, None, db).map_err(|e| e.to_string())
+                    }),
                 Some(sealed) => settings
                     .keyring
                     .open(t.merchant.0, Purpose::TenantDatabaseUrl, sealed)

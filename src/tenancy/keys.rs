@@ -14,7 +14,10 @@ use crate::{
     config::Settings,
     db::{
         ids::MerchantId,
-        platform::{Platform, integrations::IntegrationRow, tenant_databases::TenantDatabase},
+        platform::{
+            Platform, integrations::IntegrationRow, servers::DatabaseServer,
+            tenant_databases::TenantDatabase,
+        },
         pool,
     },
     redact::redact_text,
@@ -42,8 +45,8 @@ pub struct RotationFailure {
     pub error: String,
 }
 
-/// Re-seals every tenant database URL and every integration's credentials
-/// under the active key of `settings.keyring` (blocking).
+/// Re-seals every tenant database URL, every integration's credentials and
+/// every registered database server's URL under the active key of `settings.keyring` (blocking).
 pub fn rotate(settings: &Settings) -> anyhow::Result<RotationReport> {
     let keyring = &settings.keyring;
     // The driver's message may hold the URL: only its redacted text goes on.
@@ -57,9 +60,10 @@ pub fn rotate(settings: &Settings) -> anyhow::Result<RotationReport> {
     let rows = TenantDatabase::all(&mut p).context("cannot read the tenant databases")?;
     let integrations =
         IntegrationRow::all_with_credentials(&mut p).context("cannot read the integrations")?;
+    let servers = DatabaseServer::all(&mut p).context("cannot read the database servers")?;
     let mut report = RotationReport {
         active_key: keyring.active_key_id().to_string(),
-        total: rows.len() + integrations.len(),
+        total: rows.len() + integrations.len() + servers.len(),
         ..RotationReport::default()
     };
     for row in rows {
@@ -74,7 +78,31 @@ pub fn rotate(settings: &Settings) -> anyhow::Result<RotationReport> {
         let outcome = reseal_integration(&mut p, keyring, &row);
         report.record(outcome, format!("integration {}", row.id), row.merchant_id);
     }
+    for row in servers {
+        let outcome = reseal_server(&mut p, keyring, &row);
+        report.record(outcome, format!("server {}", row.name), None);
+    }
     Ok(report)
+}
+
+/// Re-seals one registered server's URL; `Ok(false)` when it is already
+/// under the active key.
+fn reseal_server(
+    p: &mut Platform<'_>,
+    keyring: &Keyring,
+    row: &DatabaseServer,
+) -> anyhow::Result<bool> {
+    if Keyring::sealed_key_id(&row.sealed_url)? == keyring.active_key_id() {
+        return Ok(false);
+    }
+    let purpose = Purpose::ServerUrl { server: row.id.0 };
+    let plain = keyring.open(uuid::Uuid::nil(), purpose, &row.sealed_url)?;
+    let sealed = keyring.seal(uuid::Uuid::nil(), purpose, &plain)?;
+    drop(plain);
+    if !DatabaseServer::reseal(p, row.id, &row.sealed_url, &sealed, keyring.active_key_id())? {
+        bail!("the row changed during the rotation; run it again");
+    }
+    Ok(true)
 }
 
 impl RotationReport {

@@ -45,6 +45,7 @@ pub mod placement;
 pub mod pools;
 pub mod probe;
 pub mod provisioning;
+pub mod servers;
 pub mod settings;
 pub mod tenant_db;
 pub mod usage;

@@ -32,12 +32,16 @@ use super::{
     breaker::Breakers,
     classification::{self, Coverage},
     placement::Placement,
+    servers::Host,
 };
 use crate::{
     crypto::{Keyring, Purpose},
     db::{
-        ids::MerchantId,
-        platform::{Platform, merchants::Merchant, tenant_databases::TenantDatabase},
+        ids::{MerchantId, ServerId},
+        platform::{
+            Platform, merchants::Merchant, servers::DatabaseServer,
+            tenant_databases::TenantDatabase,
+        },
         pool::{self, Budget, Pool, PoolOptions},
     },
     error::{ApiError, ErrorCode},
@@ -136,6 +140,10 @@ struct Entry {
     handle: PoolHandle,
     generation: i64,
     last_used: Instant,
+    /// The connection budget of the server its database is on.
+    budget: Arc<Budget>,
+    /// Where its database is.
+    server: Host,
 }
 
 /// What an operator sees of one tenant pool.
@@ -164,7 +172,12 @@ pub struct PoolsSummary {
 pub struct TenantPools {
     entries: Mutex<HashMap<MerchantId, Entry>>,
     pub breakers: Breakers,
+    /// The default server's budget (`POSD_CONNECTION_BUDGET`).
     budget: Arc<Budget>,
+    /// Each registered server's budget (its `connectionBudget`).
+    server_budgets: Mutex<HashMap<ServerId, Arc<Budget>>>,
+    /// The last connection attempt to each server's databases.
+    pub health: super::servers::Health,
     opts: PoolOptions,
     max_pools: usize,
     idle_timeout: Duration,
@@ -210,6 +223,8 @@ impl TenantPools {
             entries: Mutex::new(HashMap::new()),
             breakers: Breakers::new(cfg.breaker_threshold, cfg.breaker_cooldown),
             budget: Budget::new(cfg.budget),
+            server_budgets: Mutex::default(),
+            health: super::servers::Health::default(),
             opts: PoolOptions {
                 max_size: cfg.pool_size,
                 connect_timeout: cfg.connect_timeout,
@@ -245,7 +260,7 @@ impl TenantPools {
     /// placement is not the merchant's current one (a request that read it
     /// just before a move's flip must not build, and keep, a pool on the
     /// old database).
-    fn url_of(&self, p: &Placement) -> Result<SecretString, ApiError> {
+    fn url_of(&self, p: &Placement) -> Result<(SecretString, Host, Arc<Budget>), ApiError> {
         let database_id = p.database_id.ok_or_else(|| {
             ApiError::internal(format!("dedicated merchant {} has no database", p.merchant))
         })?;
@@ -259,16 +274,33 @@ impl TenantPools {
             ));
         }
         let db = TenantDatabase::find(&mut Platform::new(&mut conn), database_id)?;
+        let budget = match db.server_id {
+            None => self.budget.clone(),
+            Some(id) => {
+                let limit =
+                    DatabaseServer::find(&mut Platform::new(&mut conn), id)?.connection_budget;
+                self.server_budgets
+                    .lock()
+                    .entry(id)
+                    .or_insert_with(|| Budget::new(u32::try_from(limit).unwrap_or(1)))
+                    .clone()
+            }
+        };
         let plain = self
             .keyring
             .open(p.merchant.0, Purpose::TenantDatabaseUrl, &db.sealed_url)
             .map_err(|e| ApiError::internal(format!("tenant {}: {e}", p.merchant)))?;
         let text = String::from_utf8(plain.to_vec())
             .map_err(|_| ApiError::internal("sealed URL is not UTF-8"))?;
-        Ok(SecretString::from(with_connect_timeout(
-            &text,
-            self.opts.connect_timeout,
-        )))
+        Ok((
+            SecretString::from(with_connect_timeout(&text, self.opts.connect_timeout)),
+            if db.created_by_posd {
+                Host::Server(db.server_id)
+            } else {
+                Host::Own
+            },
+            budget,
+        ))
     }
 
     /// The pool for a dedicated merchant, built if needed (blocking: reads
@@ -278,17 +310,20 @@ impl TenantPools {
             return Ok(h);
         }
         self.breakers.check(p.merchant)?;
-        let url = self.url_of(p)?;
-        if self.budget.used() >= self.budget.limit() {
-            self.reclaim(p.merchant);
+        let (url, server, budget) = self.url_of(p)?;
+        if budget.used() >= budget.limit() {
+            self.reclaim(p.merchant, &budget);
         }
         // Open the first connection now, within the budget: an unreachable
         // database answers now rather than after the checkout timeout, and
         // the pool starts with that connection. With the budget spent at
         // this instant, the pool starts empty and the request waits for a
         // connection in `checkout`, which frees budget as it can.
-        let first = match pool::open(&url, Some(self.budget.clone()), &self.opts) {
+        let first = match pool::open(&url, Some(budget.clone()), &self.opts) {
             Ok(mut c) => {
+                if let Host::Server(s) = server {
+                    self.health.record(s, true);
+                }
                 // Declared behind a pooler: nothing to warn about.
                 if !self.opts.pooler_safe {
                     crate::db::pooler::warn_once_per_server(
@@ -301,17 +336,15 @@ impl TenantPools {
             }
             Err(pool::ConnectError::BudgetExhausted) => None,
             Err(e) => {
+                if let Host::Server(s) = server {
+                    self.health.record(s, false);
+                }
                 tracing::warn!(merchant = %p.merchant, error = %crate::redact::redact_text(&e.to_string()), "tenant database unreachable");
                 self.breakers.failure(p.merchant);
                 return Err(self.breakers.error());
             }
         };
-        let handle = PoolHandle::new(pool::build(
-            &url,
-            Some(self.budget.clone()),
-            &self.opts,
-            first,
-        ));
+        let handle = PoolHandle::new(pool::build(&url, Some(budget.clone()), &self.opts, first));
         drop(url);
         self.builds.fetch_add(1, Ordering::Relaxed);
         self.check_tables(p, &handle)?;
@@ -335,6 +368,8 @@ impl TenantPools {
                             handle: handle.clone(),
                             generation: p.generation,
                             last_used: Instant::now(),
+                            budget: budget.clone(),
+                            server,
                         },
                     ) {
                         evicted.push(old.handle);
@@ -396,28 +431,55 @@ impl TenantPools {
         wait: Duration,
     ) -> Result<pool::PooledConn, r2d2::Error> {
         let deadline = Instant::now() + wait;
+        let (budget, server) = self.entries.lock().get(&merchant).map_or_else(
+            || (self.budget.clone(), Host::Own),
+            |e| (e.budget.clone(), e.server),
+        );
         loop {
-            if pool.state().idle_connections == 0 && self.budget.used() >= self.budget.limit() {
-                self.reclaim(merchant);
+            if pool.state().idle_connections == 0 && budget.used() >= budget.limit() {
+                self.reclaim(merchant, &budget);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match pool.get_timeout(left.min(Duration::from_millis(100))) {
-                Ok(conn) => return Ok(conn),
-                Err(e) if Instant::now() >= deadline => return Err(e),
+                Ok(conn) => {
+                    if let Host::Server(s) = server {
+                        self.health.recovered(s);
+                    }
+                    return Ok(conn);
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    if let Host::Server(s) = server {
+                        self.health.record(s, false);
+                    }
+                    return Err(e);
+                }
                 Err(_) => {}
             }
         }
     }
 
+    /// A dedicated merchant's transaction lost its connection (the server
+    /// went away): counts against its breaker, and its server is marked
+    /// unhealthy until a connection is had again.
+    pub fn connection_lost(&self, merchant: MerchantId) {
+        self.breakers.failure(merchant);
+        let server = self.entries.lock().get(&merchant).map(|e| e.server);
+        if let Some(Host::Server(s)) = server {
+            self.health.record(s, false);
+        }
+    }
+
     /// Frees budget by evicting least recently used pools that have no
     /// connection checked out.
-    fn reclaim(&self, keep: MerchantId) {
+    fn reclaim(&self, keep: MerchantId, budget: &Arc<Budget>) {
         let mut victims = Vec::new();
         {
             let mut entries = self.entries.lock();
             let mut idle: Vec<(MerchantId, Instant, u32)> = entries
                 .iter()
                 .filter(|(id, _)| **id != keep)
+                // Only pools on the same server free that server's budget.
+                .filter(|(_, e)| Arc::ptr_eq(&e.budget, budget))
                 .filter_map(|(id, e)| {
                     let s = e.handle.pool.state();
                     (s.connections > 0 && s.connections == s.idle_connections).then_some((

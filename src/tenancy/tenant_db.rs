@@ -201,7 +201,8 @@ impl TenantDb {
             Some(fair) => Some(fair.acquire(placement.merchant, self.wait).await?),
             None => None,
         };
-        self.handle
+        let result = self
+            .handle
             .run(self.wait, checkout, move |conn| {
                 let _share = share;
                 let _entered = span.enter();
@@ -212,7 +213,14 @@ impl TenantDb {
                 }
                 result
             })
-            .await
+            .await;
+        if let Err(e) = &result
+            && self.placement.tier == Tier::Dedicated
+            && e.code == crate::error::ErrorCode::DatabaseUnavailable
+        {
+            self.pools.connection_lost(self.placement.merchant);
+        }
+        result
     }
 }
 

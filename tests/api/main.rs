@@ -43,6 +43,7 @@ mod provisioning;
 mod ratelimit;
 mod reports;
 mod routing;
+mod servers;
 mod settings;
 mod staff;
 mod statements;

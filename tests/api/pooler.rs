@@ -1,10 +1,9 @@
 //! posd notices when something forwards its connections to PostgreSQL (a
-//! pooler, a proxy), and says once at boot that only a session-mode pooler
-//! is supported. The forwarder here is a plain TCP relay on another port.
+//! pooler, a proxy), and says once at boot what a transaction-mode pooler
+//! needs. The forwarder here is a plain TCP relay on another port.
 
 use std::{
-    io::{Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
+    io::Write,
     sync::{Arc, Mutex},
 };
 
@@ -16,30 +15,10 @@ use crate::common::{Server, TestDb, boot_with};
 
 /// Relays every connection on a port of its own to `to`; returns that port.
 fn forwarder(to: (String, u16)) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { break };
-            let Ok(server) = TcpStream::connect((to.0.as_str(), to.1)) else {
-                continue;
-            };
-            for (mut from, mut into) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16 * 1024];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 || into.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = into.shutdown(Shutdown::Write);
-                });
-            }
-        }
-    });
+    let relay = crate::servers::Relay::to(to.0, to.1);
+    let port = relay.port;
+    // Kept for the rest of the test run.
+    std::mem::forget(relay);
     port
 }
 

@@ -15,6 +15,7 @@ pub mod migration_state;
 pub mod moves;
 pub mod plans;
 pub mod runs;
+pub mod servers;
 pub mod staff;
 pub mod tenant_databases;
 pub mod usage;

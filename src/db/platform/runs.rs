@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{Platform, schema::provisioning_runs};
 use crate::db::{
-    ids::{MerchantId, RunId},
+    ids::{MerchantId, RunId, ServerId},
     kinds::{ProvisioningStatus, Tier},
 };
 
@@ -30,6 +30,9 @@ pub struct ProvisioningRun {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The registered server the database is created on (`None`: the
+    /// default server, or none for a schema or a database brought).
+    pub server_id: Option<ServerId>,
 }
 
 impl ProvisioningRun {
@@ -70,6 +73,7 @@ impl ProvisioningRun {
         merchant: MerchantId,
         target_tier: Tier,
         byo: bool,
+        server: Option<ServerId>,
     ) -> QueryResult<ProvisioningRun> {
         diesel::insert_into(provisioning_runs::table)
             .values((
@@ -77,6 +81,7 @@ impl ProvisioningRun {
                 provisioning_runs::merchant_id.eq(merchant),
                 provisioning_runs::target_tier.eq(target_tier),
                 provisioning_runs::byo.eq(byo),
+                provisioning_runs::server_id.eq(server),
                 provisioning_runs::status.eq(ProvisioningStatus::Pending),
             ))
             .returning(ProvisioningRun::as_returning())

@@ -67,6 +67,20 @@ diesel::table! {
         key_id -> Text,
         created_by_posd -> Bool,
         created_at -> Timestamptz,
+        server_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    database_servers (id) {
+        id -> Uuid,
+        name -> Text,
+        sealed_url -> Bytea,
+        key_id -> Text,
+        status -> Text,
+        capacity -> Int4,
+        connection_budget -> Int4,
+        created_at -> Timestamptz,
     }
 }
 
@@ -95,6 +109,7 @@ diesel::table! {
         byo -> Bool,
         step -> Nullable<Text>,
         error_code -> Nullable<Text>,
+        server_id -> Nullable<Uuid>,
     }
 }
 
@@ -256,6 +271,7 @@ diesel::joinable!(staff_users -> merchants (merchant_id));
 diesel::joinable!(merchant_domains -> merchants (merchant_id));
 diesel::joinable!(merchant_usage -> merchants (merchant_id));
 diesel::joinable!(jobs -> merchants (merchant_id));
+diesel::joinable!(tenant_databases -> database_servers (server_id));
 diesel::joinable!(merchant_daily_summaries -> merchants (merchant_id));
 diesel::joinable!(tenant_migration_state -> merchants (merchant_id));
 diesel::joinable!(merchants -> plans (plan));
@@ -279,4 +295,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     merchant_usage,
     jobs,
     merchant_daily_summaries,
+    database_servers,
 );

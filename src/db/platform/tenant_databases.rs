@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::{Platform, schema::tenant_databases};
-use crate::db::ids::{DatabaseId, MerchantId};
+use crate::db::ids::{DatabaseId, MerchantId, ServerId};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = tenant_databases, check_for_backend(diesel::pg::Pg))]
@@ -14,6 +14,9 @@ pub struct TenantDatabase {
     pub sealed_url: Vec<u8>,
     pub key_id: String,
     pub created_by_posd: bool,
+    /// The registered server it was created on; `None`: the default server
+    /// (`POSD_DEDICATED_SERVER_URL`), or a database the merchant brought.
+    pub server_id: Option<ServerId>,
 }
 
 impl TenantDatabase {

@@ -37,7 +37,7 @@ use crate::{
         platform::{Platform, merchants::Merchant, moves::Move, tenant_databases::TenantDatabase},
     },
     error::ErrorCode,
-    tenancy::{Tenancy, Tier, classification::TENANT, migrations::latest_tenant_version},
+    tenancy::{Tenancy, Tier, classification::TENANT, migrations::latest_tenant_version, servers},
 };
 
 const MAGIC: &str = "posd-export 1";
@@ -68,14 +68,20 @@ pub struct ManifestTable {
 }
 
 /// The merchant's current placement as a move side.
-fn placement_of(p: &mut Platform<'_>, m: &Merchant) -> Result<Side, MoveError> {
+fn placement_of(app: &Tenancy, p: &mut Platform<'_>, m: &Merchant) -> Result<Side, MoveError> {
+    let database = m
+        .database_id
+        .map(|id| TenantDatabase::find(p, id))
+        .transpose()?;
+    let server = match &database {
+        Some(db) if db.created_by_posd => Some(servers::owner_url(&app.settings, p, db.server_id)?),
+        _ => None,
+    };
     Ok(Side {
         tier: m.tier,
         schema: m.schema_name.clone(),
-        database: m
-            .database_id
-            .map(|id| TenantDatabase::find(p, id))
-            .transpose()?,
+        database,
+        server,
     })
 }
 
@@ -87,7 +93,7 @@ fn merchant(app: &Tenancy, id: MerchantId) -> Result<(Merchant, Side), MoveError
         Err(diesel::result::Error::NotFound) => return Err(MoveError::UnknownMerchant),
         Err(e) => return Err(e.into()),
     };
-    let side = placement_of(p, &m)?;
+    let side = placement_of(app, p, &m)?;
     Ok((m, side))
 }
 

@@ -63,7 +63,7 @@ fn drop_retired(
     mv: &Move,
     retired: &str,
 ) -> (String, Result<(), MoveError>) {
-    let source = match sides(p, mv) {
+    let source = match sides(app, p, mv) {
         Ok((source, _)) => source,
         Err(e) => return (format!("schema {retired}"), Err(e)),
     };
@@ -75,7 +75,9 @@ fn drop_retired(
             // hold a connection there (the next request builds one anew).
             {
                 app.pools.evict(mv.merchant_id);
-                drop_database(app, &db.database_name)
+                source
+                    .server()
+                    .and_then(|server| drop_database(server, &db.database_name))
             }
             .and_then(|()| Ok(TenantDatabase::delete(p, db.id)?)),
         ),

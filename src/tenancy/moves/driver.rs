@@ -173,7 +173,7 @@ impl Driver<'_> {
     }
 
     fn sides(&mut self, mv: &Move) -> Result<(Side, Side), MoveError> {
-        sides(&mut self.p(), mv)
+        sides(self.app, &mut self.p(), mv)
     }
 
     /// Connects both sides (once) and reads the tables to move.
@@ -265,7 +265,7 @@ impl Driver<'_> {
             }
             (Some(db), _) => {
                 if db.created_by_posd {
-                    let mut server = owner_conn(&settings.dedicated_server_url)?;
+                    let mut server = owner_conn(target.server()?)?;
                     let name = quote_ident(&db.database_name);
                     let exists: Locked = diesel::sql_query(
                         "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS locked",
@@ -546,7 +546,7 @@ impl Driver<'_> {
                 let app_role = posd_made.then_some(&*self.app.app_role);
                 sync::retire_schema(&mut src, &source.schema, &retired, app_role)?;
                 if let (true, Some(db)) = (posd_made, &source.database) {
-                    let mut server = owner_conn(&self.app.settings.dedicated_server_url)?;
+                    let mut server = owner_conn(source.server()?)?;
                     exec(
                         &mut server,
                         &format!(
@@ -620,7 +620,7 @@ impl Driver<'_> {
             }
             (Some(db), _) => {
                 if db.created_by_posd {
-                    drop_database(self.app, &db.database_name)?;
+                    drop_database(target.server()?, &db.database_name)?;
                 } else {
                     let url = target.owner_url(self.app, self.merchant)?;
                     let mut conn = owner_conn(&url)?;

@@ -114,6 +114,10 @@ pub struct MoveRequest {
     pub database_url: Option<ByoUrl>,
     /// The client's run id; a new one is made when absent.
     pub run_id: Option<RunId>,
+    /// The server posd creates the target database on (tier `dedicated`,
+    /// none brought): a registered server's name, or `default`; the one
+    /// with the most room when absent.
+    pub server: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +142,10 @@ pub enum MoveError {
     NotCancellable(String),
     #[error("databaseUrl: {1}")]
     Refused(ErrorCode, String),
+    #[error("server: is only accepted with tier `dedicated` and no databaseUrl")]
+    ServerNeedsDedicated,
+    #[error(transparent)]
+    Server(#[from] super::servers::ServerError),
     /// A phase failed; `code` is stable.
     #[error("{message}")]
     Failed { code: &'static str, message: String },
@@ -185,6 +193,9 @@ pub fn start(app: &Tenancy, req: &MoveRequest) -> Result<Move, MoveError> {
     let settings = &app.settings;
     if req.database_url.is_some() && req.tier != Tier::Dedicated {
         return Err(MoveError::UrlNeedsDedicated);
+    }
+    if req.server.is_some() && (req.tier != Tier::Dedicated || req.database_url.is_some()) {
+        return Err(MoveError::ServerNeedsDedicated);
     }
     let mut owner = owner_conn(&settings.database_url)?;
     let p = &mut Platform::new(&mut owner);
@@ -240,13 +251,13 @@ fn start_in(app: &Tenancy, p: &mut Platform<'_>, req: &MoveRequest) -> Result<Mo
         }
         (Tier::Dedicated, None) => {
             let name = move_database_name(merchant.id, id);
-            let app_url = url_for_database(
-                &settings.dedicated_server_url,
-                Some(&settings.app_database_url),
-                &name,
-            )
-            .map_err(|e| MoveError::failed("move_failed", e))?;
-            Some(register(app, merchant.id, &name, &app_url, true)?)
+            let server = super::servers::choose(p, req.server.as_deref())?;
+            let server_url = super::servers::owner_url(settings, p, server)?;
+            let app_url = url_for_database(&server_url, Some(&settings.app_database_url), &name)
+                .map_err(|e| MoveError::failed("move_failed", e))?;
+            let mut db = register(app, merchant.id, &name, &app_url, true)?;
+            db.server_id = server;
+            Some(db)
         }
         _ => None,
     };
@@ -318,6 +329,7 @@ fn register(
         sealed_url: sealed,
         key_id: keyring.active_key_id().to_string(),
         created_by_posd,
+        server_id: None,
     })
 }
 
@@ -346,6 +358,8 @@ struct Side {
     tier: Tier,
     schema: String,
     database: Option<TenantDatabase>,
+    /// The owner URL of the server a posd-created database is on.
+    server: Option<SecretString>,
 }
 
 impl Side {
@@ -355,7 +369,8 @@ impl Side {
         match &self.database {
             None => Ok(settings.database_url.clone()),
             Some(db) if db.created_by_posd => {
-                url_for_database(&settings.dedicated_server_url, None, &db.database_name)
+                let server = self.server()?;
+                url_for_database(server, None, &db.database_name)
                     .map_err(|e| MoveError::failed("move_failed", e))
             }
             Some(db) => settings
@@ -370,6 +385,13 @@ impl Side {
         }
     }
 
+    /// The owner URL of the server this side's posd-created database is on.
+    fn server(&self) -> Result<&SecretString, MoveError> {
+        self.server
+            .as_ref()
+            .ok_or_else(|| MoveError::failed("move_failed", "this side has no database posd made"))
+    }
+
     fn connect(&self, app: &Tenancy, merchant: MerchantId) -> Result<postgres::Client, MoveError> {
         let url = self.owner_url(app, merchant)?;
         sync::connect(&url, merchant, &self.schema)
@@ -377,30 +399,32 @@ impl Side {
     }
 }
 
-fn sides(p: &mut Platform<'_>, mv: &Move) -> Result<(Side, Side), MoveError> {
-    let db = |p: &mut Platform<'_>, id: Option<DatabaseId>| -> Result<_, MoveError> {
-        id.map(|id| TenantDatabase::find(p, id))
-            .transpose()
-            .map_err(Into::into)
+fn sides(app: &Tenancy, p: &mut Platform<'_>, mv: &Move) -> Result<(Side, Side), MoveError> {
+    let side = |p: &mut Platform<'_>, tier, schema: &str, id: Option<DatabaseId>| {
+        let database = id.map(|id| TenantDatabase::find(p, id)).transpose()?;
+        let server = match &database {
+            Some(db) if db.created_by_posd => {
+                Some(super::servers::owner_url(&app.settings, p, db.server_id)?)
+            }
+            _ => None,
+        };
+        Ok::<_, MoveError>(Side {
+            tier,
+            schema: schema.to_string(),
+            database,
+            server,
+        })
     };
     Ok((
-        Side {
-            tier: mv.source_tier,
-            schema: mv.source_schema.clone(),
-            database: db(p, mv.source_database_id)?,
-        },
-        Side {
-            tier: mv.target_tier,
-            schema: mv.target_schema.clone(),
-            database: db(p, mv.target_database_id)?,
-        },
+        side(p, mv.source_tier, &mv.source_schema, mv.source_database_id)?,
+        side(p, mv.target_tier, &mv.target_schema, mv.target_database_id)?,
     ))
 }
 
-/// Drops a database posd created on the dedicated server.
-fn drop_database(app: &Tenancy, name: &str) -> Result<(), MoveError> {
-    let mut server = owner_conn(&app.settings.dedicated_server_url)?;
-    provisioning::drop_database(&mut server, name)?;
+/// Drops a database posd created, on its server (`server`, an owner URL).
+fn drop_database(server: &SecretString, name: &str) -> Result<(), MoveError> {
+    let mut conn = owner_conn(server)?;
+    provisioning::drop_database(&mut conn, name)?;
     Ok(())
 }
 

@@ -150,7 +150,7 @@ fn deprovision_locked(
         }
         Some(d) => (
             format!("database {}", d.database_name),
-            drop_database(app, &d.database_name),
+            drop_database(app, d.server_id, &d.database_name),
         ),
         None => (
             format!("schema {}", m.schema_name),
@@ -187,8 +187,15 @@ fn deprovision_locked(
     Ok(out)
 }
 
-fn drop_database(app: &Tenancy, name: &str) -> anyhow::Result<()> {
-    let mut conn = pool::connect(&app.settings.dedicated_server_url)
-        .context("cannot connect to POSD_DEDICATED_SERVER_URL")?;
+fn drop_database(
+    app: &Tenancy,
+    server: Option<crate::db::ids::ServerId>,
+    name: &str,
+) -> anyhow::Result<()> {
+    let url = app
+        .platform_blocking(|p| Ok(crate::tenancy::servers::owner_url(&app.settings, p, server)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("cannot read the database's server")?;
+    let mut conn = pool::connect(&url).context("cannot connect to the database's server")?;
     super::drop_database(&mut conn, name).context("cannot drop the database")
 }

@@ -56,6 +56,10 @@ pub struct Request {
     pub run_id: Option<RunId>,
     /// A database the merchant brings (tier `dedicated` only).
     pub database_url: Option<ByoUrl>,
+    /// The server posd creates the database on (tier `dedicated`, none
+    /// brought): a registered server's name, or `default`; by room when
+    /// absent ([`super::servers::choose`]).
+    pub server: Option<String>,
 }
 
 /// The outcome of a provisioning call.
@@ -127,6 +131,10 @@ pub enum ProvisionError {
     /// unavailable): already the answer.
     #[error(transparent)]
     Platform(ApiError),
+    #[error("server: is only accepted with tier `dedicated` and no databaseUrl")]
+    ServerNotDedicated,
+    #[error(transparent)]
+    Server(#[from] super::servers::ServerError),
     #[error(transparent)]
     Db(#[from] diesel::result::Error),
 }
@@ -173,6 +181,7 @@ pub fn provision(
             tier: target,
             run_id: None,
             database_url: None,
+            server: None,
         },
     )
 }
@@ -241,6 +250,9 @@ pub fn run(app: &Tenancy, req: &Request) -> Result<Outcome, ProvisionError> {
     }
     if req.database_url.is_some() && req.tier != Tier::Dedicated {
         return Err(ProvisionError::DatabaseUrlNotDedicated);
+    }
+    if req.server.is_some() && (req.tier != Tier::Dedicated || req.database_url.is_some()) {
+        return Err(ProvisionError::ServerNotDedicated);
     }
     // A finished run is answered again without waiting for the lock.
     if let Some(id) = req.run_id {
@@ -312,6 +324,11 @@ fn provision_locked(
     if has_data {
         return Err(ProvisionError::TenantHasData { merchant });
     }
+    let server = if req.tier == Tier::Dedicated && req.database_url.is_none() {
+        super::servers::choose(&mut platform, req.server.as_deref())?
+    } else {
+        None
+    };
     let run = match resumed {
         Some(r) => {
             tracing::info!(%merchant, run = %r.id, step = ?r.step, "resuming a provisioning run that was cut short");
@@ -323,6 +340,7 @@ fn provision_locked(
             merchant,
             req.tier,
             req.database_url.is_some(),
+            server,
         )
         // Another call started a run for the merchant meanwhile.
         .map_err(|e| match e {

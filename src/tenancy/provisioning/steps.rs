@@ -27,7 +27,7 @@ use crate::tenancy::Tenancy;
 use crate::{
     crypto::Purpose,
     db::{
-        ids::{DatabaseId, MerchantId, RunId},
+        ids::{DatabaseId, MerchantId, RunId, ServerId},
         kinds::ProvisioningStatus,
         platform::{
             Platform,
@@ -102,6 +102,8 @@ struct Steps<'a> {
     done: u32,
     /// The audit events copied from the shared tier, deleted there by `place`.
     carried: Vec<uuid::Uuid>,
+    /// The server a database posd creates goes on (`None`: the default).
+    server: Option<ServerId>,
 }
 
 impl Steps<'_> {
@@ -229,6 +231,7 @@ pub(super) fn run(
         schema: tenant_schema_name(req.merchant),
         done: 0,
         carried: Vec::new(),
+        server: run.server_id,
     };
     match (req.tier, &req.database_url) {
         (Tier::Schema, _) => schema_tier(&mut s, owner),
@@ -280,7 +283,10 @@ fn schema_tier(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepEr
 
 fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepError> {
     let settings = s.app.settings.clone();
-    let server_url = &settings.dedicated_server_url;
+    let server_url = &at(
+        "create_database",
+        crate::tenancy::servers::owner_url(&s.app.settings, &mut Platform::new(owner), s.server),
+    )?;
     let db_name = tenant_database_name(s.merchant);
     let db = quote_ident(&db_name);
     let mut result = (|| {
@@ -357,6 +363,7 @@ fn dedicated(s: &mut Steps<'_>, owner: &mut PgConnection) -> Result<(), StepErro
             sealed_url: sealed,
             key_id: settings.keyring.active_key_id().to_string(),
             created_by_posd: true,
+            server_id: s.server,
         };
         s.place(owner, Tier::Dedicated, Some(&database))
     })();
@@ -418,6 +425,7 @@ fn brought(
             sealed_url: sealed,
             key_id: s.app.settings.keyring.active_key_id().to_string(),
             created_by_posd: false,
+            server_id: None,
         };
         s.place(owner, Tier::Dedicated, Some(&database))
     })();
