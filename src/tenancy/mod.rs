@@ -23,6 +23,7 @@
 //! - [`probe`]: the continuous isolation probe;
 //! - [`jobs`]: background jobs with tenant scope (the durable queue's
 //!   workers and scheduler);
+//! - [`servers`]: the dedicated database servers new databases go to;
 //! - [`moves`]: live moves of a trading merchant between placements;
 //! - [`migrations`], [`fleet`], [`provisioning`] (and deprovisioning),
 //!   [`crate::crypto`] and [`keys`] (rotation).
