@@ -101,7 +101,9 @@ impl From<ServerError> for ApiError {
                 unprocessable(C::ValidationFailed, &e)
             }
             E::Unreachable(_) => unprocessable(C::DatabaseUnreachable, &e),
-            E::NotCreatedb(_) => unprocessable(C::DatabasePrivilegesInsufficient, &e),
+            E::NotCreatedb(_) | E::NoAppRole(_) => {
+                unprocessable(C::DatabasePrivilegesInsufficient, &e)
+            }
             E::Draining(_) => ApiError::conflict(C::ServerDraining, e.to_string()),
             E::NameTaken(_) => ApiError::conflict(C::ServerNameTaken, e.to_string()),
         }

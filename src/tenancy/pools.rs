@@ -614,7 +614,7 @@ impl TenantPools {
 }
 
 /// Adds libpq's `connect_timeout` to a URL that has none.
-fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+pub(super) fn with_connect_timeout(url: &str, timeout: Duration) -> String {
     if url.contains("connect_timeout=") {
         return url.to_string();
     }

@@ -62,6 +62,10 @@ pub enum ServerError {
     Unreachable(String),
     #[error("url: role `{0}` may not create databases (CREATEDB)")]
     NotCreatedb(String),
+    #[error(
+        "url: the server has no role `{0}`: posd serves its databases as that role; create it there with the same password as on the platform database"
+    )]
+    NoAppRole(String),
     #[error("{0}: must be from 1 to {1}")]
     OutOfRange(&'static str, i32),
     #[error("the sealed URL of server {0} cannot be opened: {1}")]
@@ -164,7 +168,13 @@ pub fn register(
         ));
     }
     let user = url.username().to_string();
-    let mut conn = pool::connect(&new.url)
+    // An unreachable host answers within the pools' connect timeout, not
+    // the operating system's.
+    let probe = SecretString::from(super::pools::with_connect_timeout(
+        new.url.expose_secret(),
+        app.settings.pool_connect_timeout,
+    ));
+    let mut conn = pool::connect(&probe)
         .map_err(|e| ServerError::Unreachable(crate::redact::redact_text(&e.to_string())))?;
     let may: MayCreate = diesel::sql_query(
         "SELECT rolcreatedb OR rolsuper AS ok FROM pg_roles WHERE rolname = current_user",
@@ -172,6 +182,13 @@ pub fn register(
     .get_result(&mut conn)?;
     if !may.ok {
         return Err(ServerError::NotCreatedb(user));
+    }
+    let app_role: MayCreate =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS ok")
+            .bind::<diesel::sql_types::Text, _>(&*app.app_role)
+            .get_result(&mut conn)?;
+    if !app_role.ok {
+        return Err(ServerError::NoAppRole(app.app_role.to_string()));
     }
     let id = ServerId(uuid::Uuid::now_v7());
     let keyring = &app.settings.keyring;
