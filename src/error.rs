@@ -250,7 +250,7 @@ struct Envelope {
 /// An error as a client reads it: `{"code", "message"}`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// Stable: clients branch on it (its schema is [`code_schema`]).
+    /// Stable: clients branch on it (its schema is `code_schema`).
     #[schema(schema_with = code_schema)]
     pub code: ErrorCode,
     /// A human sentence; for validation errors it starts with the field.

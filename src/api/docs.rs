@@ -3,7 +3,7 @@
 //!
 //! The document is generated from the code: every handler carries a
 //! `#[utoipa::path]` next to its route attribute and every API module
-//! exposes a `Doc` listing its handlers; [`openapi`] nests them under the
+//! exposes a `Doc` listing its handlers; [`openapi()`] nests them under the
 //! prefix they are mounted at. Swagger UI's files are compiled into the
 //! binary (`utoipa-swagger-ui`'s `vendored` feature): the page needs no
 //! network.
@@ -222,7 +222,7 @@ impl Modify for SharedResponses {
 struct ApiDoc;
 
 /// The whole document: each module's paths under the prefix it is
-/// mounted at (see [`super::routes`]), with the [`SharedResponses`].
+/// mounted at (see [`super::routes`]), with the `SharedResponses`.
 pub fn openapi() -> openapi::OpenApi {
     use super::{
         PREFIX, admin, audit, auth, categories, context, customers, domains, export, fleet, health,

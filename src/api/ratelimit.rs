@@ -27,7 +27,7 @@ use crate::db::ids::MerchantId;
 const MAX_KEYS: usize = 100_000;
 
 /// Takes one from `key`'s bucket, or says how long to wait; forgets
-/// refilled buckets first when `limiter` holds more than [`MAX_KEYS`], so
+/// refilled buckets first when `limiter` holds more than `MAX_KEYS`, so
 /// made-up keys cannot grow it without bound.
 pub fn take<K: Clone + Eq + std::hash::Hash>(
     limiter: &DefaultKeyedRateLimiter<K>,

@@ -158,7 +158,7 @@ impl ManageConnection for Manager {
     }
 
     /// The check on checkout: `SELECT 1`, unless the connection was checked
-    /// out less than [`ALIVE_BYPASS`] ago (it came back from a request that
+    /// out less than `ALIVE_BYPASS` ago (it came back from a request that
     /// just used it, or it would have been discarded as broken). Under load
     /// this saves one round trip per transaction; a connection that idled
     /// is still checked before use.

@@ -419,7 +419,7 @@ impl TenantPools {
 
     /// Checks a connection out of a dedicated merchant's pool, waiting at
     /// most `wait`. While the pool has no idle connection and the budget is
-    /// spent, it first frees budget (see [`TenantPools::reclaim`]): otherwise
+    /// spent, it first frees budget (see `TenantPools::reclaim`): otherwise
     /// a cached pool holding no connection (one that lost the race for a
     /// lease after it was built) would wait in vain while idle pools of other
     /// merchants hold the whole budget, since reclaiming used to happen only

@@ -2,7 +2,7 @@
 //!
 //! Every function here takes a [`TenantTx`], a transaction already bound to
 //! one merchant (`posd.merchant_id`) and to that merchant's schema
-//! (`search_path`). A `TenantTx` can only be made by [`TenantTx::transaction`], and
+//! (`search_path`). A `TenantTx` can only be made by `TenantTx::transaction`, and
 //! the table definitions are private to this module, so a data-plane query
 //! through a control-plane connection does not compile:
 //!

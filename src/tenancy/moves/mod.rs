@@ -20,7 +20,7 @@
 //!    each importing the snapshot); a copy cut short starts over, from an
 //!    emptied target.
 //! 4. **`catch_up`**: rounds that apply the captured changes (see
-//!    [`sync::catch_up`]) until one is short: a quarter of the fence's
+//!    `sync::catch_up`) until one is short: a quarter of the fence's
 //!    budget. Each round costs what it applies, never the merchant's size
 //!    (keys are looked up one by one), so under steady writes the rounds
 //!    shrink until the backlog is what arrives in such a moment.

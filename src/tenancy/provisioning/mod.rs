@@ -397,7 +397,7 @@ struct Lingering {
 /// Drops a database posd created, ending the sessions still on it. A
 /// session of a role the connection's own may not signal (the service's
 /// pool of the merchant, or a mover's stream, just closed and not yet
-/// gone) is waited for, at most [`DROP_WAIT`]: `WITH (FORCE)` would refuse
+/// gone) is waited for, at most `DROP_WAIT`: `WITH (FORCE)` would refuse
 /// to end it.
 pub fn drop_database(conn: &mut PgConnection, name: &str) -> diesel::QueryResult<()> {
     let started = std::time::Instant::now();
