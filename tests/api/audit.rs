@@ -75,16 +75,6 @@ async fn wait_for(t: &TestApp, m: &Merchant, action: &str, subject: &str) -> Val
     }
 }
 
-async fn login(t: &TestApp, m: &Merchant, email: &str, password: &str) -> (Status, Value) {
-    t.request(
-        Method::Post,
-        api!("/auth/login"),
-        None,
-        Some(json!({ "merchant": m.slug, "email": email, "password": password })),
-    )
-    .await
-}
-
 /// Adds a staff user through the API; answers their id.
 async fn add_staff(t: &TestApp, m: &Merchant, email: &str, role: &str) -> String {
     let (s, body) = t
@@ -145,10 +135,10 @@ async fn every_listed_action_is_recorded_with_its_details_on_every_tier() {
         // deactivated and reactivated.
         let email = format!("manager@{slug}.test");
         let manager = add_staff(&t, &m, &email, "manager").await;
-        let (s, token) = login(&t, &m, &email, PASSWORD).await;
+        let (s, token) = t.login(&m, &email, PASSWORD).await;
         assert_eq!(s, Status::Ok, "{token}");
         let manager_token = token["token"].as_str().expect("token").to_string();
-        let (s, wrong) = login(&t, &m, &email, "not the password at all").await;
+        let (s, wrong) = t.login(&m, &email, "not the password at all").await;
         assert_error((s, wrong), Status::Unauthorized, "invalid_credentials");
         let cashier = add_staff(&t, &m, &format!("till@{slug}.test"), "cashier").await;
         patch_staff(&t, &m, &cashier, json!({ "role": "manager" })).await;

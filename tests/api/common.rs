@@ -202,6 +202,18 @@ impl TestDb {
         TestDb { name }
     }
 
+    /// An empty database owned by the owner role, no migration run (dropped
+    /// at the end like any other).
+    pub fn empty() -> TestDb {
+        let server = Server::get();
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        server
+            .superuser()
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", server.owner.0))
+            .expect("create an empty test database");
+        TestDb { name }
+    }
+
     /// A connection as the owner role.
     pub fn owner(&self) -> PgConnection {
         PgConnection::establish(&Server::get().owner_url(&self.name)).expect("owner connection")
@@ -513,6 +525,17 @@ impl TestApp {
             m.tier = tier;
         }
         m
+    }
+
+    /// `POST /auth/login` as `email` of merchant `m`.
+    pub async fn login(&self, m: &Merchant, email: &str, password: &str) -> (Status, Value) {
+        self.request(
+            rocket::http::Method::Post,
+            api!("/auth/login"),
+            None,
+            Some(json!({ "merchant": m.slug, "email": email, "password": password })),
+        )
+        .await
     }
 
     /// Creates a product and returns its id.

@@ -875,15 +875,8 @@ fn merchants_from_before_plans_keep_their_plan() {
         max_staff: Option<i64>,
     }
     let server = crate::common::Server::get();
-    let name = format!("t_{}", Uuid::new_v4().simple());
-    server
-        .superuser()
-        .batch_execute(&format!(
-            "CREATE DATABASE {name} OWNER {}",
-            server.owner_role()
-        ))
-        .unwrap();
-    let mut conn = PgConnection::establish(&server.owner_url(&name)).unwrap();
+    let db = crate::common::TestDb::empty();
+    let mut conn = PgConnection::establish(&server.owner_url(&db.name)).unwrap();
     loop {
         let pending = conn
             .pending_migrations(posd::tenancy::migrations::PLATFORM)
@@ -921,8 +914,4 @@ fn merchants_from_before_plans_keep_their_plan() {
             row("old-c", "pro", Some(50))
         ]
     );
-    drop(conn);
-    let _ = server
-        .superuser()
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"));
 }

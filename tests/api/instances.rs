@@ -94,15 +94,7 @@ fn at_once<T: Send + 'static>(
 async fn two_processes_migrate_once_and_see_each_others_changes_within_a_second() {
     // An empty database: both processes boot on it at the same moment.
     let server = Server::get();
-    let name = format!("t_{}", Uuid::new_v4().simple());
-    server
-        .superuser()
-        .batch_execute(&format!(
-            "CREATE DATABASE {name} OWNER {}",
-            server.owner_role()
-        ))
-        .unwrap();
-    let db = TestDb { name };
+    let db = TestDb::empty();
     let env = [
         ("POSD_PLACEMENT_CACHE_TTL", "1h"),
         ("POSD_JOB_WORKERS", "0"),

@@ -10,16 +10,6 @@ use uuid::Uuid;
 const STAFF: &str = api!("/staff");
 const PASSWORD: &str = "a long enough password";
 
-async fn login(t: &TestApp, m: &Merchant, email: &str, password: &str) -> (Status, Value) {
-    t.request(
-        Method::Post,
-        api!("/auth/login"),
-        None,
-        Some(json!({ "merchant": m.slug, "email": email, "password": password })),
-    )
-    .await
-}
-
 async fn add(t: &TestApp, m: &Merchant, email: &str, role: &str) -> String {
     let (status, body) = t
         .post(
@@ -78,7 +68,7 @@ async fn owner_creates_lists_and_updates_staff() {
     assert!(!list.to_string().contains("argon2"), "no hash leaks");
 
     // The new user logs in with the role given.
-    let (status, token) = login(&t, &m, "CARA.cashier@staff-shop.test", PASSWORD).await;
+    let (status, token) = t.login(&m, "CARA.cashier@staff-shop.test", PASSWORD).await;
     assert_eq!(status, Status::Ok, "{token}");
     assert_eq!(token["role"], "cashier");
 
@@ -294,7 +284,7 @@ async fn an_owner_keeps_their_own_role_and_the_merchant_an_owner() {
     // With a second owner, the first can be demoted; their token, still
     // saying owner, now acts as a manager.
     let second = add(&t, &m, "second@staff-self.test", "owner").await;
-    let (_, login2) = login(&t, &m, "second@staff-self.test", PASSWORD).await;
+    let (_, login2) = t.login(&m, "second@staff-self.test", PASSWORD).await;
     let token2 = login2["token"].as_str().unwrap().to_string();
     let (status, demoted) = t
         .patch(
@@ -318,7 +308,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     let t = TestApp::new().await;
     let m = t.shared_merchant("staff-off").await;
     let id = add(&t, &m, "leaver@staff-off.test", "cashier").await;
-    let (status, body) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
+    let (status, body) = t.login(&m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Ok, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
     let (status, _) = t.get(api!("/products"), &token).await;
@@ -334,7 +324,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     assert_eq!(status, Status::Ok, "{off}");
     assert_eq!(off["active"], false);
 
-    let (status, err) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
+    let (status, err) = t.login(&m, "leaver@staff-off.test", PASSWORD).await;
     assert_error((status, &err), Status::Unauthorized, "invalid_credentials");
     let (status, err) = t.get(api!("/products"), &token).await;
     assert_error((status, &err), Status::Unauthorized, "staff_inactive");
@@ -349,7 +339,7 @@ async fn deactivated_staff_cannot_log_in_and_their_tokens_stop_working() {
     assert_eq!(status, Status::Ok);
     let (status, _) = t.get(api!("/products"), &token).await;
     assert_eq!(status, Status::Ok, "reactivated");
-    let (status, _) = login(&t, &m, "leaver@staff-off.test", PASSWORD).await;
+    let (status, _) = t.login(&m, "leaver@staff-off.test", PASSWORD).await;
     assert_eq!(status, Status::Ok);
 }
 
@@ -362,7 +352,7 @@ async fn staff_changes_made_elsewhere_are_seen_at_once() {
     let m = t.shared_merchant("staff-far").await;
     let id = add(&t, &m, "far@staff-far.test", "manager").await;
     let staff = StaffId(id.parse().unwrap());
-    let (status, body) = login(&t, &m, "far@staff-far.test", PASSWORD).await;
+    let (status, body) = t.login(&m, "far@staff-far.test", PASSWORD).await;
     assert_eq!(status, Status::Ok, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
     let (status, _) = t.get(api!("/reports/daily"), &token).await;
