@@ -630,6 +630,16 @@ fn proxies(v: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         .collect()
 }
 
+/// Whether `s` is `min_len` to 63 lowercase letters, digits or `-`, not
+/// starting with `-`: a merchant's slug (at least 2), a database server's
+/// name (at least 1).
+pub fn is_slug(s: &str, min_len: usize) -> bool {
+    (min_len..=63).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !s.starts_with('-')
+}
+
 /// Whether `name` is a lower-case DNS name: labels of 1 to 63 letters,
 /// digits and inner hyphens, 253 characters at most, and a last label that
 /// starts with a letter (as every top-level domain does: no IPv4 address

@@ -391,10 +391,7 @@ checked_text!(
     /// starting with `-`.
     Slug,
     |s| {
-        let ok = (2..=63).contains(&s.len())
-            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-            && !s.starts_with('-');
-        if ok {
+        if crate::config::is_slug(s, 2) {
             Ok(s.to_string())
         } else {
             Err("must be 2 to 63 lowercase letters, digits or '-', not starting with '-'")
@@ -450,10 +447,7 @@ checked_text!(
     /// not starting with `-` (`default` names the default server).
     ServerName,
     |s| {
-        let ok = (1..=63).contains(&s.len())
-            && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-            && !s.starts_with('-');
-        if ok {
+        if crate::config::is_slug(s, 1) {
             Ok(s.to_string())
         } else {
             Err("must be 1 to 63 lowercase letters, digits or '-', not starting with '-'")

@@ -88,12 +88,7 @@ pub const MAX_CAPACITY: i32 = 100_000;
 pub const MAX_BUDGET: i32 = 10_000;
 
 fn valid_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name != DEFAULT
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
+    name != DEFAULT && crate::config::is_slug(name, 1)
 }
 
 /// The owner URL of `server` (`None`: the default server).

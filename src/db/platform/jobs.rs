@@ -322,8 +322,10 @@ fn wake(p: &mut Platform<'_>) -> QueryResult<()> {
 }
 
 /// A merchant's figures for one business day (see `crate::pos::report`).
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
-#[diesel(table_name = mds, check_for_backend(diesel::pg::Pg))]
+#[derive(
+    Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, Serialize, utoipa::ToSchema,
+)]
+#[diesel(table_name = mds, primary_key(merchant_id, day), check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct DailySummary {
     #[serde(skip)]
@@ -341,7 +343,7 @@ pub struct DailySummary {
     pub refunds_minor: i64,
     pub refund_count: i64,
     pub net_minor: i64,
-    #[diesel(skip_insertion)]
+    /// When the job computed it.
     pub computed_at: DateTime<Utc>,
 }
 
@@ -352,21 +354,7 @@ impl DailySummary {
             .values(s)
             .on_conflict((mds::merchant_id, mds::day))
             .do_update()
-            .set((
-                mds::currency.eq(&s.currency),
-                mds::order_count.eq(s.order_count),
-                mds::voided_count.eq(s.voided_count),
-                mds::late_order_count.eq(s.late_order_count),
-                mds::gross_sales_minor.eq(s.gross_sales_minor),
-                mds::discounts_minor.eq(s.discounts_minor),
-                mds::tax_minor.eq(s.tax_minor),
-                mds::sales_minor.eq(s.sales_minor),
-                mds::rounding_minor.eq(s.rounding_minor),
-                mds::refunds_minor.eq(s.refunds_minor),
-                mds::refund_count.eq(s.refund_count),
-                mds::net_minor.eq(s.net_minor),
-                mds::computed_at.eq(diesel::dsl::now),
-            ))
+            .set(s)
             .execute(p.conn)
             .map(drop)
     }
