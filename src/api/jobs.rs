@@ -47,8 +47,8 @@ use crate::{
 struct JobList {
     counts: JobCounts,
     items: Vec<Job>,
-    /// `cursor` for the next page; null on the last one.
-    next_cursor: Option<JobId>,
+    /// `cursor` for the next page (a job id); null on the last one.
+    next_cursor: Option<String>,
 }
 
 /// A job to run for a merchant, now.
@@ -154,10 +154,7 @@ async fn list(
         let page = Page::new(Job::list(p, &filter)?, filter.limit, |j| j.id.to_string());
         Ok(JobList {
             counts,
-            next_cursor: page
-                .next_cursor
-                .as_ref()
-                .and(page.items.last().map(|j| j.id)),
+            next_cursor: page.next_cursor,
             items: page.items,
         })
     })
