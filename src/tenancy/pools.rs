@@ -60,18 +60,37 @@ use crate::{
 pub struct PoolHandle {
     pool: Pool,
     permits: Arc<Semaphore>,
+    /// A dedicated pool's server budget (`None`: the global pool).
+    budget: Option<Arc<Budget>>,
+    /// Where a dedicated pool's database is.
+    host: Host,
 }
 
 /// How a connection is taken from a pool (the dedicated pools' checkout
 /// keeps their breaker and budget; the global pool's is `Pool::get`).
-pub type Checkout = Box<dyn FnOnce(&Pool) -> Result<pool::PooledConn, ApiError> + Send>;
+pub type Checkout = Box<dyn FnOnce(&PoolHandle) -> Result<pool::PooledConn, ApiError> + Send>;
 
 impl PoolHandle {
     pub fn new(pool: Pool) -> Self {
         let permits = Arc::new(Semaphore::new(
             usize::try_from(pool.max_size()).unwrap_or(usize::MAX),
         ));
-        PoolHandle { pool, permits }
+        PoolHandle {
+            pool,
+            permits,
+            budget: None,
+            host: Host::Own,
+        }
+    }
+
+    /// The handle of a dedicated pool whose connections count against
+    /// `budget`, on `host`.
+    fn on_server(self, budget: Arc<Budget>, host: Host) -> Self {
+        PoolHandle {
+            budget: Some(budget),
+            host,
+            ..self
+        }
     }
 
     /// The pool's state, for operators.
@@ -96,12 +115,12 @@ impl PoolHandle {
             .await
             .map_err(|_| busy())?
             .map_err(|_| shutting_down())?;
-        let pool = self.pool.clone();
+        let handle = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut conn = match checkout {
-                Some(c) => c(&pool)?,
-                None => pool.get()?,
+                Some(c) => c(&handle)?,
+                None => handle.pool.get()?,
             };
             f(&mut conn)
         })
@@ -140,10 +159,6 @@ struct Entry {
     handle: PoolHandle,
     generation: i64,
     last_used: Instant,
-    /// The connection budget of the server its database is on.
-    budget: Arc<Budget>,
-    /// Where its database is.
-    server: Host,
 }
 
 /// What an operator sees of one tenant pool.
@@ -344,7 +359,8 @@ impl TenantPools {
                 return Err(self.breakers.error());
             }
         };
-        let handle = PoolHandle::new(pool::build(&url, Some(budget.clone()), &self.opts, first));
+        let handle = PoolHandle::new(pool::build(&url, Some(budget.clone()), &self.opts, first))
+            .on_server(budget, server);
         drop(url);
         self.builds.fetch_add(1, Ordering::Relaxed);
         self.check_tables(p, &handle)?;
@@ -368,8 +384,6 @@ impl TenantPools {
                             handle: handle.clone(),
                             generation: p.generation,
                             last_used: Instant::now(),
-                            budget: budget.clone(),
-                            server,
                         },
                     ) {
                         evicted.push(old.handle);
@@ -402,7 +416,7 @@ impl TenantPools {
     /// Checks the tables of a newly built pool's database, on its first
     /// connection; records the result, and answers the block as an error.
     fn check_tables(&self, p: &Placement, handle: &PoolHandle) -> Result<(), ApiError> {
-        let mut conn = match self.checkout(p.merchant, &handle.pool, self.opts.connect_timeout) {
+        let mut conn = match self.checkout(p.merchant, handle, self.opts.connect_timeout) {
             Ok(c) => c,
             Err(e) => {
                 self.breakers.failure(p.merchant);
@@ -427,17 +441,15 @@ impl TenantPools {
     pub fn checkout(
         &self,
         merchant: MerchantId,
-        pool: &Pool,
+        handle: &PoolHandle,
         wait: Duration,
     ) -> Result<pool::PooledConn, r2d2::Error> {
         let deadline = Instant::now() + wait;
-        let (budget, server) = self.entries.lock().get(&merchant).map_or_else(
-            || (self.budget.clone(), Host::Own),
-            |e| (e.budget.clone(), e.server),
-        );
+        let pool = &handle.pool;
+        let (budget, server) = (handle.budget.as_ref().unwrap_or(&self.budget), handle.host);
         loop {
             if pool.state().idle_connections == 0 && budget.used() >= budget.limit() {
-                self.reclaim(merchant, &budget);
+                self.reclaim(merchant, budget);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match pool.get_timeout(left.min(Duration::from_millis(100))) {
@@ -463,7 +475,7 @@ impl TenantPools {
     /// unhealthy until a connection is had again.
     pub fn connection_lost(&self, merchant: MerchantId) {
         self.breakers.failure(merchant);
-        let server = self.entries.lock().get(&merchant).map(|e| e.server);
+        let server = self.entries.lock().get(&merchant).map(|e| e.handle.host);
         if let Some(Host::Server(s)) = server {
             self.health.record(s, false);
         }
@@ -479,7 +491,12 @@ impl TenantPools {
                 .iter()
                 .filter(|(id, _)| **id != keep)
                 // Only pools on the same server free that server's budget.
-                .filter(|(_, e)| Arc::ptr_eq(&e.budget, budget))
+                .filter(|(_, e)| {
+                    e.handle
+                        .budget
+                        .as_ref()
+                        .is_some_and(|b| Arc::ptr_eq(b, budget))
+                })
                 .filter_map(|(id, e)| {
                     let s = e.handle.pool.state();
                     (s.connections > 0 && s.connections == s.idle_connections).then_some((

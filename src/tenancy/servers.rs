@@ -20,7 +20,11 @@
 //!   fast behind their breakers, other servers' merchants do not wait, and
 //!   `/readyz` names the servers whose last connection attempt failed.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
 
 use diesel::{OptionalExtension, QueryableByName, RunQueryDsl, sql_types::Bool};
 use parking_lot::Mutex;
@@ -229,6 +233,9 @@ pub enum Host {
 #[derive(Default)]
 pub struct Health {
     last: Mutex<HashMap<Option<ServerId>, (bool, Instant)>>,
+    /// Whether any server is marked unhealthy: a checkout of a healthy
+    /// system reads only this.
+    failing: AtomicBool,
 }
 
 /// A server whose last connection attempt failed.
@@ -244,15 +251,20 @@ pub struct Unhealthy {
 
 impl Health {
     pub fn record(&self, server: Option<ServerId>, ok: bool) {
-        self.last.lock().insert(server, (ok, Instant::now()));
+        let mut last = self.last.lock();
+        last.insert(server, (ok, Instant::now()));
+        self.failing
+            .store(last.values().any(|(ok, _)| !ok), Ordering::Relaxed);
     }
 
     /// A connection was had: the server is healthy again if it was not
-    /// (one map lookup otherwise).
+    /// (one atomic load while every server is healthy).
     pub fn recovered(&self, server: Option<ServerId>) {
-        let mut last = self.last.lock();
-        if last.get(&server).is_some_and(|(ok, _)| !ok) {
-            last.insert(server, (true, Instant::now()));
+        if !self.failing.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.last.lock().get(&server).is_some_and(|(ok, _)| !ok) {
+            self.record(server, true);
         }
     }
 

@@ -149,8 +149,8 @@ impl TenantDb {
             Tier::Dedicated => {
                 let pools = self.pools.clone();
                 let (merchant, wait) = (self.placement.merchant, self.wait);
-                Some(Box::new(move |pool| {
-                    match pools.checkout(merchant, pool, wait) {
+                Some(Box::new(move |handle| {
+                    match pools.checkout(merchant, handle, wait) {
                         Ok(c) => {
                             pools.breakers.success(merchant);
                             Ok(c)
