@@ -19,7 +19,6 @@ use rocket::{
     request::{FromRequest, Outcome},
     routes,
     serde::json::Json,
-    tokio,
 };
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
@@ -113,17 +112,10 @@ pub async fn record_after(
     }
     let actions: Vec<&'static str> = events.iter().map(|e| e.action.as_str()).collect();
     let recorded = async {
-        let placement = match placement {
-            Some(p) => p,
-            None => {
-                let dir = tenancy.directory.clone();
-                tokio::task::spawn_blocking(move || dir.resolve(merchant))
-                    .await
-                    .map_err(ApiError::internal)??
-                    .ok_or_else(|| ApiError::not_found("merchant"))?
-            }
+        let db = match placement {
+            Some(p) => TenantDb::for_placement(tenancy, p).await?,
+            None => TenantDb::for_job(tenancy, Some(merchant)).await?,
         };
-        let db = TenantDb::for_placement(tenancy, placement).await?;
         db.run(move |tx| {
             for e in events {
                 audit::record(tx, &actor, e.action, e.subject, e.details)?;
