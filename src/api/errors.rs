@@ -22,6 +22,7 @@ impl From<SaleError> for ApiError {
         use SaleError as E;
         match e {
             E::Db(e) => e.into(),
+            E::Encode(e) => ApiError::internal(e),
             E::PriceOverrideForbidden { .. } | E::DiscountOverLimit { .. } => {
                 ApiError::forbidden(C::PriceOverrideForbidden, e.to_string())
             }

@@ -56,26 +56,9 @@ where
     db.run(move |tx| {
         match idempotency::begin(tx, &key.0, &hash, retention)? {
             Claim::Started => {}
-            Claim::Replay { status, body } => {
-                return Ok(Stored {
-                    status: Status::from_code(status).unwrap_or(Status::Ok),
-                    body,
-                    replayed: true,
-                });
-            }
-            Claim::InFlight => {
-                return Err(ApiError::conflict(
-                    ErrorCode::IdempotencyKeyInUse,
-                    "a request with this Idempotency-Key is still being processed; retry shortly",
-                ));
-            }
-            Claim::Mismatch => {
-                return Err(ApiError::new(
-                    Status::UnprocessableEntity,
-                    ErrorCode::IdempotencyKeyReused,
-                    "this Idempotency-Key was used for a different request; use a new key",
-                ));
-            }
+            Claim::Replay { status, body } => return Ok(replay(status, body)),
+            Claim::InFlight => return Err(in_flight()),
+            Claim::Mismatch => return Err(reused()),
         }
         let body = work(tx)?;
         idempotency::finish(tx, &key.0, status.code, &body)?;
@@ -86,4 +69,30 @@ where
         })
     })
     .await
+}
+
+/// A request under this key is still running: 409 `idempotency_key_in_use`.
+pub fn in_flight() -> ApiError {
+    ApiError::conflict(
+        ErrorCode::IdempotencyKeyInUse,
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+    )
+}
+
+/// The key was used for another request: 422 `idempotency_key_reused`.
+pub fn reused() -> ApiError {
+    ApiError::new(
+        Status::UnprocessableEntity,
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used for a different request; use a new key",
+    )
+}
+
+/// A stored response answered again.
+pub fn replay(status: u16, body: Value) -> Stored {
+    Stored {
+        status: Status::from_code(status).unwrap_or(Status::Ok),
+        body,
+        replayed: true,
+    }
 }

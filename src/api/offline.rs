@@ -5,8 +5,9 @@
 //! `duplicate`. A bill records a sale that already happened, so it is
 //! accepted even when it takes stock below zero (the product is flagged for
 //! a count); it is `rejected` only when it cannot be applied (malformed,
-//! unknown product, payments short). Each bill is applied in a savepoint of
-//! its own, so a rejected bill does not block the others.
+//! unknown product, payments short). Each bill is priced, then written in
+//! a subtransaction of its own (`posd_sale_write`), so a rejected bill does
+//! not block the others; the batch is one transaction.
 //!
 //! The capability is behind the feature flag [`FLAG`] (on by default): a
 //! merchant for whom it is off gets 403 `feature_disabled` before its
@@ -35,7 +36,7 @@ use crate::{
     app::App,
     db::{
         ids::{CustomerId, OrderId},
-        tenant::orders::Order,
+        tenant::sales,
     },
     error::{ApiError, ApiResult, ErrorBody, ErrorCode, fail},
     pos::checkout::{self, OfflineBill},
@@ -249,42 +250,38 @@ async fn offline_bills(
                     order_id: Some(order_id),
                     error: None,
                 };
-                // A bill already applied is a duplicate, even if it would
-                // not pass today's checks (it may have grown old).
-                if let Some(c) = client_id
-                    && let Some(existing) = Order::find_by_client_bill(tx, c)?
-                {
-                    results.push(duplicate(existing));
-                    continue;
-                }
                 let sale = match sale {
                     Ok(s) => s,
                     Err(e) => {
-                        results.push(rejected(index, client_id, &e));
+                        // A bill already applied is a duplicate, even if it
+                        // would not pass today's checks (it may have grown
+                        // old).
+                        let applied = match client_id {
+                            Some(c) => sales::read(tx, None, &[], None, None, Some(c))?.bill_order,
+                            None => None,
+                        };
+                        results.push(match applied {
+                            Some(existing) => duplicate(existing),
+                            None => rejected(index, client_id, &e),
+                        });
                         continue;
                     }
                 };
-                match tx
-                    .savepoint(|tx| checkout::checkout(tx, &sale))
-                    .map_err(ApiError::from)
-                {
-                    Ok(view) => results.push(BillResult {
+                match checkout::record(tx, &sale, None).map_err(ApiError::from) {
+                    Ok(checkout::Recorded::Created { view, .. }) => results.push(BillResult {
                         index,
                         client_id,
                         status: BillStatus::Created,
                         order_id: Some(view.order.id),
                         error: None,
                     }),
-                    // The same bill applied by a concurrent batch.
-                    Err(e) if e.code == ErrorCode::Conflict => {
-                        match client_id
-                            .map(|c| Order::find_by_client_bill(tx, c))
-                            .transpose()?
-                            .flatten()
-                        {
-                            Some(existing) => results.push(duplicate(existing)),
-                            None => results.push(rejected(index, client_id, &e)),
-                        }
+                    Ok(checkout::Recorded::Duplicate(existing)) => {
+                        results.push(duplicate(existing));
+                    }
+                    Ok(_) => {
+                        return Err(ApiError::internal(
+                            "an offline bill was answered as an idempotent request",
+                        ));
                     }
                     Err(e) if e.status.code >= 500 => return Err(e),
                     Err(e) => results.push(rejected(index, client_id, &e)),

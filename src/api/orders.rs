@@ -35,7 +35,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     pos::{
-        checkout::{self, OfflineBill, Sale, SaleLine, Tender},
+        checkout::{self, OfflineBill, Recorded, Sale, SaleKey, SaleLine, Tender},
         refund::{self, RefundRequest, RefundWhat},
     },
     tenancy::{context::TenantContext, settings::Settings, tenant_db::TenantDb},
@@ -160,19 +160,31 @@ async fn create(
     let sale = body.0.into_sale(staff, &ctx.settings, None);
     // A request that fails validation saves nothing under its key.
     checkout::validate(&sale)?;
-    let stored = idempotent::run(
-        &db,
-        key,
+    let key = SaleKey {
+        key: key.0,
         hash,
-        app.settings.idempotency_retention,
-        Status::Created,
-        move |tx| to_json(&checkout::checkout(tx, &sale)?),
-    )
-    .await?;
-    if !stored.replayed {
-        app.usage.orders(staff.claims.mid, 1);
+        retention: app.settings.idempotency_retention,
+        status: Status::Created.code,
+    };
+    let recorded = db
+        .call(move |calls| Ok(checkout::record(calls, &sale, Some(&key))?))
+        .await?;
+    match recorded {
+        Recorded::Created { view, body } => {
+            app.usage.orders(staff.claims.mid, 1);
+            Ok(Stored {
+                status: Status::Created,
+                body: body.map_or_else(|| to_json(&view), Ok)?,
+                replayed: false,
+            })
+        }
+        Recorded::Replay { status, body } => Ok(idempotent::replay(status, body)),
+        Recorded::KeyReused => Err(idempotent::reused()),
+        Recorded::KeyInFlight => Err(idempotent::in_flight()),
+        Recorded::Duplicate(_) => Err(ApiError::internal(
+            "a till sale was answered as an offline bill's duplicate",
+        )),
     }
-    Ok(stored)
 }
 
 #[derive(Debug, FromForm)]

@@ -11,8 +11,12 @@
 //! Placeholders are `$1`, `$2`, ... as in PostgreSQL, and one may appear
 //! several times; every bind must be used. The text must not contain `$`
 //! otherwise (no dollar quoting).
+//!
+//! [`call`] makes the same from text built at run time, for a call of a
+//! function in one merchant's schema: its text names the schema, so it is
+//! prepared once per connection and schema.
 
-use std::marker::PhantomData;
+use std::{borrow::Cow, marker::PhantomData};
 
 use diesel::{
     QueryResult, RunQueryDsl,
@@ -27,7 +31,15 @@ use diesel::{
 /// [`Statement::bind`].
 pub fn statement(sql: &'static str) -> Statement<'static> {
     Statement {
-        sql,
+        sql: Cow::Borrowed(sql),
+        binds: Vec::new(),
+    }
+}
+
+/// Starts a statement whose text is made at run time (see the module docs).
+pub fn call(sql: String) -> Statement<'static> {
+    Statement {
+        sql: Cow::Owned(sql),
         binds: Vec::new(),
     }
 }
@@ -36,7 +48,7 @@ pub fn statement(sql: &'static str) -> Statement<'static> {
 /// its rows into `QueryableByName` structs, as with `sql_query`.
 #[must_use = "a statement does nothing until it is run"]
 pub struct Statement<'a> {
-    sql: &'static str,
+    sql: Cow<'static, str>,
     binds: Vec<Box<dyn Bind + Send + 'a>>,
 }
 
@@ -82,7 +94,7 @@ fn malformed(sql: &str, why: &str) -> Error {
 impl QueryFragment<Pg> for Statement<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         let mut used = vec![false; self.binds.len()];
-        let mut rest = self.sql;
+        let mut rest: &str = &self.sql;
         while let Some(at) = rest.find('$') {
             out.push_sql(&rest[..at]);
             let digits = rest[at + 1..]
@@ -91,13 +103,13 @@ impl QueryFragment<Pg> for Statement<'_> {
                 .count();
             let n: usize = rest[at + 1..at + 1 + digits]
                 .parse()
-                .map_err(|_| malformed(self.sql, "a `$` that is not a placeholder"))?;
+                .map_err(|_| malformed(&self.sql, "a `$` that is not a placeholder"))?;
             let bind = n
                 .checked_sub(1)
                 .and_then(|i| self.binds.get(i).map(|b| (i, b)))
                 .ok_or_else(|| {
                     malformed(
-                        self.sql,
+                        &self.sql,
                         &format!("${n} has no bind ({} bound)", self.binds.len()),
                     )
                 })?;
@@ -108,7 +120,7 @@ impl QueryFragment<Pg> for Statement<'_> {
         out.push_sql(rest);
         match used.iter().position(|u| !u) {
             Some(i) => Err(malformed(
-                self.sql,
+                &self.sql,
                 &format!("bind {} is never used", i + 1),
             )),
             None => Ok(()),

@@ -1,7 +1,8 @@
-//! Turning a sale into an order: price every line on the server, check the
-//! tender, write the order with its lines and payments, then take the stock
-//! (last, so that its row locks are held until the commit only), all in the
-//! caller's one transaction. Used by till orders and offline bills.
+//! Turning a sale into an order: read the catalog, price every line on the
+//! server, check the tender, then write the order with its lines and
+//! payments and take the stock, in one call (see
+//! [`crate::db::tenant::sales`] for the two round trips). Used by till
+//! orders and offline bills.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,14 +11,12 @@ use uuid::Uuid;
 
 use super::pricing::{self, PriceError, TenderError};
 use crate::db::{
-    ids::{CustomerId, OrderId, ProductId, StaffId},
+    ids::{CustomerId, MerchantId, OrderId, ProductId, StaffId},
     kinds::{Method, OrderSource, OrderStatus},
     tenant::{
-        TenantTx,
-        customers::Customer,
-        inventory::{self, Change, Reason, Short},
+        Bound,
         orders::{Order, OrderLine, OrderView, Payment},
-        products::Product,
+        sales::{self, CatalogItem, KeyClaim, SaleRead, SaleWrite, Written},
     },
 };
 
@@ -111,6 +110,9 @@ pub enum SaleError {
     InsufficientStock { sku: String, quantity: i64 },
     #[error(transparent)]
     Db(#[from] diesel::result::Error),
+    /// The response could not be written out as JSON.
+    #[error(transparent)]
+    Encode(serde_json::Error),
 }
 
 impl SaleError {
@@ -231,26 +233,147 @@ fn check_price_rule(
     })
 }
 
-/// Records `sale` as an order in `tx`. On any error nothing is written
-/// (the caller's transaction rolls back).
+/// What recording a sale came to.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The order was written; `body` is the response stored under the key,
+    /// when there is one.
+    Created {
+        view: Box<OrderView>,
+        body: Option<serde_json::Value>,
+    },
+    /// The idempotency key holds this request's response.
+    Replay {
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// The idempotency key was used for a different request.
+    KeyReused,
+    /// A request holding the idempotency key is still running.
+    KeyInFlight,
+    /// The offline bill made this order already.
+    Duplicate(OrderId),
+}
+
+/// The idempotency key a till sale runs under: its request's hash, how
+/// long it is kept, and the status its response is stored with.
+#[derive(Debug, Clone)]
+pub struct SaleKey {
+    pub key: String,
+    pub hash: String,
+    pub retention: std::time::Duration,
+    pub status: u16,
+}
+
+/// Records `sale` as an order in two round trips ([`sales::read`], then
+/// pricing here, then [`sales::write`]). On `TenantCalls` each is a
+/// transaction of its own, on a `TenantTx` they join the caller's; on any
+/// error nothing is written. A till sale runs under `key`: a replay or a
+/// reused key answers before pricing, and the response is stored with the
+/// order. An offline bill already applied is `Duplicate`, even if it would
+/// not pass today's checks.
+pub fn record(
+    b: &mut impl Bound,
+    sale: &Sale,
+    key: Option<&SaleKey>,
+) -> Result<Recorded, SaleError> {
+    validate(sale)?;
+    let ids: Vec<Uuid> = sale.lines.iter().map(|l| l.product_id.0).collect();
+    let read = sales::read(
+        b,
+        key.map(|k| k.key.as_str()),
+        &ids,
+        sale.offline.map(|o| o.created_at),
+        sale.customer_id,
+        sale.offline.map(|o| o.client_id),
+    )?;
+    if let (Some(k), Some(stored)) = (key, &read.key) {
+        if stored.request_hash != k.hash {
+            return Ok(Recorded::KeyReused);
+        }
+        if let Some((status, body)) = &stored.response {
+            return Ok(Recorded::Replay {
+                status: *status,
+                body: body.clone(),
+            });
+        }
+    }
+    if let Some(order) = read.bill_order {
+        return Ok(Recorded::Duplicate(order));
+    }
+    let priced = price(sale, &read, b.merchant_id())?;
+    let view = OrderView {
+        order: priced.order,
+        lines: priced.lines,
+        payments: priced.payments,
+        refunds: Vec::new(),
+    };
+    let body = key
+        .map(|_| serde_json::to_value(&view))
+        .transpose()
+        .map_err(SaleError::Encode)?;
+    let claim = key.zip(body.as_ref()).map(|(k, body)| KeyClaim {
+        key: &k.key,
+        hash: &k.hash,
+        retention: k.retention,
+        status: k.status,
+        body,
+    });
+    let written = sales::write(
+        b,
+        claim.as_ref(),
+        &SaleWrite {
+            order: &view.order,
+            lines: &view.lines,
+            payments: &view.payments,
+            take: &priced.take,
+            allow_negative: sale.offline.is_some(),
+        },
+    )?;
+    Ok(match written {
+        Written::Created => Recorded::Created {
+            view: Box::new(view),
+            body,
+        },
+        Written::Replay { status, body } => Recorded::Replay { status, body },
+        Written::Mismatch => Recorded::KeyReused,
+        Written::InFlight => Recorded::KeyInFlight,
+        Written::Duplicate(order) => Recorded::Duplicate(order),
+        Written::Short(product) => {
+            let sku = read
+                .products
+                .iter()
+                .find(|p| p.id == product)
+                .map_or("?", |p| p.sku.as_str());
+            return Err(SaleError::InsufficientStock {
+                sku: sku.to_string(),
+                quantity: priced.take.get(&product).copied().unwrap_or_default(),
+            });
+        }
+    })
+}
+
+/// A sale priced: the order, its lines and payments, and the units it
+/// takes per product that tracks stock.
+struct Priced {
+    order: Order,
+    lines: Vec<OrderLine>,
+    payments: Vec<Payment>,
+    take: BTreeMap<ProductId, i64>,
+}
+
+/// Prices every line of `sale` from the catalog in `read`, checks the
+/// price rules, the customer and the tender.
 #[expect(
     clippy::too_many_lines,
-    reason = "one transaction, read top to bottom: price, check, then write"
+    reason = "one sale, read top to bottom: lines, totals, tender, the order"
 )]
-pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleError> {
-    validate(sale)?;
-    let merchant = tx.merchant();
+fn price(sale: &Sale, read: &SaleRead, merchant: MerchantId) -> Result<Priced, SaleError> {
     let order_id = OrderId(Uuid::now_v7());
     let now = Utc::now();
     let created_at = sale.offline.map_or(now, |b| b.created_at);
-
-    // An offline bill is priced as the catalog was when the till sold.
-    let ids: Vec<Uuid> = sale.lines.iter().map(|l| l.product_id.0).collect();
-    let catalog = match sale.offline {
-        Some(bill) => Product::find_many_at(tx, &ids, bill.created_at)?,
-        None => Product::find_many(tx, &ids)?,
-    };
-    let products: HashMap<ProductId, Product> = catalog.into_iter().map(|p| (p.id, p)).collect();
+    let products: HashMap<ProductId, &CatalogItem> =
+        read.products.iter().map(|p| (p.id, p)).collect();
 
     let mut lines = Vec::with_capacity(sale.lines.len());
     let mut take: BTreeMap<ProductId, i64> = BTreeMap::new();
@@ -321,11 +444,8 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
         .collect();
     let t = pricing::tender(total, &tenders, sale.cash_rounding).map_err(SaleError::Tender)?;
 
-    if let Some(c) = sale.customer_id {
-        Customer::find(tx, c).map_err(|e| match e {
-            diesel::result::Error::NotFound => SaleError::UnknownCustomer,
-            e => e.into(),
-        })?;
+    if sale.customer_id.is_some() && !read.customer_exists {
+        return Err(SaleError::UnknownCustomer);
     }
 
     let order = Order {
@@ -370,32 +490,10 @@ pub fn checkout(tx: &mut TenantTx<'_>, sale: &Sale) -> Result<OrderView, SaleErr
             created_at,
         })
         .collect();
-    Order::insert(tx, &order, &lines, &payments)?;
-    // Stock last: its row locks are held from here to the commit only.
-    inventory::apply(
-        tx,
-        &Change {
-            reason: Reason::Sale,
-            order: Some(order_id),
-            refund: None,
-            staff: Some(sale.staff),
-            note: None,
-            allow_negative: sale.offline.is_some(),
-        },
-        &take.iter().map(|(p, qty)| (*p, -qty)).collect(),
-    )?
-    .map_err(|Short(product)| {
-        let sku = products.get(&product).map_or("?", |p| p.sku.as_str());
-        let qty = take.get(&product).copied().unwrap_or_default();
-        SaleError::InsufficientStock {
-            sku: sku.to_string(),
-            quantity: qty,
-        }
-    })?;
-    Ok(OrderView {
+    Ok(Priced {
         order,
         lines,
         payments,
-        refunds: Vec::new(),
+        take,
     })
 }

@@ -11,7 +11,7 @@ use std::{
     net::{Shutdown, TcpListener, TcpStream},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -25,16 +25,62 @@ use crate::{
 };
 
 /// A TCP relay on a port of its own that can be cut: every connection it
-/// carries is closed and new ones are refused.
+/// carries is closed and new ones are refused. It counts the round trips
+/// clients start: PostgreSQL frontend messages that ask for an answer
+/// (`Query`, one per simple query, and `Sync`, one per extended-protocol
+/// statement). Read only on unencrypted connections (`sslmode=disable`).
 pub(crate) struct Relay {
     pub(crate) port: u16,
     down: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    round_trips: Arc<AtomicU64>,
+}
+
+/// Reads a frontend's message stream as it passes, counting `Query` and
+/// `Sync` messages.
+struct Frontend {
+    /// The startup packet (and any SSL/GSS request before it) has no type
+    /// byte.
+    started: bool,
+    pending: Vec<u8>,
+    round_trips: Arc<AtomicU64>,
+}
+
+impl Frontend {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            let head = if self.started { 5 } else { 4 };
+            if self.pending.len() < head {
+                return;
+            }
+            let at = head - 4;
+            let len = usize::try_from(u32::from_be_bytes(
+                self.pending[at..at + 4].try_into().unwrap(),
+            ))
+            .unwrap();
+            let total = at + len;
+            if self.pending.len() < total {
+                return;
+            }
+            if self.started {
+                if matches!(self.pending[0], b'Q' | b'S') {
+                    self.round_trips.fetch_add(1, Ordering::SeqCst);
+                }
+            } else {
+                // A startup packet carries protocol 3.0; SSL and GSS
+                // requests (refused here) come before one.
+                let code = u32::from_be_bytes(self.pending[4..8].try_into().unwrap());
+                self.started = code == 196_608;
+            }
+            self.pending.drain(..total);
+        }
+    }
 }
 
 impl Relay {
     /// A relay to the test server.
-    fn start() -> Relay {
+    pub(crate) fn start() -> Relay {
         let server = url::Url::parse(&Server::get().owner_url("postgres")).unwrap();
         Self::to(
             server.host_str().unwrap().to_string(),
@@ -49,7 +95,8 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (d, o) = (down.clone(), open.clone());
+        let round_trips = Arc::new(AtomicU64::new(0));
+        let (d, o, rt) = (down.clone(), open.clone(), round_trips.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
@@ -65,13 +112,25 @@ impl Relay {
                     open.push(client.try_clone().unwrap());
                     open.push(server.try_clone().unwrap());
                 }
-                for (mut from, mut into) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut into, count) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        Some(rt.clone()),
+                    ),
+                    (server, client, None),
                 ] {
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16 * 1024];
+                        let mut frontend = count.map(|round_trips| Frontend {
+                            started: false,
+                            pending: Vec::new(),
+                            round_trips,
+                        });
                         while let Ok(n) = from.read(&mut buf) {
+                            if let Some(f) = &mut frontend {
+                                f.feed(&buf[..n]);
+                            }
                             if n == 0 || into.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -81,7 +140,25 @@ impl Relay {
                 }
             }
         });
-        Relay { port, down, open }
+        Relay {
+            port,
+            down,
+            open,
+            round_trips,
+        }
+    }
+
+    /// `url` (of the test server) through the relay, unencrypted.
+    pub(crate) fn url(&self, url: &str) -> String {
+        let mut u = url::Url::parse(url).unwrap();
+        u.set_port(Some(self.port)).unwrap();
+        u.query_pairs_mut().append_pair("sslmode", "disable");
+        u.to_string()
+    }
+
+    /// Round trips started through the relay so far.
+    pub(crate) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::SeqCst)
     }
 
     /// The owner's URL of the test server, through the relay.

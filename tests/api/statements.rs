@@ -1,12 +1,21 @@
-//! Hand-written statements stay prepared, unlike `diesel::sql_query`.
+//! Hand-written statements stay prepared, unlike `diesel::sql_query`, and
+//! the write paths keep to their round trips.
+
+use std::time::Duration;
 
 use diesel::{
     QueryableByName, RunQueryDsl,
     sql_types::{BigInt, Text},
 };
 use posd::db::statement::statement;
+use rocket::http::Status;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
 
-use crate::common::{TestDb, count};
+use crate::{
+    common::{Server, TIERS, TestApp, TestDb, api, count},
+    servers::Relay,
+};
 
 #[derive(QueryableByName)]
 struct Echo {
@@ -50,4 +59,86 @@ fn a_statement_is_prepared_once_per_connection() {
         0,
         "sql_query is never prepared"
     );
+}
+
+const ORDERS: &str = api!("/orders");
+const OFFLINE: &str = api!("/offline-bills");
+const N: u64 = 10;
+
+/// An order is two round trips to the database on every tier, counted on
+/// the wire by a relay between posd and PostgreSQL: `posd_sale_read` and
+/// `posd_sale_write`, each a transaction of its own (no `BEGIN`, no
+/// `COMMIT`); an offline batch is `BEGIN` with the binding, two per bill and
+/// `COMMIT`. A change that sends more fails here.
+#[rocket::async_test]
+async fn an_order_is_two_round_trips_on_every_tier() {
+    let relay = Relay::start();
+    let server = Server::get();
+    let (app_url, owner_url) = (
+        relay.url(&server.app_url("postgres")),
+        relay.url(&server.owner_url("postgres")),
+    );
+    let t = TestApp::with_config(move |s| {
+        // Only requests talk to the database during the count.
+        s.usage_flush_interval = Duration::from_secs(3600);
+        let mut u = url::Url::parse(&app_url).unwrap();
+        u.set_path(
+            url::Url::parse(s.app_database_url.expose_secret())
+                .unwrap()
+                .path(),
+        );
+        s.app_database_url = SecretString::from(u.to_string());
+        s.dedicated_server_url = SecretString::from(owner_url);
+    })
+    .await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("trips-{}", tier.as_str()), tier).await;
+        let products = [
+            t.stocked_product(&m, "A", 500, 0, Some(1000)).await,
+            t.stocked_product(&m, "B", 300, 0, Some(1000)).await,
+            t.stocked_product(&m, "C", 200, 0, Some(1000)).await,
+        ];
+        let body = json!({
+            "lines": products.iter().map(|p| json!({ "productId": p, "quantity": 1 })).collect::<Vec<_>>(),
+            "payments": [{ "method": "card", "amountMinor": 1000 }],
+        });
+        // Warm: pools, caches, the staff user's and the context's lookups.
+        let (s, first, _) = t.post_idem(ORDERS, &m.token, &key(), body.clone()).await;
+        assert_eq!(s, Status::Created, "{first}");
+
+        let before = relay.round_trips();
+        for _ in 0..N {
+            let (s, b, _) = t.post_idem(ORDERS, &m.token, &key(), body.clone()).await;
+            assert_eq!(s, Status::Created, "{b}");
+        }
+        let orders = relay.round_trips() - before;
+        // A connection idle for half a second is checked (`SELECT 1`) when
+        // taken from the pool: at most one such check in the run.
+        assert!(
+            (2 * N..=2 * N + 1).contains(&orders),
+            "{tier}: {orders} round trips for {N} orders (2 each expected)"
+        );
+
+        // An offline batch: BEGIN with the binding, two per bill, COMMIT.
+        let bills: Vec<Value> = (0..N)
+            .map(|_| {
+                let mut b = body.clone();
+                b["clientId"] = json!(uuid::Uuid::new_v4());
+                b["createdAt"] = json!(chrono::Utc::now().to_rfc3339());
+                b
+            })
+            .collect();
+        let before = relay.round_trips();
+        let (s, b) = t.post(OFFLINE, &m.token, json!({ "bills": bills })).await;
+        assert_eq!((s, b["created"].as_u64()), (Status::Ok, Some(N)), "{b}");
+        let offline = relay.round_trips() - before;
+        assert!(
+            (2 * N + 2..=2 * N + 3).contains(&offline),
+            "{tier}: {offline} round trips for a batch of {N} bills"
+        );
+    }
+}
+
+fn key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }

@@ -43,7 +43,7 @@ struct Claimed {
     claimed: bool,
 }
 
-fn interval(d: Duration) -> diesel::pg::data_types::PgInterval {
+pub(super) fn interval(d: Duration) -> diesel::pg::data_types::PgInterval {
     diesel::pg::data_types::PgInterval::from_microseconds(
         i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
     )

@@ -27,7 +27,6 @@ use crate::db::{
 /// Why stock moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    Sale,
     Refund,
     Void,
     Receive,
@@ -39,7 +38,6 @@ pub enum Reason {
 impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Sale => "sale",
             Reason::Refund => "refund",
             Reason::Void => "void",
             Reason::Receive => "receive",

@@ -44,6 +44,7 @@ pub mod orders;
 pub mod probe;
 pub mod products;
 pub mod reports;
+pub mod sales;
 
 use diesel::{PgConnection, RunQueryDsl, sql_types::Text};
 
@@ -53,6 +54,80 @@ use crate::db::ids::MerchantId;
 pub struct TenantTx<'a> {
     conn: &'a mut PgConnection,
     merchant: MerchantId,
+    schema: &'a str,
+}
+
+/// A connection to one merchant's data, outside any transaction, on which
+/// the only statements are calls of the tenant migrations' functions
+/// (`posd_*`, found in the merchant's `schema`). Each call is a transaction
+/// of its own and binds the merchant itself, before it touches a table:
+/// one round trip where a [`TenantTx`] needs `BEGIN`, the statements and
+/// `COMMIT`. Made by the executor only, as a `TenantTx` is.
+pub struct TenantCalls<'a> {
+    conn: &'a mut PgConnection,
+    merchant: MerchantId,
+    schema: &'a str,
+}
+
+impl<'a> TenantCalls<'a> {
+    pub(crate) fn new(
+        conn: &'a mut PgConnection,
+        merchant: MerchantId,
+        schema: &'a str,
+    ) -> TenantCalls<'a> {
+        TenantCalls {
+            conn,
+            merchant,
+            schema,
+        }
+    }
+
+    pub fn merchant(&self) -> MerchantId {
+        self.merchant
+    }
+}
+
+/// What the tenant functions run on: a bound transaction, or calls that
+/// bind themselves. Sealed: only this module's types are one, and what it
+/// hands out is not reachable outside the crate.
+pub trait Bound: private::Parts {
+    /// The merchant it is bound to.
+    fn merchant_id(&self) -> MerchantId;
+}
+
+impl Bound for TenantTx<'_> {
+    fn merchant_id(&self) -> MerchantId {
+        self.merchant
+    }
+}
+
+impl Bound for TenantCalls<'_> {
+    fn merchant_id(&self) -> MerchantId {
+        self.merchant
+    }
+}
+
+mod private {
+    use diesel::PgConnection;
+
+    use crate::db::ids::MerchantId;
+
+    pub trait Parts {
+        /// The connection, the merchant and the schema.
+        fn parts(&mut self) -> (&mut PgConnection, MerchantId, &str);
+    }
+
+    impl Parts for super::TenantTx<'_> {
+        fn parts(&mut self) -> (&mut PgConnection, MerchantId, &str) {
+            (self.conn, self.merchant, self.schema)
+        }
+    }
+
+    impl Parts for super::TenantCalls<'_> {
+        fn parts(&mut self) -> (&mut PgConnection, MerchantId, &str) {
+            (self.conn, self.merchant, self.schema)
+        }
+    }
 }
 
 impl TenantTx<'_> {
@@ -85,7 +160,11 @@ impl TenantTx<'_> {
             let _ = conn.batch_execute("ROLLBACK");
             return Err(e.into());
         }
-        match f(&mut TenantTx { conn, merchant }) {
+        match f(&mut TenantTx {
+            conn,
+            merchant,
+            schema,
+        }) {
             Ok(value) => {
                 AnsiTransactionManager::commit_transaction(conn)?;
                 Ok(value)
@@ -102,7 +181,11 @@ impl TenantTx<'_> {
     /// row-level security, so nothing but the query's own filter scopes it.
     #[cfg(feature = "bench-control")]
     pub(crate) fn unbound(conn: &mut PgConnection, merchant: MerchantId) -> TenantTx<'_> {
-        TenantTx { conn, merchant }
+        TenantTx {
+            conn,
+            merchant,
+            schema: "",
+        }
     }
 
     pub fn merchant(&self) -> MerchantId {
@@ -116,8 +199,14 @@ impl TenantTx<'_> {
         F: FnOnce(&mut TenantTx<'_>) -> Result<T, E>,
         E: From<diesel::result::Error>,
     {
-        let merchant = self.merchant;
-        diesel::Connection::transaction(self.conn, |conn| f(&mut TenantTx { conn, merchant }))
+        let (merchant, schema) = (self.merchant, self.schema);
+        diesel::Connection::transaction(self.conn, |conn| {
+            f(&mut TenantTx {
+                conn,
+                merchant,
+                schema,
+            })
+        })
     }
 }
 

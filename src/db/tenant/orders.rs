@@ -1,10 +1,7 @@
 //! Orders, their lines and payments, and refunds.
 
 use chrono::{DateTime, Utc};
-use diesel::{
-    prelude::*,
-    sql_types::{Array, Bool, Int4, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
-};
+use diesel::prelude::*;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -15,7 +12,6 @@ use super::{
 use crate::db::{
     ids::{CustomerId, MerchantId, OrderId, ProductId, RefundId, StaffId},
     kinds::{Method, OrderSource, OrderStatus},
-    statement::statement,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
@@ -153,79 +149,6 @@ pub struct OrderFilter {
 }
 
 impl Order {
-    /// Writes a new order with its lines and payments, in one statement.
-    pub fn insert(
-        tx: &mut TenantTx<'_>,
-        order: &Order,
-        lines: &[OrderLine],
-        pays: &[Payment],
-    ) -> QueryResult<()> {
-        fn col<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Vec<U> {
-            rows.iter().map(f).collect()
-        }
-        statement(
-            "WITH o AS (
-                 INSERT INTO orders (merchant_id, id, status, source, client_bill_id, customer_id,
-                     staff_id, currency, gross_minor, discount_minor, tax_minor, total_minor,
-                     tendered_minor, change_minor, refunded_minor, note, created_at, recorded_at,
-                     voided_at, prices_include_tax, rounding_minor)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $19, $38, $39)
-             ), l AS (
-                 INSERT INTO order_lines (merchant_id, order_id, line_no, product_id, sku, name,
-                     quantity, unit_price_minor, tax_rate_bps, gross_minor, discount_minor,
-                     tax_minor, total_minor, refunded_quantity, refunded_minor)
-                 SELECT $1, $2, u.*
-                   FROM unnest($20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) AS u
-             )
-             INSERT INTO payments (merchant_id, id, order_id, method, tendered_minor, amount_minor,
-                 reference, created_at)
-             SELECT $1, u.id, $2, u.method, u.tendered, u.amount, u.reference, $17
-               FROM unnest($33, $34, $35, $36, $37) AS u(id, method, tendered, amount, reference)",
-        )
-        .bind::<SqlUuid, _>(tx.merchant.0)
-        .bind::<SqlUuid, _>(order.id.0)
-        .bind::<Text, _>(&order.status)
-        .bind::<Text, _>(&order.source)
-        .bind::<Nullable<SqlUuid>, _>(order.client_bill_id)
-        .bind::<Nullable<SqlUuid>, _>(order.customer_id.map(|c| c.0))
-        .bind::<SqlUuid, _>(order.staff_id.0)
-        .bind::<Text, _>(&order.currency)
-        .bind::<Int8, _>(order.gross_minor)
-        .bind::<Int8, _>(order.discount_minor)
-        .bind::<Int8, _>(order.tax_minor)
-        .bind::<Int8, _>(order.total_minor)
-        .bind::<Int8, _>(order.tendered_minor)
-        .bind::<Int8, _>(order.change_minor)
-        .bind::<Int8, _>(order.refunded_minor)
-        .bind::<Nullable<Text>, _>(&order.note)
-        .bind::<Timestamptz, _>(order.created_at)
-        .bind::<Timestamptz, _>(order.recorded_at)
-        .bind::<Nullable<Timestamptz>, _>(order.voided_at)
-        .bind::<Array<Int4>, _>(col(lines, |l| l.line_no))
-        .bind::<Array<SqlUuid>, _>(col(lines, |l| l.product_id.0))
-        .bind::<Array<Text>, _>(col(lines, |l| l.sku.clone()))
-        .bind::<Array<Text>, _>(col(lines, |l| l.name.clone()))
-        .bind::<Array<Int4>, _>(col(lines, |l| l.quantity))
-        .bind::<Array<Int8>, _>(col(lines, |l| l.unit_price_minor))
-        .bind::<Array<Int4>, _>(col(lines, |l| l.tax_rate_bps))
-        .bind::<Array<Int8>, _>(col(lines, |l| l.gross_minor))
-        .bind::<Array<Int8>, _>(col(lines, |l| l.discount_minor))
-        .bind::<Array<Int8>, _>(col(lines, |l| l.tax_minor))
-        .bind::<Array<Int8>, _>(col(lines, |l| l.total_minor))
-        .bind::<Array<Int4>, _>(col(lines, |l| l.refunded_quantity))
-        .bind::<Array<Int8>, _>(col(lines, |l| l.refunded_minor))
-        .bind::<Array<SqlUuid>, _>(col(pays, |p| p.id))
-        .bind::<Array<Text>, _>(col(pays, |p| p.method))
-        .bind::<Array<Int8>, _>(col(pays, |p| p.tendered_minor))
-        .bind::<Array<Int8>, _>(col(pays, |p| p.amount_minor))
-        .bind::<Array<Nullable<Text>>, _>(col(pays, |p| p.reference.clone()))
-        .bind::<Bool, _>(order.prices_include_tax)
-        .bind::<Int8, _>(order.rounding_minor)
-        .execute(tx.conn)
-        .map(drop)
-    }
-
     pub fn find(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Order> {
         orders::table
             .filter(orders::merchant_id.eq(tx.merchant))
@@ -243,20 +166,6 @@ impl Order {
             .select(Order::as_select())
             .for_update()
             .first(tx.conn)
-    }
-
-    /// The order made from the offline bill `client_bill_id`, if any.
-    pub fn find_by_client_bill(
-        tx: &mut TenantTx<'_>,
-        client_bill_id: Uuid,
-    ) -> QueryResult<Option<OrderId>> {
-        orders::table
-            .filter(orders::merchant_id.eq(tx.merchant))
-            .filter(orders::client_bill_id.eq(client_bill_id))
-            .select(orders::id)
-            .first::<Uuid>(tx.conn)
-            .optional()
-            .map(|o| o.map(OrderId))
     }
 
     /// One page, newest first (ids are UUIDv7).

@@ -9,10 +9,7 @@ use super::{
     TenantTx,
     schema::{inventory_levels, order_lines, products},
 };
-use crate::db::{
-    ids::{MerchantId, ProductId},
-    statement::statement,
-};
+use crate::db::ids::{MerchantId, ProductId};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
@@ -212,48 +209,6 @@ impl Product {
         } else {
             Ok(())
         }
-    }
-
-    /// The products with these ids that are not deleted, each as the catalog
-    /// had it at `at`: price, tax rate and whether it was for sale then
-    /// (from `product_versions`; a product made after `at`, within a
-    /// till's clock skew, as it was first made).
-    pub fn find_many_at(
-        tx: &mut TenantTx<'_>,
-        ids: &[Uuid],
-        at: DateTime<Utc>,
-    ) -> QueryResult<Vec<Product>> {
-        #[derive(QueryableByName)]
-        struct Version {
-            #[diesel(sql_type = diesel::sql_types::Uuid)]
-            product_id: Uuid,
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            price_minor: i64,
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            tax_rate_bps: i32,
-            #[diesel(sql_type = diesel::sql_types::Bool)]
-            active: bool,
-        }
-        let versions: Vec<Version> = statement(
-            "SELECT DISTINCT ON (product_id) product_id, price_minor, tax_rate_bps, active
-               FROM product_versions
-              WHERE merchant_id = $1 AND product_id = ANY($2)
-              ORDER BY product_id, valid_from <= $3 DESC,
-                       CASE WHEN valid_from <= $3 THEN valid_from END DESC, valid_from",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(tx.merchant.0)
-        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
-        .bind::<diesel::sql_types::Timestamptz, _>(at)
-        .load(tx.conn)?;
-        let mut products = Self::find_many(tx, ids)?;
-        for p in &mut products {
-            if let Some(v) = versions.iter().find(|v| v.product_id == p.id.0) {
-                p.price_minor = v.price_minor;
-                p.tax_rate_bps = v.tax_rate_bps;
-                p.active = v.active;
-            }
-        }
-        Ok(products)
     }
 
     /// The products with these ids that are not deleted.

@@ -1,0 +1,3 @@
+DROP FUNCTION posd_sale_write;
+DROP FUNCTION posd_sale_record;
+DROP FUNCTION posd_sale_read;
