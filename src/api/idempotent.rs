@@ -9,14 +9,9 @@ use rocket::{
 };
 use serde_json::Value;
 
-use super::params::IdempotencyKey;
 use crate::{
-    db::tenant::{
-        TenantTx,
-        idempotency::{self, Claim},
-    },
+    db::tenant::sales::StoredKey,
     error::{ApiError, ApiResult, ErrorCode},
-    tenancy::tenant_db::TenantDb,
 };
 
 /// A response stored under an idempotency key; a replay carries
@@ -37,38 +32,6 @@ impl<'r> Responder<'r, 'static> for Stored {
         }
         Ok(res)
     }
-}
-
-/// Runs `work` at most once per key: claims the key, runs `work` and
-/// stores its answer, all in one transaction, or answers the stored
-/// response of an earlier run of the same request.
-pub async fn run<F>(
-    db: &TenantDb,
-    key: IdempotencyKey,
-    hash: String,
-    retention: std::time::Duration,
-    status: Status,
-    work: F,
-) -> ApiResult<Stored>
-where
-    F: FnOnce(&mut TenantTx<'_>) -> ApiResult<Value> + Send + 'static,
-{
-    db.run(move |tx| {
-        match idempotency::begin(tx, &key.0, &hash, retention)? {
-            Claim::Started => {}
-            Claim::Replay { status, body } => return Ok(replay(status, body)),
-            Claim::InFlight => return Err(in_flight()),
-            Claim::Mismatch => return Err(reused()),
-        }
-        let body = work(tx)?;
-        idempotency::finish(tx, &key.0, status.code, &body)?;
-        Ok(Stored {
-            status,
-            body,
-            replayed: false,
-        })
-    })
-    .await
 }
 
 /// A request under this key is still running: 409 `idempotency_key_in_use`.
@@ -94,5 +57,45 @@ pub fn replay(status: u16, body: Value) -> Stored {
         status: Status::from_code(status).unwrap_or(Status::Ok),
         body,
         replayed: true,
+    }
+}
+
+/// The most rounds a change makes when what it read keeps changing before
+/// its write could lock it.
+const ROUNDS: usize = 20;
+
+/// One round of a read-then-write change: done, or read again (what it
+/// read changed before the write).
+pub enum Round<T> {
+    Done(T),
+    Again,
+}
+
+/// Runs `round` until it is done, at most [`ROUNDS`] times; then 503
+/// `conflict_retry`.
+pub fn rounds<T>(mut round: impl FnMut() -> ApiResult<Round<T>>) -> ApiResult<T> {
+    for _ in 0..ROUNDS {
+        if let Round::Done(t) = round()? {
+            return Ok(t);
+        }
+    }
+    Err(ApiError::unavailable(
+        ErrorCode::ConflictRetry,
+        "what this request changes kept changing; retry",
+        1,
+    ))
+}
+
+/// What a request's idempotency key holds, as read before the work: the
+/// stored response to answer again, or 422 when the key was used for
+/// another request; `None` to go on.
+pub fn check_stored(stored: Option<&StoredKey>, hash: &str) -> ApiResult<Option<Stored>> {
+    match stored {
+        Some(k) if k.request_hash != hash => Err(reused()),
+        Some(StoredKey {
+            response: Some((status, body)),
+            ..
+        }) => Ok(Some(replay(*status, body.clone()))),
+        _ => Ok(None),
     }
 }

@@ -2,8 +2,6 @@
 //! Every change is a stock movement; a level always equals the sum of its
 //! product's movements.
 
-use std::collections::BTreeMap;
-
 use rocket::{FromForm, Route, get, http::Status, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -11,6 +9,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::{
     Body, docs,
     fields::{Note, PageLimit, Received, Removed, StockCount, StockDelta, opt},
+    idempotent::{self, Round},
     params::{self, Page},
 };
 use crate::{
@@ -22,8 +21,8 @@ use crate::{
         ids::ProductId,
         kinds::AuditAction,
         tenant::{
-            audit,
-            inventory::{self, Change, Level, LevelFilter, MovementRow, Reason},
+            changes::{self, AuditEntry, Changed},
+            inventory::{self, Level, LevelFilter, MovementRow, Reason},
             products::Product,
         },
     },
@@ -288,68 +287,58 @@ async fn adjust(
     let note = opt(note);
     let staff = m.0.claims.sub;
     let out = db
-        .run(move |tx| {
-            Product::find(tx, product).map_err(ApiError::or_not_found("product"))?;
-            let current = inventory::level_for_update(tx, product)?;
-            let delta = match counted {
-                Some(c) => c - current,
-                None => delta,
-            };
-            let on_hand = if delta == 0 {
-                current
-            } else {
-                let moved = inventory::apply(
-                    tx,
-                    &Change {
-                        reason,
-                        order: None,
-                        refund: None,
-                        staff: Some(staff),
-                        note: note.as_deref(),
-                        // Stock that is not on the shelf cannot be adjusted away.
-                        allow_negative: false,
+        .call(move |calls| {
+            idempotent::rounds(|| {
+                let current = changes::read_level(calls, product)?
+                    .ok_or_else(|| ApiError::not_found("product"))?
+                    .ok_or_else(|| ApiError::from(diesel::result::Error::NotFound))?;
+                let delta = match counted {
+                    Some(c) => c - current,
+                    None => delta,
+                };
+                let on_hand = current + delta;
+                let action = if reason == Reason::Count {
+                    AuditAction::StockCounted
+                } else {
+                    AuditAction::StockAdjusted
+                };
+                let recorded = StockDetails {
+                    product_id: product,
+                    reason: reason.as_str(),
+                    delta,
+                    on_hand,
+                    counted_quantity: counted,
+                    note: note.clone(),
+                };
+                let adjustment = changes::Adjustment {
+                    product,
+                    seen: current,
+                    delta,
+                    reason: reason.as_str(),
+                    staff: staff.0,
+                    note: note.as_deref(),
+                    audit: AuditEntry {
+                        actor: &actor,
+                        action,
+                        details: details(&recorded),
                     },
-                    &BTreeMap::from([(product, delta)]),
-                )?;
-                match moved.as_deref() {
-                    Ok([(_, level)]) => *level,
-                    _ => {
-                        return Err(ApiError::conflict(
-                            ErrorCode::InsufficientStock,
-                            format!(
-                                "only {current} in stock; the adjustment would take it below zero"
-                            ),
-                        ));
-                    }
+                };
+                match changes::adjust_level(calls, &adjustment)? {
+                    Changed::Done(level) => Ok(Round::Done(Adjusted {
+                        product_id: product,
+                        delta,
+                        on_hand: level,
+                    })),
+                    Changed::Stale => Ok(Round::Again),
+                    // Stock that is not on the shelf cannot be adjusted away.
+                    Changed::Short(_) => Err(ApiError::conflict(
+                        ErrorCode::InsufficientStock,
+                        format!("only {current} in stock; the adjustment would take it below zero"),
+                    )),
+                    other => Err(ApiError::internal(format!(
+                        "a stock adjustment answered {other:?}"
+                    ))),
                 }
-            };
-            if reason == Reason::Count {
-                inventory::mark_counted(tx, product)?;
-            }
-            let action = if reason == Reason::Count {
-                AuditAction::StockCounted
-            } else {
-                AuditAction::StockAdjusted
-            };
-            let recorded = StockDetails {
-                product_id: product,
-                reason: reason.as_str(),
-                delta,
-                on_hand,
-                counted_quantity: counted,
-                note: note.clone(),
-            };
-            audit::record(
-                tx,
-                &actor,
-                action,
-                Some(product.to_string()),
-                details(&recorded),
-            )?;
-            Ok(Adjusted {
-                product_id: product,
-                delta,
-                on_hand,
             })
         })
         .await?;

@@ -5,6 +5,7 @@
 //! computed on the server ([`crate::pos::pricing`]); stock is taken in the
 //! same transaction as the order.
 
+use chrono::{SubsecRound, Utc};
 use rocket::{FromForm, Route, State, get, http::Status, post, routes, serde::json::Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -15,7 +16,7 @@ use super::{
         Amount, Instant, LineNo, Note, PageLimit, PositiveAmount, Quantity, ShortText, UnitPrice,
         list_field, opt,
     },
-    idempotent::{self, Stored},
+    idempotent::{self, Round, Stored},
     params::{self, IdempotencyKey, Page},
 };
 use crate::{
@@ -29,12 +30,15 @@ use crate::{
         ids::{CustomerId, OrderId, ProductId, RefundId},
         kinds::{AuditAction, Method, OrderStatus},
         tenant::{
-            audit,
+            TenantCalls,
+            changes::{self, AuditEntry, Changed, OrderChange},
             orders::{Order, OrderFilter, OrderView, RefundView},
+            sales::KeyClaim,
         },
     },
     error::{ApiError, ApiResult},
     pos::{
+        RefundError,
         checkout::{self, OfflineBill, Recorded, Sale, SaleKey, SaleLine, Tender},
         refund::{self, RefundRequest, RefundWhat},
     },
@@ -370,33 +374,109 @@ async fn create_refund(
         method: b.method,
         staff: m.0.claims.sub,
     };
-    idempotent::run(
-        &db,
-        key,
-        hash,
-        app.settings.idempotency_retention,
-        Status::Created,
-        move |tx| {
-            let (refund, order) = refund::refund(tx, id, &req)?;
+    let retention = app.settings.idempotency_retention;
+    db.call(move |calls| {
+        idempotent::rounds(|| {
+            let (view, tracked) = match start(calls, &key.0, &hash, id)? {
+                Start::Order(view, tracked) => (view, tracked),
+                Start::Stored(stored) => return Ok(Round::Done(stored)),
+            };
+            let now = Utc::now().trunc_subsecs(6);
+            let plan = refund::plan_refund(&view, &tracked, &req, now)?;
+            let r = &plan.refund.refund;
             let recorded = RefundDetails {
                 order_id: id,
-                refund_id: refund.refund.id,
-                amount_minor: refund.refund.amount_minor,
-                method: refund.refund.method,
-                restock: refund.refund.restock,
-                reason: refund.refund.reason.clone(),
+                refund_id: r.id,
+                amount_minor: r.amount_minor,
+                method: r.method,
+                restock: r.restock,
+                reason: r.reason.clone(),
             };
-            audit::record(
-                tx,
-                &actor,
-                AuditAction::OrderRefunded,
-                Some(id.to_string()),
-                details(&recorded),
-            )?;
-            to_json(&Refunded { refund, order })
-        },
-    )
+            let body = to_json(&Refunded {
+                refund: plan.refund.clone(),
+                order: plan.order_after.clone(),
+            })?;
+            let change = OrderChange {
+                order: id,
+                seen_status: view.order.status,
+                seen_refunded: view.order.refunded_minor,
+                status_after: plan.order_after.order.status,
+                refunded_after: plan.order_after.order.refunded_minor,
+                at: now,
+                staff: req.staff.0,
+                refund: Some((r, &plan.refund.lines)),
+                put_back: &plan.put_back,
+                audit: AuditEntry {
+                    actor: &actor,
+                    action: AuditAction::OrderRefunded,
+                    details: details(&recorded),
+                },
+            };
+            write_change(
+                calls,
+                &key.0,
+                &hash,
+                retention,
+                Status::Created,
+                body,
+                &change,
+            )
+        })
+    })
     .await
+}
+
+/// Writes `change` under `key`, with `body` as its stored response:
+/// the request's answer, a replay, or [`Round::Again`] when the order
+/// changed since it was read.
+fn write_change(
+    calls: &mut TenantCalls<'_>,
+    key: &str,
+    hash: &str,
+    retention: std::time::Duration,
+    status: Status,
+    body: serde_json::Value,
+    change: &OrderChange<'_>,
+) -> ApiResult<Round<Stored>> {
+    let claim = KeyClaim {
+        key,
+        hash,
+        retention,
+        status: status.code,
+        body: &body,
+    };
+    match changes::change_order(calls, &claim, change)? {
+        Changed::Done(()) => Ok(Round::Done(Stored {
+            status,
+            body,
+            replayed: false,
+        })),
+        Changed::Stale => Ok(Round::Again),
+        Changed::Replay { status, body } => Ok(Round::Done(idempotent::replay(status, body))),
+        Changed::Mismatch => Err(idempotent::reused()),
+        Changed::InFlight => Err(idempotent::in_flight()),
+        Changed::Short(product) => Err(RefundError::NoStockLevel(product).into()),
+        Changed::Duplicate(_) => Err(ApiError::internal(
+            "a refund or a void was answered as an offline bill's duplicate",
+        )),
+    }
+}
+
+/// What a refund or a void starts from: the order as read with the
+/// products of its lines whose stock is tracked, or the stored answer of an
+/// earlier run of the same request.
+enum Start {
+    Order(Box<OrderView>, Vec<ProductId>),
+    Stored(Stored),
+}
+
+fn start(calls: &mut TenantCalls<'_>, key: &str, hash: &str, id: OrderId) -> ApiResult<Start> {
+    let read = changes::read_order(calls, key, id)?;
+    if let Some(stored) = idempotent::check_stored(read.key.as_ref(), hash)? {
+        return Ok(Start::Stored(stored));
+    }
+    let view = read.view.ok_or(RefundError::OrderNotFound)?;
+    Ok(Start::Order(Box::new(view), read.tracked))
 }
 
 /// Manager or owner; only before settlement. Recorded in the audit trail.
@@ -424,28 +504,39 @@ async fn void(
     let hash = IdempotencyKey::request_hash(&format!("POST /orders/{id}/void"), &())?;
     let tz = m.0.placement.timezone;
     let staff = m.0.claims.sub;
-    idempotent::run(
-        &db,
-        key,
-        hash,
-        app.settings.idempotency_retention,
-        Status::Ok,
-        move |tx| {
-            let voided = refund::void(tx, id, tz, staff)?;
+    let retention = app.settings.idempotency_retention;
+    db.call(move |calls| {
+        idempotent::rounds(|| {
+            let (view, tracked) = match start(calls, &key.0, &hash, id)? {
+                Start::Order(view, tracked) => (view, tracked),
+                Start::Stored(stored) => return Ok(Round::Done(stored)),
+            };
+            let now = Utc::now().trunc_subsecs(6);
+            let plan = refund::plan_void(&view, &tracked, tz, now)?;
             let recorded = VoidDetails {
                 order_id: id,
-                total_minor: voided.order.total_minor,
+                total_minor: view.order.total_minor,
             };
-            audit::record(
-                tx,
-                &actor,
-                AuditAction::OrderVoided,
-                Some(id.to_string()),
-                details(&recorded),
-            )?;
-            to_json(&voided)
-        },
-    )
+            let body = to_json(&plan.order_after)?;
+            let change = OrderChange {
+                order: id,
+                seen_status: view.order.status,
+                seen_refunded: view.order.refunded_minor,
+                status_after: plan.order_after.order.status,
+                refunded_after: plan.order_after.order.refunded_minor,
+                at: now,
+                staff: staff.0,
+                refund: None,
+                put_back: &plan.put_back,
+                audit: AuditEntry {
+                    actor: &actor,
+                    action: AuditAction::OrderVoided,
+                    details: details(&recorded),
+                },
+            };
+            write_change(calls, &key.0, &hash, retention, Status::Ok, body, &change)
+        })
+    })
     .await
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
 use super::pricing::{self, PriceError, TenderError};
@@ -15,8 +15,9 @@ use crate::db::{
     kinds::{Method, OrderSource, OrderStatus},
     tenant::{
         Bound,
+        changes::Changed,
         orders::{Order, OrderLine, OrderView, Payment},
-        sales::{self, CatalogItem, KeyClaim, SaleRead, SaleWrite, Written},
+        sales::{self, CatalogItem, KeyClaim, SaleRead, SaleWrite},
     },
 };
 
@@ -331,15 +332,16 @@ pub fn record(
         },
     )?;
     Ok(match written {
-        Written::Created => Recorded::Created {
+        Changed::Done(()) => Recorded::Created {
             view: Box::new(view),
             body,
         },
-        Written::Replay { status, body } => Recorded::Replay { status, body },
-        Written::Mismatch => Recorded::KeyReused,
-        Written::InFlight => Recorded::KeyInFlight,
-        Written::Duplicate(order) => Recorded::Duplicate(order),
-        Written::Short(product) => {
+        Changed::Replay { status, body } => Recorded::Replay { status, body },
+        Changed::Mismatch => Recorded::KeyReused,
+        // A sale does not read what it writes over: it is never stale.
+        Changed::InFlight | Changed::Stale => Recorded::KeyInFlight,
+        Changed::Duplicate(order) => Recorded::Duplicate(order),
+        Changed::Short(product) => {
             let sku = read
                 .products
                 .iter()
@@ -370,8 +372,10 @@ struct Priced {
 )]
 fn price(sale: &Sale, read: &SaleRead, merchant: MerchantId) -> Result<Priced, SaleError> {
     let order_id = OrderId(Uuid::now_v7());
-    let now = Utc::now();
-    let created_at = sale.offline.map_or(now, |b| b.created_at);
+    // As PostgreSQL keeps them, so that a replay answers what the first
+    // answer said.
+    let now = Utc::now().trunc_subsecs(6);
+    let created_at = sale.offline.map_or(now, |b| b.created_at.trunc_subsecs(6));
     let products: HashMap<ProductId, &CatalogItem> =
         read.products.iter().map(|p| (p.id, p)).collect();
 

@@ -1,8 +1,10 @@
 //! Refunds and voids of a recorded order.
 //!
-//! Both lock the order first, so two refunds of one order run one after the
-//! other and the second sees what the first refunded: together they can
-//! never return more than was paid, in total or per line.
+//! Both are worked out here from the order as it was read, and written
+//! only if the order is still as read (`crate::db::tenant::changes`): two
+//! refunds of one order run one after the other and the second sees what
+//! the first refunded, so together they can never return more than was
+//! paid, in total or per line.
 //!
 //! A void cancels an order as if it never happened (stock comes back) and
 //! is allowed only before settlement: on the merchant's business day the
@@ -17,19 +19,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::pricing::refund_share;
 use crate::db::{
-    ids::{OrderId, ProductId, RefundId, StaffId},
+    ids::{ProductId, RefundId, StaffId},
     kinds::{Method, OrderStatus},
-    tenant::{
-        TenantTx,
-        inventory::{self, Change, Reason, Short},
-        orders::{Order, OrderLine, OrderView, Refund, RefundLine, RefundView},
-        products::Product,
-    },
+    tenant::orders::{OrderLine, OrderView, Refund, RefundLine, RefundView},
 };
 
 #[derive(Debug, Clone)]
@@ -90,68 +87,104 @@ pub enum RefundError {
     Db(#[from] diesel::result::Error),
 }
 
-/// Locks order `id`, or says it does not exist.
-fn lock(tx: &mut TenantTx<'_>, id: OrderId) -> Result<Order, RefundError> {
-    Order::lock(tx, id).map_err(|e| match e {
-        diesel::result::Error::NotFound => RefundError::OrderNotFound,
-        e => e.into(),
-    })
+/// A refund worked out from the order as it was read.
+#[derive(Debug)]
+pub struct RefundPlan {
+    pub refund: RefundView,
+    /// The order with the refund.
+    pub order_after: OrderView,
+    /// The units put back on the shelf per product (a restock).
+    pub put_back: BTreeMap<ProductId, i64>,
 }
 
-/// Puts `units` (line number, quantity) of the order's `lines` back on the
-/// shelf: one movement per product whose stock is tracked, in product id
-/// order (the order sales take stock in, so they cannot deadlock).
+/// A void worked out from the order as it was read.
+#[derive(Debug)]
+pub struct VoidPlan {
+    /// The order voided.
+    pub order_after: OrderView,
+    pub put_back: BTreeMap<ProductId, i64>,
+}
+
+/// The units of `units` (line number, quantity) of `lines` that go back on
+/// the shelf: those of products whose stock is tracked.
 fn put_back(
-    tx: &mut TenantTx<'_>,
-    order: OrderId,
     lines: &[OrderLine],
-    units: &[(i32, i32)],
-    reason: Reason,
-    refund: Option<RefundId>,
-    staff: StaffId,
-) -> Result<(), RefundError> {
-    let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id.0).collect();
-    let tracked: Vec<ProductId> = Product::find_many(tx, &ids)?
-        .into_iter()
-        .filter(|p| p.track_stock)
-        .map(|p| p.id)
-        .collect();
+    tracked: &[ProductId],
+    units: impl Iterator<Item = (i32, i32)>,
+) -> BTreeMap<ProductId, i64> {
     let mut back: BTreeMap<ProductId, i64> = BTreeMap::new();
     for (line_no, qty) in units {
-        if let Some(l) = lines.iter().find(|l| l.line_no == *line_no)
+        if let Some(l) = lines.iter().find(|l| l.line_no == line_no)
             && tracked.contains(&l.product_id)
         {
-            *back.entry(l.product_id).or_default() += i64::from(*qty);
+            *back.entry(l.product_id).or_default() += i64::from(qty);
         }
     }
-    inventory::apply(
-        tx,
-        &Change {
-            reason,
-            order: Some(order),
-            refund,
-            staff: Some(staff),
-            note: None,
-            allow_negative: true,
-        },
-        &back,
-    )?
-    .map_err(|Short(p)| RefundError::NoStockLevel(p))?;
-    Ok(())
+    back
 }
 
-/// Refunds part or all of order `id`.
-pub fn refund(
-    tx: &mut TenantTx<'_>,
-    id: OrderId,
+/// The lines `wanted` (line number, quantity) of the order in `view`, each
+/// at its share of what was paid for its line, and their sum.
+fn line_shares(
+    view: &OrderView,
+    wanted: &[(i32, i32)],
+    refund_id: RefundId,
+) -> Result<(i64, Vec<RefundLine>), RefundError> {
+    let mut lines = Vec::with_capacity(wanted.len());
+    let mut amount = 0i64;
+    for (i, (line_no, qty)) in wanted.iter().enumerate() {
+        if wanted[..i].iter().any(|(n, _)| n == line_no) {
+            return Err(RefundError::LineListedTwice { index: i });
+        }
+        let l = view
+            .lines
+            .iter()
+            .find(|l| l.line_no == *line_no)
+            .ok_or(RefundError::NoSuchLine { index: i })?;
+        let left = l.quantity - l.refunded_quantity;
+        if *qty > left {
+            return Err(RefundError::ExceedsQuantity {
+                index: i,
+                line_no: *line_no,
+                left,
+            });
+        }
+        let share = refund_share(
+            l.total_minor,
+            l.quantity,
+            l.refunded_quantity,
+            l.refunded_minor,
+            *qty,
+        );
+        amount += share;
+        lines.push(RefundLine {
+            merchant_id: view.order.merchant_id,
+            refund_id,
+            order_id: view.order.id,
+            line_no: *line_no,
+            quantity: *qty,
+            amount_minor: share,
+        });
+    }
+    Ok((amount, lines))
+}
+
+/// The refund `req` asks for of the order in `view` (as read, `tracked`
+/// naming its products whose stock is tracked), made at `now`: its lines
+/// at their share of what was paid, never more than is left.
+pub fn plan_refund(
+    view: &OrderView,
+    tracked: &[ProductId],
     req: &RefundRequest,
-) -> Result<(RefundView, OrderView), RefundError> {
-    let order = lock(tx, id)?;
+    now: DateTime<Utc>,
+) -> Result<RefundPlan, RefundError> {
+    let order = &view.order;
     if order.status == OrderStatus::Voided {
         return Err(RefundError::RefundOfVoided);
     }
     let remaining = order.total_minor - order.refunded_minor;
     let refund_id = RefundId(Uuid::now_v7());
+    let mut back = BTreeMap::new();
     let (amount, lines) = match &req.what {
         RefundWhat::Amount(a) => {
             if *a > remaining {
@@ -163,42 +196,7 @@ pub fn refund(
             (*a, Vec::new())
         }
         RefundWhat::Lines(wanted) => {
-            let order_lines = Order::lines(tx, id)?;
-            let mut lines = Vec::with_capacity(wanted.len());
-            let mut amount = 0i64;
-            for (i, (line_no, qty)) in wanted.iter().enumerate() {
-                if wanted[..i].iter().any(|(n, _)| n == line_no) {
-                    return Err(RefundError::LineListedTwice { index: i });
-                }
-                let l = order_lines
-                    .iter()
-                    .find(|l| l.line_no == *line_no)
-                    .ok_or(RefundError::NoSuchLine { index: i })?;
-                let left = l.quantity - l.refunded_quantity;
-                if *qty > left {
-                    return Err(RefundError::ExceedsQuantity {
-                        index: i,
-                        line_no: *line_no,
-                        left,
-                    });
-                }
-                let share = refund_share(
-                    l.total_minor,
-                    l.quantity,
-                    l.refunded_quantity,
-                    l.refunded_minor,
-                    *qty,
-                );
-                amount += share;
-                lines.push(RefundLine {
-                    merchant_id: order.merchant_id,
-                    refund_id,
-                    order_id: id,
-                    line_no: *line_no,
-                    quantity: *qty,
-                    amount_minor: share,
-                });
-            }
+            let (amount, lines) = line_shares(view, wanted, refund_id)?;
             if amount > remaining {
                 return Err(RefundError::LinesExceedPaid {
                     worth: amount,
@@ -206,17 +204,11 @@ pub fn refund(
                 });
             }
             if req.restock {
-                let units: Vec<(i32, i32)> =
-                    lines.iter().map(|l| (l.line_no, l.quantity)).collect();
-                put_back(
-                    tx,
-                    id,
-                    &order_lines,
-                    &units,
-                    Reason::Refund,
-                    Some(refund_id),
-                    req.staff,
-                )?;
+                back = put_back(
+                    &view.lines,
+                    tracked,
+                    lines.iter().map(|l| (l.line_no, l.quantity)),
+                );
             }
             (amount, lines)
         }
@@ -224,39 +216,55 @@ pub fn refund(
     if amount <= 0 {
         return Err(RefundError::NothingLeft);
     }
-    let method = match req.method {
-        Some(m) => m,
-        None => Order::payment_methods(tx, id)?
-            .into_iter()
-            .next()
-            .unwrap_or(Method::Cash),
-    };
+    // The method paid with most (the first paid, on a tie), else cash.
+    let method = req.method.unwrap_or_else(|| {
+        view.payments
+            .iter()
+            .min_by_key(|p| (std::cmp::Reverse(p.amount_minor), p.id))
+            .map_or(Method::Cash, |p| p.method)
+    });
     let refund = Refund {
         merchant_id: order.merchant_id,
         id: refund_id,
-        order_id: id,
+        order_id: order.id,
         amount_minor: amount,
         method,
         restock: req.restock && !lines.is_empty(),
         reason: req.reason.clone(),
         staff_id: req.staff,
-        created_at: Utc::now(),
+        created_at: now,
     };
-    Refund::insert(tx, &order, &refund, &lines)?;
-    let order = Order::find(tx, id)?;
-    let view = Order::view(tx, order)?;
-    Ok((RefundView { refund, lines }, view))
+    let mut after = view.clone();
+    for rl in &lines {
+        if let Some(l) = after.lines.iter_mut().find(|l| l.line_no == rl.line_no) {
+            l.refunded_quantity += rl.quantity;
+            l.refunded_minor += rl.amount_minor;
+        }
+    }
+    after.order.refunded_minor += amount;
+    after.order.status = if after.order.refunded_minor >= after.order.total_minor {
+        OrderStatus::Refunded
+    } else {
+        OrderStatus::PartiallyRefunded
+    };
+    let refund = RefundView { refund, lines };
+    after.refunds.push(refund.clone());
+    Ok(RefundPlan {
+        refund,
+        order_after: after,
+        put_back: back,
+    })
 }
 
-/// Voids order `id` if it is not settled yet.
-pub fn void(
-    tx: &mut TenantTx<'_>,
-    id: OrderId,
+/// The void of the order in `view` at `now`, if it is not settled yet (in
+/// the merchant's time zone `tz`): every unit goes back on the shelf.
+pub fn plan_void(
+    view: &OrderView,
+    tracked: &[ProductId],
     tz: chrono_tz::Tz,
-    staff: StaffId,
-) -> Result<OrderView, RefundError> {
-    let order = lock(tx, id)?;
-    match order.status {
+    now: DateTime<Utc>,
+) -> Result<VoidPlan, RefundError> {
+    match view.order.status {
         OrderStatus::Voided => {
             return Err(RefundError::AlreadyVoided);
         }
@@ -265,13 +273,20 @@ pub fn void(
             return Err(RefundError::VoidOfRefunded);
         }
     }
-    let today = Utc::now().with_timezone(&tz).date_naive();
-    if order.created_at.with_timezone(&tz).date_naive() != today {
+    let today = now.with_timezone(&tz).date_naive();
+    if view.order.created_at.with_timezone(&tz).date_naive() != today {
         return Err(RefundError::Settled);
     }
-    let lines = Order::lines(tx, id)?;
-    let units: Vec<(i32, i32)> = lines.iter().map(|l| (l.line_no, l.quantity)).collect();
-    put_back(tx, id, &lines, &units, Reason::Void, None, staff)?;
-    let order = Order::void(tx, id)?;
-    Ok(Order::view(tx, order)?)
+    let back = put_back(
+        &view.lines,
+        tracked,
+        view.lines.iter().map(|l| (l.line_no, l.quantity)),
+    );
+    let mut after = view.clone();
+    after.order.status = OrderStatus::Voided;
+    after.order.voided_at = Some(now);
+    Ok(VoidPlan {
+        order_after: after,
+        put_back: back,
+    })
 }

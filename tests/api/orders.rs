@@ -627,3 +627,54 @@ async fn expired_keys_and_abandoned_claims_are_taken_over() {
         );
     }
 }
+
+/// Refunds of one order sent at once each land, one after the other: a
+/// refund is worked out from the order as read and written only if the
+/// order is still as read, so every one that lost the race reads again.
+#[rocket::async_test]
+async fn refunds_of_one_order_sent_at_once_all_land() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t
+            .merchant(&format!("refund-race-{}", tier.as_str()), tier)
+            .await;
+        let p = t.stocked_product(&m, "RACE", 1000, 0, Some(10)).await;
+        let (s, order, _) = t
+            .post_idem(
+                ORDERS,
+                &m.token,
+                &key(),
+                json!({ "lines": [{ "productId": p, "quantity": 1 }], "payments": [{ "method": "card", "amountMinor": 1000 }] }),
+            )
+            .await;
+        assert_eq!(s, Status::Created, "{order}");
+        let refunds = format!("{ORDERS}/{}/refunds", order["id"].as_str().unwrap());
+        let keys: Vec<String> = (0..12).map(|_| key()).collect();
+        let answers = join_all(
+            keys.iter()
+                .map(|k| t.post_idem(&refunds, &m.token, k, json!({ "amountMinor": 10 }))),
+        )
+        .await;
+        for (s, b, _) in &answers {
+            assert_eq!(*s, Status::Created, "{b}");
+        }
+        let (mut conn, _) = t.data_conn(&m);
+        let id = order["id"].as_str().unwrap();
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!("SELECT refunded_minor AS n FROM orders WHERE id = '{id}'"),
+            )
+            .unwrap(),
+            120
+        );
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!("SELECT count(*) AS n FROM refunds WHERE order_id = '{id}'"),
+            )
+            .unwrap(),
+            12
+        );
+    }
+}

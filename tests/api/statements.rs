@@ -63,15 +63,17 @@ fn a_statement_is_prepared_once_per_connection() {
 
 const ORDERS: &str = api!("/orders");
 const OFFLINE: &str = api!("/offline-bills");
+const ADJUST: &str = api!("/inventory/adjustments");
 const N: u64 = 10;
 
-/// An order is two round trips to the database on every tier, counted on
-/// the wire by a relay between posd and PostgreSQL: `posd_sale_read` and
-/// `posd_sale_write`, each a transaction of its own (no `BEGIN`, no
-/// `COMMIT`); an offline batch is `BEGIN` with the binding, two per bill and
-/// `COMMIT`. A change that sends more fails here.
+/// A write is two round trips to the database on every tier, counted on
+/// the wire by a relay between posd and PostgreSQL: a read and a write of
+/// the tenant functions, each a transaction of its own (no `BEGIN`, no
+/// `COMMIT`): an order, a refund, a void, a stock adjustment. An offline
+/// batch is `BEGIN` with the binding, two per bill and `COMMIT`. A change
+/// that sends more fails here.
 #[rocket::async_test]
-async fn an_order_is_two_round_trips_on_every_tier() {
+async fn every_write_is_two_round_trips_on_every_tier() {
     let relay = Relay::start();
     let server = Server::get();
     let (app_url, owner_url) = (
@@ -107,9 +109,11 @@ async fn an_order_is_two_round_trips_on_every_tier() {
         assert_eq!(s, Status::Created, "{first}");
 
         let before = relay.round_trips();
+        let mut last = String::new();
         for _ in 0..N {
             let (s, b, _) = t.post_idem(ORDERS, &m.token, &key(), body.clone()).await;
             assert_eq!(s, Status::Created, "{b}");
+            last = b["id"].as_str().unwrap().to_string();
         }
         let orders = relay.round_trips() - before;
         // A connection idle for half a second is checked (`SELECT 1`) when
@@ -117,6 +121,53 @@ async fn an_order_is_two_round_trips_on_every_tier() {
         assert!(
             (2 * N..=2 * N + 1).contains(&orders),
             "{tier}: {orders} round trips for {N} orders (2 each expected)"
+        );
+
+        // Refunds, a void and stock adjustments: two each as well (after a
+        // first refund, which warms the manager's lookups).
+        let order = first["id"].as_str().unwrap().to_string();
+        let refunds = format!("{ORDERS}/{order}/refunds");
+        let one = json!({ "amountMinor": 1 });
+        let (s, b, _) = t.post_idem(&refunds, &m.token, &key(), one.clone()).await;
+        assert_eq!(s, Status::Created, "{b}");
+        let before = relay.round_trips();
+        for _ in 0..N {
+            let (s, b, _) = t.post_idem(&refunds, &m.token, &key(), one.clone()).await;
+            assert_eq!(s, Status::Created, "{b}");
+        }
+        let (s, b, _) = t
+            .post_idem(
+                &format!("{ORDERS}/{order}/void"),
+                &m.token,
+                &key(),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, Status::Conflict, "a refunded order is not voided: {b}");
+        let (s, b, _) = t
+            .post_idem(
+                &format!("{ORDERS}/{last}/void"),
+                &m.token,
+                &key(),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, Status::Ok, "{b}");
+        for _ in 0..N {
+            let (s, b) = t
+                .post(
+                    ADJUST,
+                    &m.token,
+                    json!({ "reason": "receive", "productId": products[0], "delta": 1 }),
+                )
+                .await;
+            assert_eq!(s, Status::Created, "{b}");
+        }
+        let changes = relay.round_trips() - before;
+        // N refunds, a refused void (its read only), a void, N adjustments.
+        assert!(
+            (4 * N + 3..=4 * N + 4).contains(&changes),
+            "{tier}: {changes} round trips for {N} refunds, two voids and {N} adjustments"
         );
 
         // An offline batch: BEGIN with the binding, two per bill, COMMIT.

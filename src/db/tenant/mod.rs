@@ -37,6 +37,7 @@ mod schema;
 
 pub mod audit;
 pub mod categories;
+pub mod changes;
 pub mod customers;
 pub mod idempotency;
 pub mod inventory;

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
@@ -14,11 +14,13 @@ use crate::db::{
     kinds::{Method, OrderSource, OrderStatus},
 };
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub merchant_id: MerchantId,
     pub id: OrderId,
     pub status: OrderStatus,
@@ -49,13 +51,15 @@ pub struct Order {
     pub voided_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[diesel(table_name = order_lines, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLine {
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub merchant_id: MerchantId,
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub order_id: OrderId,
     pub line_no: i32,
     pub product_id: ProductId,
@@ -72,14 +76,16 @@ pub struct OrderLine {
     pub refunded_minor: i64,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[diesel(table_name = payments, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct Payment {
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub merchant_id: MerchantId,
     pub id: Uuid,
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub order_id: OrderId,
     pub method: Method,
     pub tendered_minor: i64,
@@ -88,11 +94,13 @@ pub struct Payment {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[diesel(table_name = refunds, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct Refund {
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub merchant_id: MerchantId,
     pub id: RefundId,
     pub order_id: OrderId,
@@ -104,15 +112,17 @@ pub struct Refund {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[diesel(table_name = refund_lines, check_for_backend(diesel::pg::Pg))]
 #[serde(rename_all = "camelCase")]
 pub struct RefundLine {
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub merchant_id: MerchantId,
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub refund_id: RefundId,
-    #[serde(skip)]
+    #[serde(skip_serializing)]
     pub order_id: OrderId,
     pub line_no: i32,
     pub quantity: i32,
@@ -154,17 +164,6 @@ impl Order {
             .filter(orders::merchant_id.eq(tx.merchant))
             .filter(orders::id.eq(id.0))
             .select(Order::as_select())
-            .first(tx.conn)
-    }
-
-    /// The order, locked until the transaction ends: refunds and voids of
-    /// one order run one at a time.
-    pub fn lock(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Order> {
-        orders::table
-            .filter(orders::merchant_id.eq(tx.merchant))
-            .filter(orders::id.eq(id.0))
-            .select(Order::as_select())
-            .for_update()
             .first(tx.conn)
     }
 
@@ -236,90 +235,5 @@ impl Order {
             payments: pays,
             refunds,
         })
-    }
-
-    /// The lines of an order, locked with it.
-    pub fn lines(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Vec<OrderLine>> {
-        order_lines::table
-            .filter(order_lines::merchant_id.eq(tx.merchant))
-            .filter(order_lines::order_id.eq(id.0))
-            .order(order_lines::line_no.asc())
-            .select(OrderLine::as_select())
-            .load(tx.conn)
-    }
-
-    /// The methods the order was paid with, largest amount first.
-    pub fn payment_methods(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Vec<Method>> {
-        payments::table
-            .filter(payments::merchant_id.eq(tx.merchant))
-            .filter(payments::order_id.eq(id.0))
-            .order((payments::amount_minor.desc(), payments::id.asc()))
-            .select(payments::method)
-            .load(tx.conn)
-    }
-
-    /// Marks the order voided.
-    pub fn void(tx: &mut TenantTx<'_>, id: OrderId) -> QueryResult<Order> {
-        diesel::update(
-            orders::table
-                .filter(orders::merchant_id.eq(tx.merchant))
-                .filter(orders::id.eq(id.0)),
-        )
-        .set((
-            orders::status.eq(OrderStatus::Voided),
-            orders::voided_at.eq(Some(Utc::now())),
-        ))
-        .returning(Order::as_returning())
-        .get_result(tx.conn)
-    }
-}
-
-impl Refund {
-    /// Records a refund against a locked order: its lines, the lines'
-    /// refunded amounts and the order's refunded total and status.
-    pub fn insert(
-        tx: &mut TenantTx<'_>,
-        order: &Order,
-        refund: &Refund,
-        lines: &[RefundLine],
-    ) -> QueryResult<()> {
-        diesel::insert_into(refunds::table)
-            .values(refund)
-            .execute(tx.conn)?;
-        if !lines.is_empty() {
-            diesel::insert_into(refund_lines::table)
-                .values(lines)
-                .execute(tx.conn)?;
-        }
-        for l in lines {
-            diesel::update(
-                order_lines::table
-                    .filter(order_lines::merchant_id.eq(tx.merchant))
-                    .filter(order_lines::order_id.eq(order.id.0))
-                    .filter(order_lines::line_no.eq(l.line_no)),
-            )
-            .set((
-                order_lines::refunded_quantity.eq(order_lines::refunded_quantity + l.quantity),
-                order_lines::refunded_minor.eq(order_lines::refunded_minor + l.amount_minor),
-            ))
-            .execute(tx.conn)?;
-        }
-        let refunded = order.refunded_minor + refund.amount_minor;
-        let status = if refunded >= order.total_minor {
-            OrderStatus::Refunded
-        } else {
-            OrderStatus::PartiallyRefunded
-        };
-        diesel::update(
-            orders::table
-                .filter(orders::merchant_id.eq(tx.merchant))
-                .filter(orders::id.eq(order.id.0)),
-        )
-        .set((
-            orders::refunded_minor.eq(refunded),
-            orders::status.eq(status),
-        ))
-        .execute(tx.conn)
-        .map(drop)
     }
 }

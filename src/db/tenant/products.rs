@@ -210,14 +210,4 @@ impl Product {
             Ok(())
         }
     }
-
-    /// The products with these ids that are not deleted.
-    pub fn find_many(tx: &mut TenantTx<'_>, ids: &[Uuid]) -> QueryResult<Vec<Product>> {
-        products::table
-            .filter(products::merchant_id.eq(tx.merchant))
-            .filter(products::id.eq_any(ids))
-            .filter(products::deleted_at.is_null())
-            .select(Product::as_select())
-            .load(tx.conn)
-    }
 }

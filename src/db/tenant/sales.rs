@@ -49,7 +49,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    Bound, idempotency,
+    Bound,
+    changes::{Changed, key_outcome, short_stock},
+    idempotency,
     orders::{Order, OrderLine, Payment},
     quote_ident,
 };
@@ -57,10 +59,6 @@ use crate::db::{
     ids::{CustomerId, OrderId, ProductId},
     statement::call,
 };
-
-/// The message of the error `posd_sale_write` raises for a sale short of
-/// stock; its DETAIL is the product.
-const SHORT_STOCK: &str = "posd: insufficient stock";
 
 /// A product as a sale prices it (for an offline bill, as it was at the
 /// bill's time).
@@ -201,26 +199,6 @@ pub struct SaleWrite<'a> {
     pub allow_negative: bool,
 }
 
-/// What [`write`] did.
-#[derive(Debug, PartialEq)]
-pub enum Written {
-    Created,
-    /// The key holds this request's response.
-    Replay {
-        status: u16,
-        body: Value,
-    },
-    /// The key was used for another request.
-    Mismatch,
-    /// A request holding the key is still running.
-    InFlight,
-    /// The offline bill made this order already.
-    Duplicate(OrderId),
-    /// Not enough stock of this product (or it has no level); nothing was
-    /// written.
-    Short(ProductId),
-}
-
 #[derive(QueryableByName)]
 struct WriteRow {
     #[diesel(sql_type = Text)]
@@ -241,12 +219,13 @@ fn col<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Vec<U> {
 
 /// Writes `sale` in one call: claims `claim`'s key (if any) with its
 /// response, then the order, its lines and payments and the stock, all or
-/// nothing.
+/// nothing. `Done` once written; `Duplicate` for an offline bill applied
+/// already.
 pub fn write(
     b: &mut impl Bound,
     claim: Option<&KeyClaim<'_>>,
     sale: &SaleWrite<'_>,
-) -> QueryResult<Written> {
+) -> QueryResult<Changed<()>> {
     let (conn, merchant, schema) = b.parts();
     let (o, lines, pays) = (sale.order, sale.lines, sale.payments);
     let placeholders = (1..=43).map(|i| format!("${i}")).collect::<Vec<_>>();
@@ -301,30 +280,19 @@ pub fn write(
     .get_result(conn);
     let row = match row {
         Ok(row) => row,
-        Err(Error::DatabaseError(DatabaseErrorKind::Unknown, info))
-            if info.message() == SHORT_STOCK =>
-        {
-            let product = info
-                .details()
-                .and_then(|d| Uuid::parse_str(d).ok())
-                .ok_or_else(|| unexpected("stock"))?;
-            return Ok(Written::Short(ProductId(product)));
-        }
-        Err(e) => return Err(e),
+        Err(e) => return short_stock(&e).map(Changed::Short).ok_or(e),
     };
+    if let Some(held) = key_outcome(
+        &row.outcome,
+        row.response_status,
+        row.response_body.as_ref(),
+    ) {
+        return Ok(held);
+    }
     Ok(match row.outcome.as_str() {
-        "created" => Written::Created,
-        "replay" => Written::Replay {
-            status: row
-                .response_status
-                .and_then(|s| u16::try_from(s).ok())
-                .unwrap_or(200),
-            body: row.response_body.unwrap_or(Value::Null),
-        },
-        "mismatch" => Written::Mismatch,
-        "in_flight" => Written::InFlight,
-        "duplicate" => Written::Duplicate(OrderId(row.order_id.ok_or_else(|| unexpected("bill"))?)),
-        "short" => Written::Short(ProductId(
+        "created" => Changed::Done(()),
+        "duplicate" => Changed::Duplicate(OrderId(row.order_id.ok_or_else(|| unexpected("bill"))?)),
+        "short" => Changed::Short(ProductId(
             row.short_product.ok_or_else(|| unexpected("stock"))?,
         )),
         // An offline bill's constraint error, caught in its subtransaction:

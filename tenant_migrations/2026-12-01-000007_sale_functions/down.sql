@@ -1,3 +1,0 @@
-DROP FUNCTION posd_sale_write;
-DROP FUNCTION posd_sale_record;
-DROP FUNCTION posd_sale_read;

@@ -1,0 +1,10 @@
+DROP FUNCTION posd_stock_adjust;
+DROP FUNCTION posd_stock_read;
+DROP FUNCTION posd_order_change;
+DROP FUNCTION posd_order_unchanged;
+DROP FUNCTION posd_order_read;
+DROP FUNCTION posd_sale_write;
+DROP FUNCTION posd_sale_record;
+DROP FUNCTION posd_sale_read;
+DROP FUNCTION posd_stock_move;
+DROP FUNCTION posd_claim;
