@@ -5,7 +5,8 @@ import sys
 import time
 
 TIERS = ("shared", "schema", "dedicated")
-SECTIONS = ("reads", "orders", "routing", "growth", "moves", "noisy", "propagation")
+SECTIONS = ("reads", "orders", "refunds", "offline", "routing", "growth", "moves", "noisy",
+            "propagation")
 # What runs without --only: every section but noisy and propagation (run
 # them with --only).
 DEFAULT_SECTIONS = ("reads", "orders", "routing", "growth", "moves")

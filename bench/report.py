@@ -29,7 +29,9 @@ def render(r):
         out.append("Statements per request (pg_stat_statements): " + ", ".join(
             f"{k}: posd {v['posd']:.2f}, pgbench {v['pgbench']:.2f}" for k, v in spr.items()))
     for kind, title in (("reads", "Reads: GET /products/{id}"),
-                        ("orders", "Orders: POST /orders (3 lines, card)")):
+                        ("orders", "Orders: POST /orders (3 lines, card)"),
+                        ("refunds", "Refunds: POST /orders/{id}/refunds (an amount)"),
+                        ("offline", "Offline batches: POST /offline-bills (5 bills of 3 lines)")):
         if kind not in r:
             continue
         out += ["", f"### {title}", "",

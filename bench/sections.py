@@ -211,6 +211,58 @@ def capture(b):
         f.write("\n\n".join(report) + "\n")
 
 
+REFUND_ORDERS = 1000
+OFFLINE_BILLS = 5
+
+
+def refund_setup(b, m):
+    """Orders to refund (REFUND_ORDERS, of 3 x PRICE each); a refund takes
+    one minor unit, so none runs out during a run."""
+    ids = []
+    for i in range(REFUND_ORDERS):
+        _, tok, body = order_targets(m)[i % 10]
+        st, r = b.posd.call("POST", "/orders", tok, json.loads(body),
+                            headers={"Idempotency-Key": str(uuid.uuid4())})
+        assert st == 201, (st, r)
+        ids.append(r["id"])
+    targets = [(f"/api/v2/POS/orders/{o}/refunds", m["token"], '{"amountMinor":1}') for o in ids]
+    defines = bench_defines(b, m, order=True)
+    defines["norders"] = str(REFUND_ORDERS)
+    script = os.path.join(b.out, f"pgbench-refund-{m['schema']}.sql")
+    with open(os.path.join(HERE, "pgbench", "refund.sql")) as f:
+        # The ids in the text: prepared once, not sent at every call.
+        text = (f.read().replace("@SP@", '"' + m["schema"] + '"')
+                .replace("@ORDERS@", "'{" + ",".join(ids) + "}'"))
+    with open(script, "w") as f:
+        f.write(text)
+    return targets, [script], defines
+
+
+def offline_setup(b, m):
+    """A batch of OFFLINE_BILLS bills of one product triple each, sold a
+    minute ago; wrk gives every bill a fresh client id."""
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    bills = []
+    for i in range(OFFLINE_BILLS):
+        p = m["products"][3 * i:3 * i + 3]
+        bills.append({"clientId": "@UUID@", "createdAt": created,
+                      "lines": [{"productId": x, "quantity": 1} for x in p],
+                      "payments": [{"method": "card", "amountMinor": 3 * PRICE}]})
+    body = json.dumps({"bills": bills}, separators=(",", ":"))
+    targets = [("/api/v2/POS/offline-bills", m["token"], body)]
+    defines = bench_defines(b, m, order=True)
+    with open(os.path.join(HERE, "pgbench", "offline.sql")) as f:
+        tpl = f.read()
+    head, bill = tpl.split("-- @BILL@\n", 1)
+    bill, tail = bill.split("-- @END@\n", 1)
+    text = head + "".join(bill.replace("@T@", str(i)).replace("@I@", str(i))
+                          for i in range(OFFLINE_BILLS)) + tail
+    script = os.path.join(b.out, f"pgbench-offline-{m['schema']}.sql")
+    with open(script, "w") as f:
+        f.write(text.replace("@SP@", '"' + m["schema"] + '"'))
+    return targets, [script], defines
+
+
 def ratio_section(b, kind):
     """posd req/s against pgbench TPS for the same SQL, per tier, interleaved."""
     res = {}
@@ -220,6 +272,10 @@ def ratio_section(b, kind):
             targets = [(get_path(m), m["token"])]
             scripts = [os.path.join(HERE, "pgbench", "read.sql")]
             defines = bench_defines(b, m)
+        elif kind == "refunds":
+            targets, scripts, defines = refund_setup(b, m)
+        elif kind == "offline":
+            targets, scripts, defines = offline_setup(b, m)
         else:
             targets = order_targets(m)
             scripts = order_scripts(b, m)
@@ -525,8 +581,9 @@ def run(b, only):
         capture(b)
         if "reads" in only:
             ratio_section(b, "reads")
-        if "orders" in only:
-            ratio_section(b, "orders")
+        for kind in ("orders", "refunds", "offline"):
+            if kind in only:
+                ratio_section(b, kind)
         if "routing" in only:
             routing(b)
         if "growth" in only:

@@ -1,7 +1,8 @@
 -- wrk script for the posd benchmark: each request goes to a random line of
 -- a targets file (the first script argument). A line is
 --   PATH <TAB> TOKEN [<TAB> JSON BODY]
--- A line with a body is a POST with a fresh Idempotency-Key.
+-- A line with a body is a POST with a fresh Idempotency-Key; each @UUID@ in
+-- the body becomes a fresh UUID (offline bills' client ids).
 -- done() prints one line, BENCHJSON {...}, that bench/sections.py reads.
 -- With WRK_STATUS_COUNTS set in its environment, wrk also counts the
 -- answers 503 apart from the other answers of 400 and above ("s503",
@@ -33,15 +34,25 @@ function init(args)
   prefix = string.format("wrk-%x-%d-%x-", os.time(), thread_id or 0, math.random(0, 0x7fffffff))
 end
 
+local function fresh_uuid()
+  counter = counter + 1
+  return string.format("%08x-%04x-4%03x-8%03x-%012x", math.random(0, 0x7fffffff),
+    (thread_id or 0) % 0x10000, math.random(0, 0xfff), math.random(0, 0xfff), counter)
+end
+
 function request()
   local t = targets[math.random(#targets)]
   if t.body ~= "" then
     counter = counter + 1
+    local body = t.body
+    if body:find("@UUID@", 1, true) then
+      body = body:gsub("@UUID@", fresh_uuid)
+    end
     return wrk.format("POST", t.path, {
       ["Authorization"] = t.auth,
       ["Content-Type"] = "application/json",
       ["Idempotency-Key"] = prefix .. counter,
-    }, t.body)
+    }, body)
   end
   return wrk.format("GET", t.path, { ["Authorization"] = t.auth })
 end

@@ -71,7 +71,7 @@ pub enum Round<T> {
     Again,
 }
 
-/// Runs `round` until it is done, at most [`ROUNDS`] times; then 503
+/// Runs `round` until it is done, at most `ROUNDS` (20) times; then 503
 /// `conflict_retry`.
 pub fn rounds<T>(mut round: impl FnMut() -> ApiResult<Round<T>>) -> ApiResult<T> {
     for _ in 0..ROUNDS {
