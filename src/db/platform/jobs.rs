@@ -98,7 +98,7 @@ pub struct JobCounts {
 #[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = Text)]
-    status: String,
+    status: JobStatus,
     #[diesel(sql_type = BigInt)]
     n: i64,
     #[diesel(sql_type = BigInt)]
@@ -160,11 +160,10 @@ impl Job {
         .load(p.conn)?;
         let mut c = JobCounts::default();
         for r in rows {
-            match JobStatus::parse(&r.status) {
-                Some(JobStatus::Queued) => (c.queued, c.due) = (r.n, r.due),
-                Some(JobStatus::Done) => c.done = r.n,
-                Some(JobStatus::Dead) => c.dead = r.n,
-                None => {}
+            match r.status {
+                JobStatus::Queued => (c.queued, c.due) = (r.n, r.due),
+                JobStatus::Done => c.done = r.n,
+                JobStatus::Dead => c.dead = r.n,
             }
         }
         Ok(c)
@@ -246,7 +245,7 @@ impl Job {
         #[derive(QueryableByName)]
         struct Status {
             #[diesel(sql_type = Text)]
-            status: String,
+            status: JobStatus,
         }
         let s: Status = diesel::sql_query(
             "UPDATE jobs SET attempts = attempts + 1, error_code = $2, error = $3,
@@ -262,7 +261,7 @@ impl Job {
         .bind::<BigInt, _>(backoff_secs)
         .bind::<diesel::sql_types::Bool, _>(fatal)
         .get_result(p.conn)?;
-        Ok(JobStatus::parse(&s.status).unwrap_or(JobStatus::Dead))
+        Ok(s.status)
     }
 
     /// Enqueues, for every merchant but posd's own probe merchants, the

@@ -37,8 +37,7 @@ pub struct ServerUse {
     #[diesel(sql_type = Text)]
     pub name: String,
     #[diesel(sql_type = Text)]
-    #[schema(value_type = ServerStatus)]
-    pub status: String,
+    pub status: ServerStatus,
     /// `null`: no limit (the default server).
     #[diesel(sql_type = Nullable<Integer>)]
     pub capacity: Option<i32>,
