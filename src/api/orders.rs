@@ -397,11 +397,8 @@ async fn create_refund(
                 order: plan.order_after.clone(),
             })?;
             let change = OrderChange {
-                order: id,
-                seen_status: view.order.status,
-                seen_refunded: view.order.refunded_minor,
-                status_after: plan.order_after.order.status,
-                refunded_after: plan.order_after.order.refunded_minor,
+                before: &view.order,
+                after: &plan.order_after.order,
                 at: now,
                 staff: req.staff.0,
                 refund: Some((r, &plan.refund.lines)),
@@ -519,11 +516,8 @@ async fn void(
             };
             let body = to_json(&plan.order_after)?;
             let change = OrderChange {
-                order: id,
-                seen_status: view.order.status,
-                seen_refunded: view.order.refunded_minor,
-                status_after: plan.order_after.order.status,
-                refunded_after: plan.order_after.order.refunded_minor,
+                before: &view.order,
+                after: &plan.order_after.order,
                 at: now,
                 staff: staff.0,
                 refund: None,

@@ -32,15 +32,13 @@ use uuid::Uuid;
 use super::{
     Bound,
     audit::Actor,
-    idempotency,
+    function_call, idempotency,
     orders::{Order, OrderLine, OrderView, Payment, Refund, RefundLine, RefundView},
-    quote_ident,
     sales::{KeyClaim, StoredKey},
 };
 use crate::db::{
     ids::{OrderId, ProductId},
-    kinds::{AuditAction, OrderStatus},
-    statement::call,
+    kinds::AuditAction,
 };
 
 /// What `posd_stock_move` raises for stock that would go below zero, or a
@@ -109,14 +107,11 @@ fn from_row<T: DeserializeOwned>(kind: &str, row: Map<String, Value>) -> Result<
 /// holds, in one call.
 pub fn read_order(b: &mut impl Bound, key: &str, id: OrderId) -> QueryResult<OrderRead> {
     let (conn, merchant, schema) = b.parts();
-    let items: Vec<Item> = call(format!(
-        "SELECT * FROM {}.posd_order_read($1, $2, $3)",
-        quote_ident(schema)
-    ))
-    .bind::<SqlUuid, _>(merchant.0)
-    .bind::<Text, _>(key)
-    .bind::<SqlUuid, _>(id.0)
-    .load(conn)?;
+    let items: Vec<Item> = function_call(schema, "posd_order_read", 3)
+        .bind::<SqlUuid, _>(merchant.0)
+        .bind::<Text, _>(key)
+        .bind::<SqlUuid, _>(id.0)
+        .load(conn)?;
     let mut out = OrderRead {
         key: None,
         view: None,
@@ -194,13 +189,12 @@ pub struct AuditEntry<'a> {
 /// A refund or a void of an order, as [`change_order`] writes it.
 #[derive(Debug)]
 pub struct OrderChange<'a> {
-    pub order: OrderId,
-    /// The order as read: the write goes ahead only if it still is.
-    pub seen_status: OrderStatus,
-    pub seen_refunded: i64,
-    /// The order after the change.
-    pub status_after: OrderStatus,
-    pub refunded_after: i64,
+    /// The order as read: the write goes ahead only if its status and
+    /// refunded total still are as they were.
+    pub before: &'a Order,
+    /// The order after the change: its status and refunded total are
+    /// written.
+    pub after: &'a Order,
     /// When the refund was made, or the order voided.
     pub at: DateTime<Utc>,
     pub staff: Uuid,
@@ -267,51 +261,46 @@ pub fn change_order(
     change: &OrderChange<'_>,
 ) -> QueryResult<Changed<()>> {
     let (conn, merchant, schema) = b.parts();
-    let placeholders: Vec<String> = (1..=30).map(|i| format!("${i}")).collect();
     let (refund, lines) = change.refund.unzip();
     let lines = lines.unwrap_or_default();
-    let result: QueryResult<ChangeRow> = call(format!(
-        "SELECT * FROM {}.posd_order_change({})",
-        quote_ident(schema),
-        placeholders.join(", ")
-    ))
-    .bind::<SqlUuid, _>(merchant.0)
-    .bind::<Text, _>(claim.key)
-    .bind::<Text, _>(claim.hash)
-    .bind::<Interval, _>(idempotency::interval(claim.retention))
-    .bind::<Integer, _>(i32::from(claim.status))
-    .bind::<Jsonb, _>(claim.body)
-    .bind::<SqlUuid, _>(change.order.0)
-    .bind::<Text, _>(change.seen_status)
-    .bind::<Int8, _>(change.seen_refunded)
-    .bind::<Text, _>(change.status_after)
-    .bind::<Int8, _>(change.refunded_after)
-    .bind::<Timestamptz, _>(change.at)
-    .bind::<SqlUuid, _>(change.staff)
-    .bind::<Nullable<SqlUuid>, _>(refund.map(|r| r.id.0))
-    .bind::<Nullable<Int8>, _>(refund.map(|r| r.amount_minor))
-    .bind::<Nullable<Text>, _>(refund.map(|r| r.method))
-    .bind::<Nullable<Bool>, _>(refund.map(|r| r.restock))
-    .bind::<Nullable<Text>, _>(refund.and_then(|r| r.reason.clone()))
-    .bind::<Array<Int4>, _>(lines.iter().map(|l| l.line_no).collect::<Vec<_>>())
-    .bind::<Array<Int4>, _>(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(lines.iter().map(|l| l.amount_minor).collect::<Vec<_>>())
-    .bind::<Array<SqlUuid>, _>(change.put_back.keys().map(|p| p.0).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(change.put_back.values().copied().collect::<Vec<_>>())
-    .bind::<Array<SqlUuid>, _>(
-        change
-            .put_back
-            .keys()
-            .map(|_| Uuid::now_v7())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<Nullable<SqlUuid>, _>(change.audit.actor.staff)
-    .bind::<Text, _>(change.audit.actor.label.clone())
-    .bind::<Text, _>(change.audit.action)
-    .bind::<Jsonb, _>(&change.audit.details)
-    .bind::<Nullable<Text>, _>(change.audit.actor.request_id.clone())
-    .get_result(conn);
+    let result: QueryResult<ChangeRow> = function_call(schema, "posd_order_change", 30)
+        .bind::<SqlUuid, _>(merchant.0)
+        .bind::<Text, _>(claim.key)
+        .bind::<Text, _>(claim.hash)
+        .bind::<Interval, _>(idempotency::interval(claim.retention))
+        .bind::<Integer, _>(i32::from(claim.status))
+        .bind::<Jsonb, _>(claim.body)
+        .bind::<SqlUuid, _>(change.before.id.0)
+        .bind::<Text, _>(change.before.status)
+        .bind::<Int8, _>(change.before.refunded_minor)
+        .bind::<Text, _>(change.after.status)
+        .bind::<Int8, _>(change.after.refunded_minor)
+        .bind::<Timestamptz, _>(change.at)
+        .bind::<SqlUuid, _>(change.staff)
+        .bind::<Nullable<SqlUuid>, _>(refund.map(|r| r.id.0))
+        .bind::<Nullable<Int8>, _>(refund.map(|r| r.amount_minor))
+        .bind::<Nullable<Text>, _>(refund.map(|r| r.method))
+        .bind::<Nullable<Bool>, _>(refund.map(|r| r.restock))
+        .bind::<Nullable<Text>, _>(refund.and_then(|r| r.reason.clone()))
+        .bind::<Array<Int4>, _>(lines.iter().map(|l| l.line_no).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
+        .bind::<Array<Int8>, _>(lines.iter().map(|l| l.amount_minor).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(change.put_back.keys().map(|p| p.0).collect::<Vec<_>>())
+        .bind::<Array<Int8>, _>(change.put_back.values().copied().collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(
+            change
+                .put_back
+                .keys()
+                .map(|_| Uuid::now_v7())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<SqlUuid, _>(Uuid::now_v7())
+        .bind::<Nullable<SqlUuid>, _>(change.audit.actor.staff)
+        .bind::<Text, _>(change.audit.actor.label.clone())
+        .bind::<Text, _>(change.audit.action)
+        .bind::<Jsonb, _>(&change.audit.details)
+        .bind::<Nullable<Text>, _>(change.audit.actor.request_id.clone())
+        .get_result(conn);
     let o = match result {
         Ok(o) => o,
         Err(e) => return short_stock(&e).map(Changed::Short).ok_or(e),
@@ -336,14 +325,11 @@ struct LevelRow {
 /// `Some(None)` when it has no level.
 pub fn read_level(b: &mut impl Bound, product: ProductId) -> QueryResult<Option<Option<i64>>> {
     let (conn, merchant, schema) = b.parts();
-    let row: Option<LevelRow> = call(format!(
-        "SELECT * FROM {}.posd_stock_read($1, $2)",
-        quote_ident(schema)
-    ))
-    .bind::<SqlUuid, _>(merchant.0)
-    .bind::<SqlUuid, _>(product.0)
-    .get_result(conn)
-    .optional()?;
+    let row: Option<LevelRow> = function_call(schema, "posd_stock_read", 2)
+        .bind::<SqlUuid, _>(merchant.0)
+        .bind::<SqlUuid, _>(product.0)
+        .get_result(conn)
+        .optional()?;
     Ok(row.map(|r| r.on_hand))
 }
 
@@ -373,25 +359,22 @@ struct Adjusted {
 /// `Short` when it would take the level below zero.
 pub fn adjust_level(b: &mut impl Bound, adj: &Adjustment<'_>) -> QueryResult<Changed<i64>> {
     let (conn, merchant, schema) = b.parts();
-    let row: Adjusted = call(format!(
-        "SELECT * FROM {}.posd_stock_adjust($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        quote_ident(schema)
-    ))
-    .bind::<SqlUuid, _>(merchant.0)
-    .bind::<SqlUuid, _>(adj.product.0)
-    .bind::<Int8, _>(adj.seen)
-    .bind::<Int8, _>(adj.delta)
-    .bind::<Text, _>(adj.reason)
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<SqlUuid, _>(adj.staff)
-    .bind::<Nullable<Text>, _>(adj.note)
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<Nullable<SqlUuid>, _>(adj.audit.actor.staff)
-    .bind::<Text, _>(adj.audit.actor.label.clone())
-    .bind::<Text, _>(adj.audit.action)
-    .bind::<Jsonb, _>(&adj.audit.details)
-    .bind::<Nullable<Text>, _>(adj.audit.actor.request_id.clone())
-    .get_result(conn)?;
+    let row: Adjusted = function_call(schema, "posd_stock_adjust", 14)
+        .bind::<SqlUuid, _>(merchant.0)
+        .bind::<SqlUuid, _>(adj.product.0)
+        .bind::<Int8, _>(adj.seen)
+        .bind::<Int8, _>(adj.delta)
+        .bind::<Text, _>(adj.reason)
+        .bind::<SqlUuid, _>(Uuid::now_v7())
+        .bind::<SqlUuid, _>(adj.staff)
+        .bind::<Nullable<Text>, _>(adj.note)
+        .bind::<SqlUuid, _>(Uuid::now_v7())
+        .bind::<Nullable<SqlUuid>, _>(adj.audit.actor.staff)
+        .bind::<Text, _>(adj.audit.actor.label.clone())
+        .bind::<Text, _>(adj.audit.action)
+        .bind::<Jsonb, _>(&adj.audit.details)
+        .bind::<Nullable<Text>, _>(adj.audit.actor.request_id.clone())
+        .get_result(conn)?;
     match (row.outcome.as_str(), row.on_hand) {
         ("done", Some(level)) => Ok(Changed::Done(level)),
         ("stale", _) => Ok(Changed::Stale),

@@ -211,6 +211,22 @@ impl TenantTx<'_> {
     }
 }
 
+/// A call of function `name` of `schema` (one of the tenant migrations'
+/// `posd_*` functions) with `args` placeholders, answering its rows: bind
+/// them in order.
+fn function_call(
+    schema: &str,
+    name: &str,
+    args: usize,
+) -> crate::db::statement::Statement<'static> {
+    let placeholders: Vec<String> = (1..=args).map(|i| format!("${i}")).collect();
+    crate::db::statement::call(format!(
+        "SELECT * FROM {}.{name}({})",
+        quote_ident(schema),
+        placeholders.join(", ")
+    ))
+}
+
 /// Quotes an SQL identifier.
 pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))

@@ -61,14 +61,10 @@ use uuid::Uuid;
 use super::{
     Bound,
     changes::{Changed, key_outcome, short_stock},
-    idempotency,
+    function_call, idempotency,
     orders::{Order, OrderLine, Payment},
-    quote_ident,
 };
-use crate::db::{
-    ids::{CustomerId, OrderId, ProductId},
-    statement::call,
-};
+use crate::db::ids::{CustomerId, OrderId, ProductId};
 
 /// A product as a sale prices it (for an offline bill, as it was at the
 /// bill's time).
@@ -144,17 +140,14 @@ pub fn read(
     bill: Option<Uuid>,
 ) -> QueryResult<SaleRead> {
     let (conn, merchant, schema) = b.parts();
-    let rows: Vec<ReadRow> = call(format!(
-        "SELECT * FROM {}.posd_sale_read($1, $2, $3, $4, $5, $6)",
-        quote_ident(schema)
-    ))
-    .bind::<SqlUuid, _>(merchant.0)
-    .bind::<Nullable<Text>, _>(key)
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Nullable<Timestamptz>, _>(at)
-    .bind::<Nullable<SqlUuid>, _>(customer.map(|c| c.0))
-    .bind::<Nullable<SqlUuid>, _>(bill)
-    .load(conn)?;
+    let rows: Vec<ReadRow> = function_call(schema, "posd_sale_read", 6)
+        .bind::<SqlUuid, _>(merchant.0)
+        .bind::<Nullable<Text>, _>(key)
+        .bind::<Array<SqlUuid>, _>(ids)
+        .bind::<Nullable<Timestamptz>, _>(at)
+        .bind::<Nullable<SqlUuid>, _>(customer.map(|c| c.0))
+        .bind::<Nullable<SqlUuid>, _>(bill)
+        .load(conn)?;
     let mut out = SaleRead::default();
     for r in rows {
         match r.kind.as_str() {
@@ -238,56 +231,51 @@ pub fn write(
 ) -> QueryResult<Changed<()>> {
     let (conn, merchant, schema) = b.parts();
     let (o, lines, pays) = (sale.order, sale.lines, sale.payments);
-    let placeholders = (1..=43).map(|i| format!("${i}")).collect::<Vec<_>>();
-    let row: Result<WriteRow, Error> = call(format!(
-        "SELECT * FROM {}.posd_sale_write({})",
-        quote_ident(schema),
-        placeholders.join(", ")
-    ))
-    .bind::<SqlUuid, _>(merchant.0)
-    .bind::<Nullable<Text>, _>(claim.map(|c| c.key))
-    .bind::<Nullable<Text>, _>(claim.map(|c| c.hash))
-    .bind::<Nullable<Interval>, _>(claim.map(|c| idempotency::interval(c.retention)))
-    .bind::<Nullable<Integer>, _>(claim.map(|c| i32::from(c.status)))
-    .bind::<Nullable<Jsonb>, _>(claim.map(|c| c.body))
-    .bind::<SqlUuid, _>(o.id.0)
-    .bind::<Text, _>(o.source)
-    .bind::<Nullable<SqlUuid>, _>(o.client_bill_id)
-    .bind::<Nullable<SqlUuid>, _>(o.customer_id.map(|c| c.0))
-    .bind::<SqlUuid, _>(o.staff_id.0)
-    .bind::<Text, _>(&o.currency)
-    .bind::<Bool, _>(o.prices_include_tax)
-    .bind::<Int8, _>(o.gross_minor)
-    .bind::<Int8, _>(o.discount_minor)
-    .bind::<Int8, _>(o.tax_minor)
-    .bind::<Int8, _>(o.total_minor)
-    .bind::<Int8, _>(o.rounding_minor)
-    .bind::<Int8, _>(o.tendered_minor)
-    .bind::<Int8, _>(o.change_minor)
-    .bind::<Nullable<Text>, _>(&o.note)
-    .bind::<Timestamptz, _>(o.created_at)
-    .bind::<Timestamptz, _>(o.recorded_at)
-    .bind::<Array<Int4>, _>(col(lines, |l| l.line_no))
-    .bind::<Array<SqlUuid>, _>(col(lines, |l| l.product_id.0))
-    .bind::<Array<Text>, _>(col(lines, |l| l.sku.clone()))
-    .bind::<Array<Text>, _>(col(lines, |l| l.name.clone()))
-    .bind::<Array<Int4>, _>(col(lines, |l| l.quantity))
-    .bind::<Array<Int8>, _>(col(lines, |l| l.unit_price_minor))
-    .bind::<Array<Int4>, _>(col(lines, |l| l.tax_rate_bps))
-    .bind::<Array<Int8>, _>(col(lines, |l| l.gross_minor))
-    .bind::<Array<Int8>, _>(col(lines, |l| l.discount_minor))
-    .bind::<Array<Int8>, _>(col(lines, |l| l.tax_minor))
-    .bind::<Array<Int8>, _>(col(lines, |l| l.total_minor))
-    .bind::<Array<SqlUuid>, _>(col(pays, |p| p.id))
-    .bind::<Array<Text>, _>(col(pays, |p| p.method))
-    .bind::<Array<Int8>, _>(col(pays, |p| p.tendered_minor))
-    .bind::<Array<Int8>, _>(col(pays, |p| p.amount_minor))
-    .bind::<Array<Nullable<Text>>, _>(col(pays, |p| p.reference.clone()))
-    .bind::<Array<SqlUuid>, _>(sale.take.keys().map(|p| p.0).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(sale.take.values().map(|q| -q).collect::<Vec<_>>())
-    .bind::<Array<SqlUuid>, _>(sale.take.keys().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-    .bind::<Bool, _>(sale.allow_negative)
-    .get_result(conn);
+    let row: Result<WriteRow, Error> = function_call(schema, "posd_sale_write", 43)
+        .bind::<SqlUuid, _>(merchant.0)
+        .bind::<Nullable<Text>, _>(claim.map(|c| c.key))
+        .bind::<Nullable<Text>, _>(claim.map(|c| c.hash))
+        .bind::<Nullable<Interval>, _>(claim.map(|c| idempotency::interval(c.retention)))
+        .bind::<Nullable<Integer>, _>(claim.map(|c| i32::from(c.status)))
+        .bind::<Nullable<Jsonb>, _>(claim.map(|c| c.body))
+        .bind::<SqlUuid, _>(o.id.0)
+        .bind::<Text, _>(o.source)
+        .bind::<Nullable<SqlUuid>, _>(o.client_bill_id)
+        .bind::<Nullable<SqlUuid>, _>(o.customer_id.map(|c| c.0))
+        .bind::<SqlUuid, _>(o.staff_id.0)
+        .bind::<Text, _>(&o.currency)
+        .bind::<Bool, _>(o.prices_include_tax)
+        .bind::<Int8, _>(o.gross_minor)
+        .bind::<Int8, _>(o.discount_minor)
+        .bind::<Int8, _>(o.tax_minor)
+        .bind::<Int8, _>(o.total_minor)
+        .bind::<Int8, _>(o.rounding_minor)
+        .bind::<Int8, _>(o.tendered_minor)
+        .bind::<Int8, _>(o.change_minor)
+        .bind::<Nullable<Text>, _>(&o.note)
+        .bind::<Timestamptz, _>(o.created_at)
+        .bind::<Timestamptz, _>(o.recorded_at)
+        .bind::<Array<Int4>, _>(col(lines, |l| l.line_no))
+        .bind::<Array<SqlUuid>, _>(col(lines, |l| l.product_id.0))
+        .bind::<Array<Text>, _>(col(lines, |l| l.sku.clone()))
+        .bind::<Array<Text>, _>(col(lines, |l| l.name.clone()))
+        .bind::<Array<Int4>, _>(col(lines, |l| l.quantity))
+        .bind::<Array<Int8>, _>(col(lines, |l| l.unit_price_minor))
+        .bind::<Array<Int4>, _>(col(lines, |l| l.tax_rate_bps))
+        .bind::<Array<Int8>, _>(col(lines, |l| l.gross_minor))
+        .bind::<Array<Int8>, _>(col(lines, |l| l.discount_minor))
+        .bind::<Array<Int8>, _>(col(lines, |l| l.tax_minor))
+        .bind::<Array<Int8>, _>(col(lines, |l| l.total_minor))
+        .bind::<Array<SqlUuid>, _>(col(pays, |p| p.id))
+        .bind::<Array<Text>, _>(col(pays, |p| p.method))
+        .bind::<Array<Int8>, _>(col(pays, |p| p.tendered_minor))
+        .bind::<Array<Int8>, _>(col(pays, |p| p.amount_minor))
+        .bind::<Array<Nullable<Text>>, _>(col(pays, |p| p.reference.clone()))
+        .bind::<Array<SqlUuid>, _>(sale.take.keys().map(|p| p.0).collect::<Vec<_>>())
+        .bind::<Array<Int8>, _>(sale.take.values().map(|q| -q).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(sale.take.keys().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind::<Bool, _>(sale.allow_negative)
+        .get_result(conn);
     let row = match row {
         Ok(row) => row,
         Err(e) => return short_stock(&e).map(Changed::Short).ok_or(e),
