@@ -151,13 +151,16 @@ def bench_defines(b, m, order=False):
         three = lambda v: "{" + ",".join([v] * 3) + "}"  # noqa: E731
         d.update(hash="0" * 64, retention="24 hours", staff=staff,
                  currency="EUR", total=str(3 * PRICE), deltas=three("-1"), linenos="{1,2,3}",
-                 skus=three("SKU-0000"), names=three('"Product 0"'), ones=three("1"),
+                 ones=three("1"), trues=three("t"),
                  prices=three(str(PRICE)), zeros=three("0"),
                  body=json.dumps(sample, separators=(", ", ": ")))
         for i, p in enumerate(m["products"]):
             d[f"p{i}"] = p
         for t in range(10):
             d[f"pids{t}"] = "{" + ",".join(m["products"][3 * t:3 * t + 3]) + "}"
+            # The catalog's sku and name of each product (bench.add_products).
+            d[f"skus{t}"] = "{" + ",".join(f"SKU-{i:04d}" for i in range(3 * t, 3 * t + 3)) + "}"
+            d[f"names{t}"] = "{" + ",".join(f'"Product {i}"' for i in range(3 * t, 3 * t + 3)) + "}"
     return d
 
 
@@ -560,16 +563,21 @@ def pgbench_functions(b):
     predates the tenant functions that SQL calls (a before/after
     comparison), they are installed from tenant_migrations for pgbench's
     use; that posd never calls them."""
-    path = glob.glob(os.path.join(HERE, "..", "tenant_migrations", "*_write_functions", "up.sql"))[0]
-    with open(path) as f:
-        sql = f.read()
+    # (migration, what shows it ran)
+    steps = [("*_write_functions", "to_regproc('{s}.posd_sale_read') IS NOT NULL"),
+             ("*_sale_in_one_call", "to_regproc('{s}.posd_bill_write') IS NOT NULL")]
     for tier in TIERS:
         m = b.bm[tier]
-        have = b.data.rows(f"SELECT to_regproc('\"{m['schema']}\".posd_sale_write') IS NOT NULL",
-                           db=m["db"])[0][0]
-        if have != "t":
-            b.data.psql(f'SET search_path TO "{m["schema"]}";\n' + sql, db=m["db"])
-            log(f"{tier}: installed this checkout's write functions for pgbench")
+        schema = '"' + m["schema"] + '"'
+        for pattern, ran in steps:
+            have = b.data.rows("SELECT " + ran.format(s=schema), db=m["db"])[0][0]
+            if have == "t":
+                continue
+            path = glob.glob(os.path.join(HERE, "..", "tenant_migrations", pattern, "up.sql"))[0]
+            with open(path) as f:
+                sql = f.read()
+            b.data.psql(f"SET search_path TO {schema};\n" + sql, db=m["db"])
+            log(f"{tier}: installed this checkout's {pattern[2:]} for pgbench")
 
 
 def run(b, only):

@@ -21,6 +21,7 @@ use crate::{
         platform::{Platform, merchants::Merchant},
         pool::{self, PoolOptions},
     },
+    pos::checkout::KnownProducts,
     redact::redact_url,
     tenancy::{
         SHARED_SCHEMA, Tenancy, Tier, classification, migrations,
@@ -41,6 +42,9 @@ pub struct App {
     pub staff_states: Arc<StaffStates>,
     /// Drives tier moves in the background.
     pub mover: Arc<Mover>,
+    /// The products till sales last read, to write a sale in one round
+    /// trip.
+    pub known_products: Arc<KnownProducts>,
 }
 
 impl std::ops::Deref for App {
@@ -260,6 +264,7 @@ pub fn boot(settings: Settings) -> Result<App, BootError> {
         jwt: Arc::new(JwtKeys::new(&tenancy.settings.jwt_secret)),
         staff_states: Arc::new(StaffStates::default()),
         mover: Arc::new(Mover::spawn(tenancy.clone())),
+        known_products: Arc::default(),
         tenancy,
     })
 }

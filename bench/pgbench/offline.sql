@@ -9,16 +9,16 @@ SELECT set_config('posd.merchant_id', :mid, true), set_config('search_path', :sp
 -- @BILL@
 SELECT * FROM @SP@.posd_sale_read(:mid::uuid, NULL::text, :pids@T@::uuid[], now() - interval '1 minute', NULL::uuid,
     lpad(to_hex(:r::bigint + 8 * @I@), 32, '0')::uuid);
-SELECT * FROM @SP@.posd_sale_write(:mid::uuid, NULL::text, NULL::text, NULL::interval, NULL::integer, NULL::jsonb,
+SELECT * FROM @SP@.posd_bill_write(:mid::uuid, NULL::text, NULL::text, NULL::interval, NULL::integer, NULL::jsonb,
     lpad(to_hex(:r::bigint + 8 * @I@ + 1), 32, '0')::uuid, 'offline', lpad(to_hex(:r::bigint + 8 * @I@), 32, '0')::uuid,
     NULL::uuid, :staff::uuid, :currency::text, false,
     :total::bigint, 0::bigint, 0::bigint, :total::bigint, 0::bigint, :total::bigint, 0::bigint, NULL::text,
     now() - interval '1 minute', now(),
-    :linenos::int4[], :pids@T@::uuid[], :skus::text[], :names::text[], :ones::int4[], :prices::int8[], :zeros::int4[],
+    :linenos::int4[], :pids@T@::uuid[], :skus@T@::text[], :names@T@::text[], :ones::int4[], :prices::int8[], :zeros::int4[],
     :prices::int8[], :zeros::int8[], :zeros::int8[], :prices::int8[],
     ARRAY[lpad(to_hex(:r::bigint + 8 * @I@ + 2), 32, '0')::uuid], '{card}'::text[], ARRAY[:total::bigint], ARRAY[:total::bigint], '{NULL}'::text[],
     :pids@T@::uuid[], :deltas::int8[],
     ARRAY[lpad(to_hex(:r::bigint + 8 * @I@ + 3), 32, '0')::uuid, lpad(to_hex(:r::bigint + 8 * @I@ + 4), 32, '0')::uuid, lpad(to_hex(:r::bigint + 8 * @I@ + 5), 32, '0')::uuid],
-    true);
+    true, NULL::int8[], NULL::int4[], NULL::bool[]);
 -- @END@
 COMMIT;

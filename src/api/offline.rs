@@ -6,7 +6,7 @@
 //! accepted even when it takes stock below zero (the product is flagged for
 //! a count); it is `rejected` only when it cannot be applied (malformed,
 //! unknown product, payments short). Each bill is priced, then written in
-//! a subtransaction of its own (`posd_sale_write`), so a rejected bill does
+//! a subtransaction of its own (`posd_bill_write`), so a rejected bill does
 //! not block the others; the batch is one transaction.
 //!
 //! The capability is behind the feature flag [`FLAG`] (on by default): a
@@ -267,7 +267,7 @@ async fn offline_bills(
                         continue;
                     }
                 };
-                match checkout::record(tx, &sale, None).map_err(ApiError::from) {
+                match checkout::record(tx, &sale, None, None).map_err(ApiError::from) {
                     Ok(checkout::Recorded::Created { view, .. }) => results.push(BillResult {
                         index,
                         client_id,

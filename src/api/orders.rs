@@ -170,8 +170,9 @@ async fn create(
         retention: app.settings.idempotency_retention,
         status: Status::Created.code,
     };
+    let known = app.known_products.clone();
     let recorded = db
-        .call(move |calls| Ok(checkout::record(calls, &sale, Some(&key))?))
+        .call(move |calls| Ok(checkout::record(calls, &sale, Some(&key), Some(&known))?))
         .await?;
     match recorded {
         Recorded::Created { view, body } => {

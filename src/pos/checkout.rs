@@ -1,8 +1,8 @@
-//! Turning a sale into an order: read the catalog, price every line on the
-//! server, check the tender, then write the order with its lines and
-//! payments and take the stock, in one call (see
-//! [`crate::db::tenant::sales`] for the two round trips). Used by till
-//! orders and offline bills.
+//! Turning a sale into an order: read the catalog (or take the products
+//! this process already knows), price every line on the server, check the
+//! tender, then write the order with its lines and payments and take the
+//! stock, in one call (see [`crate::db::tenant::sales`] for the one or two
+//! round trips). Used by till orders and offline bills.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -266,19 +266,85 @@ pub struct SaleKey {
     pub status: u16,
 }
 
-/// Records `sale` as an order in two round trips ([`sales::read`], then
-/// pricing here, then [`sales::write`]). On `TenantCalls` each is a
-/// transaction of its own, on a `TenantTx` they join the caller's; on any
-/// error nothing is written. A till sale runs under `key`: a replay or a
-/// reused key answers before pricing, and the response is stored with the
-/// order. An offline bill already applied is `Duplicate`, even if it would
-/// not pass today's checks.
+/// The products this process's till sales last read, per merchant: a till
+/// sale whose products are all here is priced from them and written in one
+/// round trip, the write checking them against the catalog (see
+/// [`record`]). Nothing here is trusted: a product changed since (by this
+/// process or another) only costs that sale a read. Bounded: past
+/// [`KnownProducts::MAX`] entries it starts over.
+#[derive(Debug, Default)]
+pub struct KnownProducts {
+    entries: parking_lot::Mutex<HashMap<(MerchantId, ProductId), CatalogItem>>,
+}
+
+impl KnownProducts {
+    /// Products kept at most, over all merchants (about 200 bytes each).
+    pub const MAX: usize = 100_000;
+
+    /// The products of `sale`'s lines, if every one is known.
+    fn get(&self, merchant: MerchantId, sale: &Sale) -> Option<Vec<CatalogItem>> {
+        let entries = self.entries.lock();
+        let mut items: Vec<CatalogItem> = Vec::with_capacity(sale.lines.len());
+        for l in &sale.lines {
+            if !items.iter().any(|p| p.id == l.product_id) {
+                items.push(entries.get(&(merchant, l.product_id))?.clone());
+            }
+        }
+        Some(items)
+    }
+
+    fn remember(&self, merchant: MerchantId, items: &[CatalogItem]) {
+        let mut entries = self.entries.lock();
+        if entries.len() + items.len() > Self::MAX {
+            entries.clear();
+        }
+        for p in items {
+            entries.insert((merchant, p.id), p.clone());
+        }
+    }
+
+    fn forget(&self, merchant: MerchantId, items: &[CatalogItem]) {
+        let mut entries = self.entries.lock();
+        for p in items {
+            entries.remove(&(merchant, p.id));
+        }
+    }
+}
+
+/// Records `sale` as an order. A till sale whose products are all in
+/// `known` is priced from them and written in one round trip
+/// ([`sales::write`] checks them against the catalog, and the key's claim
+/// answers a replay, a reuse or a request in flight). Otherwise, or if the
+/// catalog changed, or if pricing from `known` fails (a failure is answered
+/// only after the key is read), it takes two: [`sales::read`], pricing
+/// here, [`sales::write`]. On `TenantCalls` each call is a transaction of
+/// its own, on a `TenantTx` they join the caller's; on any error nothing is
+/// written. An offline bill (priced as the catalog was at its time) passes
+/// no `known` and is `Duplicate` if applied already, even if it would not
+/// pass today's checks.
 pub fn record(
     b: &mut impl Bound,
     sale: &Sale,
     key: Option<&SaleKey>,
+    known: Option<&KnownProducts>,
 ) -> Result<Recorded, SaleError> {
     validate(sale)?;
+    let merchant = b.merchant_id();
+    let known = known.filter(|_| sale.offline.is_none());
+    if let Some((known, products)) = known.and_then(|k| Some((k, k.get(merchant, sale)?))) {
+        let read = SaleRead {
+            products,
+            // Checked by the write.
+            customer_exists: true,
+            ..SaleRead::default()
+        };
+        if let Ok(priced) = price(sale, &read, merchant) {
+            match write_priced(b, sale, key, priced, &read, true)? {
+                Some(recorded) => return Ok(recorded),
+                None => known.forget(merchant, &read.products),
+            }
+        }
+    }
     let ids: Vec<Uuid> = sale.lines.iter().map(|l| l.product_id.0).collect();
     let read = sales::read(
         b,
@@ -302,7 +368,27 @@ pub fn record(
     if let Some(order) = read.bill_order {
         return Ok(Recorded::Duplicate(order));
     }
-    let priced = price(sale, &read, b.merchant_id())?;
+    if let Some(known) = known {
+        known.remember(merchant, &read.products);
+    }
+    let priced = price(sale, &read, merchant)?;
+    write_priced(b, sale, key, priced, &read, false)?.ok_or_else(|| {
+        SaleError::Db(diesel::result::Error::DeserializationError(
+            "posd_sale_write answered stale with no catalog to check".into(),
+        ))
+    })
+}
+
+/// Writes `priced` under `key`; `None` when `check` is set and the catalog
+/// or the customer is no longer as `read` had them.
+fn write_priced(
+    b: &mut impl Bound,
+    sale: &Sale,
+    key: Option<&SaleKey>,
+    priced: Priced,
+    read: &SaleRead,
+    check: bool,
+) -> Result<Option<Recorded>, SaleError> {
     let view = OrderView {
         order: priced.order,
         lines: priced.lines,
@@ -329,17 +415,18 @@ pub fn record(
             payments: &view.payments,
             take: &priced.take,
             allow_negative: sale.offline.is_some(),
+            priced_from: check.then_some(read.products.as_slice()),
         },
     )?;
-    Ok(match written {
+    Ok(Some(match written {
         Changed::Done(()) => Recorded::Created {
             view: Box::new(view),
             body,
         },
+        Changed::Stale => return Ok(None),
         Changed::Replay { status, body } => Recorded::Replay { status, body },
         Changed::Mismatch => Recorded::KeyReused,
-        // A sale does not read what it writes over: it is never stale.
-        Changed::InFlight | Changed::Stale => Recorded::KeyInFlight,
+        Changed::InFlight => Recorded::KeyInFlight,
         Changed::Duplicate(order) => Recorded::Duplicate(order),
         Changed::Short(product) => {
             let sku = read
@@ -352,7 +439,7 @@ pub fn record(
                 quantity: priced.take.get(&product).copied().unwrap_or_default(),
             });
         }
-    })
+    }))
 }
 
 /// A sale priced: the order, its lines and payments, and the units it

@@ -678,3 +678,82 @@ async fn refunds_of_one_order_sent_at_once_all_land() {
         );
     }
 }
+
+/// A till sale whose products posd already knows is priced from memory and
+/// written in one call, which checks them against the catalog: every change
+/// made since (here through the same posd, which does not tell its memory)
+/// is honoured, on every tier. A price, tax rate and name; stock tracking
+/// turned off; the product taken off sale; deleted.
+#[rocket::async_test]
+async fn a_sale_from_known_products_follows_the_catalog() {
+    let t = TestApp::new().await;
+    for tier in TIERS {
+        let m = t.merchant(&format!("known-{}", tier.as_str()), tier).await;
+        let (mut conn, _) = t.data_conn(&m);
+        let p = t.stocked_product(&m, "TEA", 200, 0, Some(100)).await;
+        let product = format!("{}/{p}", api!("/products"));
+        let sale = json!({
+            "lines": [{ "productId": p, "quantity": 1 }],
+            "payments": [{ "method": "cash", "amountMinor": 1000 }],
+        });
+        let total = async |expected: i64| {
+            let (s, o, _) = t.post_idem(ORDERS, &m.token, &key(), sale.clone()).await;
+            assert_eq!(s, Status::Created, "{tier}: {o}");
+            assert_eq!(o["totalMinor"], expected, "{tier}: {o}");
+            o
+        };
+        // Read, then known.
+        total(200).await;
+        total(200).await;
+
+        let (s, b) = t
+            .patch(
+                &product,
+                &m.token,
+                json!({ "priceMinor": 250, "taxRateBps": 1000, "name": "Green tea" }),
+            )
+            .await;
+        assert_eq!(s, Status::Ok, "{b}");
+        let o = total(275).await;
+        assert_eq!(o["lines"][0]["name"], "Green tea", "{tier}");
+        assert_eq!(stock_and_movements(&mut conn, &p), (97, 97), "{tier}");
+
+        let (s, b) = t
+            .patch(&product, &m.token, json!({ "trackStock": false }))
+            .await;
+        assert_eq!(s, Status::Ok, "{b}");
+        total(275).await;
+        assert_eq!(
+            stock_and_movements(&mut conn, &p),
+            (97, 97),
+            "{tier}: no stock taken once untracked"
+        );
+
+        let orders = count(&mut conn, "SELECT count(*) AS n FROM orders").unwrap();
+        let (s, b) = t
+            .patch(&product, &m.token, json!({ "active": false }))
+            .await;
+        assert_eq!(s, Status::Ok, "{b}");
+        let (s, e, _) = t.post_idem(ORDERS, &m.token, &key(), sale.clone()).await;
+        assert_error_about(
+            tier.as_str(),
+            (s, &e),
+            Status::UnprocessableEntity,
+            "product_inactive",
+        );
+        let (s, b) = t.delete(&product, &m.token).await;
+        assert!(s.class().is_success(), "{s}: {b}");
+        let (s, e, _) = t.post_idem(ORDERS, &m.token, &key(), sale.clone()).await;
+        assert_error_about(
+            tier.as_str(),
+            (s, &e),
+            Status::UnprocessableEntity,
+            "unknown_product",
+        );
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM orders").unwrap(),
+            orders,
+            "{tier}: nothing written"
+        );
+    }
+}

@@ -1,47 +1,58 @@
-//! A sale in two round trips: [`read()`] answers what pricing needs, [`write()`]
-//! records the priced sale. Each is one call of a function of the tenant
-//! migrations (`posd_sale_read`, `posd_sale_write`, in the merchant's
-//! schema), which binds the merchant itself before it touches a table.
+//! A sale in one round trip, or two: [`read()`] answers what pricing needs,
+//! [`write()`] records the priced sale. Each is one call of a function of
+//! the tenant migrations (`posd_sale_read`, `posd_sale_write`,
+//! `posd_bill_write` for an offline bill, in the merchant's schema), which
+//! binds the merchant itself before it touches a table.
 //!
-//! # Why functions
+//! # Why functions, and why one call
 //!
 //! A sale used to be seven round trips: `BEGIN` with the binding, the
 //! idempotency claim, the products, the order with its lines and payments,
 //! the stock, the stored response, `COMMIT`. Diesel cannot pipeline
 //! statements nor read the results of a multi-statement query, and pricing
-//! stays in Rust, so the least is two: read, then write. On
+//! stays in Rust (`crate::pos::checkout`), so a sale needs the catalog
+//! before it writes: read, then write. A till sale whose products posd
+//! already knows (`KnownProducts` in `crate::pos::checkout`: what this
+//! process's sales last read) skips the read: the write is handed the
+//! catalog as priced and checks it against the products (sku, name, price,
+//! tax rate, stock tracking, for sale, not deleted) and the customer before
+//! it claims the key; if anything differs it answers `Stale` having written
+//! nothing, and the sale is read and priced again. On
 //! [`TenantCalls`](super::TenantCalls) each call is its own transaction (no
 //! `BEGIN`, no `COMMIT` sent); in a [`TenantTx`](super::TenantTx) (offline
 //! batches) the calls join the caller's transaction.
 //!
 //! Measured (BENCHMARKS.md, "Writes in fewer round trips"; 2 cores, posd
-//! and PostgreSQL on the same machine): at one connection a sale's median
-//! latency went from 3.5 to 2.5 ms on the shared tier, and posd reaches
-//! 0.87-0.92 of pgbench running the same two calls (0.72-0.81 before). At 8
-//! connections orders/s did not change (0.96-1.05×): the cores are spent in
-//! PostgreSQL's own work per order (executor start-up per statement,
-//! foreign-key checks, check constraints, index insertion), the same in
-//! both designs, and posd already ran at 0.94-0.98 of pgbench. Refunds
-//! gained 1.10-1.19× at 8 connections and 1.34-1.40× at one. A data-modifying
+//! and PostgreSQL on the same machine, 8 connections): two calls did not
+//! raise orders/s over seven statements (0.96-1.05×), because the cores go
+//! to PostgreSQL's own work per order (executor start-up per statement,
+//! foreign-key checks, check constraints, index insertion), which two
+//! calls did not reduce; one call per order did, by the read's own
+//! transaction, and posd's work for it. The sale's statements are in
+//! `posd_sale_write` itself rather than in a nested function (a nested
+//! plpgsql call costs more than its statements). A data-modifying
 //! statement over all products was planned again at every call; one simple
-//! `UPDATE` per product (`posd_stock_move`) is planned once per session
-//! (1,080 → 1,440 writes/s under pgbench).
-
+//! `UPDATE` per product (`posd_stock_move`) is planned once per session.
+//!
 //! # What stays as it was
 //!
 //! - The binding is in the transaction that reads or writes: each function
 //!   sets `posd.merchant_id` first, runs as the caller's role (row-level
 //!   security applies) and pins `search_path` to its own schema.
-//! - Idempotency: the read reports what the key holds (a replay or a
-//!   mismatch answers before any pricing); the write claims the key under
-//!   its advisory lock with the response already stored, so a duplicate in
-//!   flight gets `InFlight` (409) and one that arrives after the commit a
-//!   replay. The key is only ever seen with its response.
+//! - Idempotency: the write claims the key under its advisory lock with the
+//!   response already stored, so a duplicate in flight gets `InFlight`
+//!   (409), one that arrives after the commit a replay, one with another
+//!   body a mismatch (422), and the key is only ever seen with its
+//!   response. When the sale is read first, the read reports what the key
+//!   holds, so a replay or a mismatch answers before any pricing; a sale
+//!   priced from known products whose pricing fails is read before it
+//!   answers, so a replay still wins over today's error.
 //! - Stock: levels are locked in product id order and a level never goes
 //!   below zero unless allowed (offline bills); a sale short of stock
 //!   writes nothing.
-//! - Prices are read outside the write's transaction, as they were read
-//!   before without a lock: a price changed between the two is the same
+//! - Prices: a sale from known products is written only at the catalog's
+//!   current values. One read first sees them outside the write's
+//!   transaction, as before: a price changed between the two is the same
 //!   race as a price changed just before the sale.
 
 use std::collections::BTreeMap;
@@ -200,6 +211,10 @@ pub struct SaleWrite<'a> {
     /// Record the movement even if the level goes below zero (offline
     /// bills, sales that already happened).
     pub allow_negative: bool,
+    /// The products the sale was priced from, when they did not come from
+    /// a [`read()`] just before: the write checks them against the catalog
+    /// and answers `Stale`, writing nothing, if any differs.
+    pub priced_from: Option<&'a [CatalogItem]>,
 }
 
 #[derive(QueryableByName)]
@@ -231,7 +246,22 @@ pub fn write(
 ) -> QueryResult<Changed<()>> {
     let (conn, merchant, schema) = b.parts();
     let (o, lines, pays) = (sale.order, sale.lines, sale.payments);
-    let row: Result<WriteRow, Error> = function_call(schema, "posd_sale_write", 43)
+    // The catalog as priced, one entry per line (none at all if a line's
+    // product is missing: the write then finds every line stale).
+    let priced: Option<Vec<&CatalogItem>> = sale.priced_from.map(|items| {
+        lines
+            .iter()
+            .map(|l| items.iter().find(|p| p.id == l.product_id))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    });
+    // An offline bill is written in a subtransaction of the batch's.
+    let function = if o.client_bill_id.is_some() {
+        "posd_bill_write"
+    } else {
+        "posd_sale_write"
+    };
+    let row: Result<WriteRow, Error> = function_call(schema, function, 46)
         .bind::<SqlUuid, _>(merchant.0)
         .bind::<Nullable<Text>, _>(claim.map(|c| c.key))
         .bind::<Nullable<Text>, _>(claim.map(|c| c.hash))
@@ -275,6 +305,9 @@ pub fn write(
         .bind::<Array<Int8>, _>(sale.take.values().map(|q| -q).collect::<Vec<_>>())
         .bind::<Array<SqlUuid>, _>(sale.take.keys().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind::<Bool, _>(sale.allow_negative)
+        .bind::<Nullable<Array<Int8>>, _>(priced.as_ref().map(|c| col(c, |p| p.price_minor)))
+        .bind::<Nullable<Array<Int4>>, _>(priced.as_ref().map(|c| col(c, |p| p.tax_rate_bps)))
+        .bind::<Nullable<Array<Bool>>, _>(priced.as_ref().map(|c| col(c, |p| p.track_stock)))
         .get_result(conn);
     let row = match row {
         Ok(row) => row,
@@ -289,6 +322,7 @@ pub fn write(
     }
     Ok(match row.outcome.as_str() {
         "created" => Changed::Done(()),
+        "stale" => Changed::Stale,
         "duplicate" => Changed::Duplicate(OrderId(row.order_id.ok_or_else(|| unexpected("bill"))?)),
         "short" => Changed::Short(ProductId(
             row.short_product.ok_or_else(|| unexpected("stock"))?,
