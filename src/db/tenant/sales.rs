@@ -24,13 +24,13 @@
 //!
 //! Measured (BENCHMARKS.md, "Writes in fewer round trips"; 2 cores, posd
 //! and PostgreSQL on the same machine, 8 connections): two calls did not
-//! raise orders/s over seven statements (0.96-1.05×), because the cores go
-//! to PostgreSQL's own work per order (executor start-up per statement,
-//! foreign-key checks, check constraints, index insertion), which two
-//! calls did not reduce; one call per order did, by the read's own
-//! transaction, and posd's work for it. The sale's statements are in
-//! `posd_sale_write` itself rather than in a nested function (a nested
-//! plpgsql call costs more than its statements). A data-modifying
+//! raise orders/s over seven statements (0.96-1.05×); one call did,
+//! 1.25-1.28×, to as many orders as pgbench sending the same call
+//! (0.88-1.10 of it). What is left is PostgreSQL's own work per order
+//! (executor start-up per statement, index insertion, check constraints,
+//! foreign-key checks, the commit), which fewer round trips do not reduce.
+//! The sale's statements are in `posd_sale_write` itself rather than in a
+//! nested function (about 6% more calls/s under pgbench). A data-modifying
 //! statement over all products was planned again at every call; one simple
 //! `UPDATE` per product (`posd_stock_move`) is planned once per session.
 //!
