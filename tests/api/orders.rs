@@ -682,8 +682,8 @@ async fn refunds_of_one_order_sent_at_once_all_land() {
 /// A till sale whose products posd already knows is priced from memory and
 /// written in one call, which checks them against the catalog: every change
 /// made since (here through the same posd, which does not tell its memory)
-/// is honoured, on every tier. A price, tax rate and name; stock tracking
-/// turned off; the product taken off sale; deleted.
+/// is honoured, on every tier: a customer of no one's; a price, tax rate and
+/// name; stock tracking turned off; the product taken off sale; deleted.
 #[rocket::async_test]
 async fn a_sale_from_known_products_follows_the_catalog() {
     let t = TestApp::new().await;
@@ -705,6 +705,18 @@ async fn a_sale_from_known_products_follows_the_catalog() {
         // Read, then known.
         total(200).await;
         total(200).await;
+        // A customer of no one's, with known products: refused, nothing
+        // written.
+        let mut stranger = sale.clone();
+        stranger["customerId"] = json!(Uuid::new_v4());
+        let (s, e, _) = t.post_idem(ORDERS, &m.token, &key(), stranger).await;
+        assert_error_about(
+            tier.as_str(),
+            (s, &e),
+            Status::UnprocessableEntity,
+            "unknown_customer",
+        );
+        assert_eq!(stock_and_movements(&mut conn, &p), (98, 98), "{tier}");
 
         let (s, b) = t
             .patch(
