@@ -1,10 +1,10 @@
-//! Changes to recorded data in two round trips, as sales are
-//! ([`super::sales`]): refunds and voids of an order ([`read_order`], then
-//! [`change_order`]), and stock adjustments ([`read_level`], then
-//! [`adjust_level`]). Each is one call of a function of the tenant
-//! migrations (`posd_order_read`, `posd_order_change`, `posd_stock_read`,
-//! `posd_stock_adjust`), a transaction of its own that binds the merchant
-//! first.
+//! Changes to recorded data in two round trips, as sales of products not
+//! yet known are ([`super::sales`]): refunds and voids of an order
+//! ([`read_order`], then [`change_order`]), and stock adjustments
+//! ([`read_level`], then [`adjust_level`]). Each is one call of a function
+//! of the tenant migrations (`posd_order_read`, `posd_order_change`,
+//! `posd_stock_read`, `posd_stock_adjust`), a transaction of its own that
+//! binds the merchant first.
 //!
 //! The rules run in Rust between the two calls, on what the read saw. The
 //! write locks what it changes and checks it is still as read (an order's
