@@ -588,3 +588,78 @@ fn price(sale: &Sale, read: &SaleRead, merchant: MerchantId) -> Result<Priced, S
         take,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: ProductId) -> CatalogItem {
+        CatalogItem {
+            id,
+            sku: "SKU".into(),
+            name: "Item".into(),
+            price_minor: 100,
+            tax_rate_bps: 0,
+            active: true,
+            track_stock: true,
+        }
+    }
+
+    fn sale_of(products: &[ProductId]) -> Sale {
+        Sale {
+            lines: products
+                .iter()
+                .map(|p| SaleLine {
+                    product_id: *p,
+                    quantity: 1,
+                    unit_price_minor: None,
+                    discount_minor: 0,
+                })
+                .collect(),
+            payments: Vec::new(),
+            customer_id: None,
+            note: None,
+            staff: StaffId(Uuid::now_v7()),
+            currency: "EUR".into(),
+            may_override_price: false,
+            discount_limit_bps: 0,
+            prices_include_tax: false,
+            cash_rounding: 1,
+            offline: None,
+        }
+    }
+
+    #[test]
+    fn known_products_are_one_merchants_and_all_or_nothing() {
+        let known = KnownProducts::default();
+        let (a, b) = (MerchantId(Uuid::now_v7()), MerchantId(Uuid::now_v7()));
+        let (p, q) = (ProductId(Uuid::now_v7()), ProductId(Uuid::now_v7()));
+        known.remember(a, &[item(p)]);
+        assert_eq!(known.get(a, &sale_of(&[p, p])).map(|v| v.len()), Some(1));
+        assert!(known.get(b, &sale_of(&[p])).is_none(), "another merchant's");
+        assert!(
+            known.get(a, &sale_of(&[p, q])).is_none(),
+            "one unknown line"
+        );
+        known.forget(a, &[item(p)]);
+        assert!(known.get(a, &sale_of(&[p])).is_none());
+    }
+
+    #[test]
+    fn known_products_start_over_past_their_bound() {
+        let known = KnownProducts::default();
+        let m = MerchantId(Uuid::now_v7());
+        let first = ProductId(Uuid::now_v7());
+        known.remember(m, &[item(first)]);
+        let rest: Vec<CatalogItem> = (1..KnownProducts::MAX)
+            .map(|_| item(ProductId(Uuid::now_v7())))
+            .collect();
+        known.remember(m, &rest);
+        assert!(known.get(m, &sale_of(&[first])).is_some(), "at the bound");
+        let last = ProductId(Uuid::now_v7());
+        known.remember(m, &[item(last)]);
+        assert!(known.get(m, &sale_of(&[first])).is_none(), "started over");
+        assert!(known.get(m, &sale_of(&[last])).is_some());
+        assert_eq!(known.entries.lock().len(), 1);
+    }
+}
