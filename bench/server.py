@@ -37,6 +37,15 @@ PG_SETTINGS = {
     "log_min_messages": "warning",
 }
 
+# The environment posd gives the server of its cluster (src/embedded/):
+# glibc's malloc keeps freed memory rather than return it to the kernel
+# after every transaction.
+PG_ENV = {
+    "MALLOC_TRIM_THRESHOLD_": "8388608",
+    "MALLOC_TOP_PAD_": "1048576",
+    "MALLOC_MMAP_THRESHOLD_": "4194304",
+}
+
 # The suite logs in every tenant's owner from 127.0.0.1: up to 3,000
 # logins in a full run, which posd's default limit per address (100 at once,
 # then 2 per second) would spread over half an hour.
@@ -130,7 +139,8 @@ class DataDir:
     def _pg_ctl(self, *args, timeout=120):
         as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run(as_user + [pg_ctl(), "-D", self.pgdata, *args], check=True,
-                       stdout=subprocess.DEVNULL, timeout=timeout)
+                       stdout=subprocess.DEVNULL, timeout=timeout,
+                       env={**os.environ, **PG_ENV})
 
     def start(self):
         log = os.path.join(self.path, "postgres.log")
