@@ -233,7 +233,11 @@ async fn a_killed_run_resumes() {
     let stdout = child.stdout.take().unwrap();
     let mut migrated = 0;
     for line in BufReader::new(stdout).lines() {
-        if line.unwrap().starts_with("migrated") {
+        let line = line.unwrap();
+        // A tenant that fails would leave the run waiting at the 10th for
+        // good: fail here instead.
+        assert!(!line.starts_with("failed"), "{line}");
+        if line.starts_with("migrated") {
             migrated += 1;
             if migrated == 5 {
                 break;
