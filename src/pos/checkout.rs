@@ -21,6 +21,8 @@ use crate::db::{
     },
 };
 
+pub use super::known::KnownProducts;
+
 pub const MAX_LINES: usize = 200;
 pub const MAX_PAYMENTS: usize = 10;
 pub const MAX_QUANTITY: i32 = 100_000;
@@ -266,51 +268,6 @@ pub struct SaleKey {
     pub status: u16,
 }
 
-/// The products this process's till sales last read, per merchant: a till
-/// sale whose products are all here is priced from them and written in one
-/// round trip, the write checking them against the catalog (see
-/// [`record`]). Nothing here is trusted: a product changed since (by this
-/// process or another) only costs that sale a read. Bounded: past
-/// [`KnownProducts::MAX`] entries it starts over.
-#[derive(Debug, Default)]
-pub struct KnownProducts {
-    entries: parking_lot::Mutex<HashMap<(MerchantId, ProductId), CatalogItem>>,
-}
-
-impl KnownProducts {
-    /// Products kept at most, over all merchants (about 200 bytes each).
-    pub const MAX: usize = 100_000;
-
-    /// The products of `sale`'s lines, if every one is known.
-    fn get(&self, merchant: MerchantId, sale: &Sale) -> Option<Vec<CatalogItem>> {
-        let entries = self.entries.lock();
-        let mut items: Vec<CatalogItem> = Vec::with_capacity(sale.lines.len());
-        for l in &sale.lines {
-            if !items.iter().any(|p| p.id == l.product_id) {
-                items.push(entries.get(&(merchant, l.product_id))?.clone());
-            }
-        }
-        Some(items)
-    }
-
-    fn remember(&self, merchant: MerchantId, items: &[CatalogItem]) {
-        let mut entries = self.entries.lock();
-        if entries.len() + items.len() > Self::MAX {
-            entries.clear();
-        }
-        for p in items {
-            entries.insert((merchant, p.id), p.clone());
-        }
-    }
-
-    fn forget(&self, merchant: MerchantId, items: &[CatalogItem]) {
-        let mut entries = self.entries.lock();
-        for p in items {
-            entries.remove(&(merchant, p.id));
-        }
-    }
-}
-
 /// Records `sale` as an order. A till sale whose products are all in
 /// `known` is priced from them and written in one round trip
 /// ([`sales::write`] checks them against the catalog, and the key's claim
@@ -331,7 +288,8 @@ pub fn record(
     validate(sale)?;
     let merchant = b.merchant_id();
     let known = known.filter(|_| sale.offline.is_none());
-    if let Some((known, products)) = known.and_then(|k| Some((k, k.get(merchant, sale)?))) {
+    let ids = || sale.lines.iter().map(|l| l.product_id);
+    if let Some((known, products)) = known.and_then(|k| Some((k, k.get(merchant, ids())?))) {
         let read = SaleRead {
             products,
             // Checked by the write.
@@ -345,11 +303,10 @@ pub fn record(
             }
         }
     }
-    let ids: Vec<Uuid> = sale.lines.iter().map(|l| l.product_id.0).collect();
     let read = sales::read(
         b,
         key.map(|k| k.key.as_str()),
-        &ids,
+        &ids().map(|p| p.0).collect::<Vec<_>>(),
         sale.offline.map(|o| o.created_at),
         sale.customer_id,
         sale.offline.map(|o| o.client_id),
@@ -587,79 +544,4 @@ fn price(sale: &Sale, read: &SaleRead, merchant: MerchantId) -> Result<Priced, S
         payments,
         take,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(id: ProductId) -> CatalogItem {
-        CatalogItem {
-            id,
-            sku: "SKU".into(),
-            name: "Item".into(),
-            price_minor: 100,
-            tax_rate_bps: 0,
-            active: true,
-            track_stock: true,
-        }
-    }
-
-    fn sale_of(products: &[ProductId]) -> Sale {
-        Sale {
-            lines: products
-                .iter()
-                .map(|p| SaleLine {
-                    product_id: *p,
-                    quantity: 1,
-                    unit_price_minor: None,
-                    discount_minor: 0,
-                })
-                .collect(),
-            payments: Vec::new(),
-            customer_id: None,
-            note: None,
-            staff: StaffId(Uuid::now_v7()),
-            currency: "EUR".into(),
-            may_override_price: false,
-            discount_limit_bps: 0,
-            prices_include_tax: false,
-            cash_rounding: 1,
-            offline: None,
-        }
-    }
-
-    #[test]
-    fn known_products_are_one_merchants_and_all_or_nothing() {
-        let known = KnownProducts::default();
-        let (a, b) = (MerchantId(Uuid::now_v7()), MerchantId(Uuid::now_v7()));
-        let (p, q) = (ProductId(Uuid::now_v7()), ProductId(Uuid::now_v7()));
-        known.remember(a, &[item(p)]);
-        assert_eq!(known.get(a, &sale_of(&[p, p])).map(|v| v.len()), Some(1));
-        assert!(known.get(b, &sale_of(&[p])).is_none(), "another merchant's");
-        assert!(
-            known.get(a, &sale_of(&[p, q])).is_none(),
-            "one unknown line"
-        );
-        known.forget(a, &[item(p)]);
-        assert!(known.get(a, &sale_of(&[p])).is_none());
-    }
-
-    #[test]
-    fn known_products_start_over_past_their_bound() {
-        let known = KnownProducts::default();
-        let m = MerchantId(Uuid::now_v7());
-        let first = ProductId(Uuid::now_v7());
-        known.remember(m, &[item(first)]);
-        let rest: Vec<CatalogItem> = (1..KnownProducts::MAX)
-            .map(|_| item(ProductId(Uuid::now_v7())))
-            .collect();
-        known.remember(m, &rest);
-        assert!(known.get(m, &sale_of(&[first])).is_some(), "at the bound");
-        let last = ProductId(Uuid::now_v7());
-        known.remember(m, &[item(last)]);
-        assert!(known.get(m, &sale_of(&[first])).is_none(), "started over");
-        assert!(known.get(m, &sale_of(&[last])).is_some());
-        assert_eq!(known.entries.lock().len(), 1);
-    }
 }

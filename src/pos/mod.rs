@@ -3,6 +3,7 @@
 //! inside the caller's one bound tenant transaction.
 
 pub mod checkout;
+mod known;
 pub mod pricing;
 pub mod refund;
 pub mod report;
